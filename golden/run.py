@@ -1,0 +1,65 @@
+"""``python -m golden.run``: accuracy and mean hardware counters of a model on a dataset.
+
+This module is also callable: ``golden.run(model, x, ...)`` keeps working after
+``import golden.run`` has replaced the package attribute with this module.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+
+from . import engine, perf
+from .cli import ArgumentParser, guard, lanes_arg, positive_int
+from .io import atomic_write, load_model
+
+
+def summarize(model, x, y, lanes: int) -> dict:
+    res = engine.run(model, x, lanes=lanes)
+    acc = float((res.predictions == y).mean()) if len(y) else float("nan")
+    return {
+        "model": model.meta(), "lanes": lanes, "samples": int(len(y)), "accuracy": acc,
+        "mean_counters": {k: float(v.mean()) for k, v in res.counters.items()},
+        "mean_layer_spikes": [float(c["spikes"].mean()) for c in res.layer_counters],
+        "mean_encoder_spikes": float(res.encoder_counters["spikes"].mean()),
+    }
+
+
+def main(argv=None) -> int:
+    from . import datasets
+    p = ArgumentParser(prog="python -m golden.run", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="integer model file (.npz)")
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--data-dir", default=None, help="directory with MNIST/Fashion-MNIST/CIFAR-10 files")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
+    p.add_argument("--lanes", type=lanes_arg, default=1, help="hardware lanes P for the counters")
+    p.add_argument("--json", default=None, help="write the summary as JSON here")
+    a = p.parse_args(argv)
+    model = load_model(a.model)
+    x, y = datasets.load(a.dataset, a.split, a.data_dir)
+    if a.limit:
+        x, y = x[:a.limit], y[:a.limit]
+    engine.check_inputs(model, x)
+    s = summarize(model, x, y, a.lanes)
+    print(f"{a.model}: {s['samples']} {a.dataset}/{a.split} samples, accuracy {100 * s['accuracy']:.2f}%, "
+          f"lanes={a.lanes}")
+    for k in perf.COUNTERS:
+        print(f"  {k:<15} {s['mean_counters'][k]:>12.1f} per inference")
+    if a.json:
+        atomic_write(a.json, lambda tmp: open(tmp, "w").write(json.dumps(s, indent=2)))
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return engine.run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    guard("golden.run", main)
