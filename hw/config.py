@@ -1,0 +1,183 @@
+"""Hardware configuration derived from an integer model and a lane count.
+
+Everything the generator needs (widths, memory depths, address bases, memory images, payload
+layouts) is computed here once, so the RTL, the manifest and the testbench agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.utils import ceil_log2
+
+import golden
+from golden import perf
+from golden.model import signed_bits, unsigned_bits
+
+__all__ = ["CoreConfig", "ConfigError", "pack_lanes", "COUNTER_BITS"]
+
+COUNTER_BITS = 32
+MAX_LANES = 64
+
+
+class ConfigError(ValueError):
+    """The model/lanes combination cannot be built."""
+
+
+def pack_lanes(values, width: int) -> int:
+    """Pack a sequence of integers (two's complement, ``width`` bits each) lane 0 first."""
+    word, mask = 0, (1 << width) - 1
+    for p, v in enumerate(values):
+        word |= (int(v) & mask) << (p * width)
+    return word
+
+
+@dataclass(frozen=True)
+class LayerHW:
+    n_in: int
+    n_out: int
+    groups: int
+    last_lanes: int        # real lanes in the last group
+    wbase: int             # weight word of (g, i) at wbase + g * n_in + i
+    sbase: int             # state/param word of group g at sbase + g
+    fires: bool
+
+
+class CoreConfig:
+    """Parameters of one generated core.
+
+    Parameters
+    ----------
+    model : golden.Model
+    lanes : int
+        P, a power of two from 1 to 64.
+    """
+
+    def __init__(self, model: golden.Model, lanes: int):
+        if not isinstance(model, golden.Model):
+            raise TypeError(f"model must be a golden.Model, not {type(model).__name__}")
+        if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
+            raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
+        if lanes & (lanes - 1) or lanes > MAX_LANES:
+            raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
+        if model.coding != "rate":
+            raise ConfigError(f"coding {model.coding!r} has no hardware yet")
+        self.model = model
+        self.P = P = int(lanes)
+        self.T = model.T
+        self.direct = model.encoding == "direct"
+        self.membrane_readout = model.readout == "membrane"
+        self.n_in = model.n_in
+        self.n_out = model.n_out
+        self.L = len(model.layers)
+        self.G_in = perf.groups(self.n_in, P)
+        self.wbits = model.weight_bits
+        self.vbits = model.v_bits
+        self.xbits = unsigned_bits(model.input_max)
+        self.in_bits = self.xbits + 1                 # one spare bit so out-of-range values are visible
+        self.ubits = unsigned_bits(max(0, model.input_max - 1))
+        self.tbits = max(1, ceil_log2(self.T))
+        self.cnt_bits = unsigned_bits(self.T)
+        self.cls_bits = max(1, ceil_log2(self.n_out))
+        self.layer_bits = max(1, ceil_log2(self.L))
+        self.acc_bits = max(signed_bits(w.acc_lo, w.acc_hi) for w in model.widths)
+        self.counter_bits = COUNTER_BITS
+
+        layers, wbase, sbase = [], 0, 0
+        for li, l in enumerate(model.layers):
+            G = perf.groups(l.n_out, P)
+            fires = not (li == self.L - 1 and self.membrane_readout)
+            layers.append(LayerHW(l.n_in, l.n_out, G, l.n_out - (G - 1) * P, wbase, sbase, fires))
+            wbase += G * l.n_in
+            sbase += G
+        self.layers = tuple(layers)
+        self.weight_depth = wbase
+        self.state_depth = sbase
+        self.max_groups = max(l.groups for l in layers)
+        # event buffers: IN (encoder or direct inputs), A (written by even layers), B (odd layers)
+        self.ev_depth_in = self.G_in
+        hidden = [l.groups for l in layers[:-1]]
+        self.ev_depth_ab = max(hidden) if hidden else 1
+        self.ev_gbits_in = max(1, ceil_log2(self.G_in))
+        self.ev_gbits_ab = max(1, ceil_log2(self.ev_depth_ab))
+        self.ev_cnt_in_bits = unsigned_bits(self.ev_depth_in)
+        self.ev_cnt_ab_bits = unsigned_bits(self.ev_depth_ab)
+        self.n_buffers = 1 + min(2, self.L - 1)
+        self.group_bits = max(1, ceil_log2(max(self.max_groups, self.G_in) + 1))
+        self.waddr_bits = max(1, ceil_log2(self.weight_depth))
+        self.saddr_bits = max(1, ceil_log2(self.state_depth))
+        self.ev_count_bits = unsigned_bits(P * max(self.ev_depth_in, self.ev_depth_ab))
+        if self.weight_depth > (1 << 24):
+            raise ConfigError("weight memory deeper than 2**24 words is not supported")
+        self._check_counter_range()
+
+    def _check_counter_range(self) -> None:
+        """A 32-bit counter must not wrap for the worst-case sample."""
+        # syn_ops is the largest counter: every synapse active at every step
+        worst = self.T * sum(l.n_out * l.n_in + l.groups * (l.n_in + 8) for l in self.layers)
+        if worst >= (1 << self.counter_bits):
+            raise ConfigError("worst-case counters exceed 32 bits; reduce T or the layer sizes")
+
+    # ---------------------------------------------------------------------------------------
+    # memory images
+
+    def weight_init(self) -> list[int]:
+        P, words = self.P, []
+        for l, lh in zip(self.model.layers, self.layers):
+            w = np.zeros((lh.groups * P, l.n_in), dtype=np.int64)
+            w[: l.n_out] = l.weight
+            for g in range(lh.groups):
+                for i in range(l.n_in):
+                    words.append(pack_lanes(w[g * P:(g + 1) * P, i], self.wbits))
+        return words
+
+    def param_fields(self) -> list[tuple[str, int]]:
+        return [("bias", self.vbits), ("threshold", self.vbits), ("v_init", self.vbits)]
+
+    def param_init(self) -> list[int]:
+        """Parameter words: per lane (bias, threshold, v_init); padding lanes get threshold 1."""
+        P, words, lw = self.P, [], 3 * self.vbits
+        for l, lh in zip(self.model.layers, self.layers):
+            n = lh.groups * P
+            bias = np.zeros(n, np.int64); thr = np.ones(n, np.int64); v0 = np.zeros(n, np.int64)
+            bias[: l.n_out], thr[: l.n_out], v0[: l.n_out] = l.bias, l.threshold, l.v_init
+            for g in range(lh.groups):
+                lanes = [pack_lanes([bias[g * P + p], thr[g * P + p], v0[g * P + p]], self.vbits)
+                         for p in range(P)]
+                words.append(pack_lanes(lanes, lw))
+        return words
+
+    # ---------------------------------------------------------------------------------------
+
+    def memories(self) -> dict:
+        """Every memory with its geometry and size in bits (for the manifest)."""
+        P = self.P
+        mems = {
+            "weights": (P * self.wbits, self.weight_depth),
+            "state": (P * self.vbits, self.state_depth),
+            "params": (P * 3 * self.vbits, self.state_depth),
+        }
+        if not self.membrane_readout:
+            mems["counts"] = (P * self.cnt_bits, self.layers[-1].groups)
+        if not self.direct:
+            mems["enc_x"] = (P * self.xbits, self.G_in)
+            mems["enc_u"] = (P * self.ubits, self.G_in)
+        in_w = self.ev_gbits_in + (self.xbits if self.direct else 0)
+        mems["events_in"] = (in_w, self.ev_depth_in, P)
+        for name in ("events_a", "events_b")[: self.n_buffers - 1]:
+            mems[name] = (self.ev_gbits_ab, self.ev_depth_ab, P)
+        out = {}
+        for k, v in mems.items():
+            width, depth = v[0], v[1]
+            banks = v[2] if len(v) > 2 else 1
+            out[k] = {"width": width, "depth": depth, "banks": banks, "bits": width * depth * banks}
+        return out
+
+    def parameters(self) -> dict:
+        return {"lanes": self.P, "T": self.T, "coding": self.model.coding, "encoding": self.model.encoding,
+                "readout": self.model.readout, "input_max": self.model.input_max, "sizes": self.model.sizes,
+                "weight_bits": self.wbits, "v_bits": self.vbits, "acc_bits": self.acc_bits,
+                "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
+                "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
+                "counter_bits": self.counter_bits}

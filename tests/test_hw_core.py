@@ -1,0 +1,103 @@
+"""SpikeCore in the Amaranth simulator against golden: outputs and every counter, exactly."""
+
+import numpy as np
+import pytest
+
+import golden
+from golden import Dense, Model
+from hw import ConfigError, CoreConfig, SpikeCore
+from hw.pysim import simulate
+
+
+def random_model(seed, *, sizes=None, encoding="rate", readout="count", T=3, wb=5, input_max=5):
+    rng = np.random.default_rng(seed)
+    sizes = sizes or [int(rng.integers(1, 10)) for _ in range(int(rng.integers(2, 5)))]
+    lim = 1 << (wb - 1)
+    layers = [Dense(rng.integers(-lim, lim, (n_out, n_in)), rng.integers(-3, 4, n_out),
+                    rng.integers(1, 2 * lim, n_out), rng.integers(-3, 4, n_out))
+              for n_in, n_out in zip(sizes, sizes[1:])]
+    model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb)
+    return model, rng.integers(0, input_max + 1, (3, sizes[0]))
+
+
+def assert_matches_golden(model, x, lanes, **kw):
+    hw = simulate(model, x, lanes=lanes, **kw)
+    g = golden.run(model, x, lanes=lanes)
+    assert hw["predictions"].tolist() == g.predictions.tolist()
+    assert hw["counts"].tolist() == g.counts.tolist()
+    assert hw["membranes"].tolist() == g.membranes.tolist()
+    for name, v in g.counters.items():
+        assert hw["counters"][name].tolist() == v.tolist(), name
+    for li, c in enumerate(g.layer_counters):
+        assert hw["layer_spikes"][li].tolist() == c["spikes"].tolist()
+    assert hw["encoder_spikes"].tolist() == g.encoder_counters["spikes"].tolist()
+    assert hw["err_range"] == 0 and hw["err_protocol"] == 0
+    return hw
+
+
+@pytest.mark.parametrize("seed, encoding, readout, lanes", [
+    (0, "rate", "count", 1), (1, "rate", "count", 2), (2, "rate", "membrane", 4), (3, "direct", "count", 8),
+    (4, "direct", "membrane", 2), (5, "rate", "count", 8), (6, "direct", "count", 1), (7, "rate", "membrane", 16),
+])
+def test_random_networks_match_golden(seed, encoding, readout, lanes):
+    model, x = random_model(seed, encoding=encoding, readout=readout, T=int(1 + seed % 4))
+    assert_matches_golden(model, x, lanes)
+
+
+def test_lane_edge_cases_n_not_multiple_of_p():
+    # 9 -> 5 -> 3 at P=4: padding lanes in every layer and in the input groups
+    model, x = random_model(11, sizes=[9, 5, 3], T=4)
+    assert_matches_golden(model, x, 4)
+
+
+def test_four_layers_uses_both_event_buffers():
+    model, x = random_model(12, sizes=[4, 6, 5, 7, 3], T=3, encoding="direct")
+    assert_matches_golden(model, x, 2)
+
+
+def test_stalls_change_nothing_but_nothing_is_lost():
+    model, x = random_model(13, sizes=[6, 7, 4], T=3)
+    a = assert_matches_golden(model, x, 2)
+    b = assert_matches_golden(model, x, 2, stall_prob=0.4, seed=5)
+    for k in ("predictions", "counts", "membranes"):
+        assert a[k].tolist() == b[k].tolist()
+
+
+def test_back_to_back_sample_is_independent_of_history():
+    model, x = random_model(14, sizes=[5, 6, 3], T=4)
+    alone = simulate(model, x[2:3], lanes=2)
+    after = simulate(model, x, lanes=2)
+    assert after["membranes"][2].tolist() == alone["membranes"][0].tolist()
+    assert after["counts"][2].tolist() == alone["counts"][0].tolist()
+    assert {k: v[2] for k, v in after["counters"].items()} == {k: v[0] for k, v in alone["counters"].items()}
+
+
+def test_all_extremes_zero_and_saturated_inputs():
+    wb = 4
+    layers = [Dense(np.full((3, 4), 7), 0, 1, 0), Dense(np.full((2, 3), -8), 0, 1, 0)]
+    model = Model(layers, T=5, input_max=3, weight_bits=wb)
+    x = np.array([[0, 0, 0, 0], [3, 3, 3, 3], [3, 0, 3, 0]])
+    assert_matches_golden(model, x, 2)
+
+
+def test_out_of_range_input_sets_sticky_flag():
+    model, _ = random_model(15, sizes=[3, 2], input_max=4)
+    hw = simulate(model, np.array([[1, 9, 2], [0, 0, 0]]), lanes=1)   # 9 > input_max
+    assert hw["err_range"] == 1 and hw["err_protocol"] == 0
+
+
+def test_config_rejects_bad_lanes():
+    model, _ = random_model(16, sizes=[3, 2])
+    with pytest.raises(ConfigError, match="power of two"):
+        CoreConfig(model, 3)
+    with pytest.raises(ConfigError, match="power of two"):
+        CoreConfig(model, 128)
+    with pytest.raises(TypeError, match="lanes must be a positive integer"):
+        CoreConfig(model, 0)
+
+
+def test_memory_images_pack_weights_lane_major():
+    model = Model([Dense([[1, -2], [3, -4], [5, 6]], 0, 1, 0)], T=1, input_max=1, weight_bits=4)
+    cfg = CoreConfig(model, 2)
+    # group 0 = neurons 0,1; group 1 = neuron 2 + padding; word (g, i) at g * n_in + i
+    assert cfg.weight_init() == [0x31, 0xCE, 0x05, 0x06]
