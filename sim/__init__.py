@@ -1,0 +1,1 @@
+"""spikeforge verification: cocotb testbenches on Verilator, regression, reports."""

@@ -1,0 +1,257 @@
+"""``python -m sim.regress``: stream dataset samples through the Verilated core and compare with golden.
+
+Every sample's prediction, counts, membranes and every counter must equal golden exactly. On a
+mismatch the first differing sample and field are named, and that sample is re-run with the
+core's spike monitor to find the first differing layer, time step and neuron. Writes JSON
+(summary + per sample) and JUnit XML; exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+import golden
+from golden import datasets
+from golden.cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int, prob_arg
+from golden.io import atomic_write
+
+__all__ = ["regress", "RegressResult", "decode_spikes", "compare"]
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_FIELDS = ("predictions", "counts", "membranes")
+
+
+@dataclass
+class RegressResult:
+    summary: dict
+    samples: list
+    first_mismatch: str | None
+    junit: str
+
+
+def decode_spikes(dbg: np.ndarray, model: golden.Model, lanes: int) -> tuple[list, np.ndarray]:
+    """Turn debug-port rows (enc, layer, t, group, mask) into per-layer (T, n) spike arrays."""
+    T = model.T
+    layers = [np.zeros((T, l.n_out), np.uint8) for l in model.layers]
+    enc = np.zeros((T, model.n_in), np.uint8)
+    for is_enc, layer, t, g, mask in dbg.tolist():
+        target, n = (enc, model.n_in) if is_enc else (layers[layer], model.layers[layer].n_out)
+        for p in range(lanes):
+            if mask >> p & 1:
+                j = g * lanes + p
+                if j >= n:
+                    raise AssertionError(f"spike on padding lane: layer {layer} t {t} neuron {j}")
+                target[t, j] = 1
+    return layers, enc
+
+
+def compare(model, lanes: int, rtl: dict, g: golden.Result) -> tuple[list, dict]:
+    """Per-sample verdicts and per-field mismatch counts."""
+    fields = {f: (np.asarray(rtl[f]), np.asarray(getattr(g, f))) for f in OUTPUT_FIELDS}
+    for name, v in g.counters.items():
+        if name == "spikes":
+            continue
+        fields[f"counter:{name}"] = (rtl[f"cnt_{name}"], v)
+    for li, c in enumerate(g.layer_counters):
+        fields[f"counter:spikes_l{li}"] = (rtl[f"cnt_spikes_l{li}"], c["spikes"])
+    fields["counter:spikes_enc"] = (rtl["cnt_spikes_enc"], g.encoder_counters["spikes"])
+    B = len(g.predictions)
+    bad_by_field = {}
+    verdicts = [[] for _ in range(B)]
+    for f, (a, e) in fields.items():
+        diff = (np.asarray(a) != np.asarray(e)).reshape(B, -1).any(axis=1)
+        bad_by_field[f] = int(diff.sum())
+        for b in np.flatnonzero(diff):
+            verdicts[b].append(f)
+    return verdicts, bad_by_field
+
+
+def _junit(name: str, samples: list, seconds: float) -> str:
+    fails = sum(1 for s in samples if not s["match"])
+    rows = [f'<testsuite name={quoteattr(name)} tests="{len(samples)}" failures="{fails}" errors="0" '
+            f'time="{seconds:.3f}">']
+    for s in samples:
+        rows.append(f'  <testcase classname={quoteattr(name)} name="sample_{s["sample"]}">')
+        if not s["match"]:
+            rows.append(f'    <failure message={quoteattr("mismatch in " + ", ".join(s["mismatch"]))}/>')
+        rows.append("  </testcase>")
+    rows.append("</testsuite>")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n' + "\n".join(rows) + "\n</testsuites>\n"
+
+
+def _find_manifest(verilog: Path) -> dict:
+    j = verilog.with_suffix(".json")
+    if not j.exists():
+        raise UsageError(f"--verilog {verilog}: no manifest {j.name} next to it (generate with hw.generate)")
+    try:
+        return json.loads(j.read_text())
+    except ValueError as e:
+        raise UsageError(f"{j}: corrupt manifest ({e})") from None
+
+
+def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: int = 8,
+            verilog: Path | None = None, name: str = "core", stall_prob: float = 0.0, seed: int = 0,
+            waves: bool = False, localise: bool = True, log=print) -> RegressResult:
+    """Generate (or take) the netlist, build it, stream ``x``, compare with golden."""
+    from hw.generate import generate
+    from .runner import build, run_job
+    golden.check_inputs(model, x)
+    t0 = time.perf_counter()
+    if verilog is None:
+        vdir = ROOT / "build" / "verilog" / name
+        verilog, mpath = generate(model, lanes, vdir, name)
+        manifest = json.loads(mpath.read_text())
+        gen_s = time.perf_counter() - t0
+    else:
+        verilog = Path(verilog)
+        if not verilog.exists():
+            raise UsageError(f"--verilog {verilog}: file not found")
+        manifest = _find_manifest(verilog)
+        gen_s = 0.0
+        p = manifest["parameters"]
+        if p["sizes"] != model.sizes or p["T"] != model.T or p["encoding"] != model.encoding \
+                or p["readout"] != model.readout:
+            raise UsageError(f"--verilog {verilog} was generated for a different model ({p['sizes']}, T={p['T']})")
+        lanes = p["lanes"]
+    top = manifest["top"]
+    import hashlib
+    edited = hashlib.sha256(verilog.read_text().encode()).hexdigest() != manifest.get("verilog_sha256")
+    if edited:
+        log(f"note: {verilog} differs from the netlist its manifest describes (hand-edited?)")
+    b = build(verilog, top, waves=waves)
+    log(f"verilator build {'cached' if b.cached else f'{b.seconds:.1f} s'}: {b.dir}")
+    t1 = time.perf_counter()
+    rtl = run_job(b, {"manifest": manifest, "inputs_array": x, "stall_prob": stall_prob, "seed": seed})
+    sim_s = time.perf_counter() - t1
+    g = golden.run(model, x, lanes=lanes)
+    verdicts, bad = compare(model, lanes, rtl, g)
+    B = len(x)
+    samples = []
+    for i in range(B):
+        samples.append({
+            "sample": i, "match": not verdicts[i], "mismatch": verdicts[i],
+            "label": None if y is None else int(y[i]),
+            "prediction_rtl": int(rtl["predictions"][i]), "prediction_golden": int(g.predictions[i]),
+            "counters_rtl": {k[4:]: int(v[i]) for k, v in rtl.items() if k.startswith("cnt_")},
+        })
+    n_match = sum(s["match"] for s in samples)
+    first = None
+    if n_match != B:
+        bi = next(i for i, s in enumerate(samples) if not s["match"])
+        field = verdicts[bi][0]
+        first = f"sample {bi}: first differing field {field}"
+        if field in OUTPUT_FIELDS:
+            e, a = np.asarray(getattr(g, field))[bi], np.asarray(rtl[field])[bi]
+            if e.ndim:
+                j = int(np.argmax(e != a))
+                first += f" (neuron {j}: golden {int(e[j])}, rtl {int(a[j])})"
+            else:
+                first += f" (golden {int(e)}, rtl {int(a)})"
+        else:
+            cname = field.split(":", 1)[1]
+            first += f" (rtl {int(rtl['cnt_' + cname][bi])})"
+        if localise:
+            one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
+            layers, enc = decode_spikes(one["dbg"], model, lanes)
+            gr = golden.run(model, x[bi:bi + 1], record=True)
+            mm = golden.first_spike_mismatch(gr.spikes, [l[None] for l in layers], sample_offset=bi)
+            if gr.input_spikes is not None and not np.array_equal(gr.input_spikes[0], enc):
+                t, j = (int(v) for v in np.argwhere(gr.input_spikes[0] != enc)[0])
+                first += f"; first differing spike: encoder, time step {t}, input {j}"
+            elif mm is not None:
+                first += f"; first differing spike: layer {mm.layer}, time step {mm.t}, neuron {mm.neuron} " \
+                         f"(golden {mm.expected}, rtl {mm.got})"
+            else:
+                first += "; all spikes agree (the difference is in membranes or counters only)"
+    acc = {}
+    if y is not None:
+        acc = {"golden_accuracy": float((g.predictions == y).mean()),
+               "rtl_accuracy": float((rtl["predictions"] == y).mean())}
+    cyc = g.counters["cycles"]
+    eff = (g.counters["weight_reads"] + g.counters["state_writes"]).sum() / cyc.sum()
+    summary = {
+        "top": top, "verilog": str(verilog), "lanes": lanes, "model": model.meta(), "samples": B,
+        "matching_samples": n_match, "agreement": n_match / B if B else 1.0,
+        "mismatches_by_field": bad, "first_mismatch": first, "stall_prob": stall_prob, "seed": seed,
+        "stall_cycles": int(rtl["stall_cycles"]), "err_range": int(rtl["err_range"]),
+        "err_protocol": int(rtl["err_protocol"]), **acc,
+        "mean_counters": {k: float(v.mean()) for k, v in g.counters.items()},
+        "mean_layer_spikes": [float(c["spikes"].mean()) for c in g.layer_counters],
+        "cycle_efficiency": float(eff),
+        "generate_seconds": gen_s, "build_seconds": b.seconds, "build_cached": b.cached,
+        "sim_seconds": sim_s, "samples_per_s": B / sim_s if sim_s else None,
+        "simulated_cycles_per_s": float(cyc.sum()) / sim_s if sim_s else None,
+        "hand_edited_netlist": edited,
+    }
+    if summary["err_range"] or summary["err_protocol"]:
+        first = first or "the core raised an error flag on valid input"
+        summary["first_mismatch"] = first
+    return RegressResult(summary, samples, first, _junit(f"sim.regress.{top}", samples, sim_s))
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python -m sim.regress", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="integer model file (.npz)")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit", type=positive_int, default=None)
+    p.add_argument("--lanes", type=lanes_arg, default=None, help="P (default 8, or the netlist's)")
+    p.add_argument("--verilog", default=None, help="verify this netlist (its manifest .json must sit next to it)")
+    p.add_argument("--stall-prob", type=prob_arg, default=0.0, help="random valid/ready stall probability")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--waves", action="store_true", help="build with tracing and keep a VCD")
+    p.add_argument("--json", default=None, help="results JSON (default build/regress/NAME.json)")
+    p.add_argument("--junit", default=None, help="JUnit XML (default: next to the JSON)")
+    a = p.parse_args(argv)
+    model = golden.load_model(a.model)
+    x, y = datasets.load(a.dataset, a.split, a.data_dir)
+    if a.limit:
+        x, y = x[:a.limit], y[:a.limit]
+    golden.check_inputs(model, x)
+    name = re.sub(r"\W", "_", Path(a.model).stem)
+    if a.verilog and a.lanes is not None:
+        man = _find_manifest(Path(a.verilog))
+        if man["parameters"]["lanes"] != a.lanes:
+            raise UsageError(f"--lanes {a.lanes} contradicts the netlist's lanes={man['parameters']['lanes']}")
+    lanes = a.lanes or 8
+    name = f"{name}_p{lanes}" if not name[0].isdigit() else f"m_{name}_p{lanes}"
+    json_out = Path(a.json or ROOT / "build" / "regress" / f"{name}.json")
+    junit_out = Path(a.junit or json_out.with_suffix(".xml"))
+    from .runner import SimError
+    from .toolchain import ToolchainError
+    try:
+        res = regress(model, x, y, lanes=lanes, verilog=Path(a.verilog) if a.verilog else None, name=name,
+                      stall_prob=a.stall_prob, seed=a.seed, waves=a.waves)
+    except (SimError, ToolchainError) as e:
+        sys.stderr.write(f"sim.regress: error: {str(e).splitlines()[0]}\n")
+        return 2
+    s = res.summary
+    atomic_write(json_out, lambda tmp: Path(tmp).write_text(json.dumps({"summary": s, "samples": res.samples}, indent=1)))
+    atomic_write(junit_out, lambda tmp: Path(tmp).write_text(res.junit))
+    mc = s["mean_counters"]
+    print(f"{s['matching_samples']}/{s['samples']} samples match golden exactly (outputs and all counters), "
+          f"lanes={s['lanes']}, stall_prob={s['stall_prob']} ({s['stall_cycles']} stall cycles injected)")
+    if "rtl_accuracy" in s:
+        print(f"accuracy: golden {100 * s['golden_accuracy']:.2f}%, rtl {100 * s['rtl_accuracy']:.2f}%")
+    print(f"per inference: {mc['cycles']:.1f} cycles, {mc['weight_reads']:.1f} weight reads, "
+          f"{mc['state_reads']:.1f}/{mc['state_writes']:.1f} state reads/writes, {mc['syn_ops']:.1f} syn_ops, "
+          f"{mc['spikes']:.1f} spikes; cycle efficiency {s['cycle_efficiency']:.3f}")
+    print(f"simulation: {s['sim_seconds']:.1f} s, {s['samples_per_s']:.1f} samples/s, "
+          f"{s['simulated_cycles_per_s']:.0f} cycles/s; wrote {json_out} and {junit_out}")
+    if res.first_mismatch:
+        print(f"MISMATCH: {res.first_mismatch}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    guard("sim.regress", main)
