@@ -169,7 +169,7 @@ class CoreConfig:
             mems[name] = (self.ev_gbits_ab, self.ev_depth_ab, P)
         out = {}
         for k, v in mems.items():
-            width, depth = v[0], v[1]
+            width, depth = v[0], max(2, v[1])  # the generator pads one-word memories to two
             banks = v[2] if len(v) > 2 else 1
             out[k] = {"width": width, "depth": depth, "banks": banks, "bits": width * depth * banks}
         return out

@@ -41,6 +41,12 @@ class Phase(enum.Enum, shape=4):
     SEND = 8
 
 
+def _depth(n: int) -> int:
+    """Memories get at least two words: a one-word memory has a 0-bit address, which Yosys emits
+    as a negative range that Verilator rejects."""
+    return max(2, n)
+
+
 def _lanes(word: Value, width: int, n: int, signed_: bool) -> list[Value]:
     return [(word[p * width:(p + 1) * width].as_signed() if signed_ else word[p * width:(p + 1) * width])
             for p in range(n)]
@@ -111,22 +117,22 @@ class SpikeCore(wiring.Component):
         m = Module()
 
         # ---------------------------------------------------------------- memories
-        m.submodules.wmem = wmem = Memory(shape=unsigned(P * cfg.wbits), depth=cfg.weight_depth,
+        m.submodules.wmem = wmem = Memory(shape=unsigned(P * cfg.wbits), depth=_depth(cfg.weight_depth),
                                           init=cfg.weight_init())
-        m.submodules.smem = smem = Memory(shape=unsigned(P * cfg.vbits), depth=cfg.state_depth, init=[])
-        m.submodules.pmem = pmem = Memory(shape=unsigned(P * 3 * cfg.vbits), depth=cfg.state_depth,
+        m.submodules.smem = smem = Memory(shape=unsigned(P * cfg.vbits), depth=_depth(cfg.state_depth), init=[])
+        m.submodules.pmem = pmem = Memory(shape=unsigned(P * 3 * cfg.vbits), depth=_depth(cfg.state_depth),
                                           init=cfg.param_init())
         w_rd = wmem.read_port()
         s_rd, s_wr = smem.read_port(), smem.write_port()
         p_rd = pmem.read_port()
         count_readout = not cfg.membrane_readout
         if count_readout:
-            m.submodules.cmem = cmem = Memory(shape=unsigned(P * cfg.cnt_bits), depth=cfg.layers[-1].groups,
+            m.submodules.cmem = cmem = Memory(shape=unsigned(P * cfg.cnt_bits), depth=_depth(cfg.layers[-1].groups),
                                               init=[])
             c_rd, c_wr = cmem.read_port(), cmem.write_port()
         if not cfg.direct:
-            m.submodules.xmem = xmem = Memory(shape=unsigned(P * cfg.xbits), depth=cfg.G_in, init=[])
-            m.submodules.umem = umem = Memory(shape=unsigned(P * cfg.ubits), depth=cfg.G_in, init=[])
+            m.submodules.xmem = xmem = Memory(shape=unsigned(P * cfg.xbits), depth=_depth(cfg.G_in), init=[])
+            m.submodules.umem = umem = Memory(shape=unsigned(P * cfg.ubits), depth=_depth(cfg.G_in), init=[])
             x_rd, x_wr = xmem.read_port(), xmem.write_port(granularity=cfg.xbits)
             u_rd, u_wr = umem.read_port(), umem.write_port()
 
@@ -138,7 +144,7 @@ class SpikeCore(wiring.Component):
         for name, width, depth, cbits in buf_specs:
             banks = []
             for p in range(P):
-                mem = Memory(shape=unsigned(width), depth=depth, init=[])
+                mem = Memory(shape=unsigned(width), depth=_depth(depth), init=[])
                 m.submodules[f"ev_{name}{p}"] = mem
                 banks.append((mem.read_port(), mem.write_port()))
             cnts = [Signal(cbits, name=f"cnt_{name}{p}") for p in range(P)]
@@ -284,8 +290,9 @@ class SpikeCore(wiring.Component):
         for q in reversed(range(P)):
             with m.If(nonempty[q]):
                 m.d.comb += p_first.eq(q)
-            with m.If(nonempty[q] & (q > p_sel)):
-                m.d.comb += [next_p.eq(q), has_next.eq(1)]
+            if q:  # lane 0 is never "after" p_sel; skipping it avoids a constant compare
+                with m.If(nonempty[q] & (q > p_sel)):
+                    m.d.comb += [next_p.eq(q), has_next.eq(1)]
         cnt_p = Array(src_cnt)[p_sel]
         k_end = (k + 1) == cnt_p
         op_last = e_zero | (k_end & ~has_next)

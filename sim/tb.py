@@ -20,7 +20,13 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
-__all__ = ["TB"]
+__all__ = ["TB", "uint"]
+
+
+def uint(handle) -> int:
+    """Unsigned value of a port; 1-bit ports read as Logic, wider ones as LogicArray."""
+    v = handle.value
+    return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
 
 
 class TB:
@@ -98,7 +104,7 @@ class TB:
             if not dut.result__valid.value:
                 await RisingEdge(dut.result__valid)
                 await ReadOnly()
-            word = dut.result__payload.value.to_unsigned()
+            word = uint(dut.result__payload)
             idx = self._field(word, self.rf["index"])
             if idx != c:
                 raise AssertionError(f"result beat {c} carries index {idx}")
@@ -113,7 +119,7 @@ class TB:
             await RisingEdge(dut.clk)            # transfer
         dut.result__ready.value = 0
         await ReadOnly()                           # counters were snapshotted on that edge
-        ctr = {n: int(getattr(dut, f"cnt_{n}").value.to_unsigned()) for n in self.counters}
+        ctr = {n: uint(getattr(dut, f"cnt_{n}")) for n in self.counters}
         await FallingEdge(dut.clk)
         return prediction, counts, membranes, ctr
 
@@ -124,9 +130,8 @@ class TB:
             await RisingEdge(dut.clk)
             await ReadOnly()
             if dut.dbg_valid.value:
-                store.append((int(dut.dbg_enc.value), int(dut.dbg_layer.value.to_unsigned()),
-                              int(dut.dbg_t.value.to_unsigned()), int(dut.dbg_group.value.to_unsigned()),
-                              int(dut.dbg_mask.value.to_unsigned())))
+                store.append((uint(dut.dbg_enc), uint(dut.dbg_layer), uint(dut.dbg_t), uint(dut.dbg_group),
+                              uint(dut.dbg_mask)))
 
 
 def _job() -> dict:

@@ -1,0 +1,163 @@
+"""RTL truth: generated cores on Verilator (cocotb 2.x) against golden, sample by sample."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import golden
+from golden import Dense, Model
+from hw.generate import generate
+from sim.regress import regress, compare
+from sim.runner import build, run_job
+from sim.toolchain import lint, ensure_verilator
+
+ROOT = Path(__file__).resolve().parents[1]
+GEN = ROOT / "build" / "test-verilog"
+
+
+def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7):
+    rng = np.random.default_rng(seed)
+    lim = 1 << (wb - 1)
+    layers = [Dense(rng.integers(-lim, lim, (n_out, n_in)), rng.integers(-4, 5, n_out),
+                    rng.integers(1, 2 * lim + 1, n_out), rng.integers(-4, 5, n_out))
+              for n_in, n_out in zip(sizes, sizes[1:])]
+    model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb)
+    x = rng.integers(0, input_max + 1, (12, sizes[0]))
+    x[0] = 0                     # zero input
+    x[1] = input_max             # saturated input
+    return model, x
+
+
+# (name, seed, sizes, encoding, readout, T, weight_bits, lanes): every coding path and lane edge case
+CONFIGS = [
+    ("r_cnt_p1", 1, [5, 4, 3], "rate", "count", 4, 4, 1),
+    ("r_mem_p4", 2, [9, 7, 5], "rate", "membrane", 3, 6, 4),
+    ("d_cnt_p8", 3, [11, 13, 6, 4], "direct", "count", 2, 8, 8),
+    ("d_mem_p2", 4, [7, 5, 3], "direct", "membrane", 1, 3, 2),
+    ("r_cnt_p16_4l", 5, [18, 9, 17, 10, 5], "rate", "count", 5, 12, 16),
+]
+
+
+@pytest.fixture(scope="module")
+def cores():
+    ensure_verilator()
+    out = {}
+    for name, seed, sizes, enc, ro, T, wb, lanes in CONFIGS:
+        model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb)
+        v, j = generate(model, lanes, GEN / name, name)
+        out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name))
+    return out
+
+
+def _assert_exact(model, x, lanes, rtl):
+    g = golden.run(model, x, lanes=lanes)
+    verdicts, bad = compare(model, lanes, rtl, g)
+    assert all(v == 0 for v in bad.values()), bad
+    assert int(rtl["err_range"]) == 0 and int(rtl["err_protocol"]) == 0
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CONFIGS])
+def test_random_network_exact_with_and_without_stalls(cores, name):
+    model, x, lanes, v, man, b = cores[name]
+    clean = run_job(b, {"manifest": man, "inputs_array": x})
+    _assert_exact(model, x, lanes, clean)
+    stalled = run_job(b, {"manifest": man, "inputs_array": x, "stall_prob": 0.35, "seed": 7})
+    assert int(stalled["stall_cycles"]) > 0
+    _assert_exact(model, x, lanes, stalled)
+    for k in ("predictions", "counts", "membranes", "cnt_cycles"):
+        assert stalled[k].tolist() == clean[k].tolist(), k
+
+
+@pytest.mark.parametrize("name", ["r_cnt_p1", "d_cnt_p8"])
+def test_protocol_abuse(cores, name):
+    model, x, lanes, v, man, b = cores[name]
+    r = run_job(b, {"manifest": man, "inputs_array": x[:1], "reset_after": 5}, testcase="protocol_abuse")
+    g = golden.run(model, x[:1], lanes=lanes)
+    assert r["after_reset_flags"].tolist() == [0, 0]
+    assert r["predictions"].tolist() == g.predictions.tolist()
+    assert r["membranes"].tolist() == g.membranes.tolist()
+    assert r["cnt_cycles"].tolist() == g.counters["cycles"].tolist()
+    assert int(r["protocol_flag"]) == 1
+    assert int(r["range_flag"]) == 1
+    assert r["final_flags"].tolist() == [0, 0]
+    assert r["final_membranes"].tolist() == g.membranes.tolist()
+    assert r["final_cnt_weight_reads"].tolist() == g.counters["weight_reads"].tolist()
+
+
+def test_spike_monitor_reconstructs_every_spike(cores):
+    from sim.regress import decode_spikes
+    model, x, lanes, v, man, b = cores["r_cnt_p16_4l"]
+    r = run_job(b, {"manifest": man, "inputs_array": x[2:3], "spikes": True})
+    layers, enc = decode_spikes(r["dbg"], model, lanes)
+    g = golden.run(model, x[2:3], record=True)
+    for li in range(len(model.layers)):
+        assert layers[li].tolist() == g.spikes[li][0].tolist()
+    assert enc.tolist() == g.input_spikes[0].tolist()
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CONFIGS])
+def test_lint_clean_with_documented_waivers(cores, name):
+    r = lint(cores[name][3], name)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_tampered_netlist_is_caught_and_localised(tmp_path):
+    # one direct-input layer with membrane readout: any change to an active weight must reach the
+    # final membrane, so the test cannot pass by luck
+    model = Model([Dense([[3, -2, 1], [-4, 5, 2]], 0, 100, 0)], T=2, encoding="direct", readout="membrane",
+                  input_max=7, weight_bits=4)
+    v, j = generate(model, 1, GEN / "tamper", "tamper")
+    text = v.read_text()
+    m = re.search(r"(\bwmem\[0\] = 4'h)([0-9a-f]+);", text)
+    assert m, "could not find the weight memory init in the netlist"
+    assert int(m.group(2), 16) == 3                 # neuron 0, input 0
+    bad = tmp_path / v.name
+    bad.write_text(text[:m.start(2)] + "4" + text[m.end(2):])
+    (tmp_path / j.name).write_text(j.read_text())
+    xs = np.full((3, 3), 7)
+    good = regress(model, xs, None, verilog=v, log=lambda *_: None)
+    assert good.first_mismatch is None and good.summary["matching_samples"] == 3
+    res = regress(model, xs, None, verilog=bad, log=lambda *_: None)
+    assert res.summary["matching_samples"] == 0
+    assert res.summary["hand_edited_netlist"] is True
+    # golden membranes: T*7*(3-2+1) = 28 and T*7*(-4+5+2) = 42 -> prediction 1; the tampered weight 4
+    # makes neuron 0 reach 42 as well, and the tie goes to index 0
+    assert res.first_mismatch.startswith("sample 0: first differing field predictions (golden 1, rtl 0)")
+    assert res.summary["mismatches_by_field"]["membranes"] == 3
+    assert res.summary["mismatches_by_field"]["counter:cycles"] == 0
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "sim.regress", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+
+
+def test_regress_cli_bad_inputs(tmp_path, cores):
+    model, x, lanes, v, man, b = cores["r_cnt_p1"]
+    mpath = tmp_path / "m.npz"
+    golden.save_model(model, mpath)
+    other = tmp_path / "other.npz"
+    golden.save_model(random_model(9, [64, 10], encoding="rate", readout="count", T=2, wb=4, input_max=16)[0], other)
+    out = tmp_path / "r.json"
+    cases = [
+        (["--model", tmp_path / "missing.npz"], "model file not found"),
+        (["--model", mpath, "--lanes", 6], "power of two"),
+        (["--model", mpath, "--stall-prob", 1.5], "probability"),
+        (["--model", mpath], "shape (batch, 5)"),                           # digits have 64 features
+        (["--model", other, "--verilog", tmp_path / "nope.v"], "file not found"),
+        (["--model", other, "--verilog", v], "generated for a different model"),
+        (["--model", other, "--dataset", "svhn"], "unknown dataset"),
+    ]
+    for args, msg in cases:
+        r = _cli(*args, "--json", out)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and msg in lines[0], (args, r.stderr)
+        assert "Traceback" not in r.stderr and not out.exists()
