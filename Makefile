@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)
 NAME      ?= digits_rate_t8
 MODEL     ?= build/models/$(NAME).npz
 LANES     ?= 8
-EPOCHS    ?= 40
+EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean distclean synth robust setup-fpga
@@ -38,7 +38,7 @@ test: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m quant.train --dataset digits --coding rate --encoding rate --T 8 --hidden 128 \
-	    --readout count --weight-bits 8 --epochs $(EPOCHS) --seed $(SEED) --out $(MODEL)
+	    --readout count --weight-bits 8 $(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED) --out $(MODEL)
 
 golden: $(STAMP)
 	$(PY) -m golden.run --model $(MODEL) --dataset digits --split test --lanes $(LANES) \
@@ -52,7 +52,7 @@ regress: $(STAMP)
 	    --json build/regress/$(NAME).json
 
 demo: $(STAMP)
-	$(PY) -m sim.demo --name $(NAME) --lanes $(LANES) --epochs $(EPOCHS) --seed $(SEED)
+	$(PY) -m sim.demo --name $(NAME) --lanes $(LANES) $(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED)
 
 bench: $(STAMP)
 	$(PY) -m golden.bench --out build/bench/golden.json

@@ -1,0 +1,207 @@
+"""The report a user looks at: accuracy ladder, agreement, per-inference cost, plots.
+
+Writes ``report.md``, ``report.json`` and PNG plots (spike raster, cycle breakdown, spikes and
+sparsity per layer) into one directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import golden
+from golden import perf
+from golden.io import atomic_write
+
+__all__ = ["cycle_breakdown", "cycle_breakdown_totals", "build_report", "write_report"]
+
+
+def cycle_breakdown_totals(model: golden.Model, g: golden.Result) -> dict:
+    """Cycles summed over the batch, split by what the core is doing; exactly the cycles counter."""
+    P, T, B = g.lanes, model.T, g.batch
+    out = {"load": B * model.n_in * perf.LOAD_CYCLES_PER_BEAT,
+           "encode": int(g.encoder_counters["cycles"].sum())}
+    for li, layer in enumerate(model.layers):
+        G = perf.groups(layer.n_out, P)
+        ev = g.events_in[li]
+        out[f"layer {li} event ops"] = int(G * ev.sum())
+        out[f"layer {li} empty-step ops"] = int(G * (ev == 0).sum())
+        out[f"layer {li} setup+drain"] = B * T * (perf.LAYER_SETUP + perf.LAYER_DRAIN)
+    out["finish+readout"] = B * (perf.FINISH_CYCLES + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
+    if sum(out.values()) != int(g.counters["cycles"].sum()):
+        raise AssertionError(f"cycle breakdown {sum(out.values())} != cycles counter {int(g.counters['cycles'].sum())}")
+    return out
+
+
+def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
+    """Mean cycles per inference split by what the core is doing."""
+    return {k: v / g.batch for k, v in cycle_breakdown_totals(model, g).items()}
+
+
+def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray, regress_summary: dict | None,
+                 metrics: dict | None, clock_mhz: float = 100.0) -> dict:
+    mc = {k: float(v.mean()) for k, v in g.counters.items()}
+    cycles = mc["cycles"]
+    layers = []
+    for li, (layer, c) in enumerate(zip(model.layers, g.layer_counters)):
+        sp = float(c["spikes"].mean())
+        layers.append({"layer": li, "n_in": layer.n_in, "n_out": layer.n_out,
+                       "spikes": sp, "sparsity": 1.0 - sp / (layer.n_out * model.T),
+                       **{k: float(c[k].mean()) for k in ("weight_reads", "syn_ops", "state_reads", "state_writes",
+                                                          "cycles")}})
+    enc_sp = float(g.encoder_counters["spikes"].mean())
+    ladder = {
+        "float": metrics.get("float_accuracy") if metrics else None,
+        "quantized": metrics.get("quant_accuracy") if metrics else None,
+        "golden": float((g.predictions == y).mean()),
+        "rtl": regress_summary.get("rtl_accuracy") if regress_summary else None,
+    }
+    return {
+        "name": name, "model": model.meta(), "lanes": g.lanes, "samples": int(len(y)),
+        "accuracy": ladder,
+        "agreement": None if not regress_summary else {
+            "matching": regress_summary["matching_samples"], "samples": regress_summary["samples"],
+            "mismatches_by_field": regress_summary["mismatches_by_field"],
+            "quant_vs_golden": metrics.get("golden_agreement") if metrics else None},
+        "per_inference": {**mc, "latency_us": cycles / clock_mhz, "throughput_per_s": clock_mhz * 1e6 / cycles,
+                          "clock_mhz": clock_mhz, "encoder_spikes": enc_sp,
+                          "input_sparsity": 1.0 - enc_sp / (model.n_in * model.T) if model.encoding == "rate" else None,
+                          "cycle_efficiency": (mc["weight_reads"] + mc["state_writes"]) / cycles},
+        "layers": layers,
+        "cycle_breakdown": cycle_breakdown(model, g),
+        "rtl": None if not regress_summary else {
+            k: regress_summary.get(k) for k in ("sim_seconds", "samples_per_s", "simulated_cycles_per_s",
+                                               "build_seconds", "build_cached", "stall_prob")},
+        "training": None if not metrics else {k: metrics.get(k) for k in ("epochs", "seed", "train_seconds")},
+    }
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def to_markdown(r: dict) -> str:
+    a, pi = r["accuracy"], r["per_inference"]
+    m = r["model"]
+    lines = [f"# spikeforge report: {r['name']}", "",
+             f"Model: {'-'.join(str(l['n_in']) for l in m['layers'])}-{m['layers'][-1]['n_out']}, coding "
+             f"{m['coding']}, encoding {m['encoding']}, T={m['T']}, readout {m['readout']}, "
+             f"{m['weight_bits']}-bit weights, {m['v_bits']}-bit membranes; core with P={r['lanes']} lanes; "
+             f"{r['samples']} test samples.", "",
+             "## Accuracy ladder", "", "| float | quantized | golden | RTL |", "| --- | --- | --- | --- |",
+             f"| {_pct(a['float'])} | {_pct(a['quantized'])} | {_pct(a['golden'])} | {_pct(a['rtl'])} |", ""]
+    if r["agreement"]:
+        ag = r["agreement"]
+        bad = sum(ag["mismatches_by_field"].values())
+        lines += ["## Agreement", "",
+                  f"RTL vs golden: **{ag['matching']}/{ag['samples']}** samples identical in prediction, spike "
+                  f"counts, membranes and all {len(ag['mismatches_by_field']) - 3} counters "
+                  f"({bad} field mismatches)."]
+        if ag.get("quant_vs_golden") is not None:
+            lines.append(f"Quantized torch vs golden: agreement {ag['quant_vs_golden']:.4f}.")
+        lines.append("")
+    lines += ["## Per inference", "", "| metric | value |", "| --- | --- |",
+              f"| cycles | {pi['cycles']:.1f} |",
+              f"| latency at {pi['clock_mhz']:.0f} MHz | {pi['latency_us']:.2f} µs |",
+              f"| throughput at {pi['clock_mhz']:.0f} MHz | {pi['throughput_per_s']:.0f} inferences/s |",
+              f"| weight reads | {pi['weight_reads']:.1f} |",
+              f"| state reads / writes | {pi['state_reads']:.1f} / {pi['state_writes']:.1f} |",
+              f"| parameter reads | {pi['param_reads']:.1f} |",
+              f"| event reads / writes | {pi['event_reads']:.1f} / {pi['event_writes']:.1f} |",
+              f"| syn_ops | {pi['syn_ops']:.1f} |",
+              f"| neuron updates | {pi['neuron_updates']:.1f} |",
+              f"| spikes (network) | {pi['spikes']:.1f} |",
+              f"| cycle efficiency (weight reads + state writes) / cycles | {pi['cycle_efficiency']:.3f} |", ""]
+    lines += ["| layer | size | spikes | sparsity | weight reads | syn_ops | cycles |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    if pi.get("input_sparsity") is not None:
+        lines.append(f"| encoder | {m['layers'][0]['n_in']} | {pi['encoder_spikes']:.1f} | "
+                     f"{100 * pi['input_sparsity']:.1f}% | | | |")
+    for l in r["layers"]:
+        lines.append(f"| {l['layer']} | {l['n_in']}→{l['n_out']} | {l['spikes']:.1f} | {100 * l['sparsity']:.1f}% | "
+                     f"{l['weight_reads']:.1f} | {l['syn_ops']:.1f} | {l['cycles']:.1f} |")
+    lines += ["", "## Cycle breakdown (mean per inference)", "", "| part | cycles |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["cycle_breakdown"].items()]
+    if r["rtl"]:
+        rt = r["rtl"]
+        build = "cached" if rt["build_cached"] else f"{rt['build_seconds']:.1f} s"
+        lines += ["", f"RTL simulation (Verilator): {rt['sim_seconds']:.1f} s for {r['samples']} samples "
+                      f"({rt['samples_per_s']:.1f} samples/s, {rt['simulated_cycles_per_s']:.0f} cycles/s); "
+                      f"build {build}."]
+    lines += ["", "Plots: `raster.png` (spikes of test sample 0), `cycles.png` (cycle breakdown), "
+                  "`layers.png` (spikes and sparsity per layer).", ""]
+    return "\n".join(lines)
+
+
+def _plots(out: Path, model: golden.Model, x: np.ndarray, r: dict) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    files = []
+    g1 = golden.run(model, x[:1], record=True)
+    rows = []
+    if g1.input_spikes is not None:
+        rows.append(("encoder", g1.input_spikes[0]))
+    rows += [(f"layer {i}", s[0]) for i, s in enumerate(g1.spikes)]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 + 1.6 * len(rows)), sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, (label, s) in zip(axes, rows):
+        t, n = np.nonzero(s)
+        ax.scatter(t, n, s=6, marker="|", color="k")
+        ax.set_ylabel(f"{label}\nneuron")
+        ax.set_ylim(-1, s.shape[1])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_xlabel("time step")
+    axes[-1].set_xticks(range(model.T))
+    fig.suptitle("Spike raster, test sample 0")
+    fig.tight_layout()
+    fig.savefig(out / "raster.png", dpi=110)
+    plt.close(fig)
+    files.append("raster.png")
+
+    cb = r["cycle_breakdown"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    left = 0.0
+    colors = plt.cm.tab20(np.linspace(0, 1, len(cb)))
+    for (k, v), c in zip(cb.items(), colors):
+        ax.barh([0], [v], left=left, color=c, label=f"{k} ({v:.0f})")
+        left += v
+    ax.set_yticks([])
+    ax.set_xlabel("cycles per inference")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=8)
+    ax.set_title(f"Cycle breakdown, P={r['lanes']} ({left:.0f} cycles)")
+    fig.savefig(out / "cycles.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    files.append("cycles.png")
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.2))
+    names = [f"L{l['layer']}" for l in r["layers"]]
+    ax1.bar(names, [l["spikes"] for l in r["layers"]], color="tab:blue")
+    ax1.set_ylabel("spikes per inference", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(names, [100 * l["sparsity"] for l in r["layers"]], "o-", color="tab:red")
+    ax2.set_ylabel("sparsity (%)", color="tab:red")
+    ax2.set_ylim(0, 100)
+    ax1.set_title("Spikes and activation sparsity per layer")
+    fig.tight_layout()
+    fig.savefig(out / "layers.png", dpi=110)
+    plt.close(fig)
+    files.append("layers.png")
+    return files
+
+
+def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.ndarray, *, lanes: int,
+                 regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    g = golden.run(model, x, lanes=lanes)
+    r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz)
+    r["plots"] = _plots(out, model, x, r)
+    md = to_markdown(r)
+    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(r, indent=2)))
+    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
+    r["markdown"] = md
+    return r

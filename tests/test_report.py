@@ -1,0 +1,59 @@
+"""sim.report: the numbers in the report are golden's, the breakdown adds up, the files exist."""
+
+import json
+
+import numpy as np
+
+import golden
+from golden import Dense, Model, perf
+from sim.report import build_report, cycle_breakdown, cycle_breakdown_totals, write_report
+
+
+def _model():
+    rng = np.random.default_rng(3)
+    return Model([Dense(rng.integers(-8, 8, (6, 5)), 0, 5, 0), Dense(rng.integers(-8, 8, (3, 6)), 0, 4, 0)],
+                 T=4, input_max=6)
+
+
+def test_cycle_breakdown_adds_up_to_the_counter():
+    m = _model()
+    x = np.random.default_rng(0).integers(0, 7, (9, 5))
+    g = golden.run(m, x, lanes=2)
+    totals = cycle_breakdown_totals(m, g)
+    assert sum(totals.values()) == int(g.counters["cycles"].sum())
+    cb = cycle_breakdown(m, g)
+    assert cb["load"] == 5 and cb["finish+readout"] == perf.FINISH_CYCLES + 2 * 3
+    assert cb["layer 0 setup+drain"] == 4 * (perf.LAYER_SETUP + perf.LAYER_DRAIN)
+
+
+def test_report_files_and_figures(tmp_path):
+    m = _model()
+    x = np.random.default_rng(1).integers(0, 7, (10, 5))
+    y = np.arange(10) % 3
+    g = golden.run(m, x, lanes=2)
+    summary = {"matching_samples": 10, "samples": 10, "mismatches_by_field": {"predictions": 0, "counts": 0,
+               "membranes": 0, "counter:cycles": 0}, "rtl_accuracy": float((g.predictions == y).mean()),
+               "sim_seconds": 2.0, "samples_per_s": 5.0, "simulated_cycles_per_s": 100.0, "build_seconds": 3.0,
+               "build_cached": False, "stall_prob": 0.0}
+    metrics = {"float_accuracy": 0.5, "quant_accuracy": 0.4, "golden_agreement": 1.0, "epochs": 1, "seed": 0,
+               "train_seconds": 1.0}
+    r = write_report(tmp_path, "unit", m, x, y, lanes=2, regress_summary=summary, metrics=metrics)
+    for f in ("report.md", "report.json", "raster.png", "cycles.png", "layers.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    j = json.loads((tmp_path / "report.json").read_text())
+    assert j["accuracy"]["golden"] == float((g.predictions == y).mean())
+    assert j["per_inference"]["cycles"] == float(g.counters["cycles"].mean())
+    assert j["per_inference"]["throughput_per_s"] == 100e6 / float(g.counters["cycles"].mean())
+    assert [l["spikes"] for l in j["layers"]] == [float(c["spikes"].mean()) for c in g.layer_counters]
+    md = (tmp_path / "report.md").read_text()
+    assert "| 50.00% | 40.00% |" in md and "**10/10**" in md
+    assert r["agreement"]["quant_vs_golden"] == 1.0
+
+
+def test_report_without_rtl_or_training():
+    m = _model()
+    x = np.zeros((2, 5), np.int64)
+    g = golden.run(m, x, lanes=4)
+    r = build_report("bare", m, g, np.zeros(2, np.int64), None, None)
+    assert r["agreement"] is None and r["accuracy"]["rtl"] is None
+    assert r["per_inference"]["input_sparsity"] == 1.0
