@@ -78,10 +78,12 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="top module name (default: the directory's name)")
     a = p.parse_args(argv)
     model = golden.load_model(a.model)
-    name = a.name or Path(a.out.rstrip("/")).name or "spikecore"
-    name = re.sub(r"\W", "_", name)
-    if name[0].isdigit():
-        name = "core_" + name
+    if a.name is not None:
+        name = a.name                      # explicit names are checked, not rewritten
+    else:
+        name = re.sub(r"\W", "_", Path(a.out.rstrip("/")).name or "spikecore")
+        if name[0].isdigit():
+            name = "core_" + name
     try:
         v, j = generate(model, a.lanes, a.out, name)
     except ConfigError as e:
