@@ -312,3 +312,23 @@ def test_callable_after_cli_module_import():
     import golden.run as cli  # noqa: F401 - replaces the package attribute with the module
     m = Model([Dense([[1]], 0, 1, 0)], T=1, input_max=1)
     assert golden.run(m, np.array([[1]])).counts.tolist() == [[1]]
+
+
+def test_atomic_write_gives_normal_permissions_and_leaves_nothing_on_failure(tmp_path):
+    import os
+    from golden.io import atomic_write
+    p = tmp_path / "out.txt"
+    old = os.umask(0o022)
+    try:
+        atomic_write(p, lambda tmp: open(tmp, "w").write("hi"))
+    finally:
+        os.umask(old)
+    assert p.read_text() == "hi" and (p.stat().st_mode & 0o777) == 0o644
+
+    def boom(tmp):
+        open(tmp, "w").write("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "never.txt", boom)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["out.txt"]
