@@ -1,0 +1,84 @@
+"""``python -m quant.bench``: train the three digits target configurations and record accuracy
+(float / quantized / golden), golden agreement and training time in one JSON file.
+
+Configurations (64-128-10, ``--seed 0``, default epochs and learning rate):
+
+* ``rate-T8-w8``: rate encoding, T=8, 8-bit weights
+* ``direct-T1-w8``: direct encoding, T=1 (minimum latency), 8-bit weights
+* ``rate-T8-w4``: rate encoding, T=8, 4-bit weights
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from golden.cli import ArgumentParser, UsageError, guard, positive_int
+from golden.io import atomic_write
+
+PROG = "python -m quant.bench"
+
+CONFIGS = {
+    "rate-T8-w8": ["--encoding", "rate", "--T", "8", "--weight-bits", "8"],
+    "direct-T1-w8": ["--encoding", "direct", "--T", "1", "--weight-bits", "8"],
+    "rate-T8-w4": ["--encoding", "rate", "--T", "8", "--weight-bits", "4"],
+}
+KEYS = ("float_accuracy", "quant_accuracy", "golden_accuracy", "golden_agreement", "train_seconds",
+        "quant_train_seconds", "float_train_seconds", "epochs", "v_bits")
+
+
+def main(argv=None) -> int:
+    from .train import DEFAULT_EPOCHS, check_out
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="build/bench/train.json", help="JSON file to write")
+    p.add_argument("--models", default="build/bench/models", help="directory for the trained models")
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"override epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    a = p.parse_args(argv)
+    names = list(CONFIGS) if a.only is None else [s.strip() for s in a.only.split(",")]
+    for n in names:
+        if n not in CONFIGS:
+            raise UsageError(f"unknown configuration {n!r}; choose from {', '.join(CONFIGS)}")
+    if not a.out.endswith(".json"):
+        raise UsageError(f"--out must name a .json file, got {a.out!r}")
+    check_out(str(Path(a.out).with_suffix(".npz")))  # same writability rules
+    check_out(str(Path(a.models) / "probe.npz"))
+
+    results = {}
+    for i, name in enumerate(names, 1):
+        out = Path(a.models) / f"{name}.npz"
+        cmd = [sys.executable, "-m", "quant.train", "--dataset", "digits", "--hidden", "128",
+               "--seed", str(a.seed), *CONFIGS[name], "--out", str(out)]
+        if a.epochs:
+            cmd += ["--epochs", str(a.epochs)]
+        print(f"[{i}/{len(names)}] {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+        wall = time.perf_counter() - t0
+        lines = proc.stdout.strip().splitlines()
+        if lines:
+            print(f"    {lines[-1]}", flush=True)
+        if proc.returncode != 0:
+            sys.stderr.write(f"{PROG}: error: {name} failed with exit code {proc.returncode}\n")
+            return proc.returncode
+        m = json.loads(out.with_suffix(".json").read_text())
+        results[name] = {"command": "python " + " ".join(cmd[1:]), "model": str(out),
+                         "wall_seconds": wall, **{k: m[k] for k in KEYS}}
+    doc = {"dataset": "digits", "hidden": [128], "seed": a.seed, "configs": results}
+    text = json.dumps(doc, indent=2) + "\n"
+    atomic_write(a.out, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {a.out}")
+    for name, r in results.items():
+        fa = r["float_accuracy"]
+        print(f"  {name:<13} float {100 * fa:6.2f}%  quant {100 * r['quant_accuracy']:6.2f}%  "
+              f"golden {100 * r['golden_accuracy']:6.2f}%  agreement {r['golden_agreement']:.4f}  "
+              f"train {r['train_seconds']:.1f}s (quant {r['quant_train_seconds']:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    guard(PROG, main)

@@ -1,0 +1,183 @@
+"""``python -m quant.train``: quantization-aware SNN training that exports a golden integer model.
+
+Trains the quantized network (surrogate-gradient BPTT through the exact IF dynamics, power-of-two
+fake quantization with straight-through gradients), then the same architecture as a float
+reference, exports the integer model with ``golden.save_model`` plus ``NAME.json`` metrics, and
+checks on the whole test split that the quantized torch forward and golden agree bit for bit
+(exit 1 with the first differing sample, layer, time step and neuron otherwise).
+
+Every bad option exits with code 2 and one line on stderr before any training starts. Torch is
+imported only after the options have been checked, so that is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from golden.cli import ArgumentParser, UsageError, guard, positive_int
+
+PROG = "python -m quant.train"
+
+# defaults chosen so the digits targets hold with --seed 0 (see docs/quant.md)
+DEFAULT_EPOCHS = 20
+DEFAULT_LR = 3e-3
+DEFAULT_BATCH = 32
+
+
+def hidden_arg(text: str) -> list[int]:
+    parts = text.split(",")
+    sizes = []
+    for p in parts:
+        p = p.strip()
+        try:
+            v = int(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of positive integers, got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"hidden layer sizes must be positive, got {v} in {text!r}")
+        sizes.append(v)
+    return sizes
+
+
+def int_ge0(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def T_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer number of time steps, got {text!r}") from None
+    if not 1 <= v <= 1024:
+        raise argparse.ArgumentTypeError(f"T must be in 1..1024, got {v}")
+    return v
+
+
+def bits_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer bit width, got {text!r}") from None
+    if not 2 <= v <= 16:
+        raise argparse.ArgumentTypeError(f"weight bits must be in 2..16, got {v}")
+    return v
+
+
+def pos_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="digits", help="digits (default), mnist, fashion-mnist or cifar10")
+    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    p.add_argument("--coding", default="rate", help="neural coding; only 'rate' is supported yet")
+    p.add_argument("--encoding", default="rate", choices=("rate", "direct"), help="input encoding")
+    p.add_argument("--T", type=T_arg, default=8, help="time steps per sample (default 8)")
+    p.add_argument("--hidden", type=hidden_arg, default=[128],
+                   help="hidden layer sizes, comma-separated (default 128)")
+    p.add_argument("--readout", default="count", choices=("count", "membrane"))
+    p.add_argument("--weight-bits", type=bits_arg, default=8, help="signed weight width, 2..16 (default 8)")
+    p.add_argument("--surrogate", default="arctan", choices=("arctan", "triangle"),
+                   help="surrogate gradient of the spike (default arctan)")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
+                   help=f"epochs per network (default {DEFAULT_EPOCHS})")
+    p.add_argument("--lr", type=pos_float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR})")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH,
+                   help=f"mini-batch size (default {DEFAULT_BATCH})")
+    p.add_argument("--seed", type=int_ge0, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch CPU threads (default 1; results are reproducible for a fixed value)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="use only the first N samples of each split (quick runs, tests)")
+    p.add_argument("--out", required=True, help="integer model file to write (.npz); NAME.json and "
+                   "NAME.ckpt.pt go next to it")
+    p.add_argument("--resume", action="store_true", help="continue from NAME.ckpt.pt next to --out")
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
+                   help="stop after N epochs in total (checkpoint only, no model); continue with --resume")
+    p.add_argument("--no-float-ref", action="store_true", help="skip the float reference network")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p
+
+
+def check_out(out: str) -> Path:
+    """Fail (UsageError) unless ``out`` can be written: checked before any training."""
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise UsageError(f"--out must name a .npz file, got {out!r}")
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a directory")
+    parent = path.parent
+    probe = parent
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UsageError(f"cannot write --out {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write --out {out}: no write permission in {probe}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write --out {out}: file is not writable")
+    return path
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    from golden import datasets
+    from golden.model import CODINGS
+
+    if a.coding != "rate":
+        if a.coding in CODINGS:
+            raise UsageError(f"coding {a.coding!r} is not supported yet (supported: rate)")
+        raise UsageError(f"unknown coding {a.coding!r}; choose from {', '.join(CODINGS)}")
+    datasets.input_max(a.dataset)  # unknown dataset -> DatasetError
+    out = check_out(a.out)
+    x_tr, y_tr = datasets.load(a.dataset, "train", a.data_dir)
+    x_te, y_te = datasets.load(a.dataset, "test", a.data_dir)
+    if a.limit:
+        x_tr, y_tr, x_te, y_te = x_tr[:a.limit], y_tr[:a.limit], x_te[:a.limit], y_te[:a.limit]
+    if len(x_tr) == 0:
+        raise UsageError(f"dataset {a.dataset} has no training samples")
+
+    from .trainer import Config, metrics_path, train  # imports torch
+
+    cfg = Config(dataset=a.dataset, encoding=a.encoding, T=a.T, hidden=list(a.hidden), readout=a.readout,
+                 weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=a.epochs, lr=a.lr,
+                 batch_size=a.batch_size, seed=a.seed, float_ref=not a.no_float_ref, limit=a.limit,
+                 threads=a.threads)
+    log = (lambda *args, **kw: None) if a.quiet else (lambda msg: print(msg, flush=True))
+    r = train(cfg, (x_tr, y_tr, x_te, y_te), out, resume=a.resume, stop_after=a.stop_after, log=log)
+    if r.stopped:
+        return 0
+    m = r.metrics
+    fa = "n/a" if m["float_accuracy"] is None else f"{100 * m['float_accuracy']:.2f}%"
+    print(f"wrote {out} and {metrics_path(out).name}: float {fa}, quantized {100 * m['quant_accuracy']:.2f}%, "
+          f"golden {100 * m['golden_accuracy']:.2f}%, agreement {m['golden_agreement']:.4f} on "
+          f"{m['test_samples']} test samples, v_bits {m['v_bits']}, {m['train_seconds']:.1f}s", flush=True)
+    if not r.exact:
+        sys.stderr.write(f"{PROG}: error: quantized torch and golden differ (outputs agree on "
+                         f"{round(m['golden_agreement'] * m['test_samples'])} of {m['test_samples']} "
+                         f"test samples); first difference: {r.mismatch}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    guard(PROG, main)
