@@ -190,6 +190,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         "sim_seconds": sim_s, "samples_per_s": B / sim_s if sim_s else None,
         "simulated_cycles_per_s": float(cyc.sum()) / sim_s if sim_s else None,
         "hand_edited_netlist": edited,
+        "vcd": rtl.get("_vcd"),
     }
     if summary["err_range"] or summary["err_protocol"]:
         first = first or "the core raised an error flag on valid input"
@@ -245,6 +246,8 @@ def main(argv=None) -> int:
     print(f"per inference: {mc['cycles']:.1f} cycles, {mc['weight_reads']:.1f} weight reads, "
           f"{mc['state_reads']:.1f}/{mc['state_writes']:.1f} state reads/writes, {mc['syn_ops']:.1f} syn_ops, "
           f"{mc['spikes']:.1f} spikes; cycle efficiency {s['cycle_efficiency']:.3f}")
+    if s["vcd"]:
+        print(f"waves: {s['vcd']}")
     print(f"simulation: {s['sim_seconds']:.1f} s, {s['samples_per_s']:.1f} samples/s, "
           f"{s['simulated_cycles_per_s']:.0f} cycles/s; wrote {json_out} and {junit_out}")
     if res.first_mismatch:

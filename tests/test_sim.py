@@ -161,3 +161,13 @@ def test_regress_cli_bad_inputs(tmp_path, cores):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and msg in lines[0], (args, r.stderr)
         assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_waves_on_request_leave_a_vcd(tmp_path):
+    model = Model([Dense([[2, -1], [1, 3]], 0, 3, 0)], T=2, input_max=3, weight_bits=3)
+    res = regress(model, np.array([[3, 1], [0, 2]]), None, lanes=1, name="waves", waves=True, log=lambda *_: None)
+    assert res.first_mismatch is None
+    vcd = Path(res.summary["vcd"])
+    text = vcd.read_text()
+    assert "$enddefinitions" in text and " x__valid $end" in text
+    assert re.search(r"^#\d+$", text.split("$enddefinitions", 1)[1], re.M)      # value changes over time
