@@ -15,7 +15,7 @@ import numpy as np
 from . import perf
 from .model import Model
 
-__all__ = ["Result", "InputError", "run", "check_inputs"]
+__all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events"]
 
 
 class InputError(ValueError):
@@ -59,6 +59,10 @@ class Result:
     spikes: list | None = None
     input_spikes: np.ndarray | None = None
     events_in: list = field(default_factory=list)
+    events: list | None = None
+    input_events: np.ndarray | None = None
+    activations: list | None = None
+    coding: str = "rate"
 
     @property
     def batch(self) -> int:
@@ -79,6 +83,92 @@ def check_inputs(model: Model, x) -> np.ndarray:
         raise InputError(f"input value {int(arr[tuple(bad)])} at sample {bad[0]}, feature {bad[1]} is outside "
                          f"[0, {model.input_max}]")
     return arr.astype(np.int64)
+
+
+def tsc_quantize(x: np.ndarray, input_max: int, Q: int) -> np.ndarray:
+    """TSC input quantization: q = (x * Q + input_max // 2) // input_max."""
+    return (x * Q + input_max // 2) // input_max
+
+
+def tsc_events(a: np.ndarray, T: int) -> np.ndarray:
+    """ON (+1) at t = 0 and OFF (-1) at t = a for every value a >= 1; (B, n) -> (B, T, n) int8."""
+    B, n = a.shape
+    ev = np.zeros((B, T, n), dtype=np.int8)
+    on = a >= 1
+    ev[:, 0][on] = 1
+    b_idx, j_idx = np.nonzero(on)
+    ev[b_idx, a[on], j_idx] = -1
+    return ev
+
+
+def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
+    """Temporal switch coding, step by step: C += ON/OFF-signed weights, V += C, then the clip."""
+    B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
+    names = perf.counter_names("tsc")
+    zeros = lambda: np.zeros(B, dtype=np.int64)  # noqa: E731
+    q = tsc_quantize(x, M, Q)
+    ev_in = tsc_events(q, T)
+    g_in = perf.groups(model.n_in, P)
+    enc = {k: zeros() for k in names}
+    enc["cycles"][:] = T * (g_in + perf.ENC_DRAIN)
+    enc["state_reads"][:] = T * g_in
+    enc["state_writes"][:] = T * g_in
+    enc["neuron_updates"][:] = T * model.n_in
+    enc["events"] = 2 * (q >= 1).sum(axis=1).astype(np.int64)
+    enc["event_writes"] = enc["events"].copy()
+    enc["input_writes"][:] = model.n_in
+    layer_counters, v_final, events_rec, acts, events_in = [], [], [], [], []
+    n_layers = len(model.layers)
+    for li, layer in enumerate(model.layers):
+        last = li == n_layers - 1
+        G = perf.groups(layer.n_out, P)
+        E = (ev_in != 0).sum(axis=2, dtype=np.int64)                        # (B, T) input events per step
+        C = np.zeros((B, layer.n_out), dtype=np.int64)
+        V = np.broadcast_to(layer.bias, (B, layer.n_out)).astype(np.int64).copy()
+        for t in range(T):
+            if E[:, t].any():
+                C += _exact_matmul(ev_in[:, t], layer.weight)
+            V += C
+        c = {k: zeros() for k in names}
+        ev_total = E.sum(axis=1)
+        c["cycles"] = T * (perf.LAYER_SETUP + perf.LAYER_DRAIN) + G * np.maximum(E, 1).sum(axis=1)
+        c["weight_reads"] = G * ev_total
+        c["event_reads"] = G * ev_total
+        c["syn_ops"] = layer.n_out * ev_total
+        c["state_reads"][:] = G * (T - 1)
+        c["state_writes"][:] = G * T
+        c["param_reads"][:] = G * T
+        c["neuron_updates"][:] = layer.n_out * T
+        events_in.append(E)
+        v_final.append(V)
+        if last:
+            ev_out = np.zeros((B, T, layer.n_out), dtype=np.int8)
+        else:
+            a = np.clip(np.floor_divide(V, layer.threshold), 0, Q)
+            acts.append(a)
+            ev_out = tsc_events(a, T)
+            # the countdown that emits these events runs in the next layer's window, one word per cycle
+            c["cycles"] = c["cycles"] + T * (G + perf.ENC_DRAIN)
+            c["state_reads"] = c["state_reads"] + G * T
+            c["state_writes"] = c["state_writes"] + G * T
+            c["param_reads"] = c["param_reads"] + G * T
+            c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
+            c["events"] = 2 * (a >= 1).sum(axis=1).astype(np.int64)
+            c["event_writes"] = c["events"].copy()
+        layer_counters.append(c)
+        if record:
+            events_rec.append(ev_out)
+        ev_in = ev_out
+    membranes = v_final[-1]
+    predictions = np.argmax(membranes, axis=1).astype(np.int64)
+    totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in names}
+    totals["events"] = sum(c["events"] for c in layer_counters)
+    totals["cycles"] = (totals["cycles"] + model.n_in * perf.LOAD_CYCLES_PER_BEAT + perf.FINISH_CYCLES
+                        + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
+    return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
+                  counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
+                  events_in=events_in, events=events_rec if record else None,
+                  input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
@@ -123,6 +213,8 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
     x = check_inputs(model, x)
+    if model.coding == "tsc":
+        return _run_tsc(model, x, int(lanes), record)
     B, T, P = x.shape[0], model.T, int(lanes)
     zeros = lambda: np.zeros(B, dtype=np.int64)  # noqa: E731
 

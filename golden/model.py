@@ -22,13 +22,18 @@ __all__ = [
     "ENCODINGS",
     "READOUTS",
     "SUPPORTED_CODINGS",
+    "CODING_ENCODINGS",
+    "CODING_READOUTS",
     "signed_bits",
     "unsigned_bits",
 ]
 
 CODINGS = ("rate", "stcb", "tsc")
-SUPPORTED_CODINGS = ("rate",)
-ENCODINGS = ("rate", "direct")
+SUPPORTED_CODINGS = ("rate", "tsc")
+ENCODINGS = ("rate", "direct", "tsc")
+# which input encodings and readouts each coding admits
+CODING_ENCODINGS = {"rate": ("rate", "direct"), "stcb": ("rate", "direct"), "tsc": ("tsc",)}
+CODING_READOUTS = {"rate": ("count", "membrane"), "stcb": ("count", "membrane"), "tsc": ("membrane",)}
 READOUTS = ("count", "membrane")
 
 # int64 arithmetic in golden and float64 matmuls stay exact far below this.
@@ -172,6 +177,12 @@ class Model:
             raise ModelError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
         if readout not in READOUTS:
             raise ModelError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+        if encoding not in CODING_ENCODINGS[coding]:
+            raise ModelError(f"coding {coding!r} needs encoding {' or '.join(map(repr, CODING_ENCODINGS[coding]))}, "
+                             f"got {encoding!r}")
+        if readout not in CODING_READOUTS[coding]:
+            raise ModelError(f"coding {coding!r} needs readout {' or '.join(map(repr, CODING_READOUTS[coding]))}, "
+                             f"got {readout!r}")
         for name, val, lo in (("T", T, 1), ("input_max", input_max, 1), ("weight_bits", weight_bits, 2)):
             if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
                 raise ModelError(f"{name} must be an integer >= {lo}, got {val!r}")
@@ -181,6 +192,12 @@ class Model:
             raise ModelError(f"T must be <= 1024, got {T}")
         if input_max > (1 << 16) - 1:
             raise ModelError(f"input_max must be < 65536, got {input_max}")
+        if coding == "tsc":
+            if T < 2:
+                raise ModelError(f"tsc needs a window T >= 2 (Q = T - 1 levels), got T={T}")
+            if T - 1 > input_max:
+                raise ModelError(f"tsc: Q = T - 1 = {T - 1} is outside the range of the input encoding: the inputs "
+                                 f"have only input_max + 1 = {input_max + 1} levels (need T <= input_max + 1)")
         layers = list(layers)
         if not layers:
             raise ModelError("layers must contain at least one Dense layer")
@@ -202,6 +219,10 @@ class Model:
                 raise ModelError(f"layer {i}: weight[{bad[0]}, {bad[1]}] = {int(w[tuple(bad)])} is outside "
                                  f"weight_bits={weight_bits} range [{wlo}, {whi}]")
 
+        if coding == "tsc":
+            for i, layer in enumerate(layers):
+                if (layer.v_init != 0).any():
+                    raise ModelError(f"layer {i}: tsc layers start from V = bias; v_init must be 0")
         self._widths = tuple(self._analyse(i, l) for i, l in enumerate(layers))
         needed = max(w.v_bits for w in self._widths)
         if v_bits is None:
@@ -211,6 +232,11 @@ class Model:
         if v_bits > MAX_V_BITS:
             raise ModelError(f"v_bits must be <= {MAX_V_BITS}, got {v_bits}")
         for i, w in enumerate(self._widths):
+            if coding == "tsc":
+                clip = int((T - 1) * layers[i].threshold.max())
+                if signed_bits(0, clip) > v_bits:
+                    raise ModelError(f"layer {i}: threshold * Q = {clip} cannot be represented in v_bits={v_bits}, "
+                                     f"so the clip at Q = {T - 1} is not computable")
             if w.v_bits > v_bits:
                 raise ModelError(f"v_bits={v_bits} is too small: layer {i} needs {w.v_bits} bits "
                                  f"(membrane range [{w.v_lo}, {w.v_hi}])")
@@ -220,6 +246,8 @@ class Model:
 
     def _analyse(self, i: int, layer: Dense) -> LayerWidths:
         """Worst case over all inputs: every step's input is each synapse at its worst value."""
+        if self._coding == "tsc":
+            return self._analyse_tsc(layer)
         smax = self._input_max if (i == 0 and self._encoding == "direct") else 1
         w = layer.weight
         acc_lo = (np.minimum(w, 0).sum(axis=1) * smax)
@@ -237,6 +265,27 @@ class Model:
         c_lo, c_hi = int(cur_lo.min()), int(cur_hi.max())
         lo, hi = int(v_lo.min()), int(v_hi.max())
         return LayerWidths(a_lo, a_hi, c_lo, c_hi, lo, hi, signed_bits(a_lo, a_hi), signed_bits(lo, hi))
+
+    def _analyse_tsc(self, layer: Dense) -> LayerWidths:
+        """TSC: a step's event sum is all ONs (t = 0) or only OFFs; the current C is the sum of the
+        active inputs' weights; V = b + sum_t C(t) with every input active at most Q steps; the clip
+        compares V with Q * theta, and the countdown keeps V - k * theta >= -1."""
+        Q = self._T - 1
+        w = layer.weight
+        neg, pos = np.minimum(w, 0).sum(axis=1), np.maximum(w, 0).sum(axis=1)
+        acc_lo, acc_hi = int(min(neg.min(), (-pos).min())), int(max(pos.max(), (-neg).max()))
+        v_lo = layer.bias + Q * neg
+        v_hi = layer.bias + Q * pos
+        v_hi = np.maximum.reduce([v_hi, Q * layer.threshold, layer.bias, pos])
+        v_lo = np.minimum.reduce([v_lo, layer.bias, neg, np.full_like(v_lo, -1), -layer.threshold])
+        lo, hi = int(v_lo.min()), int(v_hi.max())
+        return LayerWidths(acc_lo, acc_hi, int(neg.min()), int(pos.max()), lo, hi,
+                           signed_bits(acc_lo, acc_hi), signed_bits(lo, hi))
+
+    @property
+    def Q(self) -> int | None:
+        """TSC levels: q in [0, Q], Q = T - 1 (None for other codings)."""
+        return self._T - 1 if self._coding == "tsc" else None
 
     layers = property(lambda self: self._layers)
     coding = property(lambda self: self._coding)

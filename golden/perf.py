@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "ENC_DRAIN", "LAYER_SETUP", "LAYER_DRAIN", "FINISH_CYCLES",
-    "READOUT_CYCLES_PER_CLASS", "groups", "COUNTERS",
+    "READOUT_CYCLES_PER_CLASS", "groups", "COUNTERS", "spike_key", "counter_names",
 ]
 
 LOAD_CYCLES_PER_BEAT = 1      # one accepted input beat per cycle
@@ -24,6 +24,16 @@ READOUT_CYCLES_PER_CLASS = 2  # state read, then the result beat
 
 COUNTERS = ("cycles", "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops",
             "neuron_updates", "event_reads", "event_writes", "input_writes", "spikes")
+
+
+def spike_key(coding: str) -> str:
+    """The counter that counts what neurons emit: ``spikes``, or ``events`` (ON + OFF) for tsc."""
+    return "events" if coding == "tsc" else "spikes"
+
+
+def counter_names(coding: str) -> tuple[str, ...]:
+    key = spike_key(coding)
+    return tuple(key if c == "spikes" else c for c in COUNTERS)
 
 
 def groups(n: int, lanes: int) -> int:

@@ -61,8 +61,10 @@ class CoreConfig:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        if model.coding != "rate":
+        if model.coding not in ("rate", "tsc"):
             raise ConfigError(f"coding {model.coding!r} has no hardware yet")
+        self.coding = model.coding
+        self.tsc = model.coding == "tsc"
         self.model = model
         self.P = P = int(lanes)
         self.T = model.T
@@ -77,6 +79,13 @@ class CoreConfig:
         self.xbits = unsigned_bits(model.input_max)
         self.in_bits = self.xbits + 1                 # one spare bit so out-of-range values are visible
         self.ubits = unsigned_bits(max(0, model.input_max - 1))
+        if self.tsc:
+            # the input countdown register: x * Q + input_max // 2, and -1 once the OFF event is sent
+            M, Q = model.input_max, model.T - 1
+            self.ubits = signed_bits(-1, M * Q + M // 2)
+        # TSC keeps the current C next to V in the state word
+        self.cur_bits = max(signed_bits(w.current_lo, w.current_hi) for w in model.widths) if self.tsc else 0
+        self.state_lane_bits = model.v_bits + self.cur_bits
         self.tbits = max(1, ceil_log2(self.T))
         self.cnt_bits = unsigned_bits(self.T)
         self.cls_bits = max(1, ceil_log2(self.n_out))
@@ -96,14 +105,15 @@ class CoreConfig:
         self.state_depth = sbase
         self.max_groups = max(l.groups for l in layers)
         # event buffers: IN (encoder or direct inputs), A (written by even layers), B (odd layers)
-        self.ev_depth_in = self.G_in
         hidden = [l.groups for l in layers[:-1]]
+        # TSC runs layer after layer, so one event buffer serves every layer's input
+        self.ev_depth_in = max([self.G_in] + hidden) if self.tsc else self.G_in
         self.ev_depth_ab = max(hidden) if hidden else 1
-        self.ev_gbits_in = max(1, ceil_log2(self.G_in))
+        self.ev_gbits_in = max(1, ceil_log2(self.ev_depth_in))
         self.ev_gbits_ab = max(1, ceil_log2(self.ev_depth_ab))
         self.ev_cnt_in_bits = unsigned_bits(self.ev_depth_in)
         self.ev_cnt_ab_bits = unsigned_bits(self.ev_depth_ab)
-        self.n_buffers = 1 + min(2, self.L - 1)
+        self.n_buffers = 1 if self.tsc else 1 + min(2, self.L - 1)
         self.group_bits = max(1, ceil_log2(max(self.max_groups, self.G_in) + 1))
         self.waddr_bits = max(1, ceil_log2(self.weight_depth))
         self.saddr_bits = max(1, ceil_log2(self.state_depth))
@@ -155,15 +165,17 @@ class CoreConfig:
         P = self.P
         mems = {
             "weights": (P * self.wbits, self.weight_depth),
-            "state": (P * self.vbits, self.state_depth),
+            "state": (P * self.state_lane_bits, self.state_depth),
             "params": (P * 3 * self.vbits, self.state_depth),
         }
         if not self.membrane_readout:
             mems["counts"] = (P * self.cnt_bits, self.layers[-1].groups)
-        if not self.direct:
+        if self.tsc:
+            mems["enc_r"] = (P * self.ubits, self.G_in)
+        elif not self.direct:
             mems["enc_x"] = (P * self.xbits, self.G_in)
             mems["enc_u"] = (P * self.ubits, self.G_in)
-        in_w = self.ev_gbits_in + (self.xbits if self.direct else 0)
+        in_w = self.ev_gbits_in + (self.xbits if self.direct else 0) + (1 if self.tsc else 0)
         mems["events_in"] = (in_w, self.ev_depth_in, P)
         for name in ("events_a", "events_b")[: self.n_buffers - 1]:
             mems[name] = (self.ev_gbits_ab, self.ev_depth_ab, P)

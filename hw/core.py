@@ -101,9 +101,10 @@ class SpikeCore(wiring.Component):
         }
         for name in COUNTER_NAMES:
             members[f"cnt_{name}"] = Out(cfg.counter_bits)
+        sk = perf.spike_key(cfg.coding)
         for li in range(cfg.L):
-            members[f"cnt_spikes_l{li}"] = Out(cfg.counter_bits)
-        members["cnt_spikes_enc"] = Out(cfg.counter_bits)
+            members[f"cnt_{sk}_l{li}"] = Out(cfg.counter_bits)
+        members[f"cnt_{sk}_enc"] = Out(cfg.counter_bits)
         super().__init__(members)
 
     @property
@@ -114,12 +115,15 @@ class SpikeCore(wiring.Component):
         cfg = self._cfg
         P, T, L = cfg.P, cfg.T, cfg.L
         lp = exact_log2(P)
+        sk = perf.spike_key(cfg.coding)
+        tsc = cfg.tsc
         m = Module()
 
         # ---------------------------------------------------------------- memories
         m.submodules.wmem = wmem = Memory(shape=unsigned(P * cfg.wbits), depth=_depth(cfg.weight_depth),
                                           init=cfg.weight_init())
-        m.submodules.smem = smem = Memory(shape=unsigned(P * cfg.vbits), depth=_depth(cfg.state_depth), init=[])
+        m.submodules.smem = smem = Memory(shape=unsigned(P * cfg.state_lane_bits), depth=_depth(cfg.state_depth),
+                                          init=[])
         m.submodules.pmem = pmem = Memory(shape=unsigned(P * 3 * cfg.vbits), depth=_depth(cfg.state_depth),
                                           init=cfg.param_init())
         w_rd = wmem.read_port()
@@ -130,13 +134,17 @@ class SpikeCore(wiring.Component):
             m.submodules.cmem = cmem = Memory(shape=unsigned(P * cfg.cnt_bits), depth=_depth(cfg.layers[-1].groups),
                                               init=[])
             c_rd, c_wr = cmem.read_port(), cmem.write_port()
-        if not cfg.direct:
+        if tsc:
+            # input countdown registers: x * Q + input_max // 2 at load, then counted down by input_max
+            m.submodules.rmem = rmem = Memory(shape=unsigned(P * cfg.ubits), depth=_depth(cfg.G_in), init=[])
+            r_rd, r_wr = rmem.read_port(), rmem.write_port(granularity=cfg.ubits)
+        elif not cfg.direct:
             m.submodules.xmem = xmem = Memory(shape=unsigned(P * cfg.xbits), depth=_depth(cfg.G_in), init=[])
             m.submodules.umem = umem = Memory(shape=unsigned(P * cfg.ubits), depth=_depth(cfg.G_in), init=[])
             x_rd, x_wr = xmem.read_port(), xmem.write_port(granularity=cfg.xbits)
             u_rd, u_wr = umem.read_port(), umem.write_port()
 
-        in_w = cfg.ev_gbits_in + (cfg.xbits if cfg.direct else 0)
+        in_w = cfg.ev_gbits_in + (cfg.xbits if cfg.direct else 0) + (1 if tsc else 0)   # tsc: OFF sign bit
         buf_specs = [("in", in_w, cfg.ev_depth_in, cfg.ev_cnt_in_bits)]
         for name in ("a", "b")[: cfg.n_buffers - 1]:
             buf_specs.append((name, cfg.ev_gbits_ab, cfg.ev_depth_ab, cfg.ev_cnt_ab_bits))
@@ -151,6 +159,8 @@ class SpikeCore(wiring.Component):
             bufs.append({"banks": banks, "cnt": cnts, "width": width})
 
         def src_buf(layer_idx: int) -> int:
+            if tsc:
+                return 0
             return 0 if layer_idx == 0 else (1 if layer_idx % 2 == 1 else 2)
 
         def dst_buf(layer_idx: int) -> int:
@@ -175,7 +185,7 @@ class SpikeCore(wiring.Component):
         t = Signal(cfg.tbits)
         layer = Signal(cfg.layer_bits)
         beat = Signal(range(cfg.n_in + 1))
-        gi = Signal(range(cfg.G_in + 1))
+        gi = Signal(range(cfg.ev_depth_in + 1))
         drain = Signal(2)
         g = Signal(cfg.group_bits)
         k = Signal(range(max(cfg.ev_depth_in, cfg.ev_depth_ab) + 1))
@@ -186,7 +196,7 @@ class SpikeCore(wiring.Component):
 
         # ---------------------------------------------------------------- counters
         cw = cfg.counter_bits
-        names = list(COUNTER_NAMES) + [f"spikes_l{li}" for li in range(L)] + ["spikes_enc"]
+        names = list(COUNTER_NAMES) + [f"{sk}_l{li}" for li in range(L)] + [f"{sk}_enc"]
         live = {n: Signal(cw, name=f"live_{n}") for n in names}
         incs = {n: [] for n in names}
         sample_done = Signal()
@@ -207,15 +217,71 @@ class SpikeCore(wiring.Component):
             with m.If(self.x.payload.last != last_beat):
                 m.d.sync += self.err_protocol.eq(1)
         incs["cycles"].append(x_fire)
-        if not cfg.direct:
+        if tsc:
+            Mx, Q = cfg.model.input_max, T - 1
+            r0 = Signal(cfg.ubits)
+            m.d.comb += r0.eq(value[:cfg.xbits] * Q + Mx // 2)
+            with m.If(x_fire):
+                m.d.comb += [r_wr.addr.eq(beat_group), r_wr.data.eq(Cat([r0] * P)),
+                             r_wr.en.eq((C(1, P) << beat_lane) if lp else 1)]
+            incs["input_writes"].append(x_fire)
+        elif not cfg.direct:
             m.d.comb += [x_wr.addr.eq(beat_group), x_wr.data.eq(Cat([value[:cfg.xbits]] * P)),
                          x_wr.en.eq(Mux(x_fire, C(1, P) << beat_lane, 0) if lp else x_fire)]
             incs["input_writes"].append(x_fire)
 
         # ---------------------------------------------------------------- encoder stage E1
-        e1_valid, e1_gi, e1_t0 = Signal(), Signal(range(cfg.G_in + 1)), Signal()
+        e1_valid, e1_gi, e1_t0 = Signal(), Signal(range(cfg.ev_depth_in + 1)), Signal()
+        e1_tq, e1_layer, e1_src_in = Signal(), Signal(cfg.layer_bits), Signal()
         enc_fire = Signal(P)
-        if not cfg.direct:
+        gen_s_we = Signal()
+        gen_s_data = Signal(P * cfg.state_lane_bits)
+        SBASE_PREV = per_layer([0] + [l.sbase for l in cfg.layers[:-1]])
+        GSRC_LAST = per_layer([cfg.G_in - 1] + [l.groups - 1 for l in cfg.layers[:-1]])
+        SRC_LAST_LANES = per_layer([cfg.n_in - (cfg.G_in - 1) * P] + [l.last_lanes for l in cfg.layers[:-1]])
+        if tsc:
+            # ON/OFF generator: a countdown R per source neuron. t = 0: ON if R >= theta, R -= theta
+            # (else R = -1, inactive); t > 0: an active neuron (R >= 0) sends OFF when R < theta or
+            # t = Q, then R = -1; otherwise R -= theta. OFF lands at t = clamp(floor(V/theta), 0, Q).
+            Mx = cfg.model.input_max
+            m.d.comb += r_rd.addr.eq(gi)
+            rw = max(cfg.ubits, cfg.vbits) + 1
+            rin = _lanes(r_rd.data, cfg.ubits, P, True)
+            sl, pw = cfg.state_lane_bits, 3 * cfg.vbits
+            src_words = [s_rd.data[p * sl:(p + 1) * sl] for p in range(P)]
+            src_v = [w[:cfg.vbits].as_signed() for w in src_words]
+            src_thr = [p_rd.data[p * pw + cfg.vbits:p * pw + 2 * cfg.vbits].as_signed() for p in range(P)]
+            real_src = Signal(range(P + 1))
+            m.d.comb += real_src.eq(Mux(e1_gi == GSRC_LAST[e1_layer], SRC_LAST_LANES[e1_layer], P))
+            new_r = []
+            for p in range(P):
+                R, th, Rn = Signal(signed(rw), name=f"gen_r{p}"), Signal(signed(rw), name=f"gen_th{p}"), \
+                    Signal(signed(rw), name=f"gen_rn{p}")
+                on, off, active = Signal(name=f"gen_on{p}"), Signal(name=f"gen_off{p}"), Signal(name=f"gen_act{p}")
+                m.d.comb += [R.eq(Mux(e1_src_in, rin[p], src_v[p])), th.eq(Mux(e1_src_in, Mx, src_thr[p])),
+                             active.eq(R >= 0), on.eq(e1_t0 & (R >= th)),
+                             off.eq(~e1_t0 & active & ((R < th) | e1_tq)),
+                             enc_fire[p].eq((on | off) & (p < real_src))]
+                with m.If(e1_t0):
+                    m.d.comb += Rn.eq(Mux(on, R - th, -1))
+                with m.Else():
+                    m.d.comb += Rn.eq(Mux(off, -1, Mux(active, R - th, R)))
+                new_r.append(Rn)
+            with m.If(e1_valid & e1_src_in):
+                m.d.comb += [r_wr.addr.eq(e1_gi), r_wr.data.eq(Cat(*[r[:cfg.ubits] for r in new_r])),
+                             r_wr.en.eq(C(-1, r_wr.en.shape().width))]
+            m.d.comb += [gen_s_we.eq(e1_valid & ~e1_src_in),
+                         gen_s_data.eq(Cat(*[Cat(new_r[p][:cfg.vbits], src_words[p][cfg.vbits:]) for p in range(P)]))]
+            pop = sum(enc_fire[p] for p in range(P))
+            incs["state_reads"].append(e1_valid)
+            incs["state_writes"].append(e1_valid)
+            incs["param_reads"].append(e1_valid & ~e1_src_in)
+            incs["neuron_updates"].append(Mux(e1_valid, real_src, 0))
+            incs["event_writes"].append(Mux(e1_valid, pop, 0))
+            incs[f"{sk}_enc"].append(Mux(e1_valid & e1_src_in, pop, 0))
+            for li in range(L - 1):
+                incs[f"{sk}_l{li}"].append(Mux(e1_valid & (e1_layer == li + 1), pop, 0))
+        elif not cfg.direct:
             M = cfg.model.input_max
             m.d.comb += [x_rd.addr.eq(gi), u_rd.addr.eq(gi)]
             xs = _lanes(x_rd.data, cfg.xbits, P, False)
@@ -250,7 +316,8 @@ class SpikeCore(wiring.Component):
                              wr.en.eq(we)]
             else:
                 we = e1_valid & enc_fire[p]
-                m.d.comb += [wr.addr.eq(cnt), wr.data.eq(e1_gi[:cfg.ev_gbits_in]), wr.en.eq(we)]
+                entry = Cat(e1_gi[:cfg.ev_gbits_in], ~e1_t0) if tsc else e1_gi[:cfg.ev_gbits_in]
+                m.d.comb += [wr.addr.eq(cnt), wr.data.eq(entry), wr.en.eq(we)]
             with m.If(clear_in):
                 m.d.sync += cnt.eq(0)
             with m.Elif(we):
@@ -318,13 +385,16 @@ class SpikeCore(wiring.Component):
                     m.d.comb += ev_word.eq(Array(rd.data for rd, _ in banks)[s1["p"]])
         ev_group = Signal(cfg.group_bits)
         ev_value = Signal(cfg.xbits if cfg.direct else 1)
-        with m.If(s1["layer"] == 0):
+        ev_neg = Signal()
+        if tsc:
+            m.d.comb += [ev_group.eq(ev_word[:cfg.ev_gbits_in]), ev_neg.eq(ev_word[cfg.ev_gbits_in]), ev_value.eq(1)]
+        with m.If((s1["layer"] == 0) if not tsc else C(0, 1)):
             m.d.comb += ev_group.eq(ev_word[:cfg.ev_gbits_in])
             if cfg.direct:
                 m.d.comb += ev_value.eq(ev_word[cfg.ev_gbits_in:cfg.ev_gbits_in + cfg.xbits])
             else:
                 m.d.comb += ev_value.eq(1)
-        with m.Else():
+        with m.Elif(C(0 if tsc else 1, 1)):
             m.d.comb += [ev_group.eq(ev_word[:cfg.ev_gbits_ab]), ev_value.eq(1)]
         in_index = Cat(s1["p"][:lp], ev_group) if lp else ev_group
         readout = (phase == Phase.READ) | (phase == Phase.SEND)
@@ -333,6 +403,9 @@ class SpikeCore(wiring.Component):
             m.d.comb += s_rd.addr.eq(cfg.layers[-1].sbase + cls_group)
             if count_readout:
                 m.d.comb += c_rd.addr.eq(cls_group)
+        with m.Elif(phase == Phase.ENC if tsc else C(0, 1)):
+            # TSC generator: the source layer's final V and thresholds
+            m.d.comb += [s_rd.addr.eq(SBASE_PREV[layer] + gi), p_rd.addr.eq(SBASE_PREV[layer] + gi)]
         with m.Else():
             m.d.comb += [s_rd.addr.eq(SBASE[s1["layer"]] + s1["g"]), p_rd.addr.eq(SBASE[s1["layer"]] + s1["g"])]
             if count_readout:
@@ -346,10 +419,12 @@ class SpikeCore(wiring.Component):
         incs["state_reads"].append(s1["valid"] & s1["last"] & ~s1["t0"])
 
         s2 = dict(valid=Signal(), null=Signal(), first=Signal(), last=Signal(), g=Signal(cfg.group_bits),
-                  layer=Signal(cfg.layer_bits), value=Signal(ev_value.shape()), t0=Signal(), tlast=Signal())
+                  layer=Signal(cfg.layer_bits), value=Signal(ev_value.shape()), t0=Signal(), tlast=Signal(),
+                  neg=Signal())
         m.d.sync += [s2["valid"].eq(s1["valid"]), s2["null"].eq(s1["null"]), s2["first"].eq(s1["first"]),
                      s2["last"].eq(s1["last"]), s2["g"].eq(s1["g"]), s2["layer"].eq(s1["layer"]),
-                     s2["value"].eq(ev_value), s2["t0"].eq(s1["t0"]), s2["tlast"].eq(s1["tlast"])]
+                     s2["value"].eq(ev_value), s2["t0"].eq(s1["t0"]), s2["tlast"].eq(s1["tlast"]),
+                     s2["neg"].eq(ev_neg)]
 
         # ---------------------------------------------------------------- S2: accumulate
         ws = _lanes(w_rd.data, cfg.wbits, P, True)
@@ -357,10 +432,15 @@ class SpikeCore(wiring.Component):
         acc_new = [Signal(signed(cfg.acc_bits), name=f"acc_new{p}") for p in range(P)]
         for p in range(P):
             term = ws[p] * s2["value"] if cfg.direct else ws[p]
+            if tsc:
+                term = Mux(s2["neg"], -ws[p], ws[p])
             m.d.comb += acc_new[p].eq(Mux(s2["first"], 0, acc[p]) + Mux(s2["null"], 0, term))
             with m.If(s2["valid"]):
                 m.d.sync += acc[p].eq(acc_new[p])
-        states = _lanes(s_rd.data, cfg.vbits, P, True)
+        sl = cfg.state_lane_bits
+        st_words = [s_rd.data[p * sl:(p + 1) * sl] for p in range(P)]
+        states = [w[:cfg.vbits].as_signed() for w in st_words]
+        currents = [w[cfg.vbits:].as_signed() for w in st_words] if tsc else None
         pw = 3 * cfg.vbits
         params = [_lanes(p_rd.data[p * pw:(p + 1) * pw], cfg.vbits, 3, True) for p in range(P)]
         counts_rd = _lanes(c_rd.data, cfg.cnt_bits, P, False) if count_readout else [C(0, 1)] * P
@@ -370,6 +450,7 @@ class SpikeCore(wiring.Component):
         s3_bias = [Signal(signed(cfg.vbits), name=f"s3_bias{p}") for p in range(P)]
         s3_thr = [Signal(signed(cfg.vbits), name=f"s3_thr{p}") for p in range(P)]
         s3_cnt = [Signal(cfg.cnt_bits, name=f"s3_cnt{p}") for p in range(P)]
+        s3_cold = [Signal(signed(max(1, cfg.cur_bits)), name=f"s3_cold{p}") for p in range(P)]
         s3_tlast = Signal()
         to_s3 = s2["valid"] & s2["last"]
         m.d.sync += s3_valid.eq(to_s3)
@@ -377,7 +458,12 @@ class SpikeCore(wiring.Component):
             m.d.sync += [s3_g.eq(s2["g"]), s3_layer.eq(s2["layer"]), s3_tlast.eq(s2["tlast"])]
             for p in range(P):
                 bias, thr, v0 = params[p]
-                m.d.sync += [s3_acc[p].eq(acc_new[p]), s3_vold[p].eq(Mux(s2["t0"], v0, states[p])),
+                if tsc:  # V starts from the bias, C from 0
+                    m.d.sync += [s3_vold[p].eq(Mux(s2["t0"], bias, states[p])),
+                                 s3_cold[p].eq(Mux(s2["t0"], 0, currents[p]))]
+                else:
+                    m.d.sync += s3_vold[p].eq(Mux(s2["t0"], v0, states[p]))
+                m.d.sync += [s3_acc[p].eq(acc_new[p]),
                              s3_bias[p].eq(bias), s3_thr[p].eq(thr),
                              s3_cnt[p].eq(Mux(s2["t0"], 0, counts_rd[p]))]
 
@@ -386,27 +472,38 @@ class SpikeCore(wiring.Component):
         real3 = lanes_real(s3_layer, s3_g)
         v_new = []
         cnt_new = []
+        state_new = []
         for p in range(P):
-            vsum = Signal(signed(cfg.vbits + 2), name=f"vsum{p}")
-            m.d.comb += vsum.eq(s3_vold[p] + s3_bias[p] + s3_acc[p])
-            m.d.comb += s3_fire[p].eq(FIRES[s3_layer] & (p < real3) & (vsum >= s3_thr[p]))
             vn = Signal(signed(cfg.vbits), name=f"vnew{p}")
-            m.d.comb += vn.eq(vsum - Mux(s3_fire[p], s3_thr[p], 0))
+            if tsc:  # C += this step's ON/OFF weights; V += C; no firing (the generator emits events)
+                cn = Signal(signed(cfg.cur_bits), name=f"curnew{p}")
+                m.d.comb += [cn.eq(s3_cold[p] + s3_acc[p]), vn.eq(s3_vold[p] + cn)]
+                state_new.append(Cat(vn, cn))
+            else:
+                vsum = Signal(signed(cfg.vbits + 2), name=f"vsum{p}")
+                m.d.comb += vsum.eq(s3_vold[p] + s3_bias[p] + s3_acc[p])
+                m.d.comb += s3_fire[p].eq(FIRES[s3_layer] & (p < real3) & (vsum >= s3_thr[p]))
+                m.d.comb += vn.eq(vsum - Mux(s3_fire[p], s3_thr[p], 0))
+                state_new.append(vn)
             v_new.append(vn)
             cn = Signal(cfg.cnt_bits, name=f"cnew{p}")
             m.d.comb += cn.eq(s3_cnt[p] + s3_fire[p])
             cnt_new.append(cn)
-        m.d.comb += [s_wr.addr.eq(SBASE[s3_layer] + s3_g), s_wr.data.eq(Cat(*v_new)), s_wr.en.eq(s3_valid)]
+        with m.If(gen_s_we):
+            m.d.comb += [s_wr.addr.eq(SBASE_PREV[e1_layer] + e1_gi), s_wr.data.eq(gen_s_data), s_wr.en.eq(1)]
+        with m.Else():
+            m.d.comb += [s_wr.addr.eq(SBASE[s3_layer] + s3_g), s_wr.data.eq(Cat(*state_new)), s_wr.en.eq(s3_valid)]
         if count_readout:
             m.d.comb += [c_wr.addr.eq(s3_g), c_wr.data.eq(Cat(*cnt_new)), c_wr.en.eq(s3_valid & s3_is_last)]
         pop3 = sum(s3_fire[p] for p in range(P))
         incs["state_writes"].append(s3_valid)
         incs["neuron_updates"].append(Mux(s3_valid, real3, 0))
         incs["event_writes"].append(Mux(s3_valid & ~s3_is_last, pop3, 0))
-        for li in range(L):
-            incs[f"spikes_l{li}"].append(Mux(s3_valid & (s3_layer == li), pop3, 0))
+        if not tsc:
+            for li in range(L):
+                incs[f"{sk}_l{li}"].append(Mux(s3_valid & (s3_layer == li), pop3, 0))
         m.d.comb += [self.dbg_valid.eq(s3_valid | e1_valid), self.dbg_enc.eq(e1_valid),
-                     self.dbg_layer.eq(s3_layer), self.dbg_t.eq(t),
+                     self.dbg_layer.eq(Mux(e1_valid, e1_layer, s3_layer)), self.dbg_t.eq(t),
                      self.dbg_group.eq(Mux(e1_valid, e1_gi, s3_g)),
                      self.dbg_mask.eq(Mux(e1_valid, enc_fire, s3_fire))]
 
@@ -477,8 +574,9 @@ class SpikeCore(wiring.Component):
                         start_step(0)
             with m.State("ENC"):
                 m.d.comb += phase.eq(Phase.ENC)
-                m.d.sync += [e1_valid.eq(1), e1_gi.eq(gi), e1_t0.eq(t == 0), gi.eq(gi + 1)]
-                with m.If(gi == cfg.G_in - 1):
+                m.d.sync += [e1_valid.eq(1), e1_gi.eq(gi), e1_t0.eq(t == 0), gi.eq(gi + 1),
+                             e1_tq.eq(t == T - 1), e1_layer.eq(layer), e1_src_in.eq(layer == 0)]
+                with m.If(gi == (GSRC_LAST[layer] if tsc else cfg.G_in - 1)):
                     m.next = "ENC_DRAIN"
             with m.State("ENC_DRAIN"):
                 m.d.comb += phase.eq(Phase.ENC_DRAIN)
@@ -504,13 +602,25 @@ class SpikeCore(wiring.Component):
                 m.d.comb += phase.eq(Phase.DRAIN)
                 m.d.sync += drain.eq(drain + 1)
                 with m.If(drain == perf.LAYER_DRAIN - 1):
-                    with m.If(layer != L - 1):
-                        m.d.sync += layer.eq(layer + 1)
-                        m.next = "SETUP"
-                    with m.Elif(t != T - 1):
-                        start_step(t + 1)
-                    with m.Else():
-                        m.next = "FINISH"
+                    if tsc:  # layer after layer: each window step starts with the generator
+                        with m.If(t != T - 1):
+                            m.d.sync += [t.eq(t + 1), gi.eq(0)]
+                            m.d.comb += clear_in.eq(1)
+                            m.next = "ENC"
+                        with m.Elif(layer != L - 1):
+                            m.d.sync += [t.eq(0), layer.eq(layer + 1), gi.eq(0)]
+                            m.d.comb += clear_in.eq(1)
+                            m.next = "ENC"
+                        with m.Else():
+                            m.next = "FINISH"
+                    else:
+                        with m.If(layer != L - 1):
+                            m.d.sync += layer.eq(layer + 1)
+                            m.next = "SETUP"
+                        with m.Elif(t != T - 1):
+                            start_step(t + 1)
+                        with m.Else():
+                            m.next = "FINISH"
             with m.State("FINISH"):
                 m.d.comb += phase.eq(Phase.FINISH)
                 m.d.sync += cls.eq(0)

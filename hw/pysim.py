@@ -11,6 +11,8 @@ import random
 import numpy as np
 from amaranth.sim import Simulator
 
+from golden import perf
+
 from .core import SpikeCore, COUNTER_NAMES
 
 __all__ = ["simulate"]
@@ -27,6 +29,7 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
     layer_spikes = [np.zeros(B, np.int64) for _ in range(cfg.L)]
     enc_spikes = np.zeros(B, np.int64)
     rng = random.Random(seed)
+    sk = perf.spike_key(cfg.coding)
 
     async def feeder(ctx):
         for b in range(B):
@@ -56,8 +59,8 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
             for n in COUNTER_NAMES:
                 ctr[n][b] = ctx.get(getattr(core, f"cnt_{n}"))
             for li in range(cfg.L):
-                layer_spikes[li][b] = ctx.get(getattr(core, f"cnt_spikes_l{li}"))
-            enc_spikes[b] = ctx.get(core.cnt_spikes_enc)
+                layer_spikes[li][b] = ctx.get(getattr(core, f"cnt_{sk}_l{li}"))
+            enc_spikes[b] = ctx.get(getattr(core, f"cnt_{sk}_enc"))
         out["err_range"] = ctx.get(core.err_range)
         out["err_protocol"] = ctx.get(core.err_protocol)
 
@@ -66,7 +69,7 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
     sim.add_testbench(feeder)
     sim.add_testbench(drain)
     sim.run()
-    ctr["spikes"] = sum(layer_spikes)
+    ctr[sk] = sum(layer_spikes)
     out["counters"] = ctr
     out["layer_spikes"] = layer_spikes
     out["encoder_spikes"] = enc_spikes

@@ -19,11 +19,11 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 import golden
-from golden import datasets
+from golden import datasets, perf
 from golden.cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int, prob_arg
 from golden.io import atomic_write
 
-__all__ = ["regress", "RegressResult", "decode_spikes", "compare"]
+__all__ = ["regress", "RegressResult", "decode_spikes", "decode_events", "compare"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_FIELDS = ("predictions", "counts", "membranes")
@@ -53,16 +53,36 @@ def decode_spikes(dbg: np.ndarray, model: golden.Model, lanes: int) -> tuple[lis
     return layers, enc
 
 
+def decode_events(dbg: np.ndarray, model: golden.Model, lanes: int) -> tuple[list, np.ndarray]:
+    """TSC: turn generator rows (enc=1, consumer layer, t, group, mask) into ON (+1) / OFF (-1)
+    events per source: the input (returned second) and every hidden layer (list, (T, n) int8)."""
+    T = model.T
+    hidden = [np.zeros((T, l.n_out), np.int8) for l in model.layers[:-1]]
+    enc = np.zeros((T, model.n_in), np.int8)
+    for is_gen, layer, t, g, mask in dbg.tolist():
+        if not is_gen:
+            continue
+        target = enc if layer == 0 else hidden[layer - 1]
+        for p in range(lanes):
+            if mask >> p & 1:
+                j = g * lanes + p
+                if j >= target.shape[1]:
+                    raise AssertionError(f"event on padding lane: source of layer {layer}, t {t}, neuron {j}")
+                target[t, j] = 1 if t == 0 else -1
+    return hidden, enc
+
+
 def compare(model, lanes: int, rtl: dict, g: golden.Result) -> tuple[list, dict]:
     """Per-sample verdicts and per-field mismatch counts."""
+    sk = perf.spike_key(model.coding)
     fields = {f: (np.asarray(rtl[f]), np.asarray(getattr(g, f))) for f in OUTPUT_FIELDS}
     for name, v in g.counters.items():
-        if name == "spikes":
+        if name == sk:
             continue
         fields[f"counter:{name}"] = (rtl[f"cnt_{name}"], v)
     for li, c in enumerate(g.layer_counters):
-        fields[f"counter:spikes_l{li}"] = (rtl[f"cnt_spikes_l{li}"], c["spikes"])
-    fields["counter:spikes_enc"] = (rtl["cnt_spikes_enc"], g.encoder_counters["spikes"])
+        fields[f"counter:{sk}_l{li}"] = (rtl[f"cnt_{sk}_l{li}"], c[sk])
+    fields[f"counter:{sk}_enc"] = (rtl[f"cnt_{sk}_enc"], g.encoder_counters[sk])
     B = len(g.predictions)
     bad_by_field = {}
     verdicts = [[] for _ in range(B)]
@@ -158,7 +178,21 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         else:
             cname = field.split(":", 1)[1]
             first += f" (rtl {int(rtl['cnt_' + cname][bi])})"
-        if localise:
+        if localise and model.coding == "tsc":
+            one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
+            hidden, enc = decode_events(one["dbg"], model, lanes)
+            gr = golden.run(model, x[bi:bi + 1], record=True)
+            sources = [("input", gr.input_events[0], enc)] + [(f"layer {i}", gr.events[i][0], h)
+                                                              for i, h in enumerate(hidden)]
+            for label, e, a in sources:
+                if not np.array_equal(e, a):
+                    t, j = (int(v) for v in np.argwhere(e != a)[0])
+                    first += f"; first differing event: {label} outputs, time step {t}, neuron {j} " \
+                             f"(golden {int(e[t, j])}, rtl {int(a[t, j])})"
+                    break
+            else:
+                first += "; all ON/OFF events agree (the difference is in membranes or counters only)"
+        elif localise:
             one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
             layers, enc = decode_spikes(one["dbg"], model, lanes)
             gr = golden.run(model, x[bi:bi + 1], record=True)

@@ -101,3 +101,31 @@ def test_memory_images_pack_weights_lane_major():
     cfg = CoreConfig(model, 2)
     # group 0 = neurons 0,1; group 1 = neuron 2 + padding; word (g, i) at g * n_in + i
     assert cfg.weight_init() == [0x31, 0xCE, 0x05, 0x06]
+
+
+def tsc_model(seed, sizes, T, input_max=7, wb=5):
+    rng = np.random.default_rng(seed)
+    lim = 1 << (wb - 1)
+    layers = [Dense(rng.integers(-lim, lim, (b, a)), rng.integers(-6, 7, b), rng.integers(1, 2 * lim, b), 0)
+              for a, b in zip(sizes, sizes[1:])]
+    model = Model(layers, coding="tsc", encoding="tsc", readout="membrane", T=T, input_max=input_max,
+                  weight_bits=wb)
+    return model, rng.integers(0, input_max + 1, (3, sizes[0]))
+
+
+@pytest.mark.parametrize("seed, sizes, T, lanes", [
+    (20, [6, 5, 3], 5, 2), (21, [3, 2], 2, 1), (22, [9, 7, 5], 8, 4), (23, [5, 11, 4, 3], 6, 8),
+    (24, [4, 6, 2], 3, 16),
+])
+def test_tsc_networks_match_golden(seed, sizes, T, lanes):
+    model, x = tsc_model(seed, sizes, T)
+    x[0] = 0
+    x[1] = model.input_max
+    hw = simulate(model, x, lanes=lanes)
+    g = golden.run(model, x, lanes=lanes)
+    assert hw["predictions"].tolist() == g.predictions.tolist()
+    assert hw["membranes"].tolist() == g.membranes.tolist()
+    for name, v in g.counters.items():
+        assert hw["counters"][name].tolist() == v.tolist(), name
+    assert [s.tolist() for s in hw["layer_spikes"]] == [c["events"].tolist() for c in g.layer_counters]
+    assert hw["encoder_spikes"].tolist() == g.encoder_counters["events"].tolist()

@@ -24,10 +24,12 @@ GEN = ROOT / "build" / "test-verilog"
 def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7):
     rng = np.random.default_rng(seed)
     lim = 1 << (wb - 1)
+    tsc = encoding == "tsc"
     layers = [Dense(rng.integers(-lim, lim, (n_out, n_in)), rng.integers(-4, 5, n_out),
-                    rng.integers(1, 2 * lim + 1, n_out), rng.integers(-4, 5, n_out))
+                    rng.integers(1, 2 * lim + 1, n_out), 0 if tsc else rng.integers(-4, 5, n_out))
               for n_in, n_out in zip(sizes, sizes[1:])]
-    model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb)
+    model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb,
+                  coding="tsc" if tsc else "rate")
     x = rng.integers(0, input_max + 1, (12, sizes[0]))
     x[0] = 0                     # zero input
     x[1] = input_max             # saturated input
@@ -41,6 +43,8 @@ CONFIGS = [
     ("d_cnt_p8", 3, [11, 13, 6, 4], "direct", "count", 2, 8, 8),
     ("d_mem_p2", 4, [7, 5, 3], "direct", "membrane", 1, 3, 2),
     ("r_cnt_p16_4l", 5, [18, 9, 17, 10, 5], "rate", "count", 5, 12, 16),
+    ("tsc_p2", 6, [7, 6, 3], "tsc", "membrane", 6, 6, 2),
+    ("tsc_p8_3l", 7, [13, 9, 10, 4], "tsc", "membrane", 8, 8, 8),
 ]
 
 
@@ -74,7 +78,7 @@ def test_random_network_exact_with_and_without_stalls(cores, name):
         assert stalled[k].tolist() == clean[k].tolist(), k
 
 
-@pytest.mark.parametrize("name", ["r_cnt_p1", "d_cnt_p8"])
+@pytest.mark.parametrize("name", ["r_cnt_p1", "d_cnt_p8", "tsc_p2"])
 def test_protocol_abuse(cores, name):
     model, x, lanes, v, man, b = cores[name]
     r = run_job(b, {"manifest": man, "inputs_array": x[:1], "reset_after": 5}, testcase="protocol_abuse")
@@ -88,6 +92,17 @@ def test_protocol_abuse(cores, name):
     assert r["final_flags"].tolist() == [0, 0]
     assert r["final_membranes"].tolist() == g.membranes.tolist()
     assert r["final_cnt_weight_reads"].tolist() == g.counters["weight_reads"].tolist()
+
+
+def test_tsc_event_monitor_reconstructs_every_event(cores):
+    from sim.regress import decode_events
+    model, x, lanes, v, man, b = cores["tsc_p8_3l"]
+    r = run_job(b, {"manifest": man, "inputs_array": x[3:4], "spikes": True})
+    events, enc = decode_events(r["dbg"], model, lanes)
+    g = golden.run(model, x[3:4], record=True)
+    assert enc.tolist() == g.input_events[0].tolist()
+    for li in range(len(model.layers) - 1):
+        assert events[li].tolist() == g.events[li][0].tolist()
 
 
 def test_spike_monitor_reconstructs_every_spike(cores):
