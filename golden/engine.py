@@ -15,7 +15,7 @@ import numpy as np
 from . import perf
 from .model import Model
 
-__all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events"]
+__all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events", "apply_kernel"]
 
 
 class InputError(ValueError):
@@ -171,6 +171,61 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
                   input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
 
 
+def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Causal STEB kernel over time: I'[t] = sum_k h[k] I[t-k], I[t<0] = 0; cur is (B, T, n)."""
+    out = np.zeros_like(cur)
+    T = cur.shape[1]
+    for k, hk in enumerate(h.tolist()):
+        if k < T and hk:
+            out[:, k:] += hk * cur[:, :T - k]
+    return out
+
+
+def _trains_active(spikes: np.ndarray) -> np.ndarray:
+    """Number of non-zero T-bit trains per sample: (B, T, n) -> (B,)."""
+    return spikes.any(axis=1).sum(axis=1, dtype=np.int64)
+
+
+def _stcb_layer_counters(layer, G: int, layer_in, x_direct, T: int, c: dict, s: np.ndarray, last: bool) -> dict:
+    """STCB dataflow: one phase per layer; one weight word per *active input train* and group; the
+    update of a group runs the IF over all T slots at once (V starts from v_init, nothing is read)."""
+    B = s.shape[0]
+    if x_direct is not None:                      # direct input: the value in every slot
+        active = (x_direct != 0).sum(axis=1, dtype=np.int64)
+        slot_adds = active * T
+    else:
+        active = _trains_active(layer_in)
+        slot_adds = layer_in.sum(axis=(1, 2), dtype=np.int64)
+    out = {k: np.zeros(B, dtype=np.int64) for k in perf.counter_names("stcb")}
+    out["cycles"] = perf.LAYER_SETUP + perf.LAYER_DRAIN + G * np.maximum(active, 1)
+    out["weight_reads"] = G * active
+    out["train_reads"] = G * active
+    out["syn_ops"] = layer.n_out * slot_adds
+    out["state_writes"][:] = G
+    out["param_reads"][:] = G
+    out["neuron_updates"][:] = layer.n_out * T
+    out["spikes"] = c["spikes"]
+    if not last:
+        out["train_writes"] = _trains_active(s)
+    out["active_trains_in"] = active
+    return out
+
+
+def _stcb_encoder_counters(model, x, input_spikes, g_in: int, enc: dict) -> dict:
+    B = x.shape[0]
+    out = {k: np.zeros(B, dtype=np.int64) for k in perf.counter_names("stcb")}
+    if model.encoding == "rate":
+        out["cycles"][:] = g_in + perf.ENC_DRAIN          # one pass: each word yields P whole trains
+        out["state_reads"][:] = g_in
+        out["neuron_updates"][:] = model.n_in * model.T
+        out["spikes"] = enc["spikes"]
+        out["train_writes"] = _trains_active(input_spikes)
+        out["input_writes"][:] = model.n_in
+    else:
+        out["train_writes"] = (x != 0).sum(axis=1, dtype=np.int64)
+    return out
+
+
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
     """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max."""
     u = np.zeros_like(x)
@@ -215,6 +270,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     x = check_inputs(model, x)
     if model.coding == "tsc":
         return _run_tsc(model, x, int(lanes), record)
+    stcb = model.coding == "stcb"
     B, T, P = x.shape[0], model.T, int(lanes)
     zeros = lambda: np.zeros(B, dtype=np.int64)  # noqa: E731
 
@@ -250,6 +306,8 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
             flat = layer_in.reshape(B * T, -1)
             cur = _exact_matmul(flat, layer.weight).reshape(B, T, -1)
         cur += layer.bias
+        if layer.has_kernel:
+            cur = apply_kernel(cur, layer.h)
         s, v = _if_layer(cur, layer.v_init, layer.threshold, fire)
 
         G = perf.groups(layer.n_out, P)
@@ -267,6 +325,8 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
         c["spikes"] = step_spikes.sum(axis=1)
         if not last:
             c["event_writes"] = c["spikes"].copy()
+        if stcb:
+            c = _stcb_layer_counters(layer, G, layer_in, x if layer_in is None else None, T, c, s, last)
         layer_counters.append(c)
         events_in.append(events)
         v_final.append(v)
@@ -283,11 +343,14 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
         key = membranes
     predictions = np.argmax(key, axis=1).astype(np.int64)
 
-    totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in perf.COUNTERS}
+    if stcb:
+        enc = _stcb_encoder_counters(model, x, input_spikes, g_in, enc)
+    names = perf.counter_names(model.coding)
+    totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in names}
     totals["spikes"] = sum(c["spikes"] for c in layer_counters)
     totals["cycles"] = (totals["cycles"] + model.n_in * perf.LOAD_CYCLES_PER_BEAT + perf.FINISH_CYCLES
                         + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
-                  input_spikes=input_spikes if record else None, events_in=events_in)
+                  input_spikes=input_spikes if record else None, events_in=events_in, coding=model.coding)

@@ -28,6 +28,7 @@ __all__ = ["SCHEMA", "FORMAT", "save_model", "load_model", "atomic_write"]
 SCHEMA = 1
 FORMAT = "spikeforge-integer-model"
 _ARRAYS = ("weight", "bias", "threshold", "v_init")
+_OPTIONAL = {"h": np.array([1], dtype=np.int64)}   # absent in files from before STCB: the identity kernel
 _META_KEYS = {"schema", "format", "coding", "T", "encoding", "input_max", "readout", "weight_bits",
               "v_bits", "layers"}
 
@@ -58,7 +59,7 @@ def save_model(model: Model, path) -> None:
     meta = {"schema": SCHEMA, "format": FORMAT, **model.meta()}
     arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
     for i, layer in enumerate(model.layers):
-        for name in _ARRAYS:
+        for name in (*_ARRAYS, *_OPTIONAL):
             arrays[f"layer{i}.{name}"] = getattr(layer, name)
 
     def write(tmp):
@@ -123,10 +124,15 @@ def load_model(path) -> Model:
             if a.dtype.kind not in "iu":
                 raise ModelError(f"layer {i}: {name} must be an integer array, got dtype {a.dtype}")
             arrs[name] = a
+        for name, default in _OPTIONAL.items():
+            a = files.get(f"layer{i}.{name}", default)
+            if a.dtype.kind not in "iu":
+                raise ModelError(f"layer {i}: {name} must be an integer array, got dtype {a.dtype}")
+            arrs[name] = a
         if not isinstance(spec, dict) or list(arrs["weight"].shape) != [spec.get("n_out"), spec.get("n_in")]:
             raise ModelError(f"layer {i}: weight shape {arrs['weight'].shape} does not match metadata {spec}")
-        layers.append(Dense(arrs["weight"], arrs["bias"], arrs["threshold"], arrs["v_init"], _layer=i))
-    extra = set(files) - {"meta"} - {f"layer{i}.{n}" for i in range(len(specs)) for n in _ARRAYS}
+        layers.append(Dense(arrs["weight"], arrs["bias"], arrs["threshold"], arrs["v_init"], arrs["h"], _layer=i))
+    extra = set(files) - {"meta"} - {f"layer{i}.{n}" for i in range(len(specs)) for n in (*_ARRAYS, *_OPTIONAL)}
     if extra:
         raise ModelError(f"{path}: unexpected entries {', '.join(sorted(extra))}")
     return Model(layers, coding=meta["coding"], T=meta["T"], encoding=meta["encoding"],

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 CODINGS = ("rate", "stcb", "tsc")
-SUPPORTED_CODINGS = ("rate", "tsc")
+SUPPORTED_CODINGS = ("rate", "stcb", "tsc")
 ENCODINGS = ("rate", "direct", "tsc")
 # which input encodings and readouts each coding admits
 CODING_ENCODINGS = {"rate": ("rate", "direct"), "stcb": ("rate", "direct"), "tsc": ("tsc",)}
@@ -91,9 +91,12 @@ class Dense:
         Firing threshold, strictly positive.
     v_init : int array (n_out,) or scalar
         Membrane potential at the start of every sample.
+    h : int array (K,)
+        STEB temporal kernel (``stcb`` only): the current becomes ``I'[t] = sum_k h[k] I[t-k]``.
+        The default ``[1]`` is the identity, and the only value the other codings accept.
     """
 
-    def __init__(self, weight, bias=0, threshold=1, v_init=0, *, _layer: int | None = None):
+    def __init__(self, weight, bias=0, threshold=1, v_init=0, h=(1,), *, _layer: int | None = None):
         w = _int_array(weight, name="weight", layer=_layer, ndim=2)
         n_out, n_in = w.shape
         if n_out < 1 or n_in < 1:
@@ -103,24 +106,34 @@ class Dense:
         self._bias = _int_array(bias, name="bias", layer=_layer, ndim=1, shape=(n_out,))
         self._threshold = _int_array(threshold, name="threshold", layer=_layer, ndim=1, shape=(n_out,))
         self._v_init = _int_array(v_init, name="v_init", layer=_layer, ndim=1, shape=(n_out,))
+        self._h = _int_array(h, name="h", layer=_layer, ndim=1)
+        if not 1 <= len(self._h) <= 16:
+            where = f"layer {_layer}: " if _layer is not None else ""
+            raise ModelError(f"{where}h must have 1 to 16 taps, got {len(self._h)}")
         if (self._threshold <= 0).any():
             j = int(np.argmax(self._threshold <= 0))
             where = f"layer {_layer}: " if _layer is not None else ""
             raise ModelError(f"{where}threshold must be > 0, neuron {j} has {int(self._threshold[j])}")
-        for arr in (self._weight, self._bias, self._threshold, self._v_init):
+        for arr in (self._weight, self._bias, self._threshold, self._v_init, self._h):
             arr.setflags(write=False)
 
     weight = property(lambda self: self._weight)
     bias = property(lambda self: self._bias)
     threshold = property(lambda self: self._threshold)
     v_init = property(lambda self: self._v_init)
+    h = property(lambda self: self._h)
+
+    @property
+    def has_kernel(self) -> bool:
+        """True unless h is the identity [1]."""
+        return not (len(self._h) == 1 and int(self._h[0]) == 1)
     n_in = property(lambda self: self._weight.shape[1])
     n_out = property(lambda self: self._weight.shape[0])
 
     def __eq__(self, other):
         return (isinstance(other, Dense)
                 and all(np.array_equal(getattr(self, k), getattr(other, k))
-                        for k in ("weight", "bias", "threshold", "v_init")))
+                        for k in ("weight", "bias", "threshold", "v_init", "h")))
 
     def __repr__(self):
         return f"Dense({self.n_in} -> {self.n_out})"
@@ -219,6 +232,15 @@ class Model:
                 raise ModelError(f"layer {i}: weight[{bad[0]}, {bad[1]}] = {int(w[tuple(bad)])} is outside "
                                  f"weight_bits={weight_bits} range [{wlo}, {whi}]")
 
+        for i, layer in enumerate(layers):
+            if layer.has_kernel and coding != "stcb":
+                raise ModelError(f"layer {i}: a temporal kernel h={layer.h.tolist()} needs coding 'stcb' "
+                                 f"({coding!r} takes only h=[1])")
+            if layer.has_kernel:
+                hlo, hhi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+                if layer.h.min() < hlo or layer.h.max() > hhi or len(layer.h) > T:
+                    raise ModelError(f"layer {i}: h={layer.h.tolist()} must have at most T={T} taps within "
+                                     f"weight_bits={weight_bits} range [{hlo}, {hhi}]")
         if coding == "tsc":
             for i, layer in enumerate(layers):
                 if (layer.v_init != 0).any():
@@ -254,6 +276,11 @@ class Model:
         acc_hi = (np.maximum(w, 0).sum(axis=1) * smax)
         cur_lo = acc_lo + layer.bias
         cur_hi = acc_hi + layer.bias
+        if layer.has_kernel:
+            # I'[t] = sum_k h[k] I[t-k]: each tap contributes its worst sign of the current range
+            hk = layer.h[:, None]
+            cur_lo, cur_hi = (np.minimum(hk * cur_lo, hk * cur_hi).sum(axis=0),
+                              np.maximum(hk * cur_lo, hk * cur_hi).sum(axis=0))
         T = self._T
         # V_pre(t) <= max(v_init,0) + (t+1) max(I,0); after a reset V >= 0, else V = V_pre.
         v_hi = np.maximum(layer.v_init, 0) + T * np.maximum(cur_hi, 0)

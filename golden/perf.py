@@ -32,8 +32,13 @@ def spike_key(coding: str) -> str:
 
 
 def counter_names(coding: str) -> tuple[str, ...]:
+    """Counter names of a coding: tsc counts ``events``; stcb's event buffers hold T-bit trains,
+    so they count ``train_reads`` / ``train_writes``."""
     key = spike_key(coding)
-    return tuple(key if c == "spikes" else c for c in COUNTERS)
+    rename = {"spikes": key}
+    if coding == "stcb":
+        rename.update(event_reads="train_reads", event_writes="train_writes")
+    return tuple(rename.get(c, c) for c in COUNTERS)
 
 
 def groups(n: int, lanes: int) -> int:

@@ -1,4 +1,4 @@
-"""``python -m quant.bench``: train the three digits target configurations and record accuracy
+"""``python -m quant.bench``: train the digits target configurations and record accuracy
 (float / quantized / golden), golden agreement and training time in one JSON file.
 
 Configurations (64-128-10, ``--seed 0``, default epochs and learning rate):
@@ -6,6 +6,8 @@ Configurations (64-128-10, ``--seed 0``, default epochs and learning rate):
 * ``rate-T8-w8``: rate encoding, T=8, 8-bit weights
 * ``direct-T1-w8``: direct encoding, T=1 (minimum latency), 8-bit weights
 * ``rate-T8-w4``: rate encoding, T=8, 4-bit weights
+* ``tsc-T17-w8``, ``tsc-T9-w8``, ``tsc-T5-w8``: temporal switch coding with windows T = 17, 9, 5
+  (Q = 16, 8, 4 activation levels), 8-bit weights
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ CONFIGS = {
     "rate-T8-w8": ["--encoding", "rate", "--T", "8", "--weight-bits", "8"],
     "direct-T1-w8": ["--encoding", "direct", "--T", "1", "--weight-bits", "8"],
     "rate-T8-w4": ["--encoding", "rate", "--T", "8", "--weight-bits", "4"],
+    "tsc-T17-w8": ["--coding", "tsc", "--T", "17", "--weight-bits", "8"],
+    "tsc-T9-w8": ["--coding", "tsc", "--T", "9", "--weight-bits", "8"],
+    "tsc-T5-w8": ["--coding", "tsc", "--T", "5", "--weight-bits", "8"],
 }
 KEYS = ("float_accuracy", "quant_accuracy", "golden_accuracy", "golden_agreement", "train_seconds",
         "quant_train_seconds", "float_train_seconds", "epochs", "v_bits")

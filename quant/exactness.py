@@ -4,6 +4,11 @@
 prediction all match. The check itself is stricter: any difference in the encoder's spikes, any
 layer's spikes or any layer's final membranes fails it, and the report names the first differing
 sample, layer, time step and neuron (spikes first, in (sample, layer, t, neuron) order).
+
+TSC models (no spike trains) are compared on the input quantization, every hidden activation,
+every layer's final V, the membranes and the predictions; the report names the first differing
+sample, field, layer and neuron, e.g. ``sample 5, field activations, layer 0, neuron 1: expected 3,
+got 4``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Agreement:
 
 def compare(torch_out: dict, res: "golden.Result") -> Agreement:
     """Compare a torch output dict (``quantized_eval`` / ``torch_run``) with ``golden.run(record=True)``."""
+    if getattr(res, "coding", "rate") == "tsc":
+        return _compare_tsc(torch_out, res)
     if res.spikes is None:
         raise ValueError("golden result must be recorded (golden.run(..., record=True))")
     B = len(res.predictions)
@@ -65,6 +72,57 @@ def compare(torch_out: dict, res: "golden.Result") -> Agreement:
             {k: torch_out[k] for k in ("predictions", "counts", "membranes")})
         if m is not None:
             where = str(m)
+    return Agreement(samples=B, agreeing=agreeing, exact=where is None and agreeing == B, mismatch=where)
+
+
+def _compare_tsc(torch_out: dict, res: "golden.Result") -> Agreement:
+    """TSC: compare the input quantization (through golden's input ON/OFF events), every hidden
+    layer's activation, every layer's final V, the membranes and the predictions. The first
+    difference is reported in (sample, field, layer, neuron) order: the first differing sample,
+    then within it inputs, activations layer by layer, v_final layer by layer, predictions,
+    membranes."""
+    if res.events is None or res.activations is None:
+        raise ValueError("golden result must be recorded (golden.run(..., record=True))")
+    B = len(res.predictions)
+    ok = np.ones(B, dtype=bool)
+    for f in ("counts", "membranes"):
+        ok &= (np.asarray(torch_out[f]) == getattr(res, f)).reshape(B, -1).all(axis=1)
+    ok &= np.asarray(torch_out["predictions"]) == res.predictions
+    agreeing = int(ok.sum())
+
+    # golden's quantized inputs, read back from its input events (the OFF event's step; 0: no events)
+    off = res.input_events == -1
+    q_gold = np.where(off.any(axis=1), off.argmax(axis=1), 0).astype(np.int64)
+    # (field, layer, expected (B, ...), got (B, ...)) in reporting order within a sample
+    fields = [("inputs", None, q_gold, np.asarray(torch_out["inputs"]))]
+    fields += [("activations", li, e, np.asarray(g)) for li, (e, g) in
+               enumerate(zip(res.activations, torch_out["activations"]))]
+    fields += [("v_final", li, e, np.asarray(g)) for li, (e, g) in enumerate(zip(res.v_final, torch_out["v_final"]))]
+    fields += [("predictions", None, res.predictions, np.asarray(torch_out["predictions"])),
+               ("membranes", None, res.membranes, np.asarray(torch_out["membranes"]))]
+    if len(res.activations) != len(torch_out["activations"]) or len(res.v_final) != len(torch_out["v_final"]):
+        raise ValueError("layer count differs between golden and torch")
+    bad = np.zeros(B, dtype=bool)
+    for _, _, e, g in fields:
+        if e.shape != g.shape:
+            raise ValueError(f"shape differs: golden {e.shape} vs torch {g.shape}")
+        bad |= (e != g).reshape(B, -1).any(axis=1)
+    where = None
+    if bad.any():
+        b = int(np.argmax(bad))
+        for name, li, e, g in fields:
+            d = np.atleast_1d(e[b] != g[b])
+            if d.any():
+                idx = tuple(int(v) for v in np.argwhere(d)[0])
+                ev, gv = np.atleast_1d(e[b])[idx], np.atleast_1d(g[b])[idx]
+                if name == "inputs":
+                    m = golden.Mismatch(b, name, None, None, idx[0], int(ev), int(gv))
+                elif name == "predictions":
+                    m = golden.Mismatch(b, name, None, None, None, int(ev), int(gv))
+                else:
+                    m = golden.Mismatch(b, name, li, None, idx[0], int(ev), int(gv))
+                where = str(m)
+                break
     return Agreement(samples=B, agreeing=agreeing, exact=where is None and agreeing == B, mismatch=where)
 
 

@@ -19,7 +19,8 @@ from torch import nn
 
 from .layers import if_layer, quantize_layer, rate_encode, select_prediction
 
-__all__ = ["SpikingMLP", "Forward", "run_layers", "exact_dtype", "encode_inputs", "FLOAT32_EXACT_BITS"]
+__all__ = ["SpikingMLP", "Forward", "run_layers", "exact_dtype", "tsc_exact_bits", "encode_inputs",
+           "FLOAT32_EXACT_BITS"]
 
 # float32 has a 24-bit significand: every integer of magnitude <= 2**24 is exact.
 FLOAT32_EXACT_BITS = 24
@@ -37,7 +38,9 @@ class Forward:
 
 
 def encode_inputs(x: torch.Tensor, encoding: str, input_max: int, T: int) -> torch.Tensor:
-    """Integer-valued inputs (B, n_in) -> what layer 0 consumes: rate spikes (B, T, n_in) or x."""
+    """Integer-valued inputs (B, n_in) -> what layer 0 consumes: rate spikes (B, T, n_in) or x.
+
+    ``tsc``: x itself; :class:`quant.tsc.TSCMLP` quantizes its inputs (q0) inside its forward."""
     if encoding == "rate":
         return rate_encode(x, input_max, T)
     return x
@@ -80,7 +83,24 @@ def exact_dtype(model) -> torch.dtype:
     """float32 when every accumulator and membrane of the golden ``model`` fits in 24 bits (so all
     float32 arithmetic on them is exact), else float64 (exact up to 2**53; golden caps widths at 48)."""
     need = max([model.v_bits] + [w.acc_bits for w in model.widths] + [w.v_bits for w in model.widths])
+    if model.coding == "tsc":
+        need = max(need, tsc_exact_bits(model))
     return torch.float32 if need <= FLOAT32_EXACT_BITS else torch.float64
+
+
+def tsc_exact_bits(model) -> int:
+    """Signed width of every value the TSC torch forward forms: the partial sums of ``a @ W.T``
+    (``a`` in [0, Q]) lie between ``Q * sum(W-)`` and ``Q * sum(W+)``, plus the bias, plus up to
+    ``2 * theta`` in the floor division's check products ``q * theta``, ``(q + 1) * theta``."""
+    from golden.model import signed_bits
+    Q = model.T - 1
+    bound = 0
+    for l in model.layers:
+        w = l.weight
+        pos, neg = np.maximum(w, 0).sum(axis=1), -np.minimum(w, 0).sum(axis=1)
+        m = Q * np.maximum(pos, neg) + np.abs(l.bias) + 2 * l.threshold
+        bound = max(bound, int(m.max()))
+    return signed_bits(-bound, bound)
 
 
 class SpikingMLP(nn.Module):

@@ -6,6 +6,10 @@ reference, exports the integer model with ``golden.save_model`` plus ``NAME.json
 checks on the whole test split that the quantized torch forward and golden agree bit for bit
 (exit 1 with the first differing sample, layer, time step and neuron otherwise).
 
+``--coding tsc`` trains the clipped-floor quantized ANN that a temporal-switch-coded network
+computes exactly (straight-through floor and round, learnable per-neuron thresholds, Q = T - 1
+levels) and exports a golden TSC model (encoding tsc, membrane readout).
+
 Every bad option exits with code 2 and one line on stderr before any training starts. Torch is
 imported only after the options have been checked, so that is fast.
 """
@@ -25,6 +29,7 @@ PROG = "python -m quant.train"
 DEFAULT_EPOCHS = 20
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH = 32
+TRAINABLE_CODINGS = ("rate", "tsc")
 
 
 def hidden_arg(text: str) -> list[int]:
@@ -87,12 +92,15 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="digits", help="digits (default), mnist, fashion-mnist or cifar10")
     p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
-    p.add_argument("--coding", default="rate", help="neural coding; only 'rate' is supported yet")
-    p.add_argument("--encoding", default="rate", choices=("rate", "direct"), help="input encoding")
+    p.add_argument("--coding", default="rate",
+                   help="neural coding: rate (default) or tsc (temporal switch coding)")
+    p.add_argument("--encoding", default=None, choices=("rate", "direct", "tsc"),
+                   help="input encoding (default: rate for --coding rate, tsc for --coding tsc)")
     p.add_argument("--T", type=T_arg, default=8, help="time steps per sample (default 8)")
     p.add_argument("--hidden", type=hidden_arg, default=[128],
                    help="hidden layer sizes, comma-separated (default 128)")
-    p.add_argument("--readout", default="count", choices=("count", "membrane"))
+    p.add_argument("--readout", default=None, choices=("count", "membrane"),
+                   help="readout (default: count for --coding rate, membrane for --coding tsc)")
     p.add_argument("--weight-bits", type=bits_arg, default=8, help="signed weight width, 2..16 (default 8)")
     p.add_argument("--surrogate", default="arctan", choices=("arctan", "triangle"),
                    help="surrogate gradient of the spike (default arctan)")
@@ -143,11 +151,25 @@ def main(argv=None) -> int:
     from golden import datasets
     from golden.model import CODINGS
 
-    if a.coding != "rate":
+    if a.coding not in TRAINABLE_CODINGS:
         if a.coding in CODINGS:
-            raise UsageError(f"coding {a.coding!r} is not supported yet (supported: rate)")
+            raise UsageError(f"coding {a.coding!r} is not supported yet (supported: {', '.join(TRAINABLE_CODINGS)})")
         raise UsageError(f"unknown coding {a.coding!r}; choose from {', '.join(CODINGS)}")
-    datasets.input_max(a.dataset)  # unknown dataset -> DatasetError
+    tsc = a.coding == "tsc"
+    encoding = a.encoding or ("tsc" if tsc else "rate")
+    readout = a.readout or ("membrane" if tsc else "count")
+    if tsc and encoding != "tsc":
+        raise UsageError(f"coding 'tsc' needs --encoding tsc (its own ON/OFF input events), got {encoding!r}")
+    if not tsc and encoding == "tsc":
+        raise UsageError(f"--encoding tsc needs --coding tsc, got coding {a.coding!r}")
+    if tsc and readout != "membrane":
+        raise UsageError(f"coding 'tsc' needs --readout membrane (the last layer's V is the output), got {readout!r}")
+    input_max = datasets.input_max(a.dataset)  # unknown dataset -> DatasetError
+    if tsc and a.T < 2:
+        raise UsageError(f"coding 'tsc' needs a window --T >= 2 (Q = T - 1 levels), got --T {a.T}")
+    if tsc and a.T - 1 > input_max:
+        raise UsageError(f"coding 'tsc': --T {a.T} gives Q = {a.T - 1} levels but {a.dataset} inputs have only "
+                         f"input_max + 1 = {input_max + 1}; use --T <= {input_max + 1}")
     out = check_out(a.out)
     x_tr, y_tr = datasets.load(a.dataset, "train", a.data_dir)
     x_te, y_te = datasets.load(a.dataset, "test", a.data_dir)
@@ -158,7 +180,7 @@ def main(argv=None) -> int:
 
     from .trainer import Config, metrics_path, train  # imports torch
 
-    cfg = Config(dataset=a.dataset, encoding=a.encoding, T=a.T, hidden=list(a.hidden), readout=a.readout,
+    cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, hidden=list(a.hidden), readout=readout,
                  weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=a.epochs, lr=a.lr,
                  batch_size=a.batch_size, seed=a.seed, float_ref=not a.no_float_ref, limit=a.limit,
                  threads=a.threads)

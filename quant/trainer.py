@@ -1,5 +1,7 @@
 """The training loop: surrogate-gradient BPTT of the quantization-aware network and of its float
-reference, per-epoch checkpoints, export and the bit-exactness check against golden.
+reference (or, for ``coding="tsc"``, straight-through QAT of the clipped-floor ANN that a TSC network
+computes, see :mod:`quant.tsc`), per-epoch checkpoints, export and the bit-exactness check against
+golden.
 
 Deterministic by construction: fixed seeds (torch, numpy, random), ``torch.use_deterministic_algorithms``,
 a fixed thread count and a seeded ``torch.Generator`` for shuffling. The checkpoint holds the
@@ -28,6 +30,7 @@ from golden.io import atomic_write
 from .exactness import check_model
 from .export import to_golden
 from .net import SpikingMLP, encode_inputs, exact_dtype
+from .tsc import TSCMLP
 
 __all__ = ["Config", "TrainResult", "train", "checkpoint_path", "metrics_path", "CKPT_VERSION"]
 
@@ -81,9 +84,12 @@ def _seed_everything(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _build_net(cfg: Config, sizes, input_max: int, quantized: bool) -> SpikingMLP:
+def _build_net(cfg: Config, sizes, input_max: int, quantized: bool):
     # both phases start from the same initial weights
     torch.manual_seed(cfg.seed)
+    if cfg.coding == "tsc":
+        return TSCMLP(sizes, T=cfg.T, input_max=input_max, weight_bits=cfg.weight_bits, quantized=quantized,
+                      encoding=cfg.encoding, readout=cfg.readout, surrogate=cfg.surrogate)
     return SpikingMLP(sizes, T=cfg.T, encoding=cfg.encoding, input_max=input_max, readout=cfg.readout,
                       weight_bits=cfg.weight_bits, surrogate=cfg.surrogate, quantized=quantized)
 

@@ -243,7 +243,6 @@ def test_widths_computed_and_v_bits_too_small():
 
 @pytest.mark.parametrize("kwargs, msg", [
     (dict(coding="spiky"), "coding must be one of"),
-    (dict(coding="stcb"), "not supported by this version"),
     (dict(encoding="poisson"), "encoding must be one of"),
     (dict(readout="max"), "readout must be one of"),
     (dict(T=0), "T must be an integer >= 1"),
