@@ -61,10 +61,9 @@ class CoreConfig:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        if model.coding not in ("rate", "tsc"):
-            raise ConfigError(f"coding {model.coding!r} has no hardware yet")
         self.coding = model.coding
         self.tsc = model.coding == "tsc"
+        self.stcb = model.coding == "stcb"
         self.model = model
         self.P = P = int(lanes)
         self.T = model.T
@@ -114,6 +113,13 @@ class CoreConfig:
         self.ev_cnt_in_bits = unsigned_bits(self.ev_depth_in)
         self.ev_cnt_ab_bits = unsigned_bits(self.ev_depth_ab)
         self.n_buffers = 1 if self.tsc else 1 + min(2, self.L - 1)
+        # STCB: an event is a whole T-bit train; the temporal kernel taps per layer (zero-padded)
+        self.train_bits = self.T if self.stcb else 0
+        self.kernel_taps = max(len(l.h) for l in model.layers)
+        self.ev_in_bits = (self.ev_gbits_in + (self.xbits if self.direct else self.train_bits)
+                           + (1 if self.tsc else 0))
+        self.ev_ab_bits = self.ev_gbits_ab + self.train_bits
+        self.dbg_mask_bits = P * self.T if self.stcb else P
         self.group_bits = max(1, ceil_log2(max(self.max_groups, self.G_in) + 1))
         self.waddr_bits = max(1, ceil_log2(self.weight_depth))
         self.saddr_bits = max(1, ceil_log2(self.state_depth))
@@ -174,11 +180,11 @@ class CoreConfig:
             mems["enc_r"] = (P * self.ubits, self.G_in)
         elif not self.direct:
             mems["enc_x"] = (P * self.xbits, self.G_in)
-            mems["enc_u"] = (P * self.ubits, self.G_in)
-        in_w = self.ev_gbits_in + (self.xbits if self.direct else 0) + (1 if self.tsc else 0)
-        mems["events_in"] = (in_w, self.ev_depth_in, P)
+            if not self.stcb:     # stcb encodes a whole train per input in one pass, keeping no u
+                mems["enc_u"] = (P * self.ubits, self.G_in)
+        mems["events_in"] = (self.ev_in_bits, self.ev_depth_in, P)
         for name in ("events_a", "events_b")[: self.n_buffers - 1]:
-            mems[name] = (self.ev_gbits_ab, self.ev_depth_ab, P)
+            mems[name] = (self.ev_ab_bits, self.ev_depth_ab, P)
         out = {}
         for k, v in mems.items():
             width, depth = v[0], max(2, v[1])  # the generator pads one-word memories to two
@@ -192,4 +198,5 @@ class CoreConfig:
                 "weight_bits": self.wbits, "v_bits": self.vbits, "acc_bits": self.acc_bits,
                 "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
+                "kernels": [l.h.tolist() for l in self.model.layers],
                 "counter_bits": self.counter_bits}

@@ -29,6 +29,11 @@ __all__ = ["SpikeCore", "Phase", "COUNTER_NAMES"]
 COUNTER_NAMES = tuple(c for c in perf.COUNTERS if c != "spikes")
 
 
+def port_counter(coding: str, name: str) -> str:
+    """The port name of an internal counter for a coding (stcb's buffers hold trains)."""
+    return dict(zip(perf.COUNTERS, perf.counter_names(coding))).get(name, name)
+
+
 class Phase(enum.Enum, shape=4):
     LOAD = 0
     ENC = 1
@@ -97,10 +102,10 @@ class SpikeCore(wiring.Component):
             "dbg_layer": Out(cfg.layer_bits),
             "dbg_t": Out(cfg.tbits),
             "dbg_group": Out(cfg.group_bits),
-            "dbg_mask": Out(cfg.P),
+            "dbg_mask": Out(cfg.dbg_mask_bits),
         }
         for name in COUNTER_NAMES:
-            members[f"cnt_{name}"] = Out(cfg.counter_bits)
+            members[f"cnt_{port_counter(cfg.coding, name)}"] = Out(cfg.counter_bits)
         sk = perf.spike_key(cfg.coding)
         for li in range(cfg.L):
             members[f"cnt_{sk}_l{li}"] = Out(cfg.counter_bits)
@@ -116,7 +121,7 @@ class SpikeCore(wiring.Component):
         P, T, L = cfg.P, cfg.T, cfg.L
         lp = exact_log2(P)
         sk = perf.spike_key(cfg.coding)
-        tsc = cfg.tsc
+        tsc, stcb = cfg.tsc, cfg.stcb
         m = Module()
 
         # ---------------------------------------------------------------- memories
@@ -140,14 +145,15 @@ class SpikeCore(wiring.Component):
             r_rd, r_wr = rmem.read_port(), rmem.write_port(granularity=cfg.ubits)
         elif not cfg.direct:
             m.submodules.xmem = xmem = Memory(shape=unsigned(P * cfg.xbits), depth=_depth(cfg.G_in), init=[])
-            m.submodules.umem = umem = Memory(shape=unsigned(P * cfg.ubits), depth=_depth(cfg.G_in), init=[])
+            if not stcb:
+                m.submodules.umem = umem = Memory(shape=unsigned(P * cfg.ubits), depth=_depth(cfg.G_in), init=[])
+                u_rd, u_wr = umem.read_port(), umem.write_port()
             x_rd, x_wr = xmem.read_port(), xmem.write_port(granularity=cfg.xbits)
-            u_rd, u_wr = umem.read_port(), umem.write_port()
 
-        in_w = cfg.ev_gbits_in + (cfg.xbits if cfg.direct else 0) + (1 if tsc else 0)   # tsc: OFF sign bit
-        buf_specs = [("in", in_w, cfg.ev_depth_in, cfg.ev_cnt_in_bits)]
+        # event entries: producer group, then the direct value, the stcb train or the tsc OFF bit
+        buf_specs = [("in", cfg.ev_in_bits, cfg.ev_depth_in, cfg.ev_cnt_in_bits)]
         for name in ("a", "b")[: cfg.n_buffers - 1]:
-            buf_specs.append((name, cfg.ev_gbits_ab, cfg.ev_depth_ab, cfg.ev_cnt_ab_bits))
+            buf_specs.append((name, cfg.ev_ab_bits, cfg.ev_depth_ab, cfg.ev_cnt_ab_bits))
         bufs = []
         for name, width, depth, cbits in buf_specs:
             banks = []
@@ -281,6 +287,30 @@ class SpikeCore(wiring.Component):
             incs[f"{sk}_enc"].append(Mux(e1_valid & e1_src_in, pop, 0))
             for li in range(L - 1):
                 incs[f"{sk}_l{li}"].append(Mux(e1_valid & (e1_layer == li + 1), pop, 0))
+        elif stcb and not cfg.direct:
+            # temporal to spatial at the input: each lane's whole T-step rate-encoder train at once
+            M = cfg.model.input_max
+            m.d.comb += x_rd.addr.eq(gi)
+            xs = _lanes(x_rd.data, cfg.xbits, P, False)
+            enc_trains = []
+            for p in range(P):
+                u = C(0, 1)
+                bits = []
+                for tt in range(T):
+                    acc_u = Signal(cfg.ubits + cfg.xbits + 1, name=f"enc_u{p}_{tt}")
+                    m.d.comb += acc_u.eq(u + xs[p])
+                    bit = acc_u >= M
+                    bits.append(bit)
+                    u = Mux(bit, acc_u - M, acc_u)
+                word = Signal(T, name=f"enc_train{p}")
+                m.d.comb += [word.eq(Cat(*bits)), enc_fire[p].eq(word != 0)]
+                enc_trains.append(word)
+            in_real = Mux(e1_gi == cfg.G_in - 1, cfg.n_in - (cfg.G_in - 1) * P, P)
+            active = sum(enc_fire[p] for p in range(P))
+            spikes_in = sum(sum(w[tt] for tt in range(T)) for w in enc_trains)
+            for n, v in (("state_reads", e1_valid), ("neuron_updates", Mux(e1_valid, in_real * T, 0)),
+                         (f"{sk}_enc", Mux(e1_valid, spikes_in, 0)), ("event_writes", Mux(e1_valid, active, 0))):
+                incs[n].append(v)
         elif not cfg.direct:
             M = cfg.model.input_max
             m.d.comb += [x_rd.addr.eq(gi), u_rd.addr.eq(gi)]
@@ -317,6 +347,8 @@ class SpikeCore(wiring.Component):
             else:
                 we = e1_valid & enc_fire[p]
                 entry = Cat(e1_gi[:cfg.ev_gbits_in], ~e1_t0) if tsc else e1_gi[:cfg.ev_gbits_in]
+                if stcb:
+                    entry = Cat(e1_gi[:cfg.ev_gbits_in], enc_trains[p])
                 m.d.comb += [wr.addr.eq(cnt), wr.data.eq(entry), wr.en.eq(we)]
             with m.If(clear_in):
                 m.d.sync += cnt.eq(0)
@@ -325,6 +357,8 @@ class SpikeCore(wiring.Component):
         if cfg.direct:
             incs["event_writes"].append(x_fire & (value != 0))
 
+        # stcb: each lane's output train of the current S3 update (driven there)
+        trains3 = [Signal(max(1, cfg.train_bits), name=f"train{p}") for p in range(P)] if stcb else []
         for bi in range(1, cfg.n_buffers):
             buf = bufs[bi]
             # buffer 1 (A) is written by even layers, buffer 2 (B) by odd layers
@@ -336,7 +370,8 @@ class SpikeCore(wiring.Component):
                 rd, wr = buf["banks"][p]
                 cnt = buf["cnt"][p]
                 we = writes_here & s3_fire[p]
-                m.d.comb += [wr.addr.eq(cnt), wr.data.eq(s3_g[:cfg.ev_gbits_ab]), wr.en.eq(we)]
+                m.d.comb += [wr.addr.eq(cnt), wr.en.eq(we),
+                             wr.data.eq(Cat(s3_g[:cfg.ev_gbits_ab], trains3[p]) if stcb else s3_g[:cfg.ev_gbits_ab])]
                 with m.If(clear_dst & is_dst_now):
                     m.d.sync += cnt.eq(0)
                 with m.Elif(we):
@@ -374,7 +409,7 @@ class SpikeCore(wiring.Component):
         issuing = phase == Phase.ISSUE
         m.d.sync += [s1["valid"].eq(issuing), s1["null"].eq(e_zero), s1["first"].eq(seq_first),
                      s1["last"].eq(op_last), s1["g"].eq(g), s1["p"].eq(p_sel), s1["layer"].eq(layer),
-                     s1["gbase"].eq(gbase), s1["t0"].eq(t == 0), s1["tlast"].eq(t == T - 1)]
+                     s1["gbase"].eq(gbase), s1["t0"].eq(t == 0), s1["tlast"].eq((t == T - 1) | C(int(stcb), 1))]
 
         # ---------------------------------------------------------------- S1: weight/state/param read
         ev_word = Signal(max(b["width"] for b in bufs))
@@ -386,6 +421,12 @@ class SpikeCore(wiring.Component):
         ev_group = Signal(cfg.group_bits)
         ev_value = Signal(cfg.xbits if cfg.direct else 1)
         ev_neg = Signal()
+        ev_train = Signal(max(1, cfg.train_bits))
+        if stcb:
+            with m.If(s1["layer"] == 0):
+                m.d.comb += ev_train.eq(C(-1, T) if cfg.direct else ev_word[cfg.ev_gbits_in:cfg.ev_gbits_in + T])
+            with m.Else():
+                m.d.comb += ev_train.eq(ev_word[cfg.ev_gbits_ab:cfg.ev_gbits_ab + T])
         if tsc:
             m.d.comb += [ev_group.eq(ev_word[:cfg.ev_gbits_in]), ev_neg.eq(ev_word[cfg.ev_gbits_in]), ev_value.eq(1)]
         with m.If((s1["layer"] == 0) if not tsc else C(0, 1)):
@@ -414,29 +455,36 @@ class SpikeCore(wiring.Component):
         rd_op = s1["valid"] & ~s1["null"]
         incs["weight_reads"].append(rd_op)
         incs["event_reads"].append(rd_op)
-        incs["syn_ops"].append(Mux(rd_op, lanes_real(s1["layer"], s1["g"]), 0))
+        if stcb:   # the weight goes into every slot whose bit is set
+            slots = sum(ev_train[tt] for tt in range(T))
+            incs["syn_ops"].append(Mux(rd_op, lanes_real(s1["layer"], s1["g"]) * slots, 0))
+        else:
+            incs["syn_ops"].append(Mux(rd_op, lanes_real(s1["layer"], s1["g"]), 0))
         incs["param_reads"].append(s1["valid"] & s1["last"])
         incs["state_reads"].append(s1["valid"] & s1["last"] & ~s1["t0"])
 
         s2 = dict(valid=Signal(), null=Signal(), first=Signal(), last=Signal(), g=Signal(cfg.group_bits),
                   layer=Signal(cfg.layer_bits), value=Signal(ev_value.shape()), t0=Signal(), tlast=Signal(),
-                  neg=Signal())
+                  neg=Signal(), train=Signal(max(1, cfg.train_bits)))
         m.d.sync += [s2["valid"].eq(s1["valid"]), s2["null"].eq(s1["null"]), s2["first"].eq(s1["first"]),
                      s2["last"].eq(s1["last"]), s2["g"].eq(s1["g"]), s2["layer"].eq(s1["layer"]),
                      s2["value"].eq(ev_value), s2["t0"].eq(s1["t0"]), s2["tlast"].eq(s1["tlast"]),
-                     s2["neg"].eq(ev_neg)]
+                     s2["neg"].eq(ev_neg), s2["train"].eq(ev_train)]
 
         # ---------------------------------------------------------------- S2: accumulate
         ws = _lanes(w_rd.data, cfg.wbits, P, True)
-        acc = [Signal(signed(cfg.acc_bits), name=f"acc{p}") for p in range(P)]
-        acc_new = [Signal(signed(cfg.acc_bits), name=f"acc_new{p}") for p in range(P)]
+        S = T if stcb else 1        # stcb: a T-slot current vector per lane
+        acc = [[Signal(signed(cfg.acc_bits), name=f"acc{p}_{tt}") for tt in range(S)] for p in range(P)]
+        acc_new = [[Signal(signed(cfg.acc_bits), name=f"acc_new{p}_{tt}") for tt in range(S)] for p in range(P)]
         for p in range(P):
             term = ws[p] * s2["value"] if cfg.direct else ws[p]
             if tsc:
                 term = Mux(s2["neg"], -ws[p], ws[p])
-            m.d.comb += acc_new[p].eq(Mux(s2["first"], 0, acc[p]) + Mux(s2["null"], 0, term))
-            with m.If(s2["valid"]):
-                m.d.sync += acc[p].eq(acc_new[p])
+            for tt in range(S):
+                slot_term = Mux(s2["train"][tt], term, 0) if stcb else term
+                m.d.comb += acc_new[p][tt].eq(Mux(s2["first"], 0, acc[p][tt]) + Mux(s2["null"], 0, slot_term))
+                with m.If(s2["valid"]):
+                    m.d.sync += acc[p][tt].eq(acc_new[p][tt])
         sl = cfg.state_lane_bits
         st_words = [s_rd.data[p * sl:(p + 1) * sl] for p in range(P)]
         states = [w[:cfg.vbits].as_signed() for w in st_words]
@@ -445,7 +493,7 @@ class SpikeCore(wiring.Component):
         params = [_lanes(p_rd.data[p * pw:(p + 1) * pw], cfg.vbits, 3, True) for p in range(P)]
         counts_rd = _lanes(c_rd.data, cfg.cnt_bits, P, False) if count_readout else [C(0, 1)] * P
 
-        s3_acc = [Signal(signed(cfg.acc_bits), name=f"s3_acc{p}") for p in range(P)]
+        s3_acc = [[Signal(signed(cfg.acc_bits), name=f"s3_acc{p}_{tt}") for tt in range(S)] for p in range(P)]
         s3_vold = [Signal(signed(cfg.vbits), name=f"s3_vold{p}") for p in range(P)]
         s3_bias = [Signal(signed(cfg.vbits), name=f"s3_bias{p}") for p in range(P)]
         s3_thr = [Signal(signed(cfg.vbits), name=f"s3_thr{p}") for p in range(P)]
@@ -463,7 +511,8 @@ class SpikeCore(wiring.Component):
                                  s3_cold[p].eq(Mux(s2["t0"], 0, currents[p]))]
                 else:
                     m.d.sync += s3_vold[p].eq(Mux(s2["t0"], v0, states[p]))
-                m.d.sync += [s3_acc[p].eq(acc_new[p]),
+                m.d.sync += [s3_acc[p][tt].eq(acc_new[p][tt]) for tt in range(S)]
+                m.d.sync += [
                              s3_bias[p].eq(bias), s3_thr[p].eq(thr),
                              s3_cnt[p].eq(Mux(s2["t0"], 0, counts_rd[p]))]
 
@@ -473,21 +522,54 @@ class SpikeCore(wiring.Component):
         v_new = []
         cnt_new = []
         state_new = []
+        if stcb:
+            K = cfg.kernel_taps
+            identity = all(not l.has_kernel for l in cfg.model.layers)
+            H = [per_layer([int(l.h[k]) if k < len(l.h) else 0 for l in cfg.model.layers], signed(cfg.wbits + 1))
+                 for k in range(K)]
         for p in range(P):
             vn = Signal(signed(cfg.vbits), name=f"vnew{p}")
-            if tsc:  # C += this step's ON/OFF weights; V += C; no firing (the generator emits events)
+            if stcb:
+                # spatial to temporal: STEB kernel, then the IF over all T slots of the window
+                cur = []
+                for tt in range(T):
+                    c_t = Signal(signed(cfg.vbits + 2), name=f"cur{p}_{tt}")
+                    m.d.comb += c_t.eq(s3_bias[p] + s3_acc[p][tt])
+                    cur.append(c_t)
+                if not identity:
+                    kcur = []
+                    for tt in range(T):
+                        k_t = Signal(signed(cfg.vbits + 2), name=f"kcur{p}_{tt}")
+                        m.d.comb += k_t.eq(sum(H[k][s3_layer] * cur[tt - k] for k in range(min(K, tt + 1))))
+                        kcur.append(k_t)
+                    cur = kcur
+                v = s3_vold[p]
+                bits = []
+                for tt in range(T):
+                    vs = Signal(signed(cfg.vbits + 2), name=f"vs{p}_{tt}")
+                    m.d.comb += vs.eq(v + cur[tt])
+                    b = Signal(name=f"spk{p}_{tt}")
+                    m.d.comb += b.eq(FIRES[s3_layer] & (p < real3) & (vs >= s3_thr[p]))
+                    vr = Signal(signed(cfg.vbits + 2), name=f"vr{p}_{tt}")
+                    m.d.comb += vr.eq(vs - Mux(b, s3_thr[p], 0))
+                    bits.append(b)
+                    v = vr
+                word = trains3[p]
+                m.d.comb += [word.eq(Cat(*bits)), vn.eq(v), s3_fire[p].eq(word != 0)]
+                state_new.append(vn)
+            elif tsc:  # C += this step's ON/OFF weights; V += C; no firing (the generator emits events)
                 cn = Signal(signed(cfg.cur_bits), name=f"curnew{p}")
-                m.d.comb += [cn.eq(s3_cold[p] + s3_acc[p]), vn.eq(s3_vold[p] + cn)]
+                m.d.comb += [cn.eq(s3_cold[p] + s3_acc[p][0]), vn.eq(s3_vold[p] + cn)]
                 state_new.append(Cat(vn, cn))
             else:
                 vsum = Signal(signed(cfg.vbits + 2), name=f"vsum{p}")
-                m.d.comb += vsum.eq(s3_vold[p] + s3_bias[p] + s3_acc[p])
+                m.d.comb += vsum.eq(s3_vold[p] + s3_bias[p] + s3_acc[p][0])
                 m.d.comb += s3_fire[p].eq(FIRES[s3_layer] & (p < real3) & (vsum >= s3_thr[p]))
                 m.d.comb += vn.eq(vsum - Mux(s3_fire[p], s3_thr[p], 0))
                 state_new.append(vn)
             v_new.append(vn)
             cn = Signal(cfg.cnt_bits, name=f"cnew{p}")
-            m.d.comb += cn.eq(s3_cnt[p] + s3_fire[p])
+            m.d.comb += cn.eq(s3_cnt[p] + (sum(trains3[p][tt] for tt in range(T)) if stcb else s3_fire[p]))
             cnt_new.append(cn)
         with m.If(gen_s_we):
             m.d.comb += [s_wr.addr.eq(SBASE_PREV[e1_layer] + e1_gi), s_wr.data.eq(gen_s_data), s_wr.en.eq(1)]
@@ -495,17 +577,19 @@ class SpikeCore(wiring.Component):
             m.d.comb += [s_wr.addr.eq(SBASE[s3_layer] + s3_g), s_wr.data.eq(Cat(*state_new)), s_wr.en.eq(s3_valid)]
         if count_readout:
             m.d.comb += [c_wr.addr.eq(s3_g), c_wr.data.eq(Cat(*cnt_new)), c_wr.en.eq(s3_valid & s3_is_last)]
-        pop3 = sum(s3_fire[p] for p in range(P))
+        pop3 = sum(s3_fire[p] for p in range(P))            # stcb: non-zero trains
+        spikes3 = sum(sum(w[tt] for tt in range(T)) for w in trains3) if stcb else pop3
         incs["state_writes"].append(s3_valid)
-        incs["neuron_updates"].append(Mux(s3_valid, real3, 0))
+        incs["neuron_updates"].append(Mux(s3_valid, real3 * T if stcb else real3, 0))
         incs["event_writes"].append(Mux(s3_valid & ~s3_is_last, pop3, 0))
         if not tsc:
             for li in range(L):
-                incs[f"{sk}_l{li}"].append(Mux(s3_valid & (s3_layer == li), pop3, 0))
+                incs[f"{sk}_l{li}"].append(Mux(s3_valid & (s3_layer == li), spikes3, 0))
         m.d.comb += [self.dbg_valid.eq(s3_valid | e1_valid), self.dbg_enc.eq(e1_valid),
                      self.dbg_layer.eq(Mux(e1_valid, e1_layer, s3_layer)), self.dbg_t.eq(t),
                      self.dbg_group.eq(Mux(e1_valid, e1_gi, s3_g)),
-                     self.dbg_mask.eq(Mux(e1_valid, enc_fire, s3_fire))]
+                     self.dbg_mask.eq(Mux(e1_valid, Cat(*enc_trains) if stcb and not cfg.direct else enc_fire,
+                                          Cat(*trains3) if stcb else s3_fire))]
 
         # ---------------------------------------------------------------- S4: argmax
         s4_valid = Signal()
@@ -617,7 +701,7 @@ class SpikeCore(wiring.Component):
                         with m.If(layer != L - 1):
                             m.d.sync += layer.eq(layer + 1)
                             m.next = "SETUP"
-                        with m.Elif(t != T - 1):
+                        with m.Elif((t != T - 1) & C(int(not stcb), 1)):   # stcb: one phase covers the window
                             start_step(t + 1)
                         with m.Else():
                             m.next = "FINISH"
@@ -646,7 +730,7 @@ class SpikeCore(wiring.Component):
             total = sum(incs[n]) if incs[n] else C(0, 1)
             nxt = Signal(cw, name=f"next_{n}")
             m.d.comb += nxt.eq(live[n] + total)
-            snap = getattr(self, f"cnt_{n}")
+            snap = getattr(self, f"cnt_{port_counter(cfg.coding, n)}")
             with m.If(sample_done):
                 m.d.sync += [snap.eq(nxt), live[n].eq(0)]
             with m.Else():

@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 
 from golden import perf
 
-from .core import SpikeCore, COUNTER_NAMES
+from .core import SpikeCore, COUNTER_NAMES, port_counter
 
 __all__ = ["simulate"]
 
@@ -25,7 +25,8 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
     B = x.shape[0]
     out = {"predictions": np.zeros(B, np.int64), "counts": np.zeros((B, cfg.n_out), np.int64),
            "membranes": np.zeros((B, cfg.n_out), np.int64), "counters": {}, "err_range": 0, "err_protocol": 0}
-    ctr = {n: np.zeros(B, np.int64) for n in COUNTER_NAMES}
+    names = [port_counter(model.coding, n) for n in COUNTER_NAMES]
+    ctr = {n: np.zeros(B, np.int64) for n in names}
     layer_spikes = [np.zeros(B, np.int64) for _ in range(cfg.L)]
     enc_spikes = np.zeros(B, np.int64)
     rng = random.Random(seed)
@@ -56,7 +57,7 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
                 out["predictions"][b] = payload.prediction
                 assert payload.last == (c == cfg.n_out - 1)
             ctx.set(core.result.ready, 0)
-            for n in COUNTER_NAMES:
+            for n in names:
                 ctr[n][b] = ctx.get(getattr(core, f"cnt_{n}"))
             for li in range(cfg.L):
                 layer_spikes[li][b] = ctx.get(getattr(core, f"cnt_{sk}_l{li}"))

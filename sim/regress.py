@@ -37,29 +37,41 @@ class RegressResult:
     junit: str
 
 
-def decode_spikes(dbg: np.ndarray, model: golden.Model, lanes: int) -> tuple[list, np.ndarray]:
-    """Turn debug-port rows (enc, layer, t, group, mask) into per-layer (T, n) spike arrays."""
+def _dbg_rows(rtl: dict):
+    """Debug-port rows (enc, layer, t, group) with their masks as Python ints."""
+    masks = [int.from_bytes(bytes(row), "little") for row in rtl["dbg_mask"]]
+    return [(*row, mask) for row, mask in zip(rtl["dbg"].tolist(), masks)]
+
+
+def decode_spikes(rtl: dict, model: golden.Model, lanes: int) -> tuple[list, np.ndarray]:
+    """Turn debug-port rows into per-layer (T, n) spike arrays (and the encoder's).
+
+    rate: one row per neuron-group update at step t, a P-bit mask. stcb: one row per group for the
+    whole window, a P x T-bit mask (lane p, slot t at bit p * T + t)."""
     T = model.T
     layers = [np.zeros((T, l.n_out), np.uint8) for l in model.layers]
     enc = np.zeros((T, model.n_in), np.uint8)
-    for is_enc, layer, t, g, mask in dbg.tolist():
+    stcb = model.coding == "stcb"
+    for is_enc, layer, t, g, mask in _dbg_rows(rtl):
         target, n = (enc, model.n_in) if is_enc else (layers[layer], model.layers[layer].n_out)
         for p in range(lanes):
-            if mask >> p & 1:
-                j = g * lanes + p
-                if j >= n:
-                    raise AssertionError(f"spike on padding lane: layer {layer} t {t} neuron {j}")
-                target[t, j] = 1
+            bits = [(tt, mask >> (p * T + tt) & 1) for tt in range(T)] if stcb else [(t, mask >> p & 1)]
+            for tt, bit in bits:
+                if bit:
+                    j = g * lanes + p
+                    if j >= n:
+                        raise AssertionError(f"spike on padding lane: layer {layer} t {tt} neuron {j}")
+                    target[tt, j] = 1
     return layers, enc
 
 
-def decode_events(dbg: np.ndarray, model: golden.Model, lanes: int) -> tuple[list, np.ndarray]:
+def decode_events(rtl: dict, model: golden.Model, lanes: int) -> tuple[list, np.ndarray]:
     """TSC: turn generator rows (enc=1, consumer layer, t, group, mask) into ON (+1) / OFF (-1)
     events per source: the input (returned second) and every hidden layer (list, (T, n) int8)."""
     T = model.T
     hidden = [np.zeros((T, l.n_out), np.int8) for l in model.layers[:-1]]
     enc = np.zeros((T, model.n_in), np.int8)
-    for is_gen, layer, t, g, mask in dbg.tolist():
+    for is_gen, layer, t, g, mask in _dbg_rows(rtl):
         if not is_gen:
             continue
         target = enc if layer == 0 else hidden[layer - 1]
@@ -180,7 +192,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
             first += f" (rtl {int(rtl['cnt_' + cname][bi])})"
         if localise and model.coding == "tsc":
             one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
-            hidden, enc = decode_events(one["dbg"], model, lanes)
+            hidden, enc = decode_events(one, model, lanes)
             gr = golden.run(model, x[bi:bi + 1], record=True)
             sources = [("input", gr.input_events[0], enc)] + [(f"layer {i}", gr.events[i][0], h)
                                                               for i, h in enumerate(hidden)]
@@ -194,7 +206,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
                 first += "; all ON/OFF events agree (the difference is in membranes or counters only)"
         elif localise:
             one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
-            layers, enc = decode_spikes(one["dbg"], model, lanes)
+            layers, enc = decode_spikes(one, model, lanes)
             gr = golden.run(model, x[bi:bi + 1], record=True)
             mm = golden.first_spike_mismatch(gr.spikes, [l[None] for l in layers], sample_offset=bi)
             if gr.input_spikes is not None and not np.array_equal(gr.input_spikes[0], enc):

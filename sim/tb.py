@@ -181,7 +181,11 @@ async def stream_samples(dut):
     await _run_samples(tb, x, out, monitor=events)
     if events is not None:
         rows = [e for e in events if e[0] != "sample"]
-        out["dbg"] = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        # masks can be wider than 64 bits (P lanes, or P x T slots for stcb): keep them as bytes
+        nbytes = (tb.man["ports"]["dbg_mask"]["width"] + 7) // 8
+        out["dbg"] = np.array([r[:4] for r in rows], dtype=np.int64).reshape(-1, 4)
+        out["dbg_mask"] = np.array([list(r[4].to_bytes(nbytes, "little")) for r in rows],
+                                   dtype=np.uint8).reshape(-1, nbytes)
     _save(job["out"], out, tb)
 
 

@@ -129,3 +129,21 @@ def test_tsc_networks_match_golden(seed, sizes, T, lanes):
         assert hw["counters"][name].tolist() == v.tolist(), name
     assert [s.tolist() for s in hw["layer_spikes"]] == [c["events"].tolist() for c in g.layer_counters]
     assert hw["encoder_spikes"].tolist() == g.encoder_counters["events"].tolist()
+
+
+@pytest.mark.parametrize("seed, sizes, T, lanes, encoding, readout, h", [
+    (30, [6, 5, 3], 4, 2, "rate", "count", [1]), (31, [4, 3], 1, 1, "rate", "membrane", [1]),
+    (32, [9, 7, 5], 5, 4, "direct", "count", [1]), (33, [6, 9, 4, 3], 6, 8, "rate", "count", [2, -1]),
+    (34, [5, 6, 2], 8, 16, "direct", "membrane", [1, 1, -1]),
+])
+def test_stcb_networks_match_golden(seed, sizes, T, lanes, encoding, readout, h):
+    rng = np.random.default_rng(seed)
+    layers = [Dense(rng.integers(-8, 8, (b, a)), rng.integers(-3, 3, b), rng.integers(1, 9, b), rng.integers(-2, 3, b),
+                    h=h[:T]) for a, b in zip(sizes, sizes[1:])]
+    model = Model(layers, coding="stcb", T=T, input_max=5, encoding=encoding, readout=readout, weight_bits=5)
+    x = rng.integers(0, 6, (3, sizes[0]))
+    x[0] = 0
+    hw = assert_matches_golden(model, x, lanes)
+    if not layers[0].has_kernel:   # h = [1]: the same outputs as rate coding on the same layers
+        r = golden.run(model.replace(coding="rate"), x)
+        assert hw["membranes"].tolist() == r.membranes.tolist()

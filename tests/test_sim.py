@@ -21,22 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 GEN = ROOT / "build" / "test-verilog"
 
 
-def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7):
+def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7, coding=None, h=(1,)):
     rng = np.random.default_rng(seed)
     lim = 1 << (wb - 1)
     tsc = encoding == "tsc"
     layers = [Dense(rng.integers(-lim, lim, (n_out, n_in)), rng.integers(-4, 5, n_out),
-                    rng.integers(1, 2 * lim + 1, n_out), 0 if tsc else rng.integers(-4, 5, n_out))
+                    rng.integers(1, 2 * lim + 1, n_out), 0 if tsc else rng.integers(-4, 5, n_out), h=h)
               for n_in, n_out in zip(sizes, sizes[1:])]
     model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb,
-                  coding="tsc" if tsc else "rate")
+                  coding=coding or ("tsc" if tsc else "rate"))
     x = rng.integers(0, input_max + 1, (12, sizes[0]))
     x[0] = 0                     # zero input
     x[1] = input_max             # saturated input
     return model, x
 
 
-# (name, seed, sizes, encoding, readout, T, weight_bits, lanes): every coding path and lane edge case
+# (name, seed, sizes, encoding, readout, T, weight_bits, lanes[, coding, h]): every coding path and lane edge case
 CONFIGS = [
     ("r_cnt_p1", 1, [5, 4, 3], "rate", "count", 4, 4, 1),
     ("r_mem_p4", 2, [9, 7, 5], "rate", "membrane", 3, 6, 4),
@@ -45,6 +45,8 @@ CONFIGS = [
     ("r_cnt_p16_4l", 5, [18, 9, 17, 10, 5], "rate", "count", 5, 12, 16),
     ("tsc_p2", 6, [7, 6, 3], "tsc", "membrane", 6, 6, 2),
     ("tsc_p8_3l", 7, [13, 9, 10, 4], "tsc", "membrane", 8, 8, 8),
+    ("stcb_p4", 8, [10, 7, 5], "rate", "count", 6, 6, 4, "stcb", (1,)),
+    ("stcb_k_p2_3l", 9, [6, 8, 5, 3], "direct", "membrane", 5, 5, 2, "stcb", (2, -1, 1)),
 ]
 
 
@@ -52,8 +54,9 @@ CONFIGS = [
 def cores():
     ensure_verilator()
     out = {}
-    for name, seed, sizes, enc, ro, T, wb, lanes in CONFIGS:
-        model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb)
+    for name, seed, sizes, enc, ro, T, wb, lanes, *extra in CONFIGS:
+        coding, h = extra if extra else (None, (1,))
+        model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb, coding=coding, h=h)
         v, j = generate(model, lanes, GEN / name, name)
         out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name))
     return out
@@ -78,7 +81,7 @@ def test_random_network_exact_with_and_without_stalls(cores, name):
         assert stalled[k].tolist() == clean[k].tolist(), k
 
 
-@pytest.mark.parametrize("name", ["r_cnt_p1", "d_cnt_p8", "tsc_p2"])
+@pytest.mark.parametrize("name", ["r_cnt_p1", "d_cnt_p8", "tsc_p2", "stcb_p4"])
 def test_protocol_abuse(cores, name):
     model, x, lanes, v, man, b = cores[name]
     r = run_job(b, {"manifest": man, "inputs_array": x[:1], "reset_after": 5}, testcase="protocol_abuse")
@@ -94,11 +97,24 @@ def test_protocol_abuse(cores, name):
     assert r["final_cnt_weight_reads"].tolist() == g.counters["weight_reads"].tolist()
 
 
+@pytest.mark.parametrize("name", ["stcb_p4", "stcb_k_p2_3l"])
+def test_stcb_train_monitor_reconstructs_every_spike(cores, name):
+    from sim.regress import decode_spikes
+    model, x, lanes, v, man, b = cores[name]
+    r = run_job(b, {"manifest": man, "inputs_array": x[2:3], "spikes": True})
+    layers, enc = decode_spikes(r, model, lanes)
+    g = golden.run(model, x[2:3], record=True)
+    for li in range(len(model.layers)):
+        assert layers[li].tolist() == g.spikes[li][0].tolist()
+    if model.encoding == "rate":
+        assert enc.tolist() == g.input_spikes[0].tolist()
+
+
 def test_tsc_event_monitor_reconstructs_every_event(cores):
     from sim.regress import decode_events
     model, x, lanes, v, man, b = cores["tsc_p8_3l"]
     r = run_job(b, {"manifest": man, "inputs_array": x[3:4], "spikes": True})
-    events, enc = decode_events(r["dbg"], model, lanes)
+    events, enc = decode_events(r, model, lanes)
     g = golden.run(model, x[3:4], record=True)
     assert enc.tolist() == g.input_events[0].tolist()
     for li in range(len(model.layers) - 1):
@@ -109,7 +125,7 @@ def test_spike_monitor_reconstructs_every_spike(cores):
     from sim.regress import decode_spikes
     model, x, lanes, v, man, b = cores["r_cnt_p16_4l"]
     r = run_job(b, {"manifest": man, "inputs_array": x[2:3], "spikes": True})
-    layers, enc = decode_spikes(r["dbg"], model, lanes)
+    layers, enc = decode_spikes(r, model, lanes)
     g = golden.run(model, x[2:3], record=True)
     for li in range(len(model.layers)):
         assert layers[li].tolist() == g.spikes[li][0].tolist()
