@@ -8,6 +8,8 @@ Configurations (64-128-10, ``--seed 0``, default epochs and learning rate):
 * ``rate-T8-w4``: rate encoding, T=8, 4-bit weights
 * ``tsc-T17-w8``, ``tsc-T9-w8``, ``tsc-T5-w8``: temporal switch coding with windows T = 17, 9, 5
   (Q = 16, 8, 4 activation levels), 8-bit weights
+* ``stcb-T8-w8-k{1,3}-{bptt,stl}``: STCB, T=8, 8-bit weights, temporal kernel of 1 (h = [1]) or 3
+  learned taps, trained with surrogate-gradient BPTT or the spike-train-level rule
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ CONFIGS = {
     "tsc-T17-w8": ["--coding", "tsc", "--T", "17", "--weight-bits", "8"],
     "tsc-T9-w8": ["--coding", "tsc", "--T", "9", "--weight-bits", "8"],
     "tsc-T5-w8": ["--coding", "tsc", "--T", "5", "--weight-bits", "8"],
+    "stcb-T8-w8-k1-bptt": ["--coding", "stcb", "--T", "8", "--weight-bits", "8", "--kernel", "1", "--grad", "bptt"],
+    "stcb-T8-w8-k3-bptt": ["--coding", "stcb", "--T", "8", "--weight-bits", "8", "--kernel", "3", "--grad", "bptt"],
+    "stcb-T8-w8-k1-stl": ["--coding", "stcb", "--T", "8", "--weight-bits", "8", "--kernel", "1", "--grad", "stl"],
+    "stcb-T8-w8-k3-stl": ["--coding", "stcb", "--T", "8", "--weight-bits", "8", "--kernel", "3", "--grad", "stl"],
 }
 KEYS = ("float_accuracy", "quant_accuracy", "golden_accuracy", "golden_agreement", "train_seconds",
-        "quant_train_seconds", "float_train_seconds", "epochs", "v_bits")
+        "quant_train_seconds", "float_train_seconds", "epochs", "v_bits", "grad", "kernel")
 
 
 def main(argv=None) -> int:
@@ -72,14 +78,14 @@ def main(argv=None) -> int:
             return proc.returncode
         m = json.loads(out.with_suffix(".json").read_text())
         results[name] = {"command": "python " + " ".join(cmd[1:]), "model": str(out),
-                         "wall_seconds": wall, **{k: m[k] for k in KEYS}}
+                         "wall_seconds": wall, **{k: m.get(k) for k in KEYS}}
     doc = {"dataset": "digits", "hidden": [128], "seed": a.seed, "configs": results}
     text = json.dumps(doc, indent=2) + "\n"
     atomic_write(a.out, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {a.out}")
     for name, r in results.items():
         fa = r["float_accuracy"]
-        print(f"  {name:<13} float {100 * fa:6.2f}%  quant {100 * r['quant_accuracy']:6.2f}%  "
+        print(f"  {name:<19} float {100 * fa:6.2f}%  quant {100 * r['quant_accuracy']:6.2f}%  "
               f"golden {100 * r['golden_accuracy']:6.2f}%  agreement {r['golden_agreement']:.4f}  "
               f"train {r['train_seconds']:.1f}s (quant {r['quant_train_seconds']:.1f}s)")
     return 0

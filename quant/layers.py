@@ -17,9 +17,12 @@ import math
 import torch
 
 __all__ = [
-    "SURROGATES", "round_ste", "pow2_scale", "quantize_layer", "spike", "rate_encode", "if_layer",
-    "select_prediction",
+    "SURROGATES", "round_ste", "pow2_scale", "quantize_layer", "quantize_stcb_layer", "spike", "rate_encode",
+    "if_layer", "apply_kernel", "kernel_gain", "stl_layer", "select_prediction", "GRADS",
 ]
+
+# training rules of the spiking codes: surrogate-gradient BPTT, or the spike-train-level rule (stcb)
+GRADS = ("bptt", "stl")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,6 +80,31 @@ def quantize_layer(weight, bias, threshold, v_init, bits: int):
     th = torch.clamp(round_ste(threshold / scale), min=1.0)
     v0 = round_ste(v_init / scale)
     return w, b, th, v0, scale
+
+
+def quantize_stcb_layer(weight, bias, threshold, v_init, h, bits: int):
+    """Fake-quantize an STCB layer with a temporal kernel ``h`` (K taps).
+
+    Two power-of-two scales: ``s`` for the weights (from ``max|W|``) and ``s_h`` for the taps (from
+    ``max|h|``), both to ``bits``-bit integers. The bias enters the current *before* the kernel, so it
+    shares the weight scale: ``I = b_q + W_q s`` is in units of ``s``. The kernel output
+    ``I' = sum_k h_q[k] I[t-k]`` is then in units of ``s * s_h``, and so are ``theta`` and ``v_init``
+    (they meet ``I'`` in the membrane). Every integer of the layer is thus on its own consistent
+    scale and the forward runs in integer units exactly as golden does.
+
+    Returns ``(W, b, theta, v0, h, scale, h_scale)`` (integer-valued tensors with straight-through
+    gradients; ``|W|, |h| <= 2**(bits-1)-1``, ``theta >= 1``).
+    """
+    qmax = float((1 << (bits - 1)) - 1)
+    scale = pow2_scale(weight.detach().abs().max().item(), bits)
+    h_scale = pow2_scale(h.detach().abs().max().item(), bits)
+    w = torch.clamp(round_ste(weight / scale), -qmax, qmax)
+    b = round_ste(bias / scale)
+    hq = torch.clamp(round_ste(h / h_scale), -qmax, qmax)
+    unit = scale * h_scale  # a power of two: the division is exact
+    th = torch.clamp(round_ste(threshold / unit), min=1.0)
+    v0 = round_ste(v_init / unit)
+    return w, b, th, v0, hq, scale, h_scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,6 +185,70 @@ def if_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tenso
         v = v - threshold * s
         out.append(s)
     return torch.stack(out, dim=1), v
+
+
+def apply_kernel(current: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+    """Causal temporal kernel over (B, T, n) currents: ``I'[t] = sum_k h[k] I[t-k]``, ``I[t<0] = 0``
+    (golden's ``apply_kernel``). ``h=None`` is the identity. Differentiable in ``current`` and ``h``;
+    exact for integer values while ``sum_k |h[k]| * max|I|`` is representable."""
+    if h is None:
+        return current
+    B, T, n = current.shape
+    out = None
+    for k in range(min(int(h.shape[0]), T)):
+        term = h[k] * current[:, :T - k]
+        if k:
+            term = torch.cat([current.new_zeros((B, k, n)), term], dim=1)
+        out = term if out is None else out + term
+    return out
+
+
+def kernel_gain(h: torch.Tensor | None, T: int) -> float:
+    """``gamma = sum_k h[k] (T - k) / T``: how much a spike contributes to ``sum_t I'[t]`` on average
+    over its position (exact: 1 for ``h = [1]``). The STL rule's d sum_t I' / d count_in = gamma W."""
+    if h is None:
+        return 1.0
+    hv = h.detach().to(torch.float64)
+    K = min(int(hv.shape[0]), T)
+    return float(sum(float(hv[k]) * (T - k) for k in range(K)) / T)
+
+
+def stl_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tensor, *, fire: bool,
+              counts_in: torch.Tensor | None = None, weight: torch.Tensor | None = None, gain: float = 1.0):
+    """One IF layer with the spike-train-level ("equivalent gradient") backward.
+
+    ``current``: the kernel output ``I'`` (B, T, n) as a differentiable function of W, b and h, built
+    on the *detached* input spike trains. Forward: the exact IF recurrence on ``current`` (the very
+    numbers :func:`if_layer` computes, so spikes and V equal BPTT's forward bit for bit). Backward:
+    no unrolling through time; with ``z = sum_t I'[t] + v_init`` the output count is treated as
+
+        count_out ~ clamp(z / theta, 0, T)
+
+    so gradients reach W, b, h, v_init (through ``z``, exact given the input trains), theta
+    (``-z / theta**2`` inside the clamp) and, when ``counts_in`` (B, n_in) carries gradient from the
+    previous layer, the input counts: ``d z / d count_in = gain * W`` (``gain`` = :func:`kernel_gain`).
+    The final V gets the gradient of the identity ``V = z - theta * count`` (``V = z`` when
+    ``fire=False``).
+
+    Returns (spikes (B, T, n) without gradient, counts (B, n) with the STL gradient, final V (B, n)).
+    """
+    with torch.no_grad():
+        s, v_exact = if_layer(current.detach(), threshold.detach(), v_init.detach(), fire=fire,
+                              surrogate="arctan")
+    T = current.shape[1]
+    z = current.sum(dim=1) + v_init
+    if counts_in is not None and counts_in.requires_grad:
+        dc = counts_in - counts_in.detach()          # value 0, gradient of the input counts
+        z = z + gain * (dc @ weight.detach().T)
+    if fire:
+        u = torch.clamp(z / threshold, 0.0, float(T))
+        counts = s.sum(dim=1) + (u - u.detach())       # exact value, gradient of the clamp
+        vz = z - threshold * counts
+    else:
+        counts = s.sum(dim=1)
+        vz = z
+    v = v_exact + (vz - vz.detach())
+    return s, counts, v
 
 
 def select_prediction(counts: torch.Tensor, v: torch.Tensor, readout: str) -> torch.Tensor:

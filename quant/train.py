@@ -6,6 +6,10 @@ reference, exports the integer model with ``golden.save_model`` plus ``NAME.json
 checks on the whole test split that the quantized torch forward and golden agree bit for bit
 (exit 1 with the first differing sample, layer, time step and neuron otherwise).
 
+``--coding stcb`` trains the same IF network as the rate code, exported as a golden STCB model,
+optionally with a learned causal temporal kernel per layer (``--kernel K``) and/or the
+spike-train-level equivalent-gradient rule (``--grad stl``) instead of BPTT.
+
 ``--coding tsc`` trains the clipped-floor quantized ANN that a temporal-switch-coded network
 computes exactly (straight-through floor and round, learnable per-neuron thresholds, Q = T - 1
 levels) and exports a golden TSC model (encoding tsc, membrane readout).
@@ -29,7 +33,9 @@ PROG = "python -m quant.train"
 DEFAULT_EPOCHS = 20
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH = 32
-TRAINABLE_CODINGS = ("rate", "tsc")
+TRAINABLE_CODINGS = ("rate", "stcb", "tsc")
+GRAD_RULES = ("bptt", "stl")
+MAX_KERNEL = 16  # golden.Dense: 1..16 taps
 
 
 def hidden_arg(text: str) -> list[int]:
@@ -78,6 +84,16 @@ def bits_arg(text: str) -> int:
     return v
 
 
+def kernel_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer number of kernel taps, got {text!r}") from None
+    if not 1 <= v <= MAX_KERNEL:
+        raise argparse.ArgumentTypeError(f"the kernel must have 1..{MAX_KERNEL} taps, got {v}")
+    return v
+
+
 def pos_float(text: str) -> float:
     try:
         v = float(text)
@@ -93,7 +109,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--dataset", default="digits", help="digits (default), mnist, fashion-mnist or cifar10")
     p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
     p.add_argument("--coding", default="rate",
-                   help="neural coding: rate (default) or tsc (temporal switch coding)")
+                   help="neural coding: rate (default), stcb (spike-train level, optional temporal "
+                   "kernel) or tsc (temporal switch coding)")
     p.add_argument("--encoding", default=None, choices=("rate", "direct", "tsc"),
                    help="input encoding (default: rate for --coding rate, tsc for --coding tsc)")
     p.add_argument("--T", type=T_arg, default=8, help="time steps per sample (default 8)")
@@ -104,6 +121,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--weight-bits", type=bits_arg, default=8, help="signed weight width, 2..16 (default 8)")
     p.add_argument("--surrogate", default="arctan", choices=("arctan", "triangle"),
                    help="surrogate gradient of the spike (default arctan)")
+    p.add_argument("--kernel", type=kernel_arg, default=1, metavar="K",
+                   help="stcb: learn a causal temporal kernel h of K taps per layer (1..min(16, T); "
+                   "default 1: h = [1], nothing to learn)")
+    p.add_argument("--grad", default="bptt", choices=GRAD_RULES,
+                   help="training rule: bptt (surrogate-gradient BPTT, default) or stl (stcb only: "
+                   "spike-train-level equivalent gradient)")
     p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                    help=f"epochs per network (default {DEFAULT_EPOCHS})")
     p.add_argument("--lr", type=pos_float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR})")
@@ -162,6 +185,12 @@ def main(argv=None) -> int:
         raise UsageError(f"coding 'tsc' needs --encoding tsc (its own ON/OFF input events), got {encoding!r}")
     if not tsc and encoding == "tsc":
         raise UsageError(f"--encoding tsc needs --coding tsc, got coding {a.coding!r}")
+    if a.kernel > 1 and a.coding != "stcb":
+        raise UsageError(f"--kernel {a.kernel} needs --coding stcb (coding {a.coding!r} has no temporal kernel)")
+    if a.kernel > a.T:
+        raise UsageError(f"--kernel {a.kernel} has more taps than --T {a.T} time steps")
+    if a.grad == "stl" and a.coding != "stcb":
+        raise UsageError(f"--grad stl needs --coding stcb, got coding {a.coding!r}")
     if tsc and readout != "membrane":
         raise UsageError(f"coding 'tsc' needs --readout membrane (the last layer's V is the output), got {readout!r}")
     input_max = datasets.input_max(a.dataset)  # unknown dataset -> DatasetError
@@ -183,7 +212,7 @@ def main(argv=None) -> int:
     cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, hidden=list(a.hidden), readout=readout,
                  weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=a.epochs, lr=a.lr,
                  batch_size=a.batch_size, seed=a.seed, float_ref=not a.no_float_ref, limit=a.limit,
-                 threads=a.threads)
+                 threads=a.threads, grad=a.grad, kernel=a.kernel)
     log = (lambda *args, **kw: None) if a.quiet else (lambda msg: print(msg, flush=True))
     r = train(cfg, (x_tr, y_tr, x_te, y_te), out, resume=a.resume, stop_after=a.stop_after, log=log)
     if r.stopped:

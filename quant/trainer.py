@@ -1,7 +1,8 @@
 """The training loop: surrogate-gradient BPTT of the quantization-aware network and of its float
-reference (or, for ``coding="tsc"``, straight-through QAT of the clipped-floor ANN that a TSC network
-computes, see :mod:`quant.tsc`), per-epoch checkpoints, export and the bit-exactness check against
-golden.
+reference (for ``coding="stcb"`` optionally with learned temporal kernels and/or the spike-train-level
+``grad="stl"`` rule; for ``coding="tsc"``, straight-through QAT of the clipped-floor ANN that a TSC
+network computes, see :mod:`quant.tsc`), per-epoch checkpoints, export and the bit-exactness check
+against golden.
 
 Deterministic by construction: fixed seeds (torch, numpy, random), ``torch.use_deterministic_algorithms``,
 a fixed thread count and a seeded ``torch.Generator`` for shuffling. The checkpoint holds the
@@ -55,6 +56,8 @@ class Config:
     limit: int | None = None
     threads: int = 1
     logit_scale: float = 1.0
+    grad: str = "bptt"
+    kernel: int = 1
 
 
 @dataclass
@@ -91,7 +94,8 @@ def _build_net(cfg: Config, sizes, input_max: int, quantized: bool):
         return TSCMLP(sizes, T=cfg.T, input_max=input_max, weight_bits=cfg.weight_bits, quantized=quantized,
                       encoding=cfg.encoding, readout=cfg.readout, surrogate=cfg.surrogate)
     return SpikingMLP(sizes, T=cfg.T, encoding=cfg.encoding, input_max=input_max, readout=cfg.readout,
-                      weight_bits=cfg.weight_bits, surrogate=cfg.surrogate, quantized=quantized)
+                      weight_bits=cfg.weight_bits, surrogate=cfg.surrogate, quantized=quantized,
+                      coding=cfg.coding, kernel=cfg.kernel, grad=cfg.grad)
 
 
 def _phase_objects(cfg: Config, net: SpikingMLP, steps_per_epoch: int):
@@ -172,10 +176,13 @@ def _train(cfg: Config, data, out, *, resume: bool, stop_after: int | None, log)
                 raise UsageError(f"cannot read checkpoint {ckpt_file}: {type(e).__name__}: {e}") from None
             if not isinstance(saved, dict) or saved.get("version") != CKPT_VERSION:
                 raise UsageError(f"checkpoint {ckpt_file} has an unknown format; delete it or drop --resume")
-            diff = [k for k in state["config"] if saved["config"].get(k) != state["config"][k]]
+            # options added later (grad, kernel) default to their values when a checkpoint lacks them
+            defaults = _config_key(Config())
+            saved_cfg = {k: saved["config"].get(k, defaults.get(k)) for k in state["config"]}
+            diff = [k for k in state["config"] if saved_cfg[k] != state["config"][k]]
             if diff:
                 k = diff[0]
-                raise UsageError(f"checkpoint {ckpt_file} was written with {k}={saved['config'].get(k)!r}, "
+                raise UsageError(f"checkpoint {ckpt_file} was written with {k}={saved_cfg[k]!r}, "
                                  f"not {state['config'][k]!r}; use the same options or drop --resume")
             state = saved
             log(f"resuming from {ckpt_file}: phase {phases[min(state['phase'], len(phases) - 1)]}, "
@@ -265,6 +272,7 @@ def _train(cfg: Config, data, out, *, resume: bool, stop_after: int | None, log)
     dtype = exact_dtype(model)
     torch_out = qnet.quantized_eval(x_te, dtype=dtype)
     agree = check_model(model, torch_out, x_te, y_te)
+    ints = qnet.integer_layers()
 
     hist = state["histories"]
     metrics = {
@@ -284,8 +292,10 @@ def _train(cfg: Config, data, out, *, resume: bool, stop_after: int | None, log)
         "dataset": cfg.dataset, "coding": cfg.coding, "encoding": cfg.encoding, "T": cfg.T,
         "hidden": list(cfg.hidden), "readout": cfg.readout, "weight_bits": cfg.weight_bits,
         "surrogate": cfg.surrogate, "lr": cfg.lr, "batch_size": cfg.batch_size, "limit": cfg.limit,
-        "threads": cfg.threads, "sizes": sizes, "v_bits": model.v_bits,
-        "scales": [l["scale"] for l in qnet.integer_layers()],
+        "threads": cfg.threads, "grad": cfg.grad, "kernel": cfg.kernel, "sizes": sizes, "v_bits": model.v_bits,
+        "scales": [l["scale"] for l in ints],
+        "h_scales": [l["h_scale"] for l in ints] if cfg.kernel > 1 else None,
+        "h": [l["h"].tolist() for l in ints] if cfg.kernel > 1 else None,
         "eval_dtype": str(dtype).replace("torch.", ""), "test_samples": int(len(y_te)),
         "model_file": out.name,
     }

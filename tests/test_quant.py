@@ -197,7 +197,7 @@ BAD = {
     "hidden negative": ["--hidden", "64,-2"],
     "hidden malformed": ["--hidden", "64,,32"],
     "hidden text": ["--hidden", "abc"],
-    "coding stcb": ["--coding", "stcb"],
+    "coding burst": ["--coding", "burst"],
     "coding unknown": ["--coding", "morse"],
     "epochs zero": ["--epochs", "0"],
 }
@@ -212,8 +212,8 @@ def test_bad_input_exit_2(case, tmp_path):
     assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr
     assert p.stderr.startswith("python -m quant.train: error: ")
     assert list(tmp_path.iterdir()) == []
-    if case == "coding stcb":
-        assert "coding 'stcb' is not supported yet" in p.stderr
+    if case == "coding burst":
+        assert "unknown coding 'burst'" in p.stderr
 
 
 @pytest.mark.parametrize("kind", ["parent is a file", "not npz", "out is a dir"])

@@ -193,7 +193,7 @@ BAD = {
     "encoding direct": (["--coding", "tsc", "--encoding", "direct"], "needs --encoding tsc"),
     "encoding rate": (["--coding", "tsc", "--encoding", "rate"], "needs --encoding tsc"),
     "tsc encoding with rate": (["--encoding", "tsc"], "needs --coding tsc"),
-    "coding stcb": (["--coding", "stcb"], "coding 'stcb' is not supported yet"),
+    "coding burst": (["--coding", "burst"], "unknown coding 'burst'"),
 }
 
 
