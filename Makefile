@@ -59,8 +59,17 @@ bench: $(STAMP)
 	$(PY) -m quant.bench --out build/bench/train.json
 	$(PY) -m sim.bench --out build/bench/rtl.json
 
-synth robust setup-fpga:
-	@echo "make $@: not implemented yet (see the open issues); nothing was done" >&2; exit 2
+SEEDS     ?= 200
+robust: $(STAMP)
+	$(PY) -m sim.robust --seeds $(SEEDS) --jobs 2 --out build/reports/robustness
+
+TARGET    ?= ecp5
+synth: $(STAMP)
+	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) \
+	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET)
+
+setup-fpga: $(STAMP)
+	$(PY) -m pip install -e '.[fpga]'
 
 clean:
 	rm -rf build

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from . import datasets, engine
-from .cli import ArgumentParser, guard, positive_int
+from .cli import ArgumentParser, guard, lanes_arg, positive_int
 from .io import atomic_write
 from .model import Dense, Model
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m golden.bench", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="build/bench/golden.json")
     p.add_argument("--repeats", type=positive_int, default=15)
-    p.add_argument("--lanes", type=positive_int, default=8)
+    p.add_argument("--lanes", type=lanes_arg, default=8)
     a = p.parse_args(argv)
     runs = [measure(T, a.repeats, a.lanes) for T in (8, 32)]
     out = {"benchmark": "golden", "host": platform.node(), "cpus": os.cpu_count(), "runs": runs,

@@ -271,7 +271,7 @@ def _load_idx_dataset(
         )
     _check_labels(labels, N_CLASSES[name], labels_path)
 
-    x = images.reshape(images.shape[0], -1).astype(np.int64)
+    x = images.reshape(images.shape[0], _MNIST_SHAPE[0] * _MNIST_SHAPE[1]).astype(np.int64)  # -1 fails for N=0
     y = labels.astype(np.int64)
     return x, y
 
@@ -297,6 +297,21 @@ def _resolve_scalar() -> Callable[..., Any]:
     return scalar
 
 
+def _resolve_frombuffer() -> Callable[..., Any]:
+    try:
+        from numpy._core.numeric import _frombuffer  # NumPy >= 2 (pickle protocol 5 arrays)
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core.numeric import _frombuffer
+    return _frombuffer
+
+
+def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """Python 3 pickles ``bytes`` at protocols 0-2 as ``_codecs.encode(str, 'latin1')``; only that."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise DatasetError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 # (module, name) -> zero-argument resolver.  Resolved lazily and directly
 # (never through importlib on the attacker-supplied module name) so that the
 # deprecated ``numpy.core`` alias is never imported on NumPy 2.
@@ -307,6 +322,9 @@ _PICKLE_ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
     ("numpy._core.multiarray", "scalar"): _resolve_scalar,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
+    ("numpy.core.numeric", "_frombuffer"): _resolve_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _resolve_frombuffer,
+    ("_codecs", "encode"): lambda: _latin1_encode,
 }
 
 

@@ -95,6 +95,9 @@ CATEGORIES = ("syn_adds", "neuron_updates", "weight_reads", "state_reads", "stat
               "event_reads", "event_writes", "input_writes")
 
 
+_ALIASES = {"event_reads": "train_reads", "event_writes": "train_writes"}
+
+
 class EnergyTableError(ValueError):
     """An energy table (or its JSON override) is malformed."""
 
@@ -213,7 +216,7 @@ def unit_costs(model, lanes: int, table: dict = DEFAULT_TABLE) -> dict:
     v_add = int_add_pj(cfg.vbits, table)
     acc_add = int_add_pj(cfg.acc_bits, table)
     nu_adds = float(table["neuron_update_adds"]["value"])
-    hidden_ev = mems.get("events_a")
+    hidden_ev = mems.get("events_a") or mems["events_in"]
     layers = []
     for li, lh in enumerate(cfg.layers):
         last = li == cfg.L - 1
@@ -234,14 +237,18 @@ def unit_costs(model, lanes: int, table: dict = DEFAULT_TABLE) -> dict:
             "event_write": 0.0 if last else _mem_pj(hidden_ev, table, write=True),
         })
     enc = {"event_write": _mem_pj(mems["events_in"], table, write=True)}
-    if not cfg.direct:
+    # encoder memories: rate has x (input) and u (state); stcb keeps x only; tsc a single enc_r word
+    enc_in = next((mems[k] for k in ("enc_x", "enc_r") if k in mems), None)
+    enc_state = [mems[k] for k in ("enc_u", "enc_r") if k in mems]
+    if enc_in is not None:
         enc_bits = max(cfg.xbits, cfg.ubits) + 1
-        x_bytes = mems["enc_x"]["width"] * mems["enc_x"]["depth"] / 8.0
+        lane_bits = enc_in["width"] // cfg.P
+        in_bytes = enc_in["width"] * enc_in["depth"] / 8.0
         enc.update({
             "neuron_update": float(table["encoder_update_adds"]["value"]) * int_add_pj(enc_bits, table),
-            "state_read": _mem_pj(mems["enc_x"], table) + _mem_pj(mems["enc_u"], table),
-            "state_write": _mem_pj(mems["enc_u"], table, write=True),
-            "input_write": sram_word_pj(cfg.xbits, x_bytes, table, write=True),   # one lane per beat
+            "state_read": sum(_mem_pj(m, table) for m in {id(m): m for m in [enc_in, *enc_state]}.values()),
+            "state_write": sum(_mem_pj(m, table, write=True) for m in enc_state),
+            "input_write": sram_word_pj(lane_bits, in_bytes, table, write=True),   # one lane per beat
         })
     return {"encoder": enc, "layers": layers, "memories": mems, "acc_bits": cfg.acc_bits, "v_bits": cfg.vbits}
 
@@ -277,7 +284,13 @@ def energy(model, result, lanes: int | None = None, table: dict = DEFAULT_TABLE)
     check_table(table)
     u = unit_costs(model, lanes, table)
     B = result.batch
-    f = lambda c, k: np.asarray(c[k], dtype=np.float64)  # noqa: E731
+
+    def f(c, k):
+        # stcb names its event-buffer traffic train_reads / train_writes (T-bit words)
+        for name in (k, _ALIASES.get(k)):
+            if name in c:
+                return np.asarray(c[name], dtype=np.float64)
+        return np.zeros(B)
     per = {k: np.zeros(B) for k in CATEGORIES}
     for c, lu in zip(result.layer_counters, u["layers"]):
         per["syn_adds"] += f(c, "syn_ops") * lu["syn_op"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import Dense, Model, ModelError
+from .model import MAX_V_BITS, Dense, Model, ModelError
 
 __all__ = ["SCHEMA", "FORMAT", "save_model", "load_model", "atomic_write"]
 
@@ -76,6 +76,52 @@ def save_model(model: Model, path) -> None:
     atomic_write(path, write)
 
 
+# Every value of a valid model fits the membrane datapath (v_bits <= MAX_V_BITS), so anything wider is
+# rejected before the width analysis, whose int64 sums would otherwise wrap (v_init = -2**63 passed).
+_VALUE_LIMIT = 1 << (MAX_V_BITS - 1)
+# larger than any model the hardware can hold; stops a forged header or zip bomb from allocating memory
+_MAX_FILE_BYTES = 1 << 30
+
+
+def _check_range(a: np.ndarray, layer: int, name: str) -> None:
+    if a.size and (int(a.min()) < -_VALUE_LIMIT or int(a.max()) >= _VALUE_LIMIT):
+        bad = int(a.min()) if int(a.min()) < -_VALUE_LIMIT else int(a.max())
+        raise ModelError(f"layer {layer}: {name} holds {bad}, outside the {MAX_V_BITS}-bit range of any model")
+
+
+def _read_entries(path: Path) -> dict:
+    """The ``.npy`` entries of the zip, checked against their headers before any array is allocated."""
+    files = {}
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if sum(info.file_size for info in infos) > _MAX_FILE_BYTES:
+            raise ModelError(f"{path}: entries total more than {_MAX_FILE_BYTES} bytes; not a model file")
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise ModelError(f"{path}: unexpected entry {info.filename!r} (a model holds only .npy arrays)")
+            key = info.filename[:-len(".npy")]
+            if key in files:
+                raise ModelError(f"{path}: duplicate entry {info.filename!r}")
+            with zf.open(info) as fp:
+                version = np.lib.format.read_magic(fp)
+                if version not in ((1, 0), (2, 0)):
+                    raise ModelError(f"{path}: entry {key!r}: unsupported .npy version {version}")
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(fp)
+                if dtype.hasobject:
+                    raise ModelError(f"{path}: entry {key!r}: object arrays are not allowed")
+                count = 1
+                for d in shape:
+                    count *= d
+                if count * dtype.itemsize != info.file_size - fp.tell():
+                    raise ModelError(f"{path}: entry {key!r}: header shape {shape} does not match its "
+                                     f"{info.file_size - fp.tell()} data bytes (truncated or corrupt)")
+            with zf.open(info) as fp:
+                files[key] = np.lib.format.read_array(fp, allow_pickle=False)
+    return files
+
+
 def load_model(path) -> Model:
     """Load and fully validate a model file; any defect raises :class:`ModelError`."""
     path = Path(path)
@@ -86,11 +132,10 @@ def load_model(path) -> Model:
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a readable .npz model file (not a zip archive)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = {k: npz[k] for k in npz.files}
+        files = _read_entries(path)
     except ModelError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as e:
+    except Exception as e:  # BadZipFile, zlib.error, RuntimeError (encrypted), MemoryError, ... : all one defect
         raise ModelError(f"{path}: not a readable .npz model file ({type(e).__name__}: {e})") from None
     if "meta" not in files:
         raise ModelError(f"{path}: no 'meta' entry; not a spikeforge integer model")
@@ -101,11 +146,13 @@ def load_model(path) -> Model:
         meta = json.loads(str(meta_arr))
         if not isinstance(meta, dict):
             raise ValueError("meta is not a JSON object")
+    except RecursionError:
+        raise ModelError(f"{path}: corrupt metadata (JSON nested too deeply)") from None
     except ValueError as e:
         raise ModelError(f"{path}: corrupt metadata ({e})") from None
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("schema") != SCHEMA:
+    if type(meta.get("schema")) is not int or meta["schema"] != SCHEMA:   # not 1.0, not true
         raise ModelError(f"{path}: unsupported schema version {meta.get('schema')!r} (this version reads {SCHEMA})")
     missing = _META_KEYS - set(meta)
     if missing:
@@ -123,13 +170,16 @@ def load_model(path) -> Model:
             a = files[key]
             if a.dtype.kind not in "iu":
                 raise ModelError(f"layer {i}: {name} must be an integer array, got dtype {a.dtype}")
+            _check_range(a, i, name)
             arrs[name] = a
         for name, default in _OPTIONAL.items():
             a = files.get(f"layer{i}.{name}", default)
             if a.dtype.kind not in "iu":
                 raise ModelError(f"layer {i}: {name} must be an integer array, got dtype {a.dtype}")
+            _check_range(a, i, name)
             arrs[name] = a
-        if not isinstance(spec, dict) or list(arrs["weight"].shape) != [spec.get("n_out"), spec.get("n_in")]:
+        if (not isinstance(spec, dict) or any(type(spec.get(k)) is not int for k in ("n_in", "n_out"))
+                or list(arrs["weight"].shape) != [spec.get("n_out"), spec.get("n_in")]):
             raise ModelError(f"layer {i}: weight shape {arrs['weight'].shape} does not match metadata {spec}")
         layers.append(Dense(arrs["weight"], arrs["bias"], arrs["threshold"], arrs["v_init"], arrs["h"], _layer=i))
     extra = set(files) - {"meta"} - {f"layer{i}.{n}" for i in range(len(specs)) for n in (*_ARRAYS, *_OPTIONAL)}

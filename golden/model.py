@@ -73,8 +73,13 @@ def _int_array(value, *, name: str, layer: int | None, ndim: int, shape=None) ->
         raise ModelError(f"{where}{name} must be {ndim}-D, got shape {arr.shape}")
     if shape is not None and arr.shape != tuple(shape):
         raise ModelError(f"{where}{name} must have shape {tuple(shape)}, got {arr.shape}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ModelError(f"{where}{name} has values beyond int64")
+    # every value must fit the widest datapath (MAX_V_BITS) before any arithmetic, so the int64 width
+    # analysis below can never overflow and wrap
+    lim = 1 << (MAX_V_BITS - 1)
+    if arr.size and (arr.min() < -lim or arr.max() >= lim):
+        bad = np.argwhere((arr < -lim) | (arr >= lim))[0]
+        raise ModelError(f"{where}{name}{list(map(int, bad))} = {int(arr[tuple(bad)])} is outside the "
+                         f"{MAX_V_BITS}-bit range the hardware supports")
     return np.ascontiguousarray(arr.astype(np.int64))
 
 

@@ -33,12 +33,13 @@ from .cli import ArgumentParser, UsageError, guard, positive_int
 from .io import atomic_write, load_model
 from .model import CODINGS, SUPPORTED_CODINGS, ModelError
 
-__all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "pareto_front", "CSV_FIELDS"]
+__all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "verify", "retarget", "pareto_front",
+           "table_markdown", "CSV_FIELDS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LANES = "1,2,4,8,16,32,64"
 
-CSV_FIELDS = ("coding", "T", "lanes", "samples", "accuracy", "cycles_mean", "cycles_min", "cycles_max",
+CSV_FIELDS = ("model", "coding", "T", "lanes", "samples", "accuracy", "cycles_mean", "cycles_min", "cycles_max",
               "clock_mhz", "clock_source", "latency_us", "throughput_per_s", "cycle_efficiency",
               "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops", "neuron_updates",
               "event_reads", "event_writes", "spikes", "memory_bits", "weight_memory_bits",
@@ -96,9 +97,24 @@ def parse_T(text: str) -> list[int]:
     return out
 
 
-def load_fmax(paths, model) -> dict:
-    """``hw.synth`` result files -> {lanes: {"fmax_mhz", "file", "part", "target"}}; checked against ``model``."""
-    out = {}
+def _as_list(models) -> list:
+    """A Model, or a list of Models or (label, Model) pairs -> [(label, Model)]."""
+    if not isinstance(models, (list, tuple)):
+        models = [models]
+    out = []
+    for i, m in enumerate(models):
+        out.append(m if isinstance(m, tuple) else (f"model{i}" if len(models) > 1 else "model", m))
+    return out
+
+
+def load_fmax(paths, models) -> list[dict]:
+    """``hw.synth`` result files -> [{"lanes", "layers", "coding", "fmax_mhz", "file", "part", "target"}].
+
+    Each file must be an ok result for the network of one of ``models`` (a Model or a list); it then
+    sets the clock of that network's configurations with the same lane count (and coding, when the
+    file records one)."""
+    nets = [m.meta()["layers"] for _, m in _as_list(models)]
+    out = []
     for p in paths or []:
         p = Path(p)
         if not p.is_file():
@@ -111,15 +127,30 @@ def load_fmax(paths, model) -> dict:
             raise UsageError(f"--fmax-json {p}: not an hw.synth result (no lanes/fmax_mhz)")
         if d.get("status") != "ok" or not isinstance(d["fmax_mhz"], (int, float)) or d["fmax_mhz"] <= 0:
             raise UsageError(f"--fmax-json {p}: synthesis status {d.get('status')!r} has no usable Fmax")
-        layers = (d.get("model_meta") or {}).get("layers")
-        if layers is not None and layers != model.meta()["layers"]:
+        meta = d.get("model_meta") or {}
+        layers = meta.get("layers")
+        if layers is not None and layers not in nets:
             raise UsageError(f"--fmax-json {p} was synthesised for a different network "
-                             f"({[layers[0]['n_in']] + [l['n_out'] for l in layers]}, not {model.sizes})")
-        if d["lanes"] in out:
-            raise UsageError(f"--fmax-json: two files for lanes={d['lanes']} ({out[d['lanes']]['file']} and {p})")
-        out[int(d["lanes"])] = {"fmax_mhz": float(d["fmax_mhz"]), "file": str(p), "part": d.get("part"),
-                                "target": d.get("target")}
+                             f"({[layers[0]['n_in']] + [l['n_out'] for l in layers]}, not "
+                             f"{' or '.join(str(m.sizes) for _, m in _as_list(models))})")
+        e = {"lanes": int(d["lanes"]), "layers": layers, "coding": meta.get("coding"), "T": meta.get("T"),
+             "fmax_mhz": float(d["fmax_mhz"]), "file": str(p), "part": d.get("part"), "target": d.get("target")}
+        for o in out:
+            if (o["lanes"], o["layers"], o["coding"]) == (e["lanes"], e["layers"], e["coding"]):
+                raise UsageError(f"--fmax-json: two files for lanes={e['lanes']} of the same network "
+                                 f"({o['file']} and {p})")
+        out.append(e)
     return out
+
+
+def _fmax_for(fmax, model, P):
+    """The Fmax entry that applies to ``model`` at ``P`` lanes, or None."""
+    if isinstance(fmax, dict):         # {lanes: entry}: applies to every model
+        return fmax.get(P)
+    for e in fmax or []:
+        if e["lanes"] == P and e["layers"] in (None, model.meta()["layers"]) and e["coding"] in (None, model.coding):
+            return e
+    return None
 
 
 def pareto_front(points) -> list[bool]:
@@ -132,12 +163,35 @@ def pareto_front(points) -> list[bool]:
     return flags
 
 
-def _row(model, coding, T, P, g, y, clock, clock_source, table) -> dict:
+def retarget(model, coding: str, T: int):
+    """``model`` under another coding and/or T (the same integer weights). The encoding and readout
+    are kept when the coding admits them, else the coding's first admissible one is used."""
+    from . import model as mm
+    kw = {}
+    if coding != model.coding:
+        kw["coding"] = coding
+        enc = getattr(mm, "CODING_ENCODINGS", {}).get(coding)
+        if enc and model.encoding not in enc:
+            kw["encoding"] = enc[0]
+        ro = getattr(mm, "CODING_READOUTS", {}).get(coding)
+        if ro and model.readout not in ro:
+            kw["readout"] = ro[0]
+    if T != model.T:
+        kw["T"] = T
+    return model.replace(**kw) if kw else model
+
+
+def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model") -> dict:
     from hw.config import CoreConfig, ConfigError
     c = {k: v.astype(np.float64) for k, v in g.counters.items()}
     cyc = g.counters["cycles"]
-    mean = lambda k: float(c[k].mean())  # noqa: E731
-    row = {"coding": coding, "T": T, "lanes": P, "samples": int(g.batch),
+    alias = {"spikes": "events", "event_reads": "train_reads", "event_writes": "train_writes"}  # tsc, stcb names
+
+    def mean(k):
+        v = c.get(k, c.get(alias.get(k)))
+        return None if v is None else float(v.mean())
+
+    row = {"model": label, "coding": coding, "T": T, "lanes": P, "samples": int(g.batch),
            "accuracy": float((g.predictions == y).mean()) if y is not None and len(y) else None,
            "cycles_mean": float(cyc.mean()), "cycles_min": int(cyc.min()), "cycles_max": int(cyc.max()),
            "clock_mhz": clock, "clock_source": clock_source,
@@ -145,6 +199,7 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table) -> dict:
            "cycle_efficiency": float((c["weight_reads"] + c["state_writes"]).sum() / c["cycles"].sum()),
            **{k: mean(k) for k in ("weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops",
                                    "neuron_updates", "event_reads", "event_writes", "spikes")}}
+    row["counters"] = {k: float(v.mean()) for k, v in c.items()}
     try:
         mems = CoreConfig(model, P).memories()
     except ConfigError as e:     # a coding golden runs but hw cannot build yet: no memories, no energy
@@ -165,34 +220,33 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table) -> dict:
 
 def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=None, table=None,
           progress=True, keep_results=False) -> dict:
-    """All configurations; returns {"rows": [...], "models": {(coding, T): Model}, "results": {...}}."""
+    """All configurations of one model or several (a list of Models or (label, Model) pairs).
+
+    Each model runs under ``codings`` (default: its own coding) and ``Ts`` (default: its own T),
+    re-targeted with :func:`retarget`. Returns {"rows": [...], "models": {(label, coding, T): Model},
+    "results": {...}}.
+    """
     from tqdm import tqdm
     import golden
     table = table or en.DEFAULT_TABLE
-    codings = codings or [model.coding]
-    Ts = Ts or [model.T]
-    fmax = fmax or {}
     models = {}
-    for coding in codings:
-        for T in Ts:
-            kw = {}
-            if coding != model.coding:
-                kw["coding"] = coding
-            if T != model.T:
-                kw["T"] = T
-            models[(coding, T)] = model.replace(**kw) if kw else model
-    configs = [(cd, T, P) for (cd, T) in models for P in lanes]
+    for label, m0 in _as_list(model):
+        for coding in codings or [m0.coding]:
+            for T in Ts or [m0.T]:
+                models[(label, coding, T)] = retarget(m0, coding, T)
+    configs = [(key, P) for key in models for P in lanes]
     rows, results = [], {}
-    for cd, T, P in tqdm(configs, desc="sweep", unit="config", disable=not progress, file=sys.stderr):
-        m = models[(cd, T)]
+    for (label, cd, T), P in tqdm(configs, desc="sweep", unit="config", disable=not progress, file=sys.stderr):
+        m = models[(label, cd, T)]
         g = golden.run(m, x, lanes=P)
-        if P in fmax:
-            clock, src = fmax[P]["fmax_mhz"], f"fmax {Path(fmax[P]['file']).name}"
+        f = _fmax_for(fmax, m, P)
+        if f is not None:
+            clock, src = f["fmax_mhz"], f"fmax {Path(f['file']).name}"
         else:
             clock, src = float(clock_mhz), "--clock-mhz"
-        rows.append(_row(m, cd, T, P, g, y, clock, src, table))
+        rows.append(_row(m, cd, T, P, g, y, clock, src, table, label))
         if keep_results:
-            results[(cd, T, P)] = g
+            results[(label, cd, T, P)] = g
     ok = [r for r in rows if r["energy_pj"] is not None]
     flags = pareto_front([(r["latency_us"], r["energy_pj"]) for r in ok])
     for r in rows:
@@ -205,7 +259,7 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
 # ------------------------------------------------------------------------------------------------
 # verification against the RTL
 
-def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str = "sweep", base=None,
+def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str | None = None, base=(),
            progress=True) -> list[dict]:
     """Run ``k`` configurations (drawn with ``seed``) through ``sim.regress`` and compare cycles per sample."""
     from tqdm import tqdm
@@ -219,15 +273,18 @@ def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str =
     verdicts = []
     for i in tqdm(pick, desc="verify", unit="config", disable=not progress, file=sys.stderr):
         r = cand[i]
-        m = models[(r["coding"], r["T"])]
+        m = models[(r["model"], r["coding"], r["T"])]
         P = r["lanes"]
-        # the unmodified model uses sim.regress's own netlist name, so its Verilator builds are reused
-        name = f"{stem}_p{P}" if m is base else f"{stem}_{r['coding']}_t{r['T']}_p{P}"
+        label = re.sub(r"\W", "_", stem or r["model"])
+        label = label if label[:1].isalpha() else f"m_{label}"
+        # an unmodified model uses sim.regress's own netlist name, so its Verilator builds are reused
+        bases = base if isinstance(base, (list, tuple, set)) else [base]
+        name = f"{label}_p{P}" if any(m is b for b in bases) else f"{label}_{r['coding']}_t{r['T']}_p{P}"
         t0 = time.perf_counter()
         try:
             res = regress(m, x, y, lanes=P, name=name, log=lambda s: None)
         except (SimError, ToolchainError) as e:
-            verdicts.append({"coding": r["coding"], "T": r["T"], "lanes": P, "samples": 0, "cycles_match": False,
+            verdicts.append({"model": r["model"], "coding": r["coding"], "T": r["T"], "lanes": P, "samples": 0, "cycles_match": False,
                              "verdict": "ERROR", "error": str(e).splitlines()[0], "first_cycle_mismatch": None,
                              "regress_first_mismatch": str(e).splitlines()[0], "predicted_cycles_mean": float("nan"),
                              "rtl_cycles_mean": float("nan"), "seconds": round(time.perf_counter() - t0, 1)})
@@ -236,7 +293,7 @@ def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str =
         pred = [int(v) for v in g.counters["cycles"]]
         rtl = [int(s["counters_rtl"]["cycles"]) for s in res.samples]
         diff = [j for j, (a, b) in enumerate(zip(pred, rtl)) if a != b]
-        v = {"coding": r["coding"], "T": r["T"], "lanes": P, "samples": len(rtl),
+        v = {"model": r["model"], "coding": r["coding"], "T": r["T"], "lanes": P, "samples": len(rtl),
              "predicted_cycles_mean": float(np.mean(pred)), "rtl_cycles_mean": float(np.mean(rtl)),
              "cycles_match": not diff and len(pred) == len(rtl), "first_cycle_mismatch": diff[0] if diff else None,
              "all_outputs_and_counters_match": res.summary["matching_samples"] == res.summary["samples"],
@@ -265,12 +322,14 @@ def _plots(out: Path, rows: list, title: str) -> list[str]:
     import matplotlib.pyplot as plt
     files = []
     groups = {}
+    multi = len({r["model"] for r in rows}) > 1
     for r in rows:
-        groups.setdefault((r["coding"], r["T"]), []).append(r)
+        groups.setdefault((r["coding"], r["T"], r["model"] if multi else ""), []).append(r)
+    name = lambda cd, T, lb: f"{lb + ': ' if lb else ''}{cd}, T={T}"  # noqa: E731
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (cd, T), rs in groups.items():
-        ax.plot([r["lanes"] for r in rs], [r["cycles_mean"] for r in rs], "o-", label=f"{cd}, T={T}")
+    for (cd, T, lb), rs in groups.items():
+        ax.plot([r["lanes"] for r in rs], [r["cycles_mean"] for r in rs], "o-", label=name(cd, T, lb))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("lanes P")
@@ -285,9 +344,9 @@ def _plots(out: Path, rows: list, title: str) -> list[str]:
     files.append(p.name)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (cd, T), rs in groups.items():
+    for (cd, T, lb), rs in groups.items():
         rs = [r for r in rs if r["energy_pj"] is not None]
-        ax.plot([r["latency_us"] for r in rs], [r["energy_pj"] / 1e3 for r in rs], "o", label=f"{cd}, T={T}")
+        ax.plot([r["latency_us"] for r in rs], [r["energy_pj"] / 1e3 for r in rs], "o", label=name(cd, T, lb))
         for r in rs:
             ax.annotate(f"P={r['lanes']}", (r["latency_us"], r["energy_pj"] / 1e3), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
@@ -311,9 +370,9 @@ def _plots(out: Path, rows: list, title: str) -> list[str]:
 
     # per (coding, T): accuracy and the lowest energy over lanes; the ANN baselines beside them
     labels, acc, ener = [], [], []
-    for (cd, T), rs in groups.items():
+    for (cd, T, lb), rs in groups.items():
         rs_e = [r for r in rs if r["energy_pj"] is not None]
-        labels.append(f"{cd}\nT={T}")
+        labels.append(f"{lb + chr(10) if lb else ''}{cd}\nT={T}")
         acc.append(100 * (rs[0]["accuracy"] or 0.0))
         ener.append(min(r["energy_pj"] for r in rs_e) / 1e3 if rs_e else 0.0)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.6))
@@ -342,27 +401,42 @@ def _sib(out: Path, suffix: str) -> Path:
 
 
 def table_markdown(rows: list) -> str:
-    """The sweep as a Markdown table (one line per configuration)."""
-    lines = ["| coding | T | P | accuracy | cycles | clock (MHz) | latency (µs) | inferences/s | memory (bits) | "
-             "energy (nJ) | Pareto |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The sweep as a Markdown table (one line per configuration; a model column when there are several)."""
+    multi = len({r["model"] for r in rows}) > 1
+    lines = [("| model " if multi else "") + "| coding | T | P | accuracy | cycles | clock (MHz) | latency (µs) | "
+             "inferences/s | memory (bits) | energy (nJ) | Pareto |",
+             ("| --- " if multi else "") + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
         e = "-" if r["energy_pj"] is None else f"{r['energy_pj'] / 1e3:.2f}"
-        lines.append(f"| {r['coding']} | {r['T']} | {r['lanes']} | {acc} | {r['cycles_mean']:.1f} | "
+        lines.append((f"| {r['model']} " if multi else "") +
+                     f"| {r['coding']} | {r['T']} | {r['lanes']} | {acc} | {r['cycles_mean']:.1f} | "
                      f"{r['clock_mhz']:.2f} | {r['latency_us']:.2f} | {r['throughput_per_s']:.0f} | "
                      f"{r['memory_bits'] if r['memory_bits'] is not None else '-'} | {e} | "
                      f"{'*' if r['pareto'] else ''} |")
     return "\n".join(lines)
 
 
+def _label(path: str, taken: set) -> str:
+    base = re.sub(r"\W", "_", Path(path).stem) or "model"
+    base = base if base[0].isalpha() else f"m_{base}"
+    label, i = base, 2
+    while label in taken:
+        label, i = f"{base}_{i}", i + 1
+    taken.add(label)
+    return label
+
+
 def main(argv=None) -> int:
     from . import datasets
     p = ArgumentParser(prog="python -m golden.sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="integer model file (.npz)")
+    p.add_argument("--model", required=True, nargs="+", action="extend",
+                   help="integer model file(s) (.npz); several (e.g. one per coding, same task) are swept side by side")
     p.add_argument("--lanes", default=DEFAULT_LANES, help=f"comma-separated lane counts (default {DEFAULT_LANES})")
     p.add_argument("--codings", default=None, help=f"comma-separated codings golden supports "
-                                                   f"({', '.join(SUPPORTED_CODINGS)}; default: the model's)")
-    p.add_argument("--T", default=None, help="comma-separated T values; re-targets the model (default: the model's)")
+                                                   f"({', '.join(SUPPORTED_CODINGS)}); re-targets each model "
+                                                   f"(default: each model's own)")
+    p.add_argument("--T", default=None, help="comma-separated T values; re-targets each model (default: its own)")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--data-dir", default=None)
@@ -373,7 +447,8 @@ def main(argv=None) -> int:
     p.add_argument("--verify", type=int, default=0, help="check K sampled configurations against the RTL")
     p.add_argument("--verify-limit", type=positive_int, default=20, help="samples per verified configuration")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing the verified configurations")
-    p.add_argument("--out", default=None, help="output prefix (default build/sweep/<model>): OUT.csv, OUT.json, OUT_*.png")
+    p.add_argument("--out", default=None, help="output prefix (default build/sweep/<first model>): OUT.csv, OUT.json, "
+                                               "OUT_*.png")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
@@ -384,23 +459,24 @@ def main(argv=None) -> int:
         raise UsageError(f"--clock-mhz must be a positive number, got {a.clock_mhz}")
     if a.verify < 0:
         raise UsageError(f"--verify must be >= 0, got {a.verify}")
-    model = load_model(a.model)
-    if codings is None:
-        codings = [model.coding]
-    for cd in codings:
-        for T in Ts or [model.T]:
-            try:
-                model.replace(**({"coding": cd} if cd != model.coding else {}), **({"T": T} if T != model.T else {}))
-            except ModelError as e:
-                raise UsageError(f"coding {cd}, T={T}: {e}") from None
+    taken: set = set()
+    models = [(_label(path, taken), load_model(path)) for path in a.model]
+    for label, model in models:
+        for cd in codings or [model.coding]:
+            for T in Ts or [model.T]:
+                try:
+                    retarget(model, cd, T)
+                except ModelError as e:
+                    raise UsageError(f"{label}: coding {cd}, T={T}: {e}") from None
     table = en.load_table(a.energy_table) if a.energy_table else en.DEFAULT_TABLE
-    fmax = load_fmax(a.fmax_json, model)
+    fmax = load_fmax(a.fmax_json, [m for _, m in models])
     x, y = datasets.load(a.dataset, a.split, a.data_dir)
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
     from .engine import check_inputs
-    check_inputs(model, x)
-    stem = re.sub(r"\W", "_", Path(a.model).stem)
+    for _, model in models:
+        check_inputs(model, x)
+    stem = models[0][0]
     out = Path(a.out) if a.out else ROOT / "build" / "sweep" / stem
     if a.verify:
         from sim.toolchain import ToolchainError, ensure_verilator
@@ -410,25 +486,23 @@ def main(argv=None) -> int:
             raise UsageError(f"--verify needs Verilator: {str(e).splitlines()[0]}") from None
 
     t0 = time.perf_counter()
-    s = sweep(model, x, y, lanes=lanes, codings=codings, Ts=Ts, clock_mhz=a.clock_mhz, fmax=fmax, table=table,
+    s = sweep(models, x, y, lanes=lanes, codings=codings, Ts=Ts, clock_mhz=a.clock_mhz, fmax=fmax, table=table,
               progress=not a.no_progress)
     rows = s["rows"]
     print(table_markdown(rows))
     verdicts = []
     if a.verify:
         n = min(a.verify_limit, len(x))
-        base = stem if stem[0].isalpha() else f"m_{stem}"
-        verdicts = verify(s["models"], rows, a.verify, x[:n], y[:n], seed=a.seed, stem=base, base=model,
+        verdicts = verify(s["models"], rows, a.verify, x[:n], y[:n], seed=a.seed, base=[m for _, m in models],
                           progress=not a.no_progress)
         for v in verdicts:
-            print(f"verify {v['coding']} T={v['T']} P={v['lanes']}: {v['verdict']} on {v['samples']} samples "
-                  f"(predicted {v['predicted_cycles_mean']:.1f}, RTL {v['rtl_cycles_mean']:.1f} cycles/inference; "
-                  f"{v['seconds']} s)")
-    doc = {"model": str(a.model), "model_meta": model.meta(), "dataset": a.dataset, "split": a.split,
-           "samples": int(len(x)), "lanes": lanes, "codings": codings, "T": Ts or [model.T],
-           "clock_mhz": a.clock_mhz, "fmax": {str(k): v for k, v in fmax.items()},
-           "energy_table": table, "rows": rows, "verify": verdicts,
-           "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"verify {v['model']} {v['coding']} T={v['T']} P={v['lanes']}: {v['verdict']} on {v['samples']} "
+                  f"samples (predicted {v['predicted_cycles_mean']:.1f}, RTL {v['rtl_cycles_mean']:.1f} "
+                  f"cycles/inference; {v['seconds']} s)")
+    doc = {"models": {label: {"path": str(path), "meta": m.meta()} for (label, m), path in zip(models, a.model)},
+           "dataset": a.dataset, "split": a.split, "samples": int(len(x)), "lanes": lanes, "codings": codings,
+           "T": Ts, "clock_mhz": a.clock_mhz, "fmax": fmax, "energy_table": table, "rows": rows,
+           "verify": verdicts, "seconds": round(time.perf_counter() - t0, 1)}
     doc["plots"] = _plots(out, rows, stem)
     atomic_write(_sib(out, ".csv"), lambda tmp: Path(tmp).write_text(_csv(rows)))
     atomic_write(_sib(out, ".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
@@ -437,7 +511,7 @@ def main(argv=None) -> int:
     bad = [v for v in verdicts if v["verdict"] != "match"]
     if bad:
         v = bad[0]
-        print(f"MISMATCH: {v['coding']} T={v['T']} P={v['lanes']}: predicted cycles differ from the RTL "
+        print(f"MISMATCH: {v['model']} {v['coding']} T={v['T']} P={v['lanes']}: predicted cycles differ from the RTL "
               f"(first sample {v['first_cycle_mismatch']}; {v['regress_first_mismatch']})", file=sys.stderr)
         return 1
     return 0

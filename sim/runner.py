@@ -40,24 +40,28 @@ class Build:
     waves: bool
 
 
-def _key(verilog_text: str, top: str, waves: bool) -> str:
+def _key(verilog_text: str, top: str, waves: bool, fast: bool = False) -> str:
     import cocotb
     h = hashlib.sha256()
-    for part in (verilog_text, top, repr(BUILD_ARGS), str(waves), cocotb.__version__, verilator_version()):
+    for part in (verilog_text, top, repr(BUILD_ARGS), str(waves), str(fast), cocotb.__version__,
+                 verilator_version()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 
 
 def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | None = None,
-          quiet: bool = True) -> Build:
-    """Verilate ``verilog`` (cached by content); returns the build directory."""
+          quiet: bool = True, fast: bool = False) -> Build:
+    """Verilate ``verilog`` (cached by content); returns the build directory.
+
+    ``fast`` compiles the generated C++ without optimisation: builds are several times quicker and
+    simulation slower, the right trade for the fuzzer's many small networks."""
     ensure_verilator()
     from cocotb_tools.runner import get_runner
     verilog = Path(verilog).resolve()
     text = verilog.read_text()
     build_root = Path(build_root or ROOT / "build" / "sim")
-    bdir = build_root / f"{top}-{_key(text, top, waves)}"
+    bdir = build_root / f"{top}-{_key(text, top, waves, fast)}"
     stamp = bdir / ".built"
     if stamp.exists() and (bdir / top).exists():
         return Build(bdir, top, True, 0.0, waves)
@@ -75,13 +79,20 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     # itself; variable definitions in MAKEFLAGS reach it as if given on its command line.
     flags = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = flags + (" OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0" if fast else "")
     try:
         runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, build_args=list(BUILD_ARGS),
                      waves=waves, log_file=log if quiet else None)
     except (SystemExit, Exception) as e:  # cocotb's runner raises SystemExit on tool failure
         tail = log.read_text()[-2000:] if log.exists() else ""
         raise SimError(f"verilator build of {top} failed ({e}); see {log}\n{tail}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
     stamp.write_text(json.dumps({"seconds": time.perf_counter() - t0}))
     return Build(bdir, top, False, time.perf_counter() - t0, waves)
 

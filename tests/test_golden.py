@@ -331,3 +331,10 @@ def test_atomic_write_gives_normal_permissions_and_leaves_nothing_on_failure(tmp
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "never.txt", boom)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_values_beyond_48_bits_are_rejected_before_the_width_analysis():
+    # regression: v_init = -2**63 used to wrap the int64 analysis and load as a 5-bit model
+    for v0 in (-2**63, 2**63 - 1, 1 << 47):
+        with pytest.raises(ModelError, match="outside the 48-bit range"):
+            Model([Dense(np.array([[-3, 2]]), 0, 5, v0)], T=4, input_max=16)
