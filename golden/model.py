@@ -169,15 +169,17 @@ class Model:
     Parameters
     ----------
     layers : sequence of Dense
-    coding : {"rate"}
-        "stcb" and "tsc" are part of the format but not executable by this version yet.
+    coding : {"rate", "stcb", "tsc"}
+        ``rate``: time-stepped IF; ``stcb``: the same network processed train by train, with an
+        optional STEB kernel per layer; ``tsc``: temporal switch coding (an integer ANN in time).
     T : int
-        Time steps per sample (>= 1).
-    encoding : {"rate", "direct"}
-        How the integer inputs reach the first layer.
+        Time steps per sample (>= 1); for tsc the window length, Q = T - 1.
+    encoding : {"rate", "direct", "tsc"}
+        How the integer inputs reach the first layer (tsc coding takes encoding "tsc").
     input_max : int
         Inputs are integers in [0, input_max].
     readout : {"count", "membrane"}
+        tsc takes "membrane".
     weight_bits : int
         Declared signed weight width (2..16); every weight must fit.
     v_bits : int or None

@@ -606,20 +606,34 @@ class SpikeCore(wiring.Component):
         best_c = Signal(cfg.cnt_bits)
         best_i = Signal(cfg.cls_bits)
         real4 = lanes_real(L - 1, s4_g)
-        cur_ok, cur_v, cur_c, cur_i = best_ok, best_v, best_c, best_i
+
+        # A comparator tree over the P lanes (depth log2 P), then one compare with the running best:
+        # a serial chain made the critical path grow with P. At every node the lower index wins ties,
+        # and the running best (earlier groups, lower indices) wins ties against the group's winner.
+        def better(a, b):
+            """True when candidate a strictly beats b: (count, V) lexicographic, or V alone."""
+            ok_a, v_a, c_a, _ = a
+            ok_b, v_b, c_b, _ = b
+            gt = ((c_a > c_b) | ((c_a == c_b) & (v_a > v_b))) if count_readout else (v_a > v_b)
+            return ok_a & (~ok_b | gt)
+
+        def pick(a, b, name):
+            take_b = Signal(name=f"am_{name}_b")
+            m.d.comb += take_b.eq(better(b, a))
+            out = (Signal(name=f"am_{name}_ok"), Signal(signed(cfg.vbits), name=f"am_{name}_v"),
+                   Signal(cfg.cnt_bits, name=f"am_{name}_c"), Signal(cfg.cls_bits, name=f"am_{name}_i"))
+            m.d.comb += [o.eq(Mux(take_b, y, x)) for o, x, y in zip(out, a, b)]
+            return out
+
+        level = []
         for p in range(P):
-            if count_readout:
-                better = (s4_c[p] > cur_c) | ((s4_c[p] == cur_c) & (s4_v[p] > cur_v))
-            else:
-                better = s4_v[p] > cur_v
-            take = Signal(name=f"take{p}")
-            m.d.comb += take.eq((p < real4) & (~cur_ok | better))
-            n_ok, n_v, n_c, n_i = (Signal(name=f"am_ok{p}"), Signal(signed(cfg.vbits), name=f"am_v{p}"),
-                                   Signal(cfg.cnt_bits, name=f"am_c{p}"), Signal(cfg.cls_bits, name=f"am_i{p}"))
             idx = (s4_g << lp) | p if lp else s4_g
-            m.d.comb += [n_ok.eq(cur_ok | (p < real4)), n_v.eq(Mux(take, s4_v[p], cur_v)),
-                         n_c.eq(Mux(take, s4_c[p], cur_c)), n_i.eq(Mux(take, idx, cur_i))]
-            cur_ok, cur_v, cur_c, cur_i = n_ok, n_v, n_c, n_i
+            level.append((p < real4, s4_v[p], s4_c[p], idx))
+        depth = 0
+        while len(level) > 1:
+            level = [pick(level[i], level[i + 1], f"{depth}_{i // 2}") for i in range(0, len(level), 2)]
+            depth += 1
+        cur_ok, cur_v, cur_c, cur_i = pick((best_ok, best_v, best_c, best_i), level[0], "best")
         with m.If(s4_valid):
             m.d.sync += [best_ok.eq(cur_ok), best_v.eq(cur_v), best_c.eq(cur_c), best_i.eq(cur_i)]
 

@@ -147,3 +147,16 @@ def test_stcb_networks_match_golden(seed, sizes, T, lanes, encoding, readout, h)
     if not layers[0].has_kernel:   # h = [1]: the same outputs as rate coding on the same layers
         r = golden.run(model.replace(coding="rate"), x)
         assert hw["membranes"].tolist() == r.membranes.tolist()
+
+
+@pytest.mark.parametrize("readout", ["count", "membrane"])
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_argmax_ties_go_to_the_lowest_index_in_and_across_groups(readout, lanes):
+    # direct input x = 1, T = 1: V = w (no firing at threshold 100). Row maxima: neurons 1, 2 and 5
+    # tie at 7 -> 1 (same group for P >= 4, different groups for P = 2); all-equal -> 0.
+    w = np.array([[3], [7], [7], [2], [5], [7]])
+    for weights, expected in ((w, 1), (np.full((6, 1), 4), 0), (w[::-1].copy(), 0)):
+        model = Model([Dense(weights, 0, 100, 0)], T=1, encoding="direct", input_max=1, readout=readout)
+        hw = simulate(model, np.array([[1]]), lanes=lanes)
+        assert golden.run(model, np.array([[1]])).predictions.tolist() == [expected]
+        assert hw["predictions"].tolist() == [expected]
