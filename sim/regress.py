@@ -230,7 +230,8 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         "stall_cycles": int(rtl["stall_cycles"]), "err_range": int(rtl["err_range"]),
         "err_protocol": int(rtl["err_protocol"]), **acc,
         "mean_counters": {k: float(v.mean()) for k, v in g.counters.items()},
-        "mean_layer_spikes": [float(c["spikes"].mean()) for c in g.layer_counters],
+        "emitted": perf.spike_key(model.coding),
+        "mean_layer_spikes": [float(c[perf.spike_key(model.coding)].mean()) for c in g.layer_counters],
         "cycle_efficiency": float(eff),
         "generate_seconds": gen_s, "build_seconds": b.seconds, "build_cached": b.cached,
         "sim_seconds": sim_s, "samples_per_s": B / sim_s if sim_s else None,
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
         print(f"accuracy: golden {100 * s['golden_accuracy']:.2f}%, rtl {100 * s['rtl_accuracy']:.2f}%")
     print(f"per inference: {mc['cycles']:.1f} cycles, {mc['weight_reads']:.1f} weight reads, "
           f"{mc['state_reads']:.1f}/{mc['state_writes']:.1f} state reads/writes, {mc['syn_ops']:.1f} syn_ops, "
-          f"{mc['spikes']:.1f} spikes; cycle efficiency {s['cycle_efficiency']:.3f}")
+          f"{mc[s['emitted']]:.1f} {s['emitted']}; cycle efficiency {s['cycle_efficiency']:.3f}")
     if s["vcd"]:
         print(f"waves: {s['vcd']}")
     print(f"simulation: {s['sim_seconds']:.1f} s, {s['samples_per_s']:.1f} samples/s, "

@@ -21,14 +21,24 @@ __all__ = ["cycle_breakdown", "cycle_breakdown_totals", "build_report", "write_r
 def cycle_breakdown_totals(model: golden.Model, g: golden.Result) -> dict:
     """Cycles summed over the batch, split by what the core is doing; exactly the cycles counter."""
     P, T, B = g.lanes, model.T, g.batch
+    SD = perf.LAYER_SETUP + perf.LAYER_DRAIN
     out = {"load": B * model.n_in * perf.LOAD_CYCLES_PER_BEAT,
            "encode": int(g.encoder_counters["cycles"].sum())}
     for li, layer in enumerate(model.layers):
         G = perf.groups(layer.n_out, P)
+        c = g.layer_counters[li]
+        if model.coding == "stcb":       # one phase per layer; an event is an active input train
+            active = c["active_trains_in"]
+            out[f"layer {li} train ops"] = int(G * active.sum())
+            out[f"layer {li} empty ops"] = int(G * (active == 0).sum())
+            out[f"layer {li} setup+drain"] = B * SD
+            continue
         ev = g.events_in[li]
         out[f"layer {li} event ops"] = int(G * ev.sum())
         out[f"layer {li} empty-step ops"] = int(G * (ev == 0).sum())
-        out[f"layer {li} setup+drain"] = B * T * (perf.LAYER_SETUP + perf.LAYER_DRAIN)
+        out[f"layer {li} setup+drain"] = B * T * SD
+        if model.coding == "tsc" and li < len(model.layers) - 1:
+            out[f"layer {li} ON/OFF generator"] = B * T * (G + perf.ENC_DRAIN)
     out["finish+readout"] = B * (perf.FINISH_CYCLES + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
     if sum(out.values()) != int(g.counters["cycles"].sum()):
         raise AssertionError(f"cycle breakdown {sum(out.values())} != cycles counter {int(g.counters['cycles'].sum())}")
@@ -42,16 +52,21 @@ def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
 
 def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray, regress_summary: dict | None,
                  metrics: dict | None, clock_mhz: float = 100.0) -> dict:
+    sk = perf.spike_key(model.coding)
     mc = {k: float(v.mean()) for k, v in g.counters.items()}
+    # one vocabulary for the report: what neurons emit, and the event (or stcb train) buffers
+    mc["spikes"] = mc[sk]
+    mc.setdefault("event_reads", mc.get("train_reads", 0.0))
+    mc.setdefault("event_writes", mc.get("train_writes", 0.0))
     cycles = mc["cycles"]
     layers = []
     for li, (layer, c) in enumerate(zip(model.layers, g.layer_counters)):
-        sp = float(c["spikes"].mean())
+        sp = float(c[sk].mean())
         layers.append({"layer": li, "n_in": layer.n_in, "n_out": layer.n_out,
                        "spikes": sp, "sparsity": 1.0 - sp / (layer.n_out * model.T),
                        **{k: float(c[k].mean()) for k in ("weight_reads", "syn_ops", "state_reads", "state_writes",
                                                           "cycles")}})
-    enc_sp = float(g.encoder_counters["spikes"].mean())
+    enc_sp = float(g.encoder_counters[sk].mean())
     ladder = {
         "float": metrics.get("float_accuracy") if metrics else None,
         "quantized": metrics.get("quant_accuracy") if metrics else None,
@@ -143,14 +158,18 @@ def _plots(out: Path, model: golden.Model, x: np.ndarray, r: dict) -> list[str]:
     files = []
     g1 = golden.run(model, x[:1], record=True)
     rows = []
-    if g1.input_spikes is not None:
-        rows.append(("encoder", g1.input_spikes[0]))
-    rows += [(f"layer {i}", s[0]) for i, s in enumerate(g1.spikes)]
+    if model.coding == "tsc":   # ON (black) and OFF (red) events of the input and of every hidden layer
+        rows.append(("input ON/OFF", g1.input_events[0]))
+        rows += [(f"layer {i} ON/OFF", e[0]) for i, e in enumerate(g1.events[:-1])]
+    else:
+        if g1.input_spikes is not None:
+            rows.append(("encoder", g1.input_spikes[0]))
+        rows += [(f"layer {i}", s[0]) for i, s in enumerate(g1.spikes)]
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 + 1.6 * len(rows)), sharex=True)
     axes = np.atleast_1d(axes)
     for ax, (label, s) in zip(axes, rows):
         t, n = np.nonzero(s)
-        ax.scatter(t, n, s=6, marker="|", color="k")
+        ax.scatter(t, n, s=6, marker="|", c=np.where(s[t, n] < 0, "tab:red", "k"))
         ax.set_ylabel(f"{label}\nneuron")
         ax.set_ylim(-1, s.shape[1])
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -194,13 +213,27 @@ def _plots(out: Path, model: golden.Model, x: np.ndarray, r: dict) -> list[str]:
 
 
 def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.ndarray, *, lanes: int,
-                 regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0) -> dict:
+                 regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0,
+                 comparison: list | None = None, comparison_note: str = "", extra_markdown: str = "",
+                 extra_json: dict | None = None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     g = golden.run(model, x, lanes=lanes)
     r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz)
     r["plots"] = _plots(out, model, x, r)
     md = to_markdown(r)
+    if comparison:
+        from .compare import comparison_markdown, comparison_plot
+        comparison_plot(comparison, out / "codings.png")
+        r["plots"].append("codings.png")
+        r["comparison"] = comparison
+        r["comparison_note"] = comparison_note
+        md += ("\n## Coding comparison (digits test split, P=%d, every figure counted by the RTL)\n\n" % lanes
+               + comparison_markdown(comparison, comparison_note) + "\n\nPlot: `codings.png`.\n")
+    if extra_markdown:
+        md += "\n" + extra_markdown.strip() + "\n"
+    if extra_json:
+        r.update(extra_json)
     atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(r, indent=2)))
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
     r["markdown"] = md

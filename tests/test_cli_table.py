@@ -214,8 +214,6 @@ ROWS = [
 # Rows that fail today because of bugs in modules this test's author does not own (reported, not fixed
 # here); strict, so each turns into a failure to remove from this list once it is fixed.
 KNOWN_BUGS = {
-    "sweep-out-json-is-directory": "golden.sweep writes OUT_*.png and OUT.csv before OUT.json fails: exit 2 but "
-                                   "half the output set is left behind",
 }
 
 

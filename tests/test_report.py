@@ -57,3 +57,15 @@ def test_report_without_rtl_or_training():
     r = build_report("bare", m, g, np.zeros(2, np.int64), None, None)
     assert r["agreement"] is None and r["accuracy"]["rtl"] is None
     assert r["per_inference"]["input_sparsity"] == 1.0
+
+
+def test_cycle_breakdown_adds_up_for_tsc_and_stcb():
+    rng = np.random.default_rng(8)
+    l0 = Dense(rng.integers(-8, 8, (6, 5)), 1, 4, 0)
+    l1 = Dense(rng.integers(-8, 8, (3, 6)), 0, 4, 0)
+    x = rng.integers(0, 7, (7, 5))
+    for m in (Model([l0, l1], coding="tsc", encoding="tsc", readout="membrane", T=5, input_max=6),
+              Model([l0, Dense(l1.weight, 0, 4, 0, h=[2, -1])], coding="stcb", T=4, input_max=6),
+              Model([l0, l1], coding="stcb", T=4, encoding="direct", input_max=6)):
+        g = golden.run(m, x, lanes=4)
+        assert sum(cycle_breakdown_totals(m, g).values()) == int(g.counters["cycles"].sum())

@@ -1,0 +1,217 @@
+"""golden.sweep: option parsing, the rows (golden's counters, clocks, memories, energy), the Pareto front,
+the RTL check's verdicts (with a stand-in for sim.regress), files written and every bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import golden
+from golden import Dense, Model
+from golden import energy as en
+from golden import sweep as sw
+from golden.cli import UsageError
+from golden.model import CODINGS, SUPPORTED_CODINGS
+from hw.config import CoreConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def digits_model(**kw):
+    rng = np.random.default_rng(1)
+    args = dict(T=4, input_max=16)
+    args.update(kw)
+    return Model([Dense(rng.integers(-20, 20, (12, 64)), 0, 40, 0), Dense(rng.integers(-20, 20, (10, 12)), 0, 30, 0)],
+                 **args)
+
+
+def test_parse_lanes():
+    assert sw.parse_lanes("1,2,4,64") == [1, 2, 4, 64]
+    assert sw.parse_lanes(" 8 ") == [8]
+    for bad, msg in [("3", "power of two"), ("1,,2", "comma-separated"), ("a", "not an integer"), ("128", "power of two"),
+                     ("0", "power of two"), ("2,2", "twice"), ("", "comma-separated")]:
+        with pytest.raises(UsageError, match=msg):
+            sw.parse_lanes(bad)
+
+
+def test_parse_codings_accepts_only_what_golden_runs():
+    assert sw.parse_codings(",".join(SUPPORTED_CODINGS)) == list(SUPPORTED_CODINGS)
+    with pytest.raises(UsageError, match="unknown coding 'spiky'"):
+        sw.parse_codings("spiky")
+    unsupported = [c for c in CODINGS if c not in SUPPORTED_CODINGS]
+    if unsupported:
+        with pytest.raises(UsageError, match="not supported by golden yet"):
+            sw.parse_codings(unsupported[0])
+    with pytest.raises(UsageError, match="twice"):
+        sw.parse_codings("rate,rate")
+
+
+def test_parse_T():
+    assert sw.parse_T("4,8") == [4, 8]
+    for bad in ("0", "x", "2000", "4,4"):
+        with pytest.raises(UsageError):
+            sw.parse_T(bad)
+
+
+def test_pareto_front():
+    pts = [(1, 10), (2, 5), (3, 5), (4, 1), (2, 11)]
+    assert sw.pareto_front(pts) == [True, True, False, True, False]
+
+
+def test_rows_follow_golden_counters_clock_and_fmax(tmp_path):
+    m = digits_model()
+    x = np.random.default_rng(0).integers(0, 17, (15, 64))
+    y = np.arange(15) % 10
+    fmax = {2: {"fmax_mhz": 50.0, "file": str(tmp_path / "s.json"), "part": "x", "target": "ecp5"}}
+    s = sw.sweep(m, x, y, lanes=[1, 2], Ts=[4, 2], clock_mhz=100.0, fmax=fmax, progress=False)
+    rows = s["rows"]
+    assert [(r["T"], r["lanes"]) for r in rows] == [(4, 1), (4, 2), (2, 1), (2, 2)]
+    for r in rows:
+        mm = m if r["T"] == 4 else m.replace(T=2)
+        g = golden.run(mm, x, lanes=r["lanes"])
+        assert r["cycles_mean"] == float(g.counters["cycles"].mean())
+        assert r["cycles_min"] == int(g.counters["cycles"].min())
+        assert r["accuracy"] == float((g.predictions == y).mean())
+        clock = 50.0 if r["lanes"] == 2 else 100.0
+        assert r["clock_mhz"] == clock
+        assert r["latency_us"] == pytest.approx(r["cycles_mean"] / clock)
+        assert r["throughput_per_s"] == pytest.approx(clock * 1e6 / r["cycles_mean"])
+        mems = CoreConfig(mm, r["lanes"]).memories()
+        assert r["memory_bits"] == sum(v["bits"] for v in mems.values())
+        assert r["weight_memory_bits"] == mems["weights"]["bits"]
+        assert r["energy_pj"] == pytest.approx(en.energy(mm, g)["mean_total_pj"])
+        assert r["ann_int8_pj"] == en.ann_energy(mm)["int8"]["total_pj"]
+    assert rows[1]["clock_source"] == "fmax s.json" and rows[0]["clock_source"] == "--clock-mhz"
+    assert any(r["pareto"] for r in rows)
+
+
+def test_load_fmax_checks_the_files(tmp_path):
+    m = digits_model()
+    good = {"status": "ok", "lanes": 4, "fmax_mhz": 61.5, "model_meta": m.meta(), "part": "LFE5U-25F", "target": "ecp5"}
+    (tmp_path / "a.json").write_text(json.dumps(good))
+    (e,) = sw.load_fmax([tmp_path / "a.json"], m)
+    assert (e["lanes"], e["fmax_mhz"], e["coding"]) == (4, 61.5, "rate")
+    assert sw._fmax_for([e], m, 4) is e and sw._fmax_for([e], m, 8) is None
+    assert sw._fmax_for([e], digits_model().replace(layers=[Dense(np.ones((3, 64), int), 0, 9, 0)]), 4) is None
+    cases = [({**good, "status": "does_not_fit", "fmax_mhz": None}, "no usable Fmax"),
+             ({**good, "model_meta": digits_model(T=2).meta() | {"layers": [{"n_in": 64, "n_out": 5}]}}, "different network"),
+             ({"hello": 1}, "not an hw.synth result")]
+    for i, (d, msg) in enumerate(cases):
+        p = tmp_path / f"b{i}.json"
+        p.write_text(json.dumps(d))
+        with pytest.raises(UsageError, match=msg):
+            sw.load_fmax([p], m)
+    with pytest.raises(UsageError, match="two files for lanes=4 of the same network"):
+        sw.load_fmax([tmp_path / "a.json", tmp_path / "a.json"], m)
+    with pytest.raises(UsageError, match="not found"):
+        sw.load_fmax([tmp_path / "zzz.json"], m)
+
+
+def test_verify_verdicts_with_a_stand_in_regression(monkeypatch):
+    import sim.regress
+    m = digits_model()
+    x = np.random.default_rng(2).integers(0, 17, (4, 64))
+    s = sw.sweep(m, x, None, lanes=[1, 2, 4], progress=False)
+    calls = []
+
+    def fake_regress(model, xs, ys, *, lanes, name, log):
+        calls.append((lanes, name))
+        cyc = golden.run(model, xs, lanes=lanes).counters["cycles"].copy()
+        if lanes == 4:
+            cyc[2] += 1                       # the "RTL" is one cycle off on sample 2
+        return SimpleNamespace(samples=[{"counters_rtl": {"cycles": int(c)}} for c in cyc],
+                               summary={"matching_samples": len(cyc) - (lanes == 4), "samples": len(cyc)},
+                               first_mismatch="sample 2: first differing field counter:cycles" if lanes == 4 else None)
+
+    monkeypatch.setattr(sim.regress, "regress", fake_regress)
+    v = sw.verify(s["models"], s["rows"], 3, x, None, seed=0, stem="t", base=m, progress=False)
+    assert sorted(c[0] for c in calls) == [1, 2, 4] and all(n == f"t_p{p}" for p, n in calls)
+    by = {d["lanes"]: d for d in v}
+    assert by[1]["verdict"] == by[2]["verdict"] == "match" and by[1]["cycles_match"]
+    assert by[4]["verdict"] == "MISMATCH" and by[4]["first_cycle_mismatch"] == 2
+    # deterministic choice of configurations
+    calls.clear()
+    v1 = sw.verify(s["models"], s["rows"], 2, x, None, seed=5, stem="t", base=m, progress=False)
+    v2 = sw.verify(s["models"], s["rows"], 2, x, None, seed=5, stem="t", base=m, progress=False)
+    assert [d["lanes"] for d in v1] == [d["lanes"] for d in v2]
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+def cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "golden.sweep", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("sweep_model") / "dm.npz"
+    golden.save_model(digits_model(), p)
+    return p
+
+
+def test_cli_writes_csv_json_and_plots(model_path, tmp_path):
+    out = tmp_path / "sw" / "run"
+    r = cli("--model", model_path, "--lanes", "1,4", "--T", "4,2", "--limit", "12", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "sw" / "run.json").read_text())
+    assert d["samples"] == 12 and len(d["rows"]) == 4 and d["verify"] == []
+    assert set(d["plots"]) == {"run_cycles.png", "run_pareto.png", "run_codings.png"}
+    for f in d["plots"]:
+        assert (tmp_path / "sw" / f).read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader((tmp_path / "sw" / "run.csv").open()))
+    assert tuple(rows[0]) == sw.CSV_FIELDS and len(rows) == 4
+    assert float(rows[0]["cycles_mean"]) == d["rows"][0]["cycles_mean"]
+    assert "| rate | 4 | 1 |" in r.stdout
+
+
+def test_cli_several_models_side_by_side(model_path, tmp_path):
+    other = tmp_path / "m2.npz"
+    golden.save_model(digits_model(T=2), other)
+    out = tmp_path / "two"
+    r = cli("--model", model_path, other, "--lanes", "2", "--limit", "8", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "two.json").read_text())
+    assert [(row["model"], row["T"]) for row in d["rows"]] == [("dm", 4), ("m2", 2)]
+    assert set(d["models"]) == {"dm", "m2"} and "| dm | rate | 4 | 2 |" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lanes", "1,3"], "--lanes: 3 is not a power of two"),
+    (["--lanes", "1;2"], "not an integer"),
+    (["--codings", "morse"], "unknown coding 'morse'"),
+    (["--T", "0"], "--T: 0 is outside"),
+    (["--clock-mhz", "0"], "--clock-mhz must be a positive"),
+    (["--verify", "-1"], "--verify must be >= 0"),
+    (["--fmax-json", "nowhere.json"], "file not found"),
+    (["--energy-table", "nowhere.json"], "energy table file not found"),
+    (["--dataset", "imagenet"], "imagenet"),
+])
+def test_cli_bad_input(model_path, tmp_path, args, needle):
+    r = cli("--model", model_path, "--out", tmp_path / "o", "--no-progress", *args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_missing_model(tmp_path):
+    r = cli("--model", tmp_path / "none.npz", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "model file not found" in r.stderr and r.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_retarget_keeps_weights_and_adapts_encoding():
+    m = digits_model()
+    assert sw.retarget(m, m.coding, m.T) is m
+    m2 = sw.retarget(m, m.coding, 2)
+    assert m2.T == 2 and m2.layers == m.layers
+    if "stcb" in SUPPORTED_CODINGS:
+        s = sw.retarget(m, "stcb", 4)
+        assert s.coding == "stcb" and s.encoding == m.encoding and s.layers == m.layers
