@@ -37,6 +37,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Callable
@@ -54,7 +55,13 @@ __all__ = [
 
 
 class DatasetError(ValueError):
-    """A dataset could not be loaded: bad name, split, path or file contents."""
+    """A dataset could not be loaded: bad name, split, path or file contents.
+
+    The message is always one line: text from a wrapped exception (an unpickler's, say) may contain
+    newlines, and a CLI reports exactly one line."""
+
+    def __init__(self, message="", *args):
+        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip(), *args)
 
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")

@@ -8,6 +8,7 @@ exactly, with no overflow and no saturation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -42,7 +43,10 @@ MIN_WEIGHT_BITS, MAX_WEIGHT_BITS = 2, 16
 
 
 class ModelError(ValueError):
-    """An integer model (or its file) is invalid. The message names the field and the layer."""
+    """An integer model (or its file) is invalid. The message names the field and the layer, on one line."""
+
+    def __init__(self, message="", *args):
+        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip(), *args)
 
 
 def signed_bits(lo: int, hi: int) -> int:

@@ -131,7 +131,7 @@ def _find_manifest(verilog: Path) -> dict:
 
 def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: int = 8,
             verilog: Path | None = None, name: str = "core", stall_prob: float = 0.0, seed: int = 0,
-            waves: bool = False, localise: bool = True, log=print) -> RegressResult:
+            waves: bool = False, localise: bool = True, log=print, fast_build: bool = False) -> RegressResult:
     """Generate (or take) the netlist, build it, stream ``x``, compare with golden."""
     from hw.generate import generate
     from .runner import build, run_job
@@ -158,7 +158,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
     edited = hashlib.sha256(verilog.read_text().encode()).hexdigest() != manifest.get("verilog_sha256")
     if edited:
         log(f"note: {verilog} differs from the netlist its manifest describes (hand-edited?)")
-    b = build(verilog, top, waves=waves)
+    b = build(verilog, top, waves=waves, fast=fast_build)
     log(f"verilator build {'cached' if b.cached else f'{b.seconds:.1f} s'}: {b.dir}")
     t1 = time.perf_counter()
     rtl = run_job(b, {"manifest": manifest, "inputs_array": x, "stall_prob": stall_prob, "seed": seed})

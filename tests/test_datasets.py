@@ -566,3 +566,12 @@ def test_cifar_pickle_cannot_execute_code(tmp_path: Path, capfd) -> None:
         load("cifar10", "test", data_dir=tmp_path)
     assert not marker.exists()
     assert "pwned" not in capfd.readouterr().out
+
+
+def test_errors_are_one_line_even_when_the_wrapped_exception_is_not():
+    # regression (found by the cifar fuzzer): a ValueError text with a newline reached the message
+    from golden.datasets import DatasetError
+    from golden import ModelError
+    assert str(DatasetError("corrupt pickle x: ValueError: could not convert 'c_codecs\n'")) == \
+        "corrupt pickle x: ValueError: could not convert 'c_codecs '"
+    assert "\n" not in str(ModelError("a\n\nb"))

@@ -19,11 +19,11 @@ def test_random_networks_are_valid_and_reproducible():
 
 
 def test_short_campaign_every_coding_on_verilator():
-    # small seeds covering rate (direct), tsc, stcb, and one with protocol faults (seed % 4 == 0)
-    c = run_campaign([1009, 1033, 1075, 1060], jobs=2, progress=False, log=lambda *_: None)
+    # small seeds covering tsc, stcb and rate (direct, with protocol faults: seed % 4 == 0)
+    c = run_campaign([1033, 1075, 1060], jobs=2, progress=False, log=lambda *_: None)
     s = c.summary()
     assert s["mismatches"] == 0, s["failures"]
-    assert s["networks"] == 4 and s["lint_clean"] == 4
+    assert s["networks"] == 3 and s["lint_clean"] == 3
     assert s["faults_injected"] == 3
     assert {"coding:rate", "coding:tsc", "coding:stcb", "stream:input-stalls", "fault:wrong-last"} <= {
         k for k, v in s["coverage"].items() if v}

@@ -58,7 +58,8 @@ def cores():
         coding, h = extra if extra else (None, (1,))
         model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb, coding=coding, h=h)
         v, j = generate(model, lanes, GEN / name, name)
-        out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name))
+        # C++ at -O0: builds several times faster, and these simulations are tiny
+        out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name, fast=True))
     return out
 
 
@@ -152,9 +153,9 @@ def test_tampered_netlist_is_caught_and_localised(tmp_path):
     bad.write_text(text[:m.start(2)] + "4" + text[m.end(2):])
     (tmp_path / j.name).write_text(j.read_text())
     xs = np.full((3, 3), 7)
-    good = regress(model, xs, None, verilog=v, log=lambda *_: None)
+    good = regress(model, xs, None, verilog=v, log=lambda *_: None, fast_build=True)
     assert good.first_mismatch is None and good.summary["matching_samples"] == 3
-    res = regress(model, xs, None, verilog=bad, log=lambda *_: None)
+    res = regress(model, xs, None, verilog=bad, log=lambda *_: None, fast_build=True)
     assert res.summary["matching_samples"] == 0
     assert res.summary["hand_edited_netlist"] is True
     # golden membranes: T*7*(3-2+1) = 28 and T*7*(-4+5+2) = 42 -> prediction 1; the tampered weight 4
@@ -196,7 +197,8 @@ def test_regress_cli_bad_inputs(tmp_path, cores):
 
 def test_waves_on_request_leave_a_vcd(tmp_path):
     model = Model([Dense([[2, -1], [1, 3]], 0, 3, 0)], T=2, input_max=3, weight_bits=3)
-    res = regress(model, np.array([[3, 1], [0, 2]]), None, lanes=1, name="waves", waves=True, log=lambda *_: None)
+    res = regress(model, np.array([[3, 1], [0, 2]]), None, lanes=1, name="waves", waves=True, log=lambda *_: None,
+                  fast_build=True)
     assert res.first_mismatch is None
     vcd = Path(res.summary["vcd"])
     text = vcd.read_text()
@@ -210,7 +212,7 @@ def test_regress_and_report_work_unchanged_for_every_coding(cores, name, tmp_pat
     from sim.report import write_report
     model, x, lanes, v, man, b = cores[name]
     y = np.zeros(len(x), np.int64)
-    res = regress(model, x, y, verilog=v, log=lambda *_: None)
+    res = regress(model, x, y, verilog=v, log=lambda *_: None, fast_build=True)
     assert res.first_mismatch is None and res.summary["matching_samples"] == len(x)
     assert res.summary["emitted"] == golden.perf.spike_key(model.coding)
     rep = write_report(tmp_path, name, model, x, y, lanes=lanes, regress_summary=res.summary)
