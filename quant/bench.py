@@ -23,6 +23,8 @@ from pathlib import Path
 from golden.cli import ArgumentParser, UsageError, guard, positive_int
 from golden.io import atomic_write
 
+from .train import int_ge0
+
 PROG = "python -m quant.bench"
 
 CONFIGS = {
@@ -41,25 +43,13 @@ KEYS = ("float_accuracy", "quant_accuracy", "golden_accuracy", "golden_agreement
         "quant_train_seconds", "float_train_seconds", "epochs", "v_bits", "grad", "kernel")
 
 
-def _seed_arg(text: str) -> int:
-    """Checked here, before any child training starts (quant.train would reject it only later)."""
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
 def main(argv=None) -> int:
     from .train import DEFAULT_EPOCHS, check_out
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="build/bench/train.json", help="JSON file to write")
     p.add_argument("--models", default="build/bench/models", help="directory for the trained models")
     p.add_argument("--epochs", type=positive_int, default=None, help=f"override epochs (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=_seed_arg, default=0)
+    p.add_argument("--seed", type=int_ge0, default=0)   # checked before any child training starts
     p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(CONFIGS)}")
     a = p.parse_args(argv)
     names = list(CONFIGS) if a.only is None else [s.strip() for s in a.only.split(",")]
