@@ -85,6 +85,23 @@ def check_inputs(model: Model, x) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _stepped_counters(names, n_out: int, G: int, events: np.ndarray, T: int) -> dict:
+    """Counters of a layer processed step by step (rate and tsc): per step a setup, one op per group
+    and input event (at least one), the drain; events (B, T) are the layer's input events per step."""
+    B = events.shape[0]
+    c = {k: np.zeros(B, dtype=np.int64) for k in names}
+    ev_total = events.sum(axis=1)
+    c["cycles"] = T * (perf.LAYER_SETUP + perf.LAYER_DRAIN) + G * np.maximum(events, 1).sum(axis=1)
+    c["weight_reads"] = G * ev_total
+    c["event_reads"] = G * ev_total
+    c["syn_ops"] = n_out * ev_total
+    c["state_reads"][:] = G * (T - 1)
+    c["state_writes"][:] = G * T
+    c["param_reads"][:] = G * T
+    c["neuron_updates"][:] = n_out * T
+    return c
+
+
 def tsc_quantize(x: np.ndarray, input_max: int, Q: int) -> np.ndarray:
     """TSC input quantization: q = (x * Q + input_max // 2) // input_max."""
     return (x * Q + input_max // 2) // input_max
@@ -129,16 +146,7 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
             if E[:, t].any():
                 C += _exact_matmul(ev_in[:, t], layer.weight)
             V += C
-        c = {k: zeros() for k in names}
-        ev_total = E.sum(axis=1)
-        c["cycles"] = T * (perf.LAYER_SETUP + perf.LAYER_DRAIN) + G * np.maximum(E, 1).sum(axis=1)
-        c["weight_reads"] = G * ev_total
-        c["event_reads"] = G * ev_total
-        c["syn_ops"] = layer.n_out * ev_total
-        c["state_reads"][:] = G * (T - 1)
-        c["state_writes"][:] = G * T
-        c["param_reads"][:] = G * T
-        c["neuron_updates"][:] = layer.n_out * T
+        c = _stepped_counters(names, layer.n_out, G, E, T)
         events_in.append(E)
         v_final.append(V)
         if last:
@@ -311,16 +319,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
         s, v = _if_layer(cur, layer.v_init, layer.threshold, fire)
 
         G = perf.groups(layer.n_out, P)
-        c = {k: zeros() for k in perf.COUNTERS}
-        ev_total = events.sum(axis=1)
-        c["cycles"] = (T * (perf.LAYER_SETUP + perf.LAYER_DRAIN) + G * np.maximum(events, 1).sum(axis=1))
-        c["weight_reads"] = G * ev_total
-        c["event_reads"] = G * ev_total
-        c["syn_ops"] = layer.n_out * ev_total
-        c["state_reads"][:] = G * (T - 1)
-        c["state_writes"][:] = G * T
-        c["param_reads"][:] = G * T
-        c["neuron_updates"][:] = layer.n_out * T
+        c = _stepped_counters(perf.COUNTERS, layer.n_out, G, events, T)
         step_spikes = s.sum(axis=2, dtype=np.int64)                       # (B, T)
         c["spikes"] = step_spikes.sum(axis=1)
         if not last:
