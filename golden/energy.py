@@ -17,7 +17,7 @@ How the table is read
   documented size are charged the 8 KB figure (Horowitz gives no smaller point; this over-estimates
   tiny memories rather than extrapolating to zero), larger ones than the largest the 1 MB figure.
   Each memory (each event bank) is looked up with its own size in bytes from
-  ``hw.config.CoreConfig.memories()``. Writes cost ``sram_write_factor`` times a read (Horowitz
+  ``golden.geometry.CoreGeometry.memories()``. Writes cost ``sram_write_factor`` times a read (Horowitz
   gives reads only; default 1.0).
 - DRAM is not used: the weights are on chip.
 
@@ -26,7 +26,7 @@ What each counter costs (spikeforge's datapath, see docs/spec.md)
 ==================  ==================================================================================
 category            energy
 ==================  ==================================================================================
-``syn_adds``        ``syn_ops`` x one add at the accumulator width (``CoreConfig.acc_bits``); for
+``syn_adds``        ``syn_ops`` x one add at the accumulator width (``CoreGeometry.acc_bits``); for
                     direct encoding, layer 0's syn_ops are multiply-accumulates and add one multiply at
                     max(weight_bits, input bits)
 ``neuron_updates``  layer updates x ``neuron_update_adds`` adds at ``v_bits`` (V + (acc + b); V - theta,
@@ -65,6 +65,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .geometry import CoreGeometry
+
 __all__ = ["DEFAULT_TABLE", "EnergyTableError", "load_table", "check_table", "int_add_pj", "int_mult_pj",
            "sram_pj_per_bit", "sram_word_pj", "energy", "ann_energy", "CATEGORIES", "unit_costs"]
 
@@ -93,9 +95,6 @@ DEFAULT_TABLE: dict = {
 
 CATEGORIES = ("syn_adds", "neuron_updates", "weight_reads", "state_reads", "state_writes", "param_reads",
               "event_reads", "event_writes", "input_writes")
-
-
-_ALIASES = {"event_reads": "train_reads", "event_writes": "train_writes"}
 
 
 class EnergyTableError(ValueError):
@@ -203,15 +202,14 @@ def sram_word_pj(width_bits: int, size_bytes: float, table: dict = DEFAULT_TABLE
 
 
 def _mem_pj(mem: dict, table: dict, write: bool = False) -> float:
-    """One word (one bank entry) of a memory from ``CoreConfig.memories()``."""
+    """One word (one bank entry) of a memory from ``CoreGeometry.memories()``."""
     bank_bytes = mem["width"] * mem["depth"] / 8.0
     return sram_word_pj(mem["width"], bank_bytes, table, write)
 
 
 def unit_costs(model, lanes: int, table: dict = DEFAULT_TABLE) -> dict:
     """pJ per counted operation, per place it happens (encoder, layer l), for one core."""
-    from hw.config import CoreConfig
-    cfg = CoreConfig(model, lanes)
+    cfg = CoreGeometry(model, lanes)
     mems = cfg.memories()
     v_add = int_add_pj(cfg.vbits, table)
     acc_add = int_add_pj(cfg.acc_bits, table)
@@ -286,11 +284,7 @@ def energy(model, result, lanes: int | None = None, table: dict = DEFAULT_TABLE)
     B = result.batch
 
     def f(c, k):
-        # stcb names its event-buffer traffic train_reads / train_writes (T-bit words)
-        for name in (k, _ALIASES.get(k)):
-            if name in c:
-                return np.asarray(c[name], dtype=np.float64)
-        return np.zeros(B)
+        return np.asarray(c[k], dtype=np.float64)
     per = {k: np.zeros(B) for k in CATEGORIES}
     for c, lu in zip(result.layer_counters, u["layers"]):
         per["syn_adds"] += f(c, "syn_ops") * lu["syn_op"]

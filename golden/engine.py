@@ -121,7 +121,7 @@ def tsc_events(a: np.ndarray, T: int) -> np.ndarray:
 def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
     """Temporal switch coding, step by step: C += ON/OFF-signed weights, V += C, then the clip."""
     B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
-    names = perf.counter_names("tsc")
+    names = perf.COUNTERS
     zeros = lambda: np.zeros(B, dtype=np.int64)  # noqa: E731
     q = tsc_quantize(x, M, Q)
     ev_in = tsc_events(q, T)
@@ -131,8 +131,8 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
     enc["state_reads"][:] = T * g_in
     enc["state_writes"][:] = T * g_in
     enc["neuron_updates"][:] = T * model.n_in
-    enc["events"] = 2 * (q >= 1).sum(axis=1).astype(np.int64)
-    enc["event_writes"] = enc["events"].copy()
+    enc["spikes"] = 2 * (q >= 1).sum(axis=1).astype(np.int64)      # ON + OFF events
+    enc["event_writes"] = enc["spikes"].copy()
     enc["input_writes"][:] = model.n_in
     layer_counters, v_final, events_rec, acts, events_in = [], [], [], [], []
     n_layers = len(model.layers)
@@ -161,8 +161,8 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
             c["state_writes"] = c["state_writes"] + G * T
             c["param_reads"] = c["param_reads"] + G * T
             c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
-            c["events"] = 2 * (a >= 1).sum(axis=1).astype(np.int64)
-            c["event_writes"] = c["events"].copy()
+            c["spikes"] = 2 * (a >= 1).sum(axis=1).astype(np.int64)
+            c["event_writes"] = c["spikes"].copy()
         layer_counters.append(c)
         if record:
             events_rec.append(ev_out)
@@ -170,7 +170,7 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
     membranes = v_final[-1]
     predictions = np.argmax(membranes, axis=1).astype(np.int64)
     totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in names}
-    totals["events"] = sum(c["events"] for c in layer_counters)
+    totals["spikes"] = sum(c["spikes"] for c in layer_counters)
     totals["cycles"] = (totals["cycles"] + model.n_in * perf.LOAD_CYCLES_PER_BEAT + perf.FINISH_CYCLES
                         + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
     return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
@@ -204,33 +204,32 @@ def _stcb_layer_counters(layer, G: int, layer_in, x_direct, T: int, c: dict, s: 
     else:
         active = _trains_active(layer_in)
         slot_adds = layer_in.sum(axis=(1, 2), dtype=np.int64)
-    out = {k: np.zeros(B, dtype=np.int64) for k in perf.counter_names("stcb")}
+    out = {k: np.zeros(B, dtype=np.int64) for k in perf.COUNTERS}
     out["cycles"] = perf.LAYER_SETUP + perf.LAYER_DRAIN + G * np.maximum(active, 1)
     out["weight_reads"] = G * active
-    out["train_reads"] = G * active
+    out["event_reads"] = G * active
     out["syn_ops"] = layer.n_out * slot_adds
     out["state_writes"][:] = G
     out["param_reads"][:] = G
     out["neuron_updates"][:] = layer.n_out * T
     out["spikes"] = c["spikes"]
     if not last:
-        out["train_writes"] = _trains_active(s)
-    out["active_trains_in"] = active
+        out["event_writes"] = _trains_active(s)
     return out
 
 
 def _stcb_encoder_counters(model, x, input_spikes, g_in: int, enc: dict) -> dict:
     B = x.shape[0]
-    out = {k: np.zeros(B, dtype=np.int64) for k in perf.counter_names("stcb")}
+    out = {k: np.zeros(B, dtype=np.int64) for k in perf.COUNTERS}
     if model.encoding == "rate":
         out["cycles"][:] = g_in + perf.ENC_DRAIN          # one pass: each word yields P whole trains
         out["state_reads"][:] = g_in
         out["neuron_updates"][:] = model.n_in * model.T
         out["spikes"] = enc["spikes"]
-        out["train_writes"] = _trains_active(input_spikes)
+        out["event_writes"] = _trains_active(input_spikes)
         out["input_writes"][:] = model.n_in
     else:
-        out["train_writes"] = (x != 0).sum(axis=1, dtype=np.int64)
+        out["event_writes"] = (x != 0).sum(axis=1, dtype=np.int64)
     return out
 
 
@@ -344,7 +343,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
 
     if stcb:
         enc = _stcb_encoder_counters(model, x, input_spikes, g_in, enc)
-    names = perf.counter_names(model.coding)
+    names = perf.COUNTERS
     totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in names}
     totals["spikes"] = sum(c["spikes"] for c in layer_counters)
     totals["cycles"] = (totals["cycles"] + model.n_in * perf.LOAD_CYCLES_PER_BEAT + perf.FINISH_CYCLES

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "ENC_DRAIN", "LAYER_SETUP", "LAYER_DRAIN", "FINISH_CYCLES",
-    "READOUT_CYCLES_PER_CLASS", "groups", "COUNTERS", "spike_key", "counter_names",
+    "READOUT_CYCLES_PER_CLASS", "groups", "COUNTERS",
 ]
 
 LOAD_CYCLES_PER_BEAT = 1      # one accepted input beat per cycle
@@ -22,23 +22,10 @@ LAYER_DRAIN = 3               # bank read -> weight read -> accumulate -> neuron
 FINISH_CYCLES = 1             # argmax stage after the last update
 READOUT_CYCLES_PER_CLASS = 2  # state read, then the result beat
 
+# One vocabulary for every coding; docs/spec.md section 4 says what a counter means under each one
+# (tsc: ``spikes`` are ON + OFF events; stcb: ``event_reads``/``event_writes`` are T-bit train words).
 COUNTERS = ("cycles", "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops",
             "neuron_updates", "event_reads", "event_writes", "input_writes", "spikes")
-
-
-def spike_key(coding: str) -> str:
-    """The counter that counts what neurons emit: ``spikes``, or ``events`` (ON + OFF) for tsc."""
-    return "events" if coding == "tsc" else "spikes"
-
-
-def counter_names(coding: str) -> tuple[str, ...]:
-    """Counter names of a coding: tsc counts ``events``; stcb's event buffers hold T-bit trains,
-    so they count ``train_reads`` / ``train_writes``."""
-    key = spike_key(coding)
-    rename = {"spikes": key}
-    if coding == "stcb":
-        rename.update(event_reads="train_reads", event_writes="train_writes")
-    return tuple(rename.get(c, c) for c in COUNTERS)
 
 
 def groups(n: int, lanes: int) -> int:

@@ -29,11 +29,6 @@ __all__ = ["SpikeCore", "Phase", "COUNTER_NAMES"]
 COUNTER_NAMES = tuple(c for c in perf.COUNTERS if c != "spikes")
 
 
-def port_counter(coding: str, name: str) -> str:
-    """The port name of an internal counter for a coding (stcb's buffers hold trains)."""
-    return dict(zip(perf.COUNTERS, perf.counter_names(coding))).get(name, name)
-
-
 class Phase(enum.Enum, shape=4):
     LOAD = 0
     ENC = 1
@@ -105,8 +100,8 @@ class SpikeCore(wiring.Component):
             "dbg_mask": Out(cfg.dbg_mask_bits),
         }
         for name in COUNTER_NAMES:
-            members[f"cnt_{port_counter(cfg.coding, name)}"] = Out(cfg.counter_bits)
-        sk = perf.spike_key(cfg.coding)
+            members[f"cnt_{name}"] = Out(cfg.counter_bits)
+        sk = "spikes"
         for li in range(cfg.L):
             members[f"cnt_{sk}_l{li}"] = Out(cfg.counter_bits)
         members[f"cnt_{sk}_enc"] = Out(cfg.counter_bits)
@@ -120,7 +115,7 @@ class SpikeCore(wiring.Component):
         cfg = self._cfg
         P, T, L = cfg.P, cfg.T, cfg.L
         lp = exact_log2(P)
-        sk = perf.spike_key(cfg.coding)
+        sk = "spikes"
         tsc, stcb = cfg.tsc, cfg.stcb
         m = Module()
 
@@ -744,7 +739,7 @@ class SpikeCore(wiring.Component):
             total = sum(incs[n]) if incs[n] else C(0, 1)
             nxt = Signal(cw, name=f"next_{n}")
             m.d.comb += nxt.eq(live[n] + total)
-            snap = getattr(self, f"cnt_{port_counter(cfg.coding, n)}")
+            snap = getattr(self, f"cnt_{n}")
             with m.If(sample_done):
                 m.d.sync += [snap.eq(nxt), live[n].eq(0)]
             with m.Else():

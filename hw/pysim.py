@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 
 from golden import perf
 
-from .core import SpikeCore, COUNTER_NAMES, port_counter
+from .core import SpikeCore, COUNTER_NAMES
 
 __all__ = ["simulate"]
 
@@ -25,12 +25,12 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
     B = x.shape[0]
     out = {"predictions": np.zeros(B, np.int64), "counts": np.zeros((B, cfg.n_out), np.int64),
            "membranes": np.zeros((B, cfg.n_out), np.int64), "counters": {}, "err_range": 0, "err_protocol": 0}
-    names = [port_counter(model.coding, n) for n in COUNTER_NAMES]
+    names = list(COUNTER_NAMES)
     ctr = {n: np.zeros(B, np.int64) for n in names}
     layer_spikes = [np.zeros(B, np.int64) for _ in range(cfg.L)]
     enc_spikes = np.zeros(B, np.int64)
     rng = random.Random(seed)
-    sk = perf.spike_key(cfg.coding)
+    sk = "spikes"
 
     async def feeder(ctx):
         for b in range(B):

@@ -21,9 +21,8 @@ def weight_words(model: golden.Model, lanes: int) -> int:
 
 def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray, lanes: int) -> dict:
     """One row from per-sample RTL counters (``RegressResult.samples``)."""
-    sk = perf.spike_key(model.coding)
     ctr = {k: np.array([s["counters_rtl"][k] for s in samples], dtype=np.int64) for k in samples[0]["counters_rtl"]}
-    emitted = sum(ctr[f"{sk}_l{i}"] for i in range(len(model.layers)))
+    emitted = sum(ctr[f"spikes_l{i}"] for i in range(len(model.layers)))
     pred = np.array([s["prediction_rtl"] for s in samples])
     words = weight_words(model, lanes)
     per_syn = ctr["weight_reads"] / words
@@ -31,24 +30,23 @@ def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray
             "accuracy": float((pred == y).mean()), "cycles": float(ctr["cycles"].mean()),
             "weight_reads": float(ctr["weight_reads"].mean()), "syn_ops": float(ctr["syn_ops"].mean()),
             "state_reads": float(ctr["state_reads"].mean()), "state_writes": float(ctr["state_writes"].mean()),
-            "spikes_or_events": float(emitted.mean()), "emitted": sk,
-            "buffer_words": float((ctr.get("train_reads", ctr.get("event_reads")) +
-                                   ctr.get("train_writes", ctr.get("event_writes"))).mean()),
+            "spikes": float(emitted.mean()),
+            "buffer_words": float((ctr["event_reads"] + ctr["event_writes"]).mean()),
             "buffer_kind": "train" if model.coding == "stcb" else "event",
             "predictions": pred.tolist(),
-            "input_events": float(ctr[f"{sk}_enc"].mean()),
+            "input_events": float(ctr["spikes_enc"].mean()),
             "weight_reads_per_synapse": float(per_syn.mean()), "weight_reads_per_synapse_max": float(per_syn.max()),
             "weight_words": words, "samples": len(samples),
             "rtl_matching": sum(1 for s in samples if s["match"])}
 
 
 def comparison_markdown(rows: list, ratio_note: str = "") -> str:
-    lines = ["| coding | T | accuracy (RTL) | cycles | weight reads | syn_ops | spikes / events | "
+    lines = ["| coding | T | accuracy (RTL) | cycles | weight reads | syn_ops | spikes (tsc: ON+OFF events) | "
              "buffer words (R+W) | state reads / writes | weight reads per synapse (mean / max) | RTL = golden |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['label']} | {r['T']} | {100 * r['accuracy']:.2f}% | {r['cycles']:.0f} | "
-                     f"{r['weight_reads']:.0f} | {r['syn_ops']:.0f} | {r['spikes_or_events']:.1f} {r['emitted']} | "
+                     f"{r['weight_reads']:.0f} | {r['syn_ops']:.0f} | {r['spikes']:.1f} | "
                      f"{r['buffer_words']:.0f} {r['buffer_kind']} | {r['state_reads']:.0f} / {r['state_writes']:.0f} | "
                      f"{r['weight_reads_per_synapse']:.3f} / {r['weight_reads_per_synapse_max']:.3f} | "
                      f"{r['rtl_matching']}/{r['samples']} |")

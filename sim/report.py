@@ -28,9 +28,8 @@ def cycle_breakdown_totals(model: golden.Model, g: golden.Result) -> dict:
         G = perf.groups(layer.n_out, P)
         c = g.layer_counters[li]
         if model.coding == "stcb":       # one phase per layer; an event is an active input train
-            active = c["active_trains_in"]
-            out[f"layer {li} train ops"] = int(G * active.sum())
-            out[f"layer {li} empty ops"] = int(G * (active == 0).sum())
+            out[f"layer {li} train ops"] = int(c["weight_reads"].sum())
+            out[f"layer {li} empty ops"] = int(c["cycles"].sum() - B * SD - c["weight_reads"].sum())
             out[f"layer {li} setup+drain"] = B * SD
             continue
         ev = g.events_in[li]
@@ -52,21 +51,16 @@ def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
 
 def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray, regress_summary: dict | None,
                  metrics: dict | None, clock_mhz: float = 100.0) -> dict:
-    sk = perf.spike_key(model.coding)
     mc = {k: float(v.mean()) for k, v in g.counters.items()}
-    # one vocabulary for the report: what neurons emit, and the event (or stcb train) buffers
-    mc["spikes"] = mc[sk]
-    mc.setdefault("event_reads", mc.get("train_reads", 0.0))
-    mc.setdefault("event_writes", mc.get("train_writes", 0.0))
     cycles = mc["cycles"]
     layers = []
     for li, (layer, c) in enumerate(zip(model.layers, g.layer_counters)):
-        sp = float(c[sk].mean())
+        sp = float(c["spikes"].mean())
         layers.append({"layer": li, "n_in": layer.n_in, "n_out": layer.n_out,
                        "spikes": sp, "sparsity": 1.0 - sp / (layer.n_out * model.T),
                        **{k: float(c[k].mean()) for k in ("weight_reads", "syn_ops", "state_reads", "state_writes",
                                                           "cycles")}})
-    enc_sp = float(g.encoder_counters[sk].mean())
+    enc_sp = float(g.encoder_counters["spikes"].mean())
     ladder = {
         "float": metrics.get("float_accuracy") if metrics else None,
         "quantized": metrics.get("quant_accuracy") if metrics else None,

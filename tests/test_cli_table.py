@@ -25,7 +25,7 @@ import golden
 from golden import Dense, Model
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = ("hw.synth", "golden.sweep")   # written by someone else; rows are skipped when absent
+OPTIONAL = ("hw.synth", "sim.sweep")   # written by someone else; rows are skipped when absent
 
 
 def _exists(module: str) -> bool:
@@ -179,32 +179,32 @@ ROWS = [
     ("synth-seed-zero", "hw.synth", "--model {good} --seed 0 --out {out}-s", ["{out}-s.json"]),
     ("synth-lanes-not-pow2", "hw.synth", "--model {good} --lanes 12 --out {out}-s", ["{out}-s.json"]),
     ("synth-model-corrupt", "hw.synth", "--model {corrupt} --out {out}-s", ["{out}-s.json", "{out}-s.md"]),
-    # --- golden.sweep (optional)
-    ("sweep-missing-model", "golden.sweep", "--out {out}-w", ["{out}-w.csv", "{out}-w.json"]),
-    ("sweep-lanes-not-pow2", "golden.sweep", "--model {good} --lanes 1,3 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-lanes-repeated", "golden.sweep", "--model {good} --lanes 2,2 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-lanes-empty-item", "golden.sweep", "--model {good} --lanes 1,,2 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-codings-unknown", "golden.sweep", "--model {good} --codings rate,phase --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-T-zero", "golden.sweep", "--model {good} --T 0 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-T-not-int", "golden.sweep", "--model {good} --T 4,x --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-clock-zero", "golden.sweep", "--model {good} --clock-mhz 0 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-clock-inf", "golden.sweep", "--model {good} --clock-mhz inf --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-verify-negative", "golden.sweep", "--model {good} --verify -1 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-limit-zero", "golden.sweep", "--model {good} --limit 0 --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-model-corrupt", "golden.sweep", "--model {good} {corrupt} --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-fmax-json-missing", "golden.sweep", "--model {good} --fmax-json {missing}.json --out {out}-w",
+    # --- sim.sweep (optional)
+    ("sweep-missing-model", "sim.sweep", "--out {out}-w", ["{out}-w.csv", "{out}-w.json"]),
+    ("sweep-lanes-not-pow2", "sim.sweep", "--model {good} --lanes 1,3 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-lanes-repeated", "sim.sweep", "--model {good} --lanes 2,2 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-lanes-empty-item", "sim.sweep", "--model {good} --lanes 1,,2 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-codings-unknown", "sim.sweep", "--model {good} --codings rate,phase --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-T-zero", "sim.sweep", "--model {good} --T 0 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-T-not-int", "sim.sweep", "--model {good} --T 4,x --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-clock-zero", "sim.sweep", "--model {good} --clock-mhz 0 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-clock-inf", "sim.sweep", "--model {good} --clock-mhz inf --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-verify-negative", "sim.sweep", "--model {good} --verify -1 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-limit-zero", "sim.sweep", "--model {good} --limit 0 --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-model-corrupt", "sim.sweep", "--model {good} {corrupt} --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-fmax-json-missing", "sim.sweep", "--model {good} --fmax-json {missing}.json --out {out}-w",
      ["{out}-w.csv"]),
-    ("sweep-fmax-json-not-json", "golden.sweep", "--model {good} --fmax-json {corrupt} --out {out}-w",
+    ("sweep-fmax-json-not-json", "sim.sweep", "--model {good} --fmax-json {corrupt} --out {out}-w",
      ["{out}-w.csv"]),
-    ("sweep-energy-table-missing", "golden.sweep", "--model {good} --energy-table {missing}.json --out {out}-w",
+    ("sweep-energy-table-missing", "sim.sweep", "--model {good} --energy-table {missing}.json --out {out}-w",
      ["{out}-w.csv"]),
-    ("sweep-energy-table-corrupt", "golden.sweep", "--model {good} --energy-table {corrupt} --out {out}-w",
+    ("sweep-energy-table-corrupt", "sim.sweep", "--model {good} --energy-table {corrupt} --out {out}-w",
      ["{out}-w.csv"]),
-    ("sweep-dataset-unknown", "golden.sweep", "--model {good} --dataset imagenet --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-model-wrong-n-in", "golden.sweep", "--model {nin} --out {out}-w", ["{out}-w.csv"]),
-    ("sweep-out-unwritable", "golden.sweep", "--model {good} --lanes 1 --limit 5 --no-progress --out {blocker}/w",
+    ("sweep-dataset-unknown", "sim.sweep", "--model {good} --dataset imagenet --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-model-wrong-n-in", "sim.sweep", "--model {nin} --out {out}-w", ["{out}-w.csv"]),
+    ("sweep-out-unwritable", "sim.sweep", "--model {good} --lanes 1 --limit 5 --no-progress --out {blocker}/w",
      ["{blocker}/w.csv", "{blocker}/w.json"]),
-    ("sweep-out-json-is-directory", "golden.sweep", "--model {good} --lanes 1 --limit 5 --no-progress --out {jsondir}",
+    ("sweep-out-json-is-directory", "sim.sweep", "--model {good} --lanes 1 --limit 5 --no-progress --out {jsondir}",
      ["{jsondir}.csv", "{jsondir}_cycles.png"]),
     ("qbench-seed-negative", "quant.bench", "--seed -1 --only rate-T8-w8 --out {out}.json --models {out}-models",
      ["{out}.json", "{out}-models/rate-T8-w8.npz"]),

@@ -77,13 +77,13 @@ def test_train_level_counters_hand_computed():
     r = golden.run(m, np.array([[2, 0, 1]]), lanes=2)
     c, e = r.layer_counters[0], r.encoder_counters
     G = 2
-    assert c["weight_reads"].tolist() == [G * 2] and c["train_reads"].tolist() == [G * 2]
+    assert c["weight_reads"].tolist() == [G * 2] and c["event_reads"].tolist() == [G * 2]
     assert c["syn_ops"].tolist() == [3 * 3]
     assert c["state_reads"].tolist() == [0] and c["state_writes"].tolist() == [G]
-    assert e["train_writes"].tolist() == [2] and e["spikes"].tolist() == [3]
+    assert e["event_writes"].tolist() == [2] and e["spikes"].tolist() == [3]
     assert r.counters["cycles"].tolist() == [3 + (2 + perf.ENC_DRAIN) + perf.LAYER_SETUP + perf.LAYER_DRAIN
                                              + G * 2 + perf.FINISH_CYCLES + 2 * 3]
-    assert set(r.counters) == set(perf.counter_names("stcb"))
+    assert set(r.counters) == set(perf.COUNTERS)
 
 
 @pytest.mark.parametrize("coding", ["rate", "tsc"])

@@ -32,8 +32,8 @@ def test_hand_computed_window():
     # counters at P=1: layer0 sees 2 ONs at t0, 1 OFF at t1 and t3 -> 4 events x 2 groups
     assert r.layer_counters[0]["weight_reads"].tolist() == [8]
     assert r.layer_counters[1]["weight_reads"].tolist() == [4]
-    assert r.encoder_counters["events"].tolist() == [4]
-    assert r.layer_counters[0]["events"].tolist() == [4] and r.counters["events"].tolist() == [4]
+    assert r.encoder_counters["spikes"].tolist() == [4]
+    assert r.layer_counters[0]["spikes"].tolist() == [4] and r.counters["spikes"].tolist() == [4]
     G0, G1, T = 2, 1, 4
     setup = perf.LAYER_SETUP + perf.LAYER_DRAIN
     cycles = (3 + T * (3 + perf.ENC_DRAIN)                                # load + input generator

@@ -127,8 +127,8 @@ def test_tsc_networks_match_golden(seed, sizes, T, lanes):
     assert hw["membranes"].tolist() == g.membranes.tolist()
     for name, v in g.counters.items():
         assert hw["counters"][name].tolist() == v.tolist(), name
-    assert [s.tolist() for s in hw["layer_spikes"]] == [c["events"].tolist() for c in g.layer_counters]
-    assert hw["encoder_spikes"].tolist() == g.encoder_counters["events"].tolist()
+    assert [s.tolist() for s in hw["layer_spikes"]] == [c["spikes"].tolist() for c in g.layer_counters]
+    assert hw["encoder_spikes"].tolist() == g.encoder_counters["spikes"].tolist()
 
 
 @pytest.mark.parametrize("seed, sizes, T, lanes, encoding, readout, h", [

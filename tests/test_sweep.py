@@ -1,4 +1,4 @@
-"""golden.sweep: option parsing, the rows (golden's counters, clocks, memories, energy), the Pareto front,
+"""sim.sweep: option parsing, the rows (golden's counters, clocks, memories, energy), the Pareto front,
 the RTL check's verdicts (with a stand-in for sim.regress), files written and every bad input."""
 
 import csv
@@ -15,7 +15,7 @@ import pytest
 import golden
 from golden import Dense, Model
 from golden import energy as en
-from golden import sweep as sw
+from sim import sweep as sw
 from golden.cli import UsageError
 from golden.model import CODINGS, SUPPORTED_CODINGS
 from hw.config import CoreConfig
@@ -146,7 +146,7 @@ def test_verify_verdicts_with_a_stand_in_regression(monkeypatch):
 
 def cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "golden.sweep", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sim.sweep", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=120)
 
 

@@ -1,8 +1,8 @@
-"""``python -m golden.sweep``: design-space exploration of the core from golden's counters, no RTL.
+"""``python -m sim.sweep``: design-space exploration of the core from golden's counters, no RTL.
 
 For every configuration (coding x T x lanes) it runs ``golden.run`` on a dataset split and reports
 cycles per inference, latency and throughput (at the Fmax that ``hw.synth`` measured for that lane
-count, given with ``--fmax-json``, else at ``--clock-mhz``), memory sizes (``CoreConfig.memories()``)
+count, given with ``--fmax-json``, else at ``--clock-mhz``), memory sizes (``golden.geometry.CoreGeometry.memories()``)
 and energy per inference (``golden.energy``, with the same network's ANN energy beside it).
 
 Writes ``OUT.csv``, ``OUT.json`` and three PNG plots: ``OUT_cycles.png`` (cycles against lanes),
@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import energy as en
-from .cli import ArgumentParser, UsageError, guard, positive_int
-from .io import atomic_write, load_model
-from .model import CODINGS, SUPPORTED_CODINGS, ModelError
+from golden import energy as en
+from golden.cli import ArgumentParser, UsageError, guard, positive_int
+from golden.geometry import ConfigError, CoreGeometry
+from golden.io import atomic_write, load_model
+from golden.model import CODINGS, SUPPORTED_CODINGS, ModelError
 
 __all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "verify", "retarget", "pareto_front",
            "table_markdown", "CSV_FIELDS"]
@@ -166,7 +167,7 @@ def pareto_front(points) -> list[bool]:
 def retarget(model, coding: str, T: int):
     """``model`` under another coding and/or T (the same integer weights). The encoding and readout
     are kept when the coding admits them, else the coding's first admissible one is used."""
-    from . import model as mm
+    from golden import model as mm
     kw = {}
     if coding != model.coding:
         kw["coding"] = coding
@@ -182,14 +183,11 @@ def retarget(model, coding: str, T: int):
 
 
 def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model") -> dict:
-    from hw.config import CoreConfig, ConfigError
     c = {k: v.astype(np.float64) for k, v in g.counters.items()}
     cyc = g.counters["cycles"]
-    alias = {"spikes": "events", "event_reads": "train_reads", "event_writes": "train_writes"}  # tsc, stcb names
 
     def mean(k):
-        v = c.get(k, c.get(alias.get(k)))
-        return None if v is None else float(v.mean())
+        return float(c[k].mean())
 
     row = {"model": label, "coding": coding, "T": T, "lanes": P, "samples": int(g.batch),
            "accuracy": float((g.predictions == y).mean()) if y is not None and len(y) else None,
@@ -201,7 +199,7 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model") -
                                    "neuron_updates", "event_reads", "event_writes", "spikes")}}
     row["counters"] = {k: float(v.mean()) for k, v in c.items()}
     try:
-        mems = CoreConfig(model, P).memories()
+        mems = CoreGeometry(model, P).memories()
     except ConfigError as e:     # a coding golden runs but hw cannot build yet: no memories, no energy
         row.update({"memory_bits": None, "weight_memory_bits": None, "energy_pj": None, "memories": None,
                     "note": str(e)})
@@ -264,9 +262,9 @@ def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str |
     """Run ``k`` configurations (drawn with ``seed``) through ``sim.regress`` and compare cycles per sample."""
     from tqdm import tqdm
     import golden
-    from sim.regress import regress
-    from sim.runner import SimError
-    from sim.toolchain import ToolchainError
+    from .regress import regress
+    from .runner import SimError
+    from .toolchain import ToolchainError
     cand = [r for r in rows if r["memory_bits"] is not None]
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(cand), size=min(k, len(cand)), replace=False).tolist()) if cand else []
@@ -428,8 +426,8 @@ def _label(path: str, taken: set) -> str:
 
 
 def main(argv=None) -> int:
-    from . import datasets
-    p = ArgumentParser(prog="python -m golden.sweep", description=__doc__.splitlines()[0])
+    from golden import datasets
+    p = ArgumentParser(prog="python -m sim.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, nargs="+", action="extend",
                    help="integer model file(s) (.npz); several (e.g. one per coding, same task) are swept side by side")
     p.add_argument("--lanes", default=DEFAULT_LANES, help=f"comma-separated lane counts (default {DEFAULT_LANES})")
@@ -473,7 +471,7 @@ def main(argv=None) -> int:
     x, y = datasets.load(a.dataset, a.split, a.data_dir)
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
-    from .engine import check_inputs
+    from golden.engine import check_inputs
     for _, model in models:
         check_inputs(model, x)
     stem = models[0][0]
@@ -486,7 +484,7 @@ def main(argv=None) -> int:
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"output directory {out.parent} is a file")
     if a.verify:
-        from sim.toolchain import ToolchainError, ensure_verilator
+        from .toolchain import ToolchainError, ensure_verilator
         try:
             ensure_verilator()
         except ToolchainError as e:
@@ -525,4 +523,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    guard("golden.sweep", main)
+    guard("sim.sweep", main)
