@@ -85,23 +85,6 @@ def check_inputs(model: Model, x) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _stepped_counters(names, n_out: int, G: int, events: np.ndarray, T: int) -> dict:
-    """Counters of a layer processed step by step (rate and tsc): per step a setup, one op per group
-    and input event (at least one), the drain; events (B, T) are the layer's input events per step."""
-    B = events.shape[0]
-    c = {k: np.zeros(B, dtype=np.int64) for k in names}
-    ev_total = events.sum(axis=1)
-    c["cycles"] = T * (perf.LAYER_SETUP + perf.LAYER_DRAIN) + G * np.maximum(events, 1).sum(axis=1)
-    c["weight_reads"] = G * ev_total
-    c["event_reads"] = G * ev_total
-    c["syn_ops"] = n_out * ev_total
-    c["state_reads"][:] = G * (T - 1)
-    c["state_writes"][:] = G * T
-    c["param_reads"][:] = G * T
-    c["neuron_updates"][:] = n_out * T
-    return c
-
-
 def tsc_quantize(x: np.ndarray, input_max: int, Q: int) -> np.ndarray:
     """TSC input quantization: q = (x * Q + input_max // 2) // input_max."""
     return (x * Q + input_max // 2) // input_max
@@ -121,24 +104,13 @@ def tsc_events(a: np.ndarray, T: int) -> np.ndarray:
 def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
     """Temporal switch coding, step by step: C += ON/OFF-signed weights, V += C, then the clip."""
     B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
-    names = perf.COUNTERS
-    zeros = lambda: np.zeros(B, dtype=np.int64)  # noqa: E731
     q = tsc_quantize(x, M, Q)
     ev_in = tsc_events(q, T)
-    g_in = perf.groups(model.n_in, P)
-    enc = {k: zeros() for k in names}
-    enc["cycles"][:] = T * (g_in + perf.ENC_DRAIN)
-    enc["state_reads"][:] = T * g_in
-    enc["state_writes"][:] = T * g_in
-    enc["neuron_updates"][:] = T * model.n_in
-    enc["spikes"] = 2 * (q >= 1).sum(axis=1).astype(np.int64)      # ON + OFF events
-    enc["event_writes"] = enc["spikes"].copy()
-    enc["input_writes"][:] = model.n_in
-    layer_counters, v_final, events_rec, acts, events_in = [], [], [], [], []
+    input_events = (ev_in != 0).sum(axis=2, dtype=np.int64)
+    v_final, events_rec, acts, events_in, emitted = [], [], [], [], []
     n_layers = len(model.layers)
     for li, layer in enumerate(model.layers):
         last = li == n_layers - 1
-        G = perf.groups(layer.n_out, P)
         E = (ev_in != 0).sum(axis=2, dtype=np.int64)                        # (B, T) input events per step
         C = np.zeros((B, layer.n_out), dtype=np.int64)
         V = np.broadcast_to(layer.bias, (B, layer.n_out)).astype(np.int64).copy()
@@ -146,7 +118,6 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
             if E[:, t].any():
                 C += _exact_matmul(ev_in[:, t], layer.weight)
             V += C
-        c = _stepped_counters(names, layer.n_out, G, E, T)
         events_in.append(E)
         v_final.append(V)
         if last:
@@ -155,24 +126,15 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
             a = np.clip(np.floor_divide(V, layer.threshold), 0, Q)
             acts.append(a)
             ev_out = tsc_events(a, T)
-            # the countdown that emits these events runs in the next layer's window, one word per cycle
-            c["cycles"] = c["cycles"] + T * (G + perf.ENC_DRAIN)
-            c["state_reads"] = c["state_reads"] + G * T
-            c["state_writes"] = c["state_writes"] + G * T
-            c["param_reads"] = c["param_reads"] + G * T
-            c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
-            c["spikes"] = 2 * (a >= 1).sum(axis=1).astype(np.int64)
-            c["event_writes"] = c["spikes"].copy()
-        layer_counters.append(c)
+        emitted.append((ev_out != 0).sum(axis=2, dtype=np.int64))
         if record:
             events_rec.append(ev_out)
         ev_in = ev_out
+    act = perf.Activity(input_events, (q >= 1).sum(axis=1, dtype=np.int64), emitted,
+                        [np.zeros(B, np.int64)] * n_layers)
+    totals, layer_counters, enc = perf.count(model, P, act)
     membranes = v_final[-1]
     predictions = np.argmax(membranes, axis=1).astype(np.int64)
-    totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in names}
-    totals["spikes"] = sum(c["spikes"] for c in layer_counters)
-    totals["cycles"] = (totals["cycles"] + model.n_in * perf.LOAD_CYCLES_PER_BEAT + perf.FINISH_CYCLES
-                        + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
     return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   events_in=events_in, events=events_rec if record else None,
@@ -192,45 +154,6 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
 def _trains_active(spikes: np.ndarray) -> np.ndarray:
     """Number of non-zero T-bit trains per sample: (B, T, n) -> (B,)."""
     return spikes.any(axis=1).sum(axis=1, dtype=np.int64)
-
-
-def _stcb_layer_counters(layer, G: int, layer_in, x_direct, T: int, c: dict, s: np.ndarray, last: bool) -> dict:
-    """STCB dataflow: one phase per layer; one weight word per *active input train* and group; the
-    update of a group runs the IF over all T slots at once (V starts from v_init, nothing is read)."""
-    B = s.shape[0]
-    if x_direct is not None:                      # direct input: the value in every slot
-        active = (x_direct != 0).sum(axis=1, dtype=np.int64)
-        slot_adds = active * T
-    else:
-        active = _trains_active(layer_in)
-        slot_adds = layer_in.sum(axis=(1, 2), dtype=np.int64)
-    out = {k: np.zeros(B, dtype=np.int64) for k in perf.COUNTERS}
-    out["cycles"] = perf.LAYER_SETUP + perf.LAYER_DRAIN + G * np.maximum(active, 1)
-    out["weight_reads"] = G * active
-    out["event_reads"] = G * active
-    out["syn_ops"] = layer.n_out * slot_adds
-    out["state_writes"][:] = G
-    out["param_reads"][:] = G
-    out["neuron_updates"][:] = layer.n_out * T
-    out["spikes"] = c["spikes"]
-    if not last:
-        out["event_writes"] = _trains_active(s)
-    return out
-
-
-def _stcb_encoder_counters(model, x, input_spikes, g_in: int, enc: dict) -> dict:
-    B = x.shape[0]
-    out = {k: np.zeros(B, dtype=np.int64) for k in perf.COUNTERS}
-    if model.encoding == "rate":
-        out["cycles"][:] = g_in + perf.ENC_DRAIN          # one pass: each word yields P whole trains
-        out["state_reads"][:] = g_in
-        out["neuron_updates"][:] = model.n_in * model.T
-        out["spikes"] = enc["spikes"]
-        out["event_writes"] = _trains_active(input_spikes)
-        out["input_writes"][:] = model.n_in
-    else:
-        out["event_writes"] = (x != 0).sum(axis=1, dtype=np.int64)
-    return out
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
@@ -277,31 +200,21 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     x = check_inputs(model, x)
     if model.coding == "tsc":
         return _run_tsc(model, x, int(lanes), record)
-    stcb = model.coding == "stcb"
     B, T, P = x.shape[0], model.T, int(lanes)
-    zeros = lambda: np.zeros(B, dtype=np.int64)  # noqa: E731
-
-    enc = {k: zeros() for k in perf.COUNTERS}
-    g_in = perf.groups(model.n_in, P)
     input_spikes = None
     if model.encoding == "rate":
         input_spikes = _rate_encode(x, model.input_max, T)
         events = input_spikes.sum(axis=2, dtype=np.int64)               # (B, T)
-        enc["cycles"][:] = T * (g_in + perf.ENC_DRAIN)
-        enc["state_reads"][:] = T * g_in
-        enc["state_writes"][:] = T * g_in
-        enc["neuron_updates"][:] = T * model.n_in
-        enc["spikes"] = events.sum(axis=1)
-        enc["event_writes"] = enc["spikes"].copy()
-        enc["input_writes"][:] = model.n_in
+        active = _trains_active(input_spikes)
         layer_in = input_spikes
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
         events = np.repeat(nnz[:, None], T, axis=1)
-        enc["event_writes"] = nnz.copy()
+        active = nnz
         layer_in = None
+    act = perf.Activity(events, active, [], [])
 
-    spikes_rec, v_final, layer_counters, events_in = [], [], [], []
+    spikes_rec, v_final, events_in = [], [], []
     n_layers = len(model.layers)
     for li, layer in enumerate(model.layers):
         last = li == n_layers - 1
@@ -316,16 +229,9 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
         if layer.has_kernel:
             cur = apply_kernel(cur, layer.h)
         s, v = _if_layer(cur, layer.v_init, layer.threshold, fire)
-
-        G = perf.groups(layer.n_out, P)
-        c = _stepped_counters(perf.COUNTERS, layer.n_out, G, events, T)
         step_spikes = s.sum(axis=2, dtype=np.int64)                       # (B, T)
-        c["spikes"] = step_spikes.sum(axis=1)
-        if not last:
-            c["event_writes"] = c["spikes"].copy()
-        if stcb:
-            c = _stcb_layer_counters(layer, G, layer_in, x if layer_in is None else None, T, c, s, last)
-        layer_counters.append(c)
+        act.spikes.append(step_spikes)
+        act.active.append(_trains_active(s))
         events_in.append(events)
         v_final.append(v)
         if record:
@@ -340,14 +246,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     else:
         key = membranes
     predictions = np.argmax(key, axis=1).astype(np.int64)
-
-    if stcb:
-        enc = _stcb_encoder_counters(model, x, input_spikes, g_in, enc)
-    names = perf.COUNTERS
-    totals = {k: enc[k] + sum(c[k] for c in layer_counters) for k in names}
-    totals["spikes"] = sum(c["spikes"] for c in layer_counters)
-    totals["cycles"] = (totals["cycles"] + model.n_in * perf.LOAD_CYCLES_PER_BEAT + perf.FINISH_CYCLES
-                        + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
+    totals, layer_counters, enc = perf.count(model, P, act)
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
