@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0
 	@touch $@
 
 setup: $(STAMP)
