@@ -166,4 +166,4 @@ class CoreGeometry:
                 "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
                 "kernels": [l.h.tolist() for l in self.model.layers],
-                "counter_bits": self.counter_bits}
+                "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "ENC_DRAIN", "LAYER_SETUP", "LAYER_DRAIN", "FINISH_CYCLES",
-    "READOUT_CYCLES_PER_CLASS", "groups", "COUNTERS", "Activity", "count",
+    "READOUT_CYCLES_PER_CLASS", "MIN_STATE_RAW_DISTANCE", "groups", "COUNTERS", "Activity", "count",
 ]
 
 LOAD_CYCLES_PER_BEAT = 1      # one accepted input beat per cycle
@@ -28,6 +28,10 @@ LAYER_SETUP = 1               # sums the per-lane event counts, picks the first 
 LAYER_DRAIN = 3               # bank read -> weight read -> accumulate -> neuron update/write
 FINISH_CYCLES = 1             # argmax stage after the last update
 READOUT_CYCLES_PER_CLASS = 2  # state read, then the result beat
+# A state read may follow the write of the same word by one cycle (the memories read synchronously,
+# so a read in the write's own cycle would see the old word). The core gets that close when a tsc
+# layer's last update is followed at once by the next layer's ON/OFF generator reading it.
+MIN_STATE_RAW_DISTANCE = 1
 
 # One vocabulary for every coding; docs/spec.md section 4 says what a counter means under each one
 # (tsc: ``spikes`` are ON + OFF events; stcb: ``event_reads``/``event_writes`` are T-bit train words).

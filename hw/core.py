@@ -23,6 +23,8 @@ import golden
 from golden import perf
 
 from .config import CoreConfig
+from .signatures import (CounterSignature, OpTraceSignature, SpikeMonitorSignature, StateTraceSignature,
+                         counter_ports)
 
 __all__ = ["SpikeCore", "Phase", "COUNTER_NAMES"]
 
@@ -92,19 +94,12 @@ class SpikeCore(wiring.Component):
             "err_range": Out(1),
             "err_protocol": Out(1),
             "done": Out(1),
-            "dbg_valid": Out(1),
-            "dbg_enc": Out(1),
-            "dbg_layer": Out(cfg.layer_bits),
-            "dbg_t": Out(cfg.tbits),
-            "dbg_group": Out(cfg.group_bits),
-            "dbg_mask": Out(cfg.dbg_mask_bits),
+            "cnt": Out(CounterSignature(counter_ports(perf.COUNTERS, cfg.L), cfg.counter_bits)),
+            "spk": Out(SpikeMonitorSignature(layer_bits=cfg.layer_bits, t_bits=cfg.tbits, group_bits=cfg.group_bits,
+                                             mask_bits=cfg.dbg_mask_bits)),
+            "st": Out(StateTraceSignature(addr_bits=cfg.saddr_bits + 1, data_bits=cfg.P * cfg.state_lane_bits)),
+            "op": Out(OpTraceSignature()),
         }
-        for name in COUNTER_NAMES:
-            members[f"cnt_{name}"] = Out(cfg.counter_bits)
-        sk = "spikes"
-        for li in range(cfg.L):
-            members[f"cnt_{sk}_l{li}"] = Out(cfg.counter_bits)
-        members[f"cnt_{sk}_enc"] = Out(cfg.counter_bits)
         super().__init__(members)
 
     @property
@@ -457,6 +452,11 @@ class SpikeCore(wiring.Component):
             incs["syn_ops"].append(Mux(rd_op, lanes_real(s1["layer"], s1["g"]), 0))
         incs["param_reads"].append(s1["valid"] & s1["last"])
         incs["state_reads"].append(s1["valid"] & s1["last"] & ~s1["t0"])
+        st_rd = s1["valid"] & s1["last"] & ~s1["t0"]
+        if tsc:   # the generator reads the source layer's final V
+            st_rd = st_rd | ((phase == Phase.ENC) & (layer != 0))
+        m.d.comb += [self.st.rd.eq(st_rd), self.st.raddr.eq(s_rd.addr), self.st.wr.eq(s_wr.en),
+                     self.st.waddr.eq(s_wr.addr), self.st.wdata.eq(s_wr.data), self.st.upd.eq(~gen_s_we)]
 
         s2 = dict(valid=Signal(), null=Signal(), first=Signal(), last=Signal(), g=Signal(cfg.group_bits),
                   layer=Signal(cfg.layer_bits), value=Signal(ev_value.shape()), t0=Signal(), tlast=Signal(),
@@ -465,6 +465,8 @@ class SpikeCore(wiring.Component):
                      s2["last"].eq(s1["last"]), s2["g"].eq(s1["g"]), s2["layer"].eq(s1["layer"]),
                      s2["value"].eq(ev_value), s2["t0"].eq(s1["t0"]), s2["tlast"].eq(s1["tlast"]),
                      s2["neg"].eq(ev_neg), s2["train"].eq(ev_train)]
+
+        m.d.comb += [self.op.valid.eq(s2["valid"]), self.op.null.eq(s2["null"]), self.op.last.eq(s2["last"])]
 
         # ---------------------------------------------------------------- S2: accumulate
         ws = _lanes(w_rd.data, cfg.wbits, P, True)
@@ -580,10 +582,10 @@ class SpikeCore(wiring.Component):
         if not tsc:
             for li in range(L):
                 incs[f"{sk}_l{li}"].append(Mux(s3_valid & (s3_layer == li), spikes3, 0))
-        m.d.comb += [self.dbg_valid.eq(s3_valid | e1_valid), self.dbg_enc.eq(e1_valid),
-                     self.dbg_layer.eq(Mux(e1_valid, e1_layer, s3_layer)), self.dbg_t.eq(t),
-                     self.dbg_group.eq(Mux(e1_valid, e1_gi, s3_g)),
-                     self.dbg_mask.eq(Mux(e1_valid, Cat(*enc_trains) if stcb and not cfg.direct else enc_fire,
+        m.d.comb += [self.spk.valid.eq(s3_valid | e1_valid), self.spk.enc.eq(e1_valid),
+                     self.spk.layer.eq(Mux(e1_valid, e1_layer, s3_layer)), self.spk.t.eq(t),
+                     self.spk.group.eq(Mux(e1_valid, e1_gi, s3_g)),
+                     self.spk.mask.eq(Mux(e1_valid, Cat(*enc_trains) if stcb and not cfg.direct else enc_fire,
                                           Cat(*trains3) if stcb else s3_fire))]
 
         # ---------------------------------------------------------------- S4: argmax
@@ -732,14 +734,14 @@ class SpikeCore(wiring.Component):
                     with m.Else():
                         m.d.sync += cls.eq(cls + 1)
                         m.next = "READ"
-        m.d.comb += self.done.eq(sample_done)
+        m.d.sync += self.done.eq(sample_done)     # high while the new counter snapshot is on cnt
 
         # ---------------------------------------------------------------- counter registers
         for n in names:
             total = sum(incs[n]) if incs[n] else C(0, 1)
             nxt = Signal(cw, name=f"next_{n}")
             m.d.comb += nxt.eq(live[n] + total)
-            snap = getattr(self, f"cnt_{n}")
+            snap = getattr(self.cnt, n)
             with m.If(sample_done):
                 m.d.sync += [snap.eq(nxt), live[n].eq(0)]
             with m.Else():

@@ -49,7 +49,7 @@ def manifest(core: SpikeCore, name: str, verilog_text: str) -> dict:
         "parameters": cfg.parameters(),
         "ports": ports,
         "payloads": {"x": _layout_fields(core.x_layout), "result": _layout_fields(core.result_layout)},
-        "counters": [n[len("cnt_"):] for n in ports if n.startswith("cnt_")],
+        "counters": list(core.cnt.signature.names),   # port cnt__<name> each
         "memories": cfg.memories(),
         "memory_bits_total": sum(v["bits"] for v in cfg.memories().values()),
         "verilog_sha256": hashlib.sha256(verilog_text.encode()).hexdigest(),

@@ -2,12 +2,15 @@
 
 Each seed draws a random integer network: coding, encoding, readout, 1-4 layers of 1-300 neurons,
 2-16-bit weights, T 1-32, lanes, and an extreme mode (all-max or all-negative weights, threshold 1
-or at its maximum, zero or saturated inputs). Every distinct netlist is built once with Verilator,
-linted, and streamed with random valid/ready stalls; every sample's outputs and counters must equal
-golden. Every fourth network also takes protocol faults (reset mid-inference, a misplaced `last`, an
-out-of-range value). Functional coverage is sampled from the stimulus and golden's trace; the run
-fails if a listed point is never hit. A failing network is shrunk to its first failing sample and
-saved under build/fuzz/ with a one-line replay command.
+or at its maximum). Every netlist is linted, built once with Verilator and streams at least
+``SAMPLES_PER_NETLIST`` samples (random ones plus adversarial ones: all-zero, saturated, and samples
+that drive chosen first-layer neurons to their largest and smallest currents) with independent random
+stalls on both streams; every sample's outputs and counters must equal golden, and the testbench's
+hazard and stream checks must stay silent. Every fourth network also takes protocol faults (reset
+mid-inference, a misplaced `last`, an out-of-range value). Functional coverage is sampled from the
+hardware (handshakes, the spike monitor, the state and op traces; see sim.coverage) and summed over
+the campaign; the run fails if a bin its configuration can reach is never hit. A failing network is
+shrunk to its first failing sample and saved under build/fuzz/ with a one-line replay command.
 """
 
 from __future__ import annotations
@@ -26,26 +29,15 @@ from golden import Dense, Model, ModelError, perf
 from golden.cli import ArgumentParser, UsageError, guard, positive_int
 from golden.io import atomic_write
 
-__all__ = ["COVERAGE_POINTS", "random_network", "coverage_of", "Campaign", "run_campaign"]
+from . import coverage as cov
+
+__all__ = ["SAMPLES_PER_NETLIST", "random_network", "adversarial_samples", "Campaign", "run_campaign",
+           "campaign_config"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
-COVERAGE_POINTS = (
-    "coding:rate", "coding:stcb", "coding:tsc",
-    "encoding:rate", "encoding:direct", "encoding:tsc",
-    "readout:count", "readout:membrane",
-    "lanes:1", "lanes:64", "lanes:other",
-    "layers:1", "layers:4",
-    "lane-edge:n_out%P!=0", "lane-edge:n_out<P", "lane-edge:n_in%P!=0",
-    "group:no-input-events (null op)", "group:many-events", "update:several-spikes-one-cycle",
-    "update:residual-above-threshold", "input:all-zero-sample", "input:saturated-sample",
-    "weights:all-max", "weights:all-negative", "threshold:1", "threshold:max",
-    "stcb:kernel", "stcb:negative-tap", "tsc:off-at-clip-Q", "tsc:negative-V",
-    "fsm:encode-phase", "fsm:no-encode-phase (direct)",
-    "hazard:state-RAW-minimum-distance (1 layer, 1 group)", "hazard:acc-reuse-next-group",
-    "buffers:A-and-B (>=3 layers)", "stream:input-stalls", "stream:output-stalls", "stream:back-to-back",
-    "fault:reset-mid-inference", "fault:wrong-last", "fault:out-of-range-value",
-)
+# the Verilator build is the expensive part; a sample costs milliseconds
+SAMPLES_PER_NETLIST = 32
 
 
 def _sizes(rng: random.Random, n: int) -> list[int]:
@@ -99,88 +91,32 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc")) -> tuple[Model, n
         except ModelError:
             continue                      # e.g. widths beyond 48 bits: draw again
         lanes = rng.choice([1, 2, 4, 8, 16, 32, 64]) if max(sizes) > 8 else rng.choice([1, 2, 4, 8, 64])
-        n = rng.randint(3, 8)
-        x = nprng.integers(0, input_max + 1, (n, sizes[0]))
-        x[0] = 0
-        x[1] = input_max
+        x = adversarial_samples(model, nprng)
         info = {"seed": seed, "mode": mode, "sizes": sizes, "coding": coding, "T": T, "lanes": lanes,
                 "weight_bits": wb}
         return model, x, lanes, info
     raise RuntimeError(f"seed {seed}: no valid network in 100 draws")
 
 
-def coverage_of(model: Model, x: np.ndarray, lanes: int, info: dict, g: golden.Result, run: dict) -> set[str]:
-    """The functional coverage points this network and its run exercised."""
-    hit = {f"coding:{model.coding}", f"encoding:{model.encoding}", f"readout:{model.readout}"}
-    hit.add("lanes:1" if lanes == 1 else "lanes:64" if lanes == 64 else "lanes:other")
-    if len(model.layers) == 1:
-        hit.add("layers:1")
-    if len(model.layers) == 4:
-        hit.add("layers:4")
-    if len(model.layers) >= 3 and model.coding != "tsc":
-        hit.add("buffers:A-and-B (>=3 layers)")
-    for l in model.layers:
-        if l.n_out % lanes:
-            hit.add("lane-edge:n_out%P!=0")
-        if l.n_out < lanes:
-            hit.add("lane-edge:n_out<P")
-        if perf.groups(l.n_out, lanes) >= 2:
-            hit.add("hazard:acc-reuse-next-group")
-        if l.has_kernel:
-            hit.add("stcb:kernel")
-            if (l.h < 0).any():
-                hit.add("stcb:negative-tap")
-    if model.n_in % lanes:
-        hit.add("lane-edge:n_in%P!=0")
-    if len(model.layers) == 1 and perf.groups(model.n_out, lanes) == 1 and model.coding != "stcb":
-        hit.add("hazard:state-RAW-minimum-distance (1 layer, 1 group)")
-    for ev in g.events_in:
-        if (np.asarray(ev) == 0).any():
-            hit.add("group:no-input-events (null op)")
-        if (np.asarray(ev) >= 4).any():
-            hit.add("group:many-events")
-    if model.encoding == "direct":
-        hit.add("fsm:no-encode-phase (direct)")
-    else:
-        hit.add("fsm:encode-phase")
-    if (x == 0).all(axis=1).any():
-        hit.add("input:all-zero-sample")
-    if (x == model.input_max).all(axis=1).any():
-        hit.add("input:saturated-sample")
-    mode = info["mode"]
-    if mode in ("all-max", "all-negative"):
-        hit.add(f"weights:{mode}")
-    if mode == "threshold-1" or any((l.threshold == 1).all() for l in model.layers):
-        hit.add("threshold:1")
-    if mode == "threshold-max":
-        hit.add("threshold:max")
-    if model.coding in ("rate", "stcb") and g.spikes is not None:
-        for li, s in enumerate(g.spikes):
-            P = lanes
-            n = s.shape[2]
-            pad = (-n) % P
-            grouped = np.pad(s, ((0, 0), (0, 0), (0, pad))).reshape(s.shape[0], s.shape[1], -1, P)
-            if (grouped.sum(axis=3) >= 2).any():
-                hit.add("update:several-spikes-one-cycle")
-        # a firing layer that ends with V >= theta fired on its last step and kept a residual
-        # at or above threshold after the subtraction
-        n_fire = len(model.layers) - (model.readout == "membrane")
-        if any((v >= l.threshold).any() for l, v in zip(model.layers[:n_fire], g.v_final[:n_fire])):
-            hit.add("update:residual-above-threshold")
-    if model.coding == "tsc":
-        Q = model.T - 1
-        for l, v in zip(model.layers[:-1], g.v_final[:-1]):
-            if (np.floor_divide(v, l.threshold) >= Q).any():
-                hit.add("tsc:off-at-clip-Q")
-            if (v < 0).any():
-                hit.add("tsc:negative-V")
-    if run.get("stall_cycles", 0) > 0:
-        hit.update({"stream:input-stalls", "stream:output-stalls"})
-    if len(x) >= 2:
-        hit.add("stream:back-to-back")
-    for f in run.get("faults", ()):
-        hit.add(f"fault:{f}")
-    return hit
+def adversarial_samples(model: Model, rng: np.random.Generator, n: int = SAMPLES_PER_NETLIST) -> np.ndarray:
+    """``n`` samples: all-zero, saturated, then for a few first-layer neurons the input that drives
+    their current to its largest value (every input with a positive weight at input_max, the others
+    at 0) and to its smallest (the opposite), so membranes reach the bounds of the width analysis;
+    the rest uniformly random."""
+    M, w = model.input_max, model.layers[0].weight
+    rows = [np.zeros(model.n_in, np.int64), np.full(model.n_in, M, np.int64)]
+    for j in rng.permutation(w.shape[0])[:max(1, (n - 2) // 4)]:
+        rows.append(np.where(w[j] > 0, M, 0))
+        rows.append(np.where(w[j] < 0, M, 0))
+    while len(rows) < n:
+        rows.append(rng.integers(0, M + 1, model.n_in))
+    return np.array(rows[:n], dtype=np.int64)
+
+
+def campaign_config(codings, stall_prob: float, seeds) -> cov.CampaignConfig:
+    """What a campaign can reach: its codings, whether it stalls, whether any seed takes the faults."""
+    return cov.CampaignConfig(frozenset(codings), stalls=stall_prob > 0,
+                              faults=any(s % 4 == 0 for s in seeds))
 
 
 @dataclass
@@ -190,17 +126,22 @@ class Campaign:
     faults_injected: int = 0
     lint_clean: int = 0
     mismatches: int = 0
-    coverage: dict = field(default_factory=lambda: {p: 0 for p in COVERAGE_POINTS})
+    config: cov.CampaignConfig = field(default_factory=lambda: cov.CampaignConfig(frozenset({"rate", "stcb", "tsc"})))
+    coverage: dict = field(default_factory=lambda: cov.merge(None, {}))
     failures: list = field(default_factory=list)
     per_network: list = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        hit = sum(1 for v in self.coverage.values() if v)
+        goal = cov.goal(self.config)
+        total = sum(len(b) for b in goal.values())
+        missed = cov.missed(self.coverage, self.config)
         return {"networks": self.networks, "samples": self.samples, "faults_injected": self.faults_injected,
-                "lint_clean": self.lint_clean, "mismatches": self.mismatches, "coverage_hit": hit,
-                "coverage_total": len(self.coverage), "coverage": self.coverage,
-                "missed_coverage": [k for k, v in self.coverage.items() if not v],
+                "lint_clean": self.lint_clean, "mismatches": self.mismatches,
+                "coverage_hit": total - len(missed), "coverage_total": total,
+                "coverage": self.coverage, "coverage_goal": goal, "missed_coverage": missed,
+                "campaign": {"codings": sorted(self.config.codings), "stalls": self.config.stalls,
+                             "faults": self.config.faults},
                 "failures": self.failures, "seconds": self.seconds}
 
 
@@ -219,7 +160,8 @@ def check_network(model: Model, x: np.ndarray, lanes: int, info: dict, *, stall_
     """Lint, build, run with stalls (and faults); returns (run facts, first mismatch or None)."""
     from hw.generate import generate
     from .regress import compare
-    from .runner import build, run_job
+    from .runner import build, cycle_budget, run_job
+    from .tb import state_words
     from .toolchain import lint
     vdir = ROOT / "build" / "fuzz-verilog" / name
     v, j = generate(model, lanes, vdir, name)
@@ -229,18 +171,26 @@ def check_network(model: Model, x: np.ndarray, lanes: int, info: dict, *, stall_
     if lr.returncode:
         return run, f"lint failed: {lr.stderr.strip().splitlines()[0] if lr.stderr.strip() else lr.returncode}"
     b = build(v, name, fast=True)
-    rtl = run_job(b, {"manifest": man, "inputs_array": x, "stall_prob": stall_prob, "seed": info["seed"]})
-    run["stall_cycles"] = int(rtl["stall_cycles"])
     g = golden.run(model, x, lanes=lanes)
+    budget = cycle_budget(int(g.counters["cycles"].sum()), len(x) * (model.n_in + model.n_out), stall_prob)
+    job = {"manifest": man, "inputs_array": x, "stall_prob": stall_prob, "seed": info["seed"],
+           "max_cycles": budget, "coverage": True, "state_words": state_words(model, lanes)}
+    rtl = run_job(b, job)
+    run["stall_cycles"] = int(rtl["stall_cycles"])
+    run["busy_offers"] = int(rtl["busy_offers"])
+    run["coverage"] = rtl["coverage"]
     verdicts, bad = compare(model, lanes, rtl, g)
     if any(bad.values()):
         i = next(k for k, v in enumerate(verdicts) if v)
         return run, f"sample {i}: {', '.join(verdicts[i])}"
+    if rtl["violations"]:
+        return run, f"testbench check: {rtl['violations'][0]}"
     if int(rtl["err_range"]) or int(rtl["err_protocol"]):
         return run, "error flag raised on valid input"
     if faults:
-        r = run_job(b, {"manifest": man, "inputs_array": x[:1], "reset_after": 3 + info["seed"] % 11},
+        r = run_job(b, {**job, "inputs_array": x[:1], "reset_after": 3 + info["seed"] % 11, "stall_prob": 0.0},
                     testcase="protocol_abuse")
+        run["coverage"] = cov.merge(cov.merge(None, run["coverage"]), r["coverage"])
         g1 = golden.run(model, x[:1], lanes=lanes)
         ok = (r["after_reset_flags"].tolist() == [0, 0] and r["membranes"].tolist() == g1.membranes.tolist()
               and r["cnt_cycles"].tolist() == g1.counters["cycles"].tolist())
@@ -268,13 +218,12 @@ def _one(seed: int, codings, stall_prob: float) -> dict:
     """Check one random network (runs in a worker process)."""
     model, x, lanes, info = random_network(seed, codings)
     run, why = check_network(model, x, lanes, info, stall_prob=stall_prob, faults=seed % 4 == 0, name=f"fz{seed}")
-    g = golden.run(model, x, lanes=lanes, record=model.coding != "tsc")
-    cov = coverage_of(model, x, lanes, info, g, run)
     failure = None
     if why:
         xs, why2 = shrink(model, x, lanes, info, why)
         failure = {"seed": seed, "why": why2, "reproducer": str(_save_reproducer(model, xs, lanes, info, why2))}
-    return {"info": info, "samples": len(x), "run": run, "why": why, "coverage": sorted(cov), "failure": failure}
+    return {"info": info, "samples": len(x), "run": run, "why": why, "coverage": run.get("coverage") or {},
+            "failure": failure}
 
 
 def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 0.3, log=print,
@@ -282,9 +231,9 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
     """Check every seed's network; ``jobs`` worker processes build and simulate in parallel."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from tqdm import tqdm
-    c = Campaign()
-    t0 = time.perf_counter()
     seeds = list(seeds)
+    c = Campaign(config=campaign_config(codings, stall_prob, seeds))
+    t0 = time.perf_counter()
     bar = tqdm(total=len(seeds), desc="fuzz", unit="net", disable=not progress, file=sys.stderr)
 
     def absorb(r: dict) -> None:
@@ -292,8 +241,7 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
         c.samples += r["samples"]
         c.lint_clean += int(r["run"]["lint_clean"])
         c.faults_injected += len(r["run"]["faults"])
-        for p in r["coverage"]:
-            c.coverage[p] = c.coverage.get(p, 0) + 1
+        c.coverage = cov.merge(c.coverage, r["coverage"])
         c.per_network.append({**r["info"], "n_samples": r["samples"], "ok": r["why"] is None})
         if r["failure"]:
             c.mismatches += 1
@@ -353,8 +301,10 @@ def main(argv=None) -> int:
     print(f"{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
           f"lint clean {s['lint_clean']}/{s['networks']}, mismatches {s['mismatches']}, "
           f"coverage {s['coverage_hit']}/{s['coverage_total']} ({s['seconds']:.0f} s); wrote {a.json}")
-    for k, v in s["coverage"].items():
-        print(f"  {'hit ' if v else 'MISS'} {v:>4}  {k}")
+    for point, bins in s["coverage_goal"].items():
+        for b in bins:
+            n = s["coverage"][point][b]
+            print(f"  {'hit ' if n else 'MISS'} {n:>6}  {point}/{b}")
     if s["mismatches"]:
         return 1
     if s["missed_coverage"] and not a.no_coverage_check:

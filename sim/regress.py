@@ -133,7 +133,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
             waves: bool = False, localise: bool = True, log=print, fast_build: bool = False) -> RegressResult:
     """Generate (or take) the netlist, build it, stream ``x``, compare with golden."""
     from hw.generate import generate
-    from .runner import build, run_job
+    from .runner import build, cycle_budget, run_job
     golden.check_inputs(model, x)
     t0 = time.perf_counter()
     if verilog is None:
@@ -159,10 +159,12 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         log(f"note: {verilog} differs from the netlist its manifest describes (hand-edited?)")
     b = build(verilog, top, waves=waves, fast=fast_build)
     log(f"verilator build {'cached' if b.cached else f'{b.seconds:.1f} s'}: {b.dir}")
-    t1 = time.perf_counter()
-    rtl = run_job(b, {"manifest": manifest, "inputs_array": x, "stall_prob": stall_prob, "seed": seed})
-    sim_s = time.perf_counter() - t1
     g = golden.run(model, x, lanes=lanes)
+    budget = cycle_budget(int(g.counters["cycles"].sum()), len(x) * (model.n_in + model.n_out), stall_prob)
+    t1 = time.perf_counter()
+    rtl = run_job(b, {"manifest": manifest, "inputs_array": x, "stall_prob": stall_prob, "seed": seed,
+                      "max_cycles": budget})
+    sim_s = time.perf_counter() - t1
     verdicts, bad = compare(model, lanes, rtl, g)
     B = len(x)
     samples = []
@@ -190,7 +192,8 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
             cname = field.split(":", 1)[1]
             first += f" (rtl {int(rtl['cnt_' + cname][bi])})"
         if localise and model.coding == "tsc":
-            one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
+            one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True,
+                              "max_cycles": budget})
             hidden, enc = decode_events(one, model, lanes)
             gr = golden.run(model, x[bi:bi + 1], record=True)
             sources = [("input", gr.input_events[0], enc)] + [(f"layer {i}", gr.events[i][0], h)
@@ -204,7 +207,8 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
             else:
                 first += "; all ON/OFF events agree (the difference is in membranes or counters only)"
         elif localise:
-            one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True})
+            one = run_job(b, {"manifest": manifest, "inputs_array": x[bi:bi + 1], "spikes": True,
+                              "max_cycles": budget})
             layers, enc = decode_spikes(one, model, lanes)
             gr = golden.run(model, x[bi:bi + 1], record=True)
             mm = golden.first_spike_mismatch(gr.spikes, [l[None] for l in layers], sample_offset=bi)
@@ -237,8 +241,12 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         "hand_edited_netlist": edited,
         "vcd": rtl.get("_vcd"),
     }
+    summary["violations"] = rtl["violations"]
     if summary["err_range"] or summary["err_protocol"]:
         first = first or "the core raised an error flag on valid input"
+        summary["first_mismatch"] = first
+    if rtl["violations"]:
+        first = first or f"stream protocol violation: {rtl['violations'][0]}"
         summary["first_mismatch"] = first
     return RegressResult(summary, samples, first, _junit(f"sim.regress.{top}", samples, sim_s))
 

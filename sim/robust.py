@@ -217,8 +217,12 @@ def report_markdown(s: dict) -> str:
              f"| functional coverage points hit | {s['coverage_hit']}/{s['coverage_total']} |",
              f"| bad inputs tried / rejected | {s['bad_inputs_tried']} / {s['bad_inputs_rejected']} |",
              f"| mismatches | **{s['mismatches']}** |",
-             f"| time | {s['seconds']:.0f} s |", "", "## Coverage", "", "| point | networks |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in s["coverage"].items()]
+             f"| time | {s['seconds']:.0f} s |", "", "## Coverage (sampled from the hardware, sim.coverage)", "",
+             "Hits are observations summed over the campaign; bins this campaign cannot reach are not listed.", "",
+             "| point | bin | hits | what the hardware did |", "| --- | --- | --- | --- |"]
+    from .coverage import describe
+    for point, bins in s["coverage_goal"].items():
+        lines += [f"| {point} | {b} | {s['coverage'][point][b] or '**0**'} | {describe(point, b)} |" for b in bins]
     if s["failures"] or s["bad_input_failures"]:
         lines += ["", "## Failures", ""] + [f"- seed {f['seed']}: {f['why']} (`python -m sim.fuzz --replay "
                                             f"{f['reproducer']}`)" for f in s["failures"]]

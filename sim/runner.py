@@ -21,7 +21,7 @@ import numpy as np
 
 from .toolchain import LINT_WAIVERS, ensure_verilator, verilator_version
 
-__all__ = ["Build", "build", "run_job", "SimError", "BUILD_ARGS"]
+__all__ = ["Build", "build", "run_job", "SimError", "BUILD_ARGS", "cycle_budget"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_ARGS = (*LINT_WAIVERS, "--x-assign", "fast", "--x-initial", "fast", "-O3")
@@ -97,8 +97,17 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     return Build(bdir, top, False, time.perf_counter() - t0, waves)
 
 
+def cycle_budget(golden_cycles: int, beats: int, stall_prob: float) -> int:
+    """Clock cycles a run may take before the testbench calls the core hung: four times the cycles
+    golden predicts, plus the stall cycles the stream models may inject (each beat of either stream
+    waits a geometric number of cycles, mean p / (1 - p); allow 20 times that), plus a margin."""
+    stall = 20.0 * stall_prob / (1.0 - stall_prob) if stall_prob < 1.0 else float("inf")
+    return int(4 * golden_cycles + beats * (2 + stall) + 10_000)
+
+
 def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_note: str = "") -> dict:
-    """Run one cocotb test of ``sim.tb`` on build ``b``; returns the arrays it recorded."""
+    """Run one cocotb test of ``sim.tb`` on build ``b``; returns the arrays it recorded, with
+    ``violations`` (protocol or hazard violations the testbench saw) and ``coverage`` decoded."""
     from cocotb_tools.runner import get_runner
     ensure_verilator()
     work = Path(tempfile.mkdtemp(prefix="job-", dir=b.dir))
@@ -129,6 +138,9 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
             raise SimError(f"cocotb test {testcase} failed\n{tail}")
         with np.load(job["out"]) as z:
             res = {k: z[k] for k in z.files}
+        res["violations"] = json.loads(str(res["violations"])) if "violations" in res else []
+        if "coverage" in res:
+            res["coverage"] = json.loads(str(res["coverage"]))
         res["_junit"] = xml
         if b.waves and (work / "dump.vcd").exists():
             res["_vcd"] = str(work / "dump.vcd")

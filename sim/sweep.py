@@ -32,7 +32,7 @@ from golden import energy as en
 from golden.cli import ArgumentParser, UsageError, guard, positive_int
 from golden.geometry import ConfigError, CoreGeometry
 from golden.io import atomic_write, load_model
-from golden.model import CODINGS, SUPPORTED_CODINGS, ModelError
+from golden.model import CODING_ENCODINGS, CODING_READOUTS, CODINGS, ModelError
 
 __all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "verify", "retarget", "pareto_front",
            "table_markdown", "CSV_FIELDS"]
@@ -68,15 +68,11 @@ def parse_lanes(text: str) -> list[int]:
 
 
 def parse_codings(text: str) -> list[str]:
-    """Comma-separated codings; each must be one that golden executes (``golden.model.SUPPORTED_CODINGS``)."""
+    """Comma-separated codings, each one of ``golden.CODINGS``, none twice."""
     out = []
     for c in (p.strip() for p in str(text).split(",")):
         if c not in CODINGS:
-            raise UsageError(f"--codings: unknown coding {c!r} (known: {', '.join(CODINGS)}; "
-                             f"golden supports: {', '.join(SUPPORTED_CODINGS)})")
-        if c not in SUPPORTED_CODINGS:
-            raise UsageError(f"--codings: coding {c!r} is not supported by golden yet "
-                             f"(supported: {', '.join(SUPPORTED_CODINGS)})")
+            raise UsageError(f"--codings: unknown coding {c!r} (known: {', '.join(CODINGS)})")
         if c in out:
             raise UsageError(f"--codings: {c!r} is listed twice")
         out.append(c)
@@ -167,16 +163,13 @@ def pareto_front(points) -> list[bool]:
 def retarget(model, coding: str, T: int):
     """``model`` under another coding and/or T (the same integer weights). The encoding and readout
     are kept when the coding admits them, else the coding's first admissible one is used."""
-    from golden import model as mm
     kw = {}
     if coding != model.coding:
         kw["coding"] = coding
-        enc = getattr(mm, "CODING_ENCODINGS", {}).get(coding)
-        if enc and model.encoding not in enc:
-            kw["encoding"] = enc[0]
-        ro = getattr(mm, "CODING_READOUTS", {}).get(coding)
-        if ro and model.readout not in ro:
-            kw["readout"] = ro[0]
+        if model.encoding not in CODING_ENCODINGS[coding]:
+            kw["encoding"] = CODING_ENCODINGS[coding][0]
+        if model.readout not in CODING_READOUTS[coding]:
+            kw["readout"] = CODING_READOUTS[coding][0]
     if T != model.T:
         kw["T"] = T
     return model.replace(**kw) if kw else model
@@ -432,7 +425,7 @@ def main(argv=None) -> int:
                    help="integer model file(s) (.npz); several (e.g. one per coding, same task) are swept side by side")
     p.add_argument("--lanes", default=DEFAULT_LANES, help=f"comma-separated lane counts (default {DEFAULT_LANES})")
     p.add_argument("--codings", default=None, help=f"comma-separated codings golden supports "
-                                                   f"({', '.join(SUPPORTED_CODINGS)}); re-targets each model "
+                                                   f"({', '.join(CODINGS)}); re-targets each model "
                                                    f"(default: each model's own)")
     p.add_argument("--T", default=None, help="comma-separated T values; re-targets each model (default: its own)")
     p.add_argument("--dataset", default="digits")

@@ -160,3 +160,19 @@ def test_argmax_ties_go_to_the_lowest_index_in_and_across_groups(readout, lanes)
         hw = simulate(model, np.array([[1]]), lanes=lanes)
         assert golden.run(model, np.array([[1]])).predictions.tolist() == [expected]
         assert hw["predictions"].tolist() == [expected]
+
+
+def test_a_hung_core_fails_with_a_message_instead_of_hanging():
+    # a consumer that never takes results: the core waits in readout forever; simulate() must give up
+    import hw.pysim as pysim
+    model, x = random_model(0, sizes=[4, 3])
+    core = SpikeCore(model, lanes=1)
+    real = core.elaborate
+
+    def stuck(platform):
+        m = real(platform)
+        m.d.comb += core.result.valid.eq(0)       # the result stream never offers a beat
+        return m
+    core.elaborate = stuck
+    with pytest.raises(pysim.SimulationHang, match=r"within 400 cycles: 1/1 samples accepted, 0/1 results"):
+        pysim.simulate(model, x[:1], lanes=1, max_cycles=400, core=core)

@@ -43,7 +43,7 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert man["verilog_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     # ports are named after the stream members
     for port in ("x__valid", "x__ready", "x__payload", "result__valid", "result__ready", "result__payload",
-                 "err_range", "cnt_cycles", "cnt_spikes_l1"):
+                 "err_range", "cnt__cycles", "cnt__spikes_l1", "spk__mask", "st__waddr", "op__last"):
         assert port in man["ports"] and port in text
     # value: 4 bits for 9 plus one to flag overflow, then `last`
     assert man["payloads"]["x"]["value"] == {"offset": 0, "width": 5, "signed": False}

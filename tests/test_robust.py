@@ -1,9 +1,11 @@
 """The short robustness campaign of `make test` (`make robust` runs the long one)."""
 
 import numpy as np
+import pytest
 
 import golden
-from sim.fuzz import COVERAGE_POINTS, coverage_of, random_network, run_campaign
+from sim import coverage as cov
+from sim.fuzz import SAMPLES_PER_NETLIST, adversarial_samples, campaign_config, random_network, run_campaign
 from sim.robust import bad_input_campaign
 
 
@@ -16,27 +18,49 @@ def test_random_networks_are_valid_and_reproducible():
         golden.check_inputs(model, x)
         assert 1 <= len(model.layers) <= 4 and all(1 <= n <= 300 for n in model.sizes)
         assert lanes in (1, 2, 4, 8, 16, 32, 64)
+        assert len(x) >= SAMPLES_PER_NETLIST
+
+
+def test_adversarial_samples_reach_the_current_bounds():
+    model, _, _, _ = random_network(7)
+    x = adversarial_samples(model, np.random.default_rng(0))
+    M, w = model.input_max, model.layers[0].weight
+    assert len(x) == SAMPLES_PER_NETLIST and (x[0] == 0).all() and (x[1] == M).all()
+    # every sample after the first two that is not random drives some neuron to its extreme current
+    acc = x.astype(np.int64) @ w.T
+    hi, lo = np.maximum(w, 0).sum(axis=1) * M, np.minimum(w, 0).sum(axis=1) * M
+    assert (acc == hi).any(axis=0).sum() >= 1 and (acc == lo).any(axis=0).sum() >= 1
+
+
+def test_coverage_goal_follows_the_campaign():
+    only_tsc = cov.goal(cov.CampaignConfig(frozenset({"tsc"}), stalls=True, faults=False))
+    assert "count" not in only_tsc["config.readout"] and only_tsc["fault"] == []
+    assert "tsc-off-at-Q" in only_tsc["spk"] and "residual-above-threshold" not in only_tsc["st"]
+    no_stalls = cov.goal(cov.CampaignConfig(frozenset({"rate"}), stalls=False, faults=True))
+    assert "held" not in no_stalls["result"] and "offered-while-busy" in no_stalls["x"]
+    assert campaign_config(["rate"], 0.3, [1, 2, 3]).faults is False
+    assert campaign_config(["rate"], 0.0, [4]) == cov.CampaignConfig(frozenset({"rate"}), stalls=False, faults=True)
+    hits = cov.merge(None, {"x": {"offered-while-busy": 2}})
+    assert "x/offered-while-busy" not in cov.missed(hits, cov.CampaignConfig(frozenset({"rate"})))
+    assert "x/starved" in cov.missed(hits, cov.CampaignConfig(frozenset({"rate"})))
+    with pytest.raises(KeyError, match="no bin"):
+        cov.hit("x", "nonsense")
 
 
 def test_short_campaign_every_coding_on_verilator():
-    # small seeds covering tsc, stcb and rate (direct, with protocol faults: seed % 4 == 0)
-    c = run_campaign([1033, 1075, 1060], jobs=2, progress=False, log=lambda *_: None)
+    # seeds covering tsc, stcb and rate (and the protocol faults: seed % 4 == 0)
+    seeds = [1033, 1075, 1060]
+    c = run_campaign(seeds, jobs=2, progress=False, log=lambda *_: None)
     s = c.summary()
     assert s["mismatches"] == 0, s["failures"]
-    assert s["networks"] == 3 and s["lint_clean"] == 3
+    assert s["networks"] == 3 and s["lint_clean"] == 3 and s["samples"] >= 3 * SAMPLES_PER_NETLIST
     assert s["faults_injected"] == 3
-    assert {"coding:rate", "coding:tsc", "coding:stcb", "stream:input-stalls", "fault:wrong-last"} <= {
-        k for k, v in s["coverage"].items() if v}
-    assert set(s["coverage"]) == set(COVERAGE_POINTS)
-
-
-def test_coverage_points_are_sampled_from_the_run():
-    model, x, lanes, info = random_network(1060)
-    g = golden.run(model, x, lanes=lanes, record=True)
-    quiet = coverage_of(model, x, lanes, info, g, {"faults": []})
-    noisy = coverage_of(model, x, lanes, info, g, {"faults": ["wrong-last"], "stall_cycles": 5})
-    assert "fault:wrong-last" in noisy - quiet and "stream:input-stalls" in noisy - quiet
-    assert quiet <= set(COVERAGE_POINTS)
+    hits = s["coverage"]
+    # sampled from what the hardware did: the concurrent source offered beats while the core was busy,
+    # the sink held beats, the op trace saw null ops, the netlists' codings ran
+    assert hits["x"]["offered-while-busy"] > 0 and hits["result"]["held"] > 0 and hits["x"]["back-to-back"] > 0
+    assert hits["op"]["null-op"] > 0 and hits["fault"]["wrong-last-flagged"] == 1
+    assert {b for b, n in hits["config.coding"].items() if n} == {"rate", "stcb", "tsc"}
 
 
 def test_every_bad_input_is_rejected():
