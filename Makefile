@@ -70,7 +70,6 @@ synth: $(STAMP)
 	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET)
 
 setup-fpga: $(STAMP)
-	$(PY) -m pip install -e '.[fpga]'
 
 clean:
 	rm -rf build

@@ -26,7 +26,7 @@ Block RAM check (the weight memory must not become logic)
     exits 1 with a message naming the counts.
 
 Exit codes: 0 success; 1 the weight memory is not in block RAM, the core does not fit the device, or
-a tool failed; 2 bad input or missing yowasp tools (``make setup-fpga``), with one line on stderr.
+a tool failed; 2 bad input or missing yowasp tools (``make setup``), with one line on stderr.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_n
            "tools_available", "wrapper_verilog", "to_markdown"]
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL_HINT = "yowasp FPGA tools are not installed; run `make setup-fpga` (pip install -e '.[fpga]')"
+INSTALL_HINT = "yowasp FPGA tools are not installed; run `make setup`"
 
 
 @dataclass(frozen=True)

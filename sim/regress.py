@@ -298,7 +298,7 @@ def main(argv=None) -> int:
         print(f"accuracy: golden {100 * s['golden_accuracy']:.2f}%, rtl {100 * s['rtl_accuracy']:.2f}%")
     print(f"per inference: {mc['cycles']:.1f} cycles, {mc['weight_reads']:.1f} weight reads, "
           f"{mc['state_reads']:.1f}/{mc['state_writes']:.1f} state reads/writes, {mc['syn_ops']:.1f} syn_ops, "
-          f"{mc[s['emitted']]:.1f} {s['emitted']}; cycle efficiency {s['cycle_efficiency']:.3f}")
+          f"{mc['spikes']:.1f} spikes; cycle efficiency {s['cycle_efficiency']:.3f}")
     if s["vcd"]:
         print(f"waves: {s['vcd']}")
     print(f"simulation: {s['sim_seconds']:.1f} s, {s['samples_per_s']:.1f} samples/s, "

@@ -232,3 +232,57 @@ def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.n
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
     r["markdown"] = md
     return r
+
+
+def main(argv=None) -> int:
+    """``python -m sim.report``: the report of one model on a dataset split, optionally with the RTL
+    regression's results (``sim.regress --json``) and the training metrics (``quant.train``'s NAME.json)."""
+    import re
+
+    from golden import datasets
+    from golden.cli import ArgumentParser, UsageError, lanes_arg, positive_int
+    p = ArgumentParser(prog="python -m sim.report", description=main.__doc__.splitlines()[0][4:])
+    p.add_argument("--model", required=True, help="integer model file (.npz)")
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
+    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
+    p.add_argument("--lanes", type=lanes_arg, default=8, help="hardware lanes P for the counters (default 8)")
+    p.add_argument("--regress", default=None, help="sim.regress results JSON of this model (RTL rung)")
+    p.add_argument("--metrics", default=None, help="quant.train metrics JSON (float and quantized rungs)")
+    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for latency and throughput")
+    p.add_argument("--out", required=True, help="report directory (report.md, report.json, PNG plots)")
+    a = p.parse_args(argv)
+    model = golden.load_model(a.model)
+
+    def _json(path, what):
+        if path is None:
+            return None
+        try:
+            return json.loads(Path(path).read_text())
+        except OSError as e:
+            raise UsageError(f"--{what} {path}: {e.strerror or e}") from None
+        except ValueError:
+            raise UsageError(f"--{what} {path}: not JSON") from None
+    reg = _json(a.regress, "regress")
+    if reg is not None and not (isinstance(reg, dict) and isinstance(reg.get("summary"), dict)
+                                and "matching_samples" in reg["summary"]):
+        raise UsageError(f"--regress {a.regress}: not a sim.regress results file")
+    metrics = _json(a.metrics, "metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise UsageError(f"--metrics {a.metrics}: not a quant.train metrics file")
+    x, y = datasets.load(a.dataset, a.split, a.data_dir)
+    if a.limit:
+        x, y = x[:a.limit], y[:a.limit]
+    golden.check_inputs(model, x)
+    name = re.sub(r"\W", "_", Path(a.model).stem)
+    r = write_report(a.out, name, model, x, y, lanes=a.lanes, regress_summary=reg["summary"] if reg else None,
+                     metrics=metrics, clock_mhz=a.clock_mhz)
+    print(f"wrote {Path(a.out) / 'report.md'} ({len(r['plots'])} plots), golden accuracy "
+          f"{100 * r['accuracy']['golden']:.2f}% on {r['samples']} samples")
+    return 0
+
+
+if __name__ == "__main__":
+    from golden.cli import guard
+    guard("sim.report", main)
