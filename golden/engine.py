@@ -106,7 +106,7 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
     B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
     q = tsc_quantize(x, M, Q)
     ev_in = tsc_events(q, T)
-    input_events = (ev_in != 0).sum(axis=2, dtype=np.int64)
+    input_events = ev_in != 0
     v_final, events_rec, acts, events_in, emitted = [], [], [], [], []
     n_layers = len(model.layers)
     for li, layer in enumerate(model.layers):
@@ -126,12 +126,11 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
             a = np.clip(np.floor_divide(V, layer.threshold), 0, Q)
             acts.append(a)
             ev_out = tsc_events(a, T)
-        emitted.append((ev_out != 0).sum(axis=2, dtype=np.int64))
+        emitted.append(ev_out != 0)
         if record:
             events_rec.append(ev_out)
         ev_in = ev_out
-    act = perf.Activity(input_events, (q >= 1).sum(axis=1, dtype=np.int64), emitted,
-                        [np.zeros(B, np.int64)] * n_layers)
+    act = perf.Activity(input_events, emitted)
     totals, layer_counters, enc = perf.count(model, P, act)
     membranes = v_final[-1]
     predictions = np.argmax(membranes, axis=1).astype(np.int64)
@@ -149,11 +148,6 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
         if k < T and hk:
             out[:, k:] += hk * cur[:, :T - k]
     return out
-
-
-def _trains_active(spikes: np.ndarray) -> np.ndarray:
-    """Number of non-zero T-bit trains per sample: (B, T, n) -> (B,)."""
-    return spikes.any(axis=1).sum(axis=1, dtype=np.int64)
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
@@ -205,14 +199,13 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     if model.encoding == "rate":
         input_spikes = _rate_encode(x, model.input_max, T)
         events = input_spikes.sum(axis=2, dtype=np.int64)               # (B, T)
-        active = _trains_active(input_spikes)
+        act = perf.Activity(input_spikes.astype(bool), [])
         layer_in = input_spikes
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
         events = np.repeat(nnz[:, None], T, axis=1)
-        active = nnz
+        act = perf.Activity(np.broadcast_to((x != 0)[:, None, :], (B, T, model.n_in)), [])
         layer_in = None
-    act = perf.Activity(events, active, [], [])
 
     spikes_rec, v_final, events_in = [], [], []
     n_layers = len(model.layers)
@@ -230,8 +223,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
             cur = apply_kernel(cur, layer.h)
         s, v = _if_layer(cur, layer.v_init, layer.threshold, fire)
         step_spikes = s.sum(axis=2, dtype=np.int64)                       # (B, T)
-        act.spikes.append(step_spikes)
-        act.active.append(_trains_active(s))
+        act.layers.append(s.astype(bool))
         events_in.append(events)
         v_final.append(v)
         if record:

@@ -1,8 +1,10 @@
-"""Memory geometry and widths of the core for one integer model and lane count.
+"""Memory geometry and datapath widths of the core for one integer model and lane count.
 
-The one place that both golden's performance and energy models and hw/'s generator read: memory
-widths and depths, address bases, register widths. golden never imports hw; hw builds its RTL from
-these numbers, so the RTL, its manifest, the energy model and the testbench agree by construction.
+The one place that both golden's energy model and hw/'s generator read: memory widths and depths,
+address bases, register widths. golden never imports hw; hw builds its RTL from these numbers, so
+the RTL, its manifest, the energy model and the testbench agree by construction. Every width comes
+from the model's worst-case ranges (:attr:`golden.Model.widths`), so nothing in the datapath can
+overflow.
 """
 
 from __future__ import annotations
@@ -18,11 +20,7 @@ __all__ = ["CoreGeometry", "ConfigError", "LayerHW", "COUNTER_BITS", "MAX_LANES"
 
 COUNTER_BITS = 32
 MAX_LANES = 64
-
-
-def ceil_log2(n: int) -> int:
-    """Smallest k with 2**k >= n (0 for n <= 1)."""
-    return max(0, int(n - 1).bit_length())
+ceil_log2 = perf.ceil_log2
 
 
 class ConfigError(ValueError):
@@ -38,6 +36,10 @@ class LayerHW:
     wbase: int             # weight word of (g, i) at wbase + g * n_in + i
     sbase: int             # state/param word of group g at sbase + g
     fires: bool
+
+
+def _span(*ranges) -> tuple[int, int]:
+    return min(int(r[0]) for r in ranges), max(int(r[1]) for r in ranges)
 
 
 class CoreGeometry:
@@ -57,37 +59,28 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
+        kinds = {getattr(l, "kind", "dense") for l in model.layers}
+        if kinds != {"dense"}:
+            raise ConfigError(f"{', '.join(sorted(kinds - {'dense'}))} layers are not supported by the hardware "
+                              "core yet (dense layers only)")
+        self.model = model
         self.coding = model.coding
         self.tsc = model.coding == "tsc"
         self.stcb = model.coding == "stcb"
-        self.model = model
         self.P = P = int(lanes)
-        self.T = model.T
+        self.T = T = model.T
         self.direct = model.encoding == "direct"
         self.membrane_readout = model.readout == "membrane"
-        self.n_in = model.n_in
-        self.n_out = model.n_out
-        self.L = len(model.layers)
+        self.n_in, self.n_out, self.L = model.n_in, model.n_out, len(model.layers)
         self.G_in = perf.groups(self.n_in, P)
-        self.wbits = model.weight_bits
-        self.vbits = model.v_bits
-        self.xbits = unsigned_bits(model.input_max)
+        self.wbits, self.vbits = model.weight_bits, model.v_bits
+        M = model.input_max
+        self.xbits = unsigned_bits(M)
         self.in_bits = self.xbits + 1                 # one spare bit so out-of-range values are visible
-        self.ubits = unsigned_bits(max(0, model.input_max - 1))
-        if self.tsc:
-            # the input countdown register: x * Q + input_max // 2, and -1 once the OFF event is sent
-            M, Q = model.input_max, model.T - 1
-            self.ubits = signed_bits(-1, M * Q + M // 2)
-        # TSC keeps the current C next to V in the state word
-        self.cur_bits = max(signed_bits(w.current_lo, w.current_hi) for w in model.widths) if self.tsc else 0
-        self.state_lane_bits = model.v_bits + self.cur_bits
-        self.tbits = max(1, ceil_log2(self.T))
-        self.cnt_bits = unsigned_bits(self.T)
-        self.cls_bits = max(1, ceil_log2(self.n_out))
-        self.layer_bits = max(1, ceil_log2(self.L))
-        self.acc_bits = max(signed_bits(w.acc_lo, w.acc_hi) for w in model.widths)
-        self.counter_bits = COUNTER_BITS
+        self.taps = max(len(l.h) for l in model.layers)
+        self.kernel = any(l.has_kernel for l in model.layers)
 
+        # ---- layers and memory bases
         layers, wbase, sbase = [], 0, 0
         for li, l in enumerate(model.layers):
             G = perf.groups(l.n_out, P)
@@ -96,67 +89,107 @@ class CoreGeometry:
             wbase += G * l.n_in
             sbase += G
         self.layers = tuple(layers)
-        self.weight_depth = wbase
-        self.state_depth = sbase
+        self.weight_depth, self.state_depth = wbase, sbase
         self.max_groups = max(l.groups for l in layers)
-        # event buffers: IN (encoder or direct inputs), A (written by even layers), B (odd layers)
+
+        # ---- datapath widths from the worst-case ranges
+        w = model.widths
+        ranges = []
+        for l, lw in zip(model.layers, w):
+            b_lo, b_hi = int(l.bias.min()), int(l.bias.max())
+            th_lo, th_hi = int(l.threshold.min()), int(l.threshold.max())
+            if self.tsc:
+                # C += sum of +-w; V += C: both accumulate in the op stage
+                ranges += [(lw.current_lo + lw.acc_lo, lw.current_hi + lw.acc_hi),
+                           (lw.v_lo + lw.current_lo + lw.acc_lo, lw.v_hi + lw.current_hi + lw.acc_hi),
+                           (lw.v_lo - th_hi, lw.v_hi)]                      # generator: R - theta
+            elif self.stcb:
+                pre = (lw.acc_lo + b_lo, lw.acc_hi + b_hi)                 # a slot's current before the kernel
+                big = max(abs(pre[0]), abs(pre[1])) * int(np.abs(l.h).sum())
+                ranges += [(lw.acc_lo, lw.acc_hi), pre, (-big, big), (lw.current_lo - th_hi, lw.current_hi),
+                           (lw.v_lo + lw.current_lo - th_hi, lw.v_hi + lw.current_hi)]
+            else:
+                # V + bias + sum(w) and the same minus theta accumulate side by side; bias - theta is a
+                # parameter of its own
+                lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
+                ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
+        self.acc_bits = signed_bits(*_span(*ranges))
+        self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi) for lw in w) if self.tsc else 0
+        self.state_lane_bits = self.vbits + self.cur_bits    # tsc keeps the current C above V
+        self.pbits = self.vbits + 1                          # bias, threshold, v_init, bias - threshold
+        self.cnt_bits = unsigned_bits(T)
+        self.cls_bits = max(1, ceil_log2(self.n_out))
+        self.layer_bits = max(1, ceil_log2(self.L))
+        self.tbits = max(1, ceil_log2(T))
+        self.group_bits = max(1, ceil_log2(max(self.max_groups, self.G_in) + 1))
+        self.waddr_bits = max(1, ceil_log2(self.weight_depth + 1))     # + the zero word of null ops
+        self.saddr_bits = max(1, ceil_log2(self.state_depth))
+
+        # ---- the input side
+        if self.tsc:
+            Q = T - 1
+            # countdown register: x * Q + input_max // 2, counted down by input_max, -1 when done
+            self.rbits = max(signed_bits(-1 - M, M * Q + M // 2),
+                             max(signed_bits(lw.v_lo - int(l.threshold.max()), lw.v_hi)
+                                 for l, lw in zip(model.layers, w)))
+            self.ubits = self.rbits
+        else:
+            self.ubits = unsigned_bits(max(0, M - 1))        # rate encoder state u in [0, input_max)
+            self.xmbits = signed_bits(-M, max(0, (1 << self.xbits) - 1 - M))   # x - input_max
+            self.rbits = 0
+        self.counter_bits = COUNTER_BITS
+
+        # ---- event buffers: entries {group, mask (P), payload (P lanes)}
         hidden = [l.groups for l in layers[:-1]]
-        # TSC runs layer after layer, so one event buffer serves every layer's input
+        # tsc runs layer after layer, so one buffer serves every layer's input
         self.ev_depth_in = max([self.G_in] + hidden) if self.tsc else self.G_in
         self.ev_depth_ab = max(hidden) if hidden else 1
         self.ev_gbits_in = max(1, ceil_log2(self.ev_depth_in))
         self.ev_gbits_ab = max(1, ceil_log2(self.ev_depth_ab))
-        self.ev_cnt_in_bits = unsigned_bits(self.ev_depth_in)
-        self.ev_cnt_ab_bits = unsigned_bits(self.ev_depth_ab)
         self.n_buffers = 1 if self.tsc else 1 + min(2, self.L - 1)
-        # STCB: an event is a whole T-bit train; the temporal kernel taps per layer (zero-padded)
-        self.train_bits = self.T if self.stcb else 0
-        self.kernel_taps = max(len(l.h) for l in model.layers)
-        self.ev_in_bits = (self.ev_gbits_in + (self.xbits if self.direct else self.train_bits)
-                           + (1 if self.tsc else 0))
-        self.ev_ab_bits = self.ev_gbits_ab + self.train_bits
-        self.dbg_mask_bits = P * self.T if self.stcb else P
-        self.group_bits = max(1, ceil_log2(max(self.max_groups, self.G_in) + 1))
-        self.waddr_bits = max(1, ceil_log2(self.weight_depth))
-        self.saddr_bits = max(1, ceil_log2(self.state_depth))
-        self.ev_count_bits = unsigned_bits(P * max(self.ev_depth_in, self.ev_depth_ab))
+        self.payload_in = (self.xbits if self.direct else T if self.stcb else 0)    # per lane
+        self.payload_ab = T if self.stcb else 0
+        self.ev_in_bits = self.ev_gbits_in + P + P * self.payload_in
+        self.ev_ab_bits = self.ev_gbits_ab + P + P * self.payload_ab
+        self.dbg_mask_bits = P * T if self.stcb else P
         if self.weight_depth > (1 << 24):
             raise ConfigError("weight memory deeper than 2**24 words is not supported")
         self._check_counter_range()
 
     def _check_counter_range(self) -> None:
         """A 32-bit counter must not wrap for the worst-case sample."""
-        # syn_ops is the largest counter: every synapse active at every step
-        worst = self.T * sum(l.n_out * l.n_in + l.groups * (l.n_in + 8) for l in self.layers)
+        # syn_ops is the largest counter: every synapse active at every step; cycles are bounded by
+        # an op per event and group plus the fixed costs
+        worst = self.T * sum(l.n_out * l.n_in + l.groups * (l.n_in + 16) for l in self.layers) + \
+            self.T * self.taps * self.max_groups * self.L + 64 * (self.n_in + self.n_out + self.T * self.L)
         if worst >= (1 << self.counter_bits):
             raise ConfigError("worst-case counters exceed 32 bits; reduce T or the layer sizes")
 
-    # ---------------------------------------------------------------------------------------
+    # -------------------------------------------------------------------------------------------
 
     def memories(self) -> dict:
-        """Every memory with its geometry and size in bits (for the manifest)."""
+        """Every memory with its geometry and size in bits (for the manifest and the energy model)."""
         P = self.P
         mems = {
-            "weights": (P * self.wbits, self.weight_depth),
+            "weights": (P * self.wbits, self.weight_depth + 1),     # the last word is zero (null ops)
             "state": (P * self.state_lane_bits, self.state_depth),
-            "params": (P * 3 * self.vbits, self.state_depth),
+            "params": (P * 4 * self.pbits, self.state_depth),
         }
         if not self.membrane_readout:
             mems["counts"] = (P * self.cnt_bits, self.layers[-1].groups)
         if self.tsc:
-            mems["enc_r"] = (P * self.ubits, self.G_in)
+            mems["enc_r"] = (P * self.rbits, self.G_in)
         elif not self.direct:
-            mems["enc_x"] = (P * self.xbits, self.G_in)
+            mems["enc_x"] = (P * (self.xbits + self.xmbits), self.G_in)     # x and x - input_max
             if not self.stcb:     # stcb encodes a whole train per input in one pass, keeping no u
                 mems["enc_u"] = (P * self.ubits, self.G_in)
-        mems["events_in"] = (self.ev_in_bits, self.ev_depth_in, P)
+        mems["events_in"] = (self.ev_in_bits, self.ev_depth_in)
         for name in ("events_a", "events_b")[: self.n_buffers - 1]:
-            mems[name] = (self.ev_ab_bits, self.ev_depth_ab, P)
+            mems[name] = (self.ev_ab_bits, self.ev_depth_ab)
         out = {}
-        for k, v in mems.items():
-            width, depth = v[0], max(2, v[1])  # the generator pads one-word memories to two
-            banks = v[2] if len(v) > 2 else 1
-            out[k] = {"width": width, "depth": depth, "banks": banks, "bits": width * depth * banks}
+        for k, (width, depth) in mems.items():
+            depth = max(2, depth)  # the generator pads one-word memories to two
+            out[k] = {"width": width, "depth": depth, "banks": 1, "bits": width * depth}
         return out
 
     def parameters(self) -> dict:
@@ -165,5 +198,5 @@ class CoreGeometry:
                 "weight_bits": self.wbits, "v_bits": self.vbits, "acc_bits": self.acc_bits,
                 "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
-                "kernels": [l.h.tolist() for l in self.model.layers],
+                "kernels": [l.h.tolist() for l in self.model.layers], "taps": self.taps,
                 "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}

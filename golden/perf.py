@@ -1,14 +1,18 @@
 """Cycle and memory-access model of the spikeforge core: the one place its counters are defined.
 
-``golden.engine`` computes *what happens* (spikes and events per layer and step, active trains);
-:func:`count` turns that activity into the counters the RTL reports, from the constants of the
-core's sequencer below. docs/spec.md section 4 defines every counter; the RTL is checked against
-these numbers sample by sample.
+``golden.engine`` computes *what happens* (which neurons spiked, or sent an ON/OFF event, at which
+step); :func:`count` turns that activity into the counters the RTL reports, using the latencies of
+the core's pipeline defined below. docs/spec.md section 3 describes the dataflow and section 4
+defines every counter; the RTL is checked against these numbers sample by sample, and each hardware
+component states its latency from these constants (its unit test checks the two agree).
 
-The core is output-stationary: for layer ``l`` at step ``t`` it walks its ``G_l = ceil(n_out/P)``
-neuron groups; for each group it streams every input event of that step (one weight word per
-event and cycle) into a P-lane accumulator, and the last event of the group also issues the
-neuron update of those P neurons. A group with no input events still costs one (null) op.
+The core is output-stationary and event-driven. Events live in event buffers as *entries*: a group
+index and a P-bit mask (plus, for direct input, the P values; for stcb, the P trains). For layer l
+at step t the event reader replays the source buffer once per neuron group of the layer; every set
+bit of every entry becomes one op, which reads one weight word (P weights) and accumulates the P
+lanes. The group's state and parameters are read before its first op, so the update (add, fire,
+reset) completes in the accumulator itself at the group's last op. A group with no input events
+costs one (null) op.
 """
 
 from __future__ import annotations
@@ -18,23 +22,70 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "LOAD_CYCLES_PER_BEAT", "ENC_DRAIN", "LAYER_SETUP", "LAYER_DRAIN", "FINISH_CYCLES",
-    "READOUT_CYCLES_PER_CLASS", "MIN_STATE_RAW_DISTANCE", "groups", "COUNTERS", "Activity", "count",
+    "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
+    "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
+    "stcb_group_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals",
 ]
 
-LOAD_CYCLES_PER_BEAT = 1      # one accepted input beat per cycle
-ENC_DRAIN = 1                 # encoder pipeline: issue -> compute/write
-LAYER_SETUP = 1               # sums the per-lane event counts, picks the first bank
-LAYER_DRAIN = 3               # bank read -> weight read -> accumulate -> neuron update/write
-FINISH_CYCLES = 1             # argmax stage after the last update
-READOUT_CYCLES_PER_CLASS = 2  # state read, then the result beat
+# ---------------------------------------------------------------------------------------------------
+# pipeline latencies (cycles); each names the hardware that has it
+
+LOAD_CYCLES_PER_BEAT = 1   # one accepted input beat per cycle
+LOAD_DRAIN = 2             # input register -> encoder word (x and x - input_max, or the tsc countdown) -> write
+MEM_READ_LATENCY = 2       # address -> block RAM -> fabric register: every memory read in the core
+ENC_DRAIN = 3              # rate encoder: read (2), compare and write (1) after the last word is issued
+GEN_DRAIN = 3              # tsc ON/OFF generator: the same shape
+LAYER_SETUP = 3            # event reader: first entry read (2) and loaded (1) before the first op
+ACCUMULATE_STAGE = 3       # an op's weight arrives 3 cycles after it leaves the reader (address, RAM, register)
+READ_CYCLES_PER_GROUP = 2  # readout: one state (and count) word per group before its lanes are sent
+
+
+UPDATE_STAGES = 2          # the last op's sums are captured, then fire / reset / count form the update
+
+
+def term_stage(coding: str, encoding: str) -> int:
+    """The weight fetch's extra stage: direct input multiplies by the value, tsc negates OFF events."""
+    return int(encoding == "direct" or coding == "tsc")
+
+
+def layer_drain(coding: str, encoding: str) -> int:
+    """Cycles after a phase's last op leaves the reader until its last update is written: the op's
+    weight fetch (ACCUMULATE_STAGE, plus the term stage) and the update (UPDATE_STAGES)."""
+    return ACCUMULATE_STAGE + term_stage(coding, encoding) + UPDATE_STAGES
+
+
+def train_encoder_drain(T: int) -> int:
+    """stcb's input encoder: one pipeline stage per time step after the x word is read."""
+    return MEM_READ_LATENCY + T + 1
+
+
+def stcb_group_cycles(T: int, taps: int) -> int:
+    """The STCB slot unit runs the kernel and the IF over T slots, one tap of one slot per cycle, so
+    consecutive groups of an stcb layer start at least T * taps cycles apart (the event reader waits)."""
+    return T * taps
+
+
+SLOT_PIPELINE = 5          # slot unit: sequencer, current select, tap multiply, tap sum, I' - threshold
+
+
+def stcb_layer_drain(T: int, taps: int, direct: bool) -> int:
+    """After an stcb phase's last op: the fetch (and direct input's term stage), the handoff, the slot
+    unit's T*taps cycles and its pipeline, then the state and train writes."""
+    return ACCUMULATE_STAGE + int(direct) + 1 + stcb_group_cycles(T, taps) + SLOT_PIPELINE
+
+
+def finish_cycles(lanes: int) -> int:
+    """The argmax: a registered comparator tree over the P lanes (log2 P levels), then the running best."""
+    return ceil_log2(lanes) + 1
+
+
 # A state read may follow the write of the same word by one cycle (the memories read synchronously,
 # so a read in the write's own cycle would see the old word). The core gets that close when a tsc
 # layer's last update is followed at once by the next layer's ON/OFF generator reading it.
 MIN_STATE_RAW_DISTANCE = 1
 
 # One vocabulary for every coding; docs/spec.md section 4 says what a counter means under each one
-# (tsc: ``spikes`` are ON + OFF events; stcb: ``event_reads``/``event_writes`` are T-bit train words).
+# (tsc: ``spikes`` are ON + OFF events; stcb: event buffer entries carry T-bit trains).
 COUNTERS = ("cycles", "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops",
             "neuron_updates", "event_reads", "event_writes", "input_writes", "spikes")
 
@@ -44,113 +95,156 @@ def groups(n: int, lanes: int) -> int:
     return -(-n // lanes)
 
 
+def ceil_log2(n: int) -> int:
+    """Smallest k with 2**k >= n (0 for n <= 1)."""
+    return max(0, int(n - 1).bit_length())
+
+
 @dataclass
 class Activity:
-    """What one batch did, as the counters need it (int64 arrays, B samples).
+    """What one batch did, as the counters need it.
 
-    input_events : (B, T)
-        Events the input delivers to layer 0 at each step: rate-encoder spikes; direct: the
-        non-zero inputs (the same every step); tsc: ON + OFF events of the input generator.
-    input_active : (B,)
-        Non-zero input trains (stcb), non-zero inputs (direct), inputs with q >= 1 (tsc).
-    spikes : list of (B, T)
-        Per layer, what it emits at each step (tsc: ON + OFF events; the last layer emits none).
-    active : list of (B,)
-        Per layer, its non-zero output trains (stcb).
+    inputs : (B, T, n_in) bool
+        Input events reaching layer 0 at each step: rate-encoder spikes; direct: the non-zero inputs
+        (the same every step); tsc: the input generator's ON and OFF events.
+    layers : list of (B, T, n_l) bool
+        Per layer, what it emits at each step (spikes; tsc: ON and OFF events, none from the last layer).
     """
 
-    input_events: np.ndarray
-    input_active: np.ndarray
-    spikes: list
-    active: list
+    inputs: np.ndarray
+    layers: list
 
 
 def _zeros(B: int) -> dict:
     return {k: np.zeros(B, dtype=np.int64) for k in COUNTERS}
 
 
-def _stepped_layer(n_out: int, G: int, events: np.ndarray, T: int) -> dict:
-    """A layer processed step by step (rate and tsc): per step a setup, one op per group and input
-    event (at least one), the drain; ``events`` (B, T) are the layer's input events per step."""
-    c = _zeros(events.shape[0])
-    ev_total = events.sum(axis=1)
-    c["cycles"] = T * (LAYER_SETUP + LAYER_DRAIN) + G * np.maximum(events, 1).sum(axis=1)
-    c["weight_reads"] = G * ev_total
-    c["event_reads"] = G * ev_total
-    c["syn_ops"] = n_out * ev_total
-    c["state_reads"][:] = G * (T - 1)
-    c["state_writes"][:] = G * T
-    c["param_reads"][:] = G * T
-    c["neuron_updates"][:] = n_out * T
-    return c
+def _entries(ev: np.ndarray, P: int) -> np.ndarray:
+    """(B, T, n) events -> (B, T) event-buffer entries: groups of P neurons with at least one event."""
+    B, T, n = ev.shape
+    pad = (-n) % P
+    g = np.pad(ev, ((0, 0), (0, 0), (0, pad))).reshape(B, T, -1, P).any(axis=3)
+    return g.sum(axis=2, dtype=np.int64)
 
 
-def _stcb_layer(n_out: int, G: int, active_in: np.ndarray, slot_adds: np.ndarray, T: int) -> dict:
-    """STCB: one phase per layer; one weight word per *active input train* and group; the update of a
-    group runs the IF over all T slots (V starts from v_init, nothing is read)."""
-    c = _zeros(active_in.shape[0])
-    c["cycles"] = LAYER_SETUP + LAYER_DRAIN + G * np.maximum(active_in, 1)
-    c["weight_reads"] = G * active_in
-    c["event_reads"] = G * active_in
-    c["syn_ops"] = n_out * slot_adds
-    c["state_writes"][:] = G
-    c["param_reads"][:] = G
-    c["neuron_updates"][:] = n_out * T
-    return c
-
-
-def _encoder(model, P: int, act: Activity) -> dict:
-    B, T = act.input_events.shape
-    c = _zeros(B)
-    g_in = groups(model.n_in, P)
-    if model.encoding == "direct":
-        c["event_writes"] = act.input_active.copy()          # non-zero inputs, once at load
-        return c
-    c["input_writes"][:] = model.n_in
-    c["spikes"] = act.input_events.sum(axis=1)
-    if model.coding == "stcb":                               # one pass: each word yields P whole trains
-        c["cycles"][:] = g_in + ENC_DRAIN
-        c["state_reads"][:] = g_in
-        c["neuron_updates"][:] = model.n_in * T
-        c["event_writes"] = act.input_active.copy()
-        return c
-    c["cycles"][:] = T * (g_in + ENC_DRAIN)                  # rate encoder / tsc input generator
-    c["state_reads"][:] = T * g_in
-    c["state_writes"][:] = T * g_in
-    c["neuron_updates"][:] = T * model.n_in
-    c["event_writes"] = c["spikes"].copy()
-    return c
+def _trains(ev: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarray]:
+    """stcb: (B, T, n) -> active trains (B,) and entries holding them (B,)."""
+    active = ev.any(axis=1)                                   # (B, n)
+    return active.sum(axis=1, dtype=np.int64), _entries(active[:, None, :], P)[:, 0]
 
 
 def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
     """The counters of a batch: (totals, per-layer counters, the encoder's share)."""
     P, T = int(lanes), model.T
-    enc = _encoder(model, P, act)
+    B = act.inputs.shape[0]
+    coding, direct = model.coding, model.encoding == "direct"
+    g_in = groups(model.n_in, P)
+    taps = max(len(l.h) for l in model.layers)
+
+    # ---- the input: encoder / loader / input generator
+    enc = _zeros(B)
+    in_events = act.inputs.sum(axis=2, dtype=np.int64)                    # (B, T)
+    in_entries = _entries(act.inputs, P)                                  # (B, T)
+    enc["spikes"] = in_events.sum(axis=1) if not direct else enc["spikes"]
+    if direct:
+        enc["event_writes"] = in_entries[:, 0].copy()                     # written once, while loading
+    else:
+        enc["input_writes"][:] = model.n_in
+        if coding == "stcb":                                              # one pass: P whole trains per word
+            enc["cycles"][:] = g_in + train_encoder_drain(T)
+            enc["state_reads"][:] = g_in
+            enc["neuron_updates"][:] = model.n_in * T
+            enc["event_writes"] = _trains(act.inputs, P)[1]
+        else:                                                             # rate encoder / tsc generator
+            drain = GEN_DRAIN if coding == "tsc" else ENC_DRAIN
+            enc["cycles"][:] = T * (g_in + drain)
+            enc["state_reads"][:] = T * g_in
+            enc["state_writes"][:] = T * g_in
+            enc["neuron_updates"][:] = T * model.n_in
+            enc["event_writes"] = in_entries.sum(axis=1)
+
+    # ---- the layers
     layers = []
-    events, active = act.input_events, act.input_active
+    src, src_entries = act.inputs, in_entries
     n_layers = len(model.layers)
     for li, layer in enumerate(model.layers):
         last = li == n_layers - 1
         G = groups(layer.n_out, P)
-        if model.coding == "stcb":
-            c = _stcb_layer(layer.n_out, G, active, events.sum(axis=1), T)
+        c = _zeros(B)
+        out = act.layers[li]
+        if coding == "stcb":
+            if direct and li == 0:
+                active, entries = src.any(axis=1).sum(axis=1, dtype=np.int64), src_entries[:, 0]
+                slot_adds = active * T
+            else:
+                active, entries = _trains(src, P)
+                slot_adds = src.sum(axis=(1, 2), dtype=np.int64)
+            # a group's first op waits until the slot unit can take it: groups start T*taps apart,
+            # the last one ends with its own ops, and the drain covers its slot unit
+            ops = np.maximum(active, 1)
+            c["cycles"] = (LAYER_SETUP + (G - 1) * np.maximum(ops, stcb_group_cycles(T, taps)) + ops
+                           + stcb_layer_drain(T, taps, direct))
+            c["weight_reads"] = G * active
+            c["event_reads"] = G * entries
+            c["syn_ops"] = layer.n_out * slot_adds
+            c["state_writes"][:] = G
+            c["param_reads"][:] = G
             if not last:
-                c["event_writes"] = act.active[li].copy()
+                c["event_writes"] = _trains(out, P)[1]
         else:
-            c = _stepped_layer(layer.n_out, G, events, T)
+            E = src.sum(axis=2, dtype=np.int64)                               # (B, T) input events
+            c["cycles"] = (T * (LAYER_SETUP + layer_drain(coding, model.encoding)) + G * np.maximum(E, 1).sum(axis=1))
+            c["weight_reads"] = G * E.sum(axis=1)
+            c["event_reads"] = G * src_entries.sum(axis=1)
+            c["syn_ops"] = layer.n_out * E.sum(axis=1)
+            c["state_reads"][:] = G * (T - 1)                                 # step 0 starts from v_init
+            c["state_writes"][:] = G * T
+            c["param_reads"][:] = G * T
             if not last:
-                c["event_writes"] = act.spikes[li].sum(axis=1)
-        if model.coding == "tsc" and not last:
-            # the countdown that emits this layer's events runs in the next layer's window
-            c["cycles"] = c["cycles"] + T * (G + ENC_DRAIN)
-            for k in ("state_reads", "state_writes", "param_reads"):
-                c[k] = c[k] + G * T
-            c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
-        c["spikes"] = act.spikes[li].sum(axis=1)
+                c["event_writes"] = _entries(out, P).sum(axis=1)
+            if coding == "tsc" and not last:
+                # the ON/OFF generator that sends this layer's values runs in the next layer's window
+                c["cycles"] = c["cycles"] + T * (G + GEN_DRAIN)
+                for k in ("state_reads", "state_writes", "param_reads"):
+                    c[k] = c[k] + G * T
+                c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
+        c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
+        c["spikes"] = out.sum(axis=(1, 2), dtype=np.int64)
         layers.append(c)
-        events, active = act.spikes[li], act.active[li]
+        src = out
+        src_entries = _entries(out, P) if coding != "stcb" else None
     totals = {k: enc[k] + sum(c[k] for c in layers) for k in COUNTERS}
-    totals["spikes"] = sum(c["spikes"] for c in layers)      # network layers only
-    totals["cycles"] = totals["cycles"] + (model.n_in * LOAD_CYCLES_PER_BEAT + FINISH_CYCLES
-                                           + READOUT_CYCLES_PER_CLASS * model.n_out)
+    totals["spikes"] = sum(c["spikes"] for c in layers)                  # network layers only
+    G_last = groups(model.n_out, P)
+    totals["cycles"] = totals["cycles"] + (model.n_in * LOAD_CYCLES_PER_BEAT + LOAD_DRAIN + finish_cycles(P)
+                                           + G_last * READ_CYCLES_PER_GROUP + model.n_out)
     return totals, layers, enc
+
+
+def breakdown_totals(model, lanes: int, result) -> dict:
+    """Cycles summed over the batch, split by what the core does; the parts add up to the cycles
+    counter exactly (checked)."""
+    P, T = int(lanes), model.T
+    direct = model.encoding == "direct"
+    taps = max(len(l.h) for l in model.layers)
+    B = result.batch
+    out = {"load": B * (model.n_in * LOAD_CYCLES_PER_BEAT + LOAD_DRAIN),
+           "encode" if model.coding != "tsc" else "input generator": int(result.encoder_counters["cycles"].sum())}
+    for li, (layer, c) in enumerate(zip(model.layers, result.layer_counters)):
+        G = groups(layer.n_out, P)
+        fixed = LAYER_SETUP + stcb_layer_drain(T, taps, direct) if model.coding == "stcb" else \
+            T * (LAYER_SETUP + layer_drain(model.coding, model.encoding))
+        gen = T * (G + GEN_DRAIN) if model.coding == "tsc" and li < len(model.layers) - 1 else 0
+        out[f"layer {li} ops"] = int(c["cycles"].sum()) - B * (fixed + gen)
+        out[f"layer {li} setup+drain"] = B * fixed
+        if gen:
+            out[f"layer {li} ON/OFF generator"] = B * gen
+    out["finish+readout"] = B * (finish_cycles(P) + groups(model.n_out, P) * READ_CYCLES_PER_GROUP + model.n_out)
+    if sum(out.values()) != int(result.counters["cycles"].sum()):
+        raise AssertionError(f"cycle breakdown {sum(out.values())} != cycles counter {int(result.counters['cycles'].sum())}")
+    return out
+
+
+def breakdown(model, lanes: int, result) -> dict:
+    """Mean cycles per inference split by what the core does (:func:`breakdown_totals` / batch)."""
+    return {k: v / result.batch for k, v in breakdown_totals(model, lanes, result).items()}

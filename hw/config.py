@@ -35,18 +35,18 @@ class CoreConfig(CoreGeometry):
         return words
 
     def param_fields(self) -> list[tuple[str, int]]:
-        return [("bias", self.vbits), ("threshold", self.vbits), ("v_init", self.vbits)]
+        return [("bias", self.pbits), ("thr", self.pbits), ("v_init", self.pbits), ("bmt", self.pbits)]
 
     def param_init(self) -> list[int]:
-        """Parameter words: per lane (bias, threshold, v_init); padding lanes get threshold 1."""
-        P, words, lw = self.P, [], 3 * self.vbits
+        """Parameter words: per lane (bias, threshold, v_init, bias - threshold); padding lanes get
+        threshold 1 (their spikes are masked anyway)."""
+        P, words, pb = self.P, [], self.pbits
         for l, lh in zip(self.model.layers, self.layers):
             n = lh.groups * P
             bias = np.zeros(n, np.int64); thr = np.ones(n, np.int64); v0 = np.zeros(n, np.int64)
             bias[: l.n_out], thr[: l.n_out], v0[: l.n_out] = l.bias, l.threshold, l.v_init
             for g in range(lh.groups):
-                lanes = [pack_lanes([bias[g * P + p], thr[g * P + p], v0[g * P + p]], self.vbits)
-                         for p in range(P)]
-                words.append(pack_lanes(lanes, lw))
+                sl = slice(g * P, (g + 1) * P)
+                lanes = [pack_lanes([b, t, v, b - t], pb) for b, t, v in zip(bias[sl], thr[sl], v0[sl])]
+                words.append(pack_lanes(lanes, 4 * pb))
         return words
-

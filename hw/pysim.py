@@ -24,8 +24,9 @@ class SimulationHang(RuntimeError):
 
 
 def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0, max_cycles: int = 2_000_000,
-             core: SpikeCore | None = None) -> dict:
-    core = core or SpikeCore(model, lanes=lanes)
+             core: SpikeCore | None = None, spikes: list | None = None) -> dict:
+    """``spikes``: a list that receives every spike-monitor row (cycle, enc, layer, t, group, mask)."""
+    core = SpikeCore(model, lanes=lanes) if core is None else core
     cfg = core.config
     x = np.asarray(x, dtype=np.int64)
     B = x.shape[0]
@@ -95,13 +96,23 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
                 ctr[n][b] = ctx.get(getattr(core.cnt, n))
             progress["counted"] += 1
 
+    async def monitor(ctx):
+        n = 0
+        async for _, _, valid, enc, layer, t, group, mask in ctx.tick().sample(
+                core.spk.valid, core.spk.enc, core.spk.layer, core.spk.t, core.spk.group, core.spk.mask):
+            n += 1
+            if valid:
+                spikes.append((n, enc, layer, t, group, mask))
+
     sim = Simulator(core)
     sim.add_clock(CLOCK_PERIOD)
+    if spikes is not None:
+        sim.add_testbench(monitor, background=True)
     sim.add_testbench(feeder)
     sim.add_testbench(drain)
     sim.add_testbench(counters)
     sim.run()
-    if progress["counted"] < B:
+    if min(progress.values()) < B:
         raise SimulationHang(f"the core did not finish within {max_cycles} cycles: {progress['sent']}/{B} samples "
                              f"accepted, {progress['received']}/{B} results received, {progress['counted']}/{B} "
                              f"counter snapshots")

@@ -15,38 +15,13 @@ import golden
 from golden import perf
 from golden.io import atomic_write
 
-__all__ = ["cycle_breakdown", "cycle_breakdown_totals", "build_report", "write_report"]
-
-
-def cycle_breakdown_totals(model: golden.Model, g: golden.Result) -> dict:
-    """Cycles summed over the batch, split by what the core is doing; exactly the cycles counter."""
-    P, T, B = g.lanes, model.T, g.batch
-    SD = perf.LAYER_SETUP + perf.LAYER_DRAIN
-    out = {"load": B * model.n_in * perf.LOAD_CYCLES_PER_BEAT,
-           "encode": int(g.encoder_counters["cycles"].sum())}
-    for li, layer in enumerate(model.layers):
-        G = perf.groups(layer.n_out, P)
-        c = g.layer_counters[li]
-        if model.coding == "stcb":       # one phase per layer; an event is an active input train
-            out[f"layer {li} train ops"] = int(c["weight_reads"].sum())
-            out[f"layer {li} empty ops"] = int(c["cycles"].sum() - B * SD - c["weight_reads"].sum())
-            out[f"layer {li} setup+drain"] = B * SD
-            continue
-        ev = g.events_in[li]
-        out[f"layer {li} event ops"] = int(G * ev.sum())
-        out[f"layer {li} empty-step ops"] = int(G * (ev == 0).sum())
-        out[f"layer {li} setup+drain"] = B * T * SD
-        if model.coding == "tsc" and li < len(model.layers) - 1:
-            out[f"layer {li} ON/OFF generator"] = B * T * (G + perf.ENC_DRAIN)
-    out["finish+readout"] = B * (perf.FINISH_CYCLES + perf.READOUT_CYCLES_PER_CLASS * model.n_out)
-    if sum(out.values()) != int(g.counters["cycles"].sum()):
-        raise AssertionError(f"cycle breakdown {sum(out.values())} != cycles counter {int(g.counters['cycles'].sum())}")
-    return out
+__all__ = ["cycle_breakdown", "build_report", "write_report", "main"]
 
 
 def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
-    """Mean cycles per inference split by what the core is doing."""
-    return {k: v / g.batch for k, v in cycle_breakdown_totals(model, g).items()}
+    """Mean cycles per inference split by what the core is doing (golden.perf.breakdown: the same
+    model that predicts the cycles counter, which the parts sum to exactly)."""
+    return perf.breakdown(model, g.lanes, g)
 
 
 def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray, regress_summary: dict | None,

@@ -20,6 +20,7 @@ LINT_WAIVERS = (
     "-Wno-WIDTHEXPAND",      # Yosys relies on implicit zero/sign extension of operands
     "-Wno-WIDTHTRUNC",       # ... and on implicit truncation of results
     "-Wno-CASEINCOMPLETE",   # FSM casez without default: Amaranth's FSM encoding leaves codes unused
+    "-Wno-DECLFILENAME",     # one file holds the core and its parts, one module per component
 )
 
 

@@ -51,35 +51,38 @@ def _hand_model():
 def test_energy_of_a_hand_computed_counter_set():
     m = _hand_model()
     g = golden.run(m, np.array([[1, 1]]), lanes=2)
-    # counters, by hand: both inputs spike at t=0; one group of two neurons
+    # counters, by hand: both inputs spike at t=0, in one event entry; one group of two neurons
     lc, ec = g.layer_counters[0], g.encoder_counters
     assert [int(lc[k][0]) for k in ("syn_ops", "neuron_updates", "weight_reads", "state_reads", "state_writes",
-                                   "param_reads", "event_reads", "event_writes")] == [4, 2, 2, 0, 1, 1, 2, 0]
+                                   "param_reads", "event_reads", "event_writes")] == [4, 2, 2, 0, 1, 1, 1, 0]
     assert [int(ec[k][0]) for k in ("neuron_updates", "state_reads", "state_writes", "event_writes",
-                                   "input_writes")] == [2, 1, 1, 2, 2]
+                                   "input_writes")] == [2, 1, 1, 1, 2]
     e = en.energy(m, g)
-    # memories (P=2): weights 16 bits, state 8, counts 2, params 24, enc_x 2, enc_u 2, event entries 1;
-    # all far below 8 KB, so every bit costs 10/64 pJ
+    # memories (P=2): weights 16 bits; state 10 (V 4 + count 1 per lane); params 40 (4 fields of 5 bits
+    # per lane); enc_x 4 (x 1 + x-input_max 1 per lane); enc_u 2; event entries 3 (group 1 + mask 2).
+    # All far below 8 KB, so every bit costs 10/64 pJ. The accumulator is 5 bits wide: V + bias + sum(w)
+    # spans [-5 - 2, 5 + 5] and the same minus the threshold 5 reaches -12.
     expected = {
-        "syn_adds": 4 * 0.015,                          # 4 syn_ops x 4-bit add
+        "syn_adds": 4 * 0.03 * 5 / 8,                   # 4 syn_ops x a 5-bit add
         "neuron_updates": 2 * 3 * 0.015 + 2 * 2 * 0.0075,  # 3 adds at v_bits=4; encoder 2 adds at 2 bits
         "weight_reads": 2 * 16 * E,
-        "state_reads": 1 * (2 + 2) * E,                 # layer: none at T=1; encoder: x and u words
-        "state_writes": 1 * (8 + 2) * E + 1 * 2 * E,    # layer: state + counts word; encoder: u word
-        "param_reads": 1 * 24 * E,
-        "event_reads": 2 * 1 * E,
-        "event_writes": 2 * 1 * E,                      # encoder spikes into the input banks
-        "input_writes": 2 * 1 * E,                      # one 1-bit x lane per input beat
+        "state_reads": 1 * (4 + 2) * E,                 # layer: none at T=1; encoder: x and u words
+        "state_writes": 1 * 10 * E + 1 * 2 * E,         # layer: the state word; encoder: the u word
+        "param_reads": 1 * 40 * E,
+        "event_reads": 1 * 3 * E,
+        "event_writes": 1 * 3 * E,                      # the encoder's one entry
+        "input_writes": 2 * 2 * E,                      # one 2-bit x lane per input beat
     }
     for k, v in expected.items():
         assert e["mean_pj"][k] == pytest.approx(v, abs=1e-12), k
-    assert e["mean_total_pj"] == pytest.approx(12.3675, abs=1e-12)
+    total = 0.075 + 0.12 + 100 * E
+    assert e["mean_total_pj"] == pytest.approx(total, abs=1e-12)
     assert e["total_pj"].shape == (1,)
     # ANN: 4 MACs; fp32 4.6 pJ + a 32-bit read; int8 0.2 + 0.1 pJ + an 8-bit read
     assert e["ann"]["macs"] == 4
     assert e["ann"]["float32"]["total_pj"] == pytest.approx(4 * 4.6 + 4 * 32 * E)
     assert e["ann"]["int8"]["total_pj"] == pytest.approx(4 * 0.3 + 4 * 8 * E)
-    assert e["ratio_vs_ann"]["float32"] == pytest.approx(38.4 / 12.3675)
+    assert e["ratio_vs_ann"]["float32"] == pytest.approx(38.4 / total)
 
 
 def test_energy_per_sample_follows_the_counters():

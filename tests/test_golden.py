@@ -200,13 +200,15 @@ def test_counters_hand_computed():
     assert c["state_writes"].tolist() == [(G0 + G1) * 2]
     assert c["param_reads"].tolist() == [(G0 + G1) * 2]
     assert c["neuron_updates"].tolist() == [(5 + 2) * 2]
-    assert c["event_writes"].tolist() == [2 + 10]      # direct inputs at load + layer0 spikes
-    assert c["event_reads"].tolist() == [12 + 10]
+    # event entries: the inputs' two words each hold a non-zero value (written at load); layer 0's
+    # three groups each spike at both steps; every entry of a step is read once per consuming group
+    assert c["event_writes"].tolist() == [2 + 3 * 2]
+    assert c["event_reads"].tolist() == [G0 * 2 * 2 + G1 * 3 * 2]
     assert c["spikes"].tolist() == [10]
     assert c["input_writes"].tolist() == [0]
-    per_phase = perf.LAYER_SETUP + perf.LAYER_DRAIN
-    expected_cycles = (3 + 2 * (per_phase + G0 * 2) + 2 * (per_phase + G1 * 5)
-                       + perf.FINISH_CYCLES + perf.READOUT_CYCLES_PER_CLASS * 2)
+    per_phase = perf.LAYER_SETUP + perf.layer_drain("rate", "direct")
+    expected_cycles = (3 + perf.LOAD_DRAIN + 2 * (per_phase + G0 * 2) + 2 * (per_phase + G1 * 5)
+                       + perf.finish_cycles(2) + perf.READ_CYCLES_PER_GROUP * G1 + 2)
     assert c["cycles"].tolist() == [expected_cycles]
 
 
@@ -220,12 +222,15 @@ def test_counters_rate_encoder_and_empty_steps():
     assert enc["cycles"].tolist() == [3 * (1 + perf.ENC_DRAIN)] * 2
     assert r.layer_counters[0]["weight_reads"].tolist() == [0, 2 * 4]
     G = 2
-    per_phase = perf.LAYER_SETUP + perf.LAYER_DRAIN
+    per_phase = perf.LAYER_SETUP + perf.layer_drain("rate", "rate")
     ev = [[0, 0, 0], [1, 2, 1]]
     for b in range(2):
         layer = sum(per_phase + G * max(1, e) for e in ev[b])
-        total = 2 + 3 * (1 + perf.ENC_DRAIN) + layer + perf.FINISH_CYCLES + 2 * 3
+        total = (2 + perf.LOAD_DRAIN + 3 * (1 + perf.ENC_DRAIN) + layer + perf.finish_cycles(2)
+                 + perf.READ_CYCLES_PER_GROUP * G + 3)
         assert c["cycles"][b] == total
+    # one input word: an entry at each step with a spike
+    assert enc["event_writes"].tolist() == [0, 3] and r.layer_counters[0]["event_reads"].tolist() == [0, G * 3]
     assert c["syn_ops"].tolist() == [0, 3 * 4]
 
 

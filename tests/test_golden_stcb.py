@@ -145,8 +145,11 @@ def test_train_level_counters_hand_computed():
     assert c["syn_ops"].tolist() == [3 * 3]
     assert c["state_reads"].tolist() == [0] and c["state_writes"].tolist() == [G]
     assert e["event_writes"].tolist() == [2] and e["spikes"].tolist() == [3]
-    assert r.counters["cycles"].tolist() == [3 + (2 + perf.ENC_DRAIN) + perf.LAYER_SETUP + perf.LAYER_DRAIN
-                                             + G * 2 + perf.FINISH_CYCLES + 2 * 3]
+    # load; the train encoder's pass over 2 words; the layer: groups start T*taps = 2 cycles apart, each
+    # with its 2 ops; the argmax, 2 groups read, 3 beats
+    assert r.counters["cycles"].tolist() == [3 + perf.LOAD_DRAIN + 2 + perf.train_encoder_drain(2)
+                                             + perf.LAYER_SETUP + (G - 1) * 2 + 2 + perf.stcb_layer_drain(2, 1, False)
+                                             + perf.finish_cycles(2) + G * perf.READ_CYCLES_PER_GROUP + 3]
     assert set(r.counters) == set(perf.COUNTERS)
 
 

@@ -35,12 +35,12 @@ def test_hand_computed_window():
     assert r.encoder_counters["spikes"].tolist() == [4]
     assert r.layer_counters[0]["spikes"].tolist() == [4] and r.counters["spikes"].tolist() == [4]
     G0, G1, T = 2, 1, 4
-    setup = perf.LAYER_SETUP + perf.LAYER_DRAIN
-    cycles = (3 + T * (3 + perf.ENC_DRAIN)                                # load + input generator
+    setup = perf.LAYER_SETUP + perf.layer_drain("tsc", "tsc")
+    cycles = (3 + perf.LOAD_DRAIN + T * (3 + perf.GEN_DRAIN)              # load + input generator
               + T * setup + G0 * (2 + 1 + 1 + 1)                            # layer0: events [2,1,0,1]
-              + T * (G0 + perf.ENC_DRAIN)                                    # layer0's output generator
+              + T * (G0 + perf.GEN_DRAIN)                                    # layer0's output generator
               + T * setup + G1 * (2 + 1 + 1 + 1)                            # layer1: events [2,1,0,1]
-              + perf.FINISH_CYCLES + perf.READOUT_CYCLES_PER_CLASS * 1)
+              + perf.finish_cycles(1) + perf.READ_CYCLES_PER_GROUP * 1 + 1)
     assert r.counters["cycles"].tolist() == [cycles]
 
 

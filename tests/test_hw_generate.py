@@ -48,8 +48,9 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     # value: 4 bits for 9 plus one to flag overflow, then `last`
     assert man["payloads"]["x"]["value"] == {"offset": 0, "width": 5, "signed": False}
     assert man["payloads"]["x"]["last"]["offset"] == 5 and man["ports"]["x__payload"]["width"] == 6
-    # weights: 3x4 -> 2 groups of 4 inputs at P=2, 5-bit lanes packed into 10-bit words
-    assert man["memories"]["weights"] == {"width": 10, "depth": 8 + 3, "banks": 1, "bits": 110}
+    # weights: 3x4 -> 2 groups of 4 inputs at P=2, 5-bit lanes packed into 10-bit words, plus the zero
+    # word that null ops read
+    assert man["memories"]["weights"] == {"width": 10, "depth": 8 + 3 + 1, "banks": 1, "bits": 120}
     assert man["memory_bits_total"] == sum(v["bits"] for v in man["memories"].values())
     assert man["payloads"]["result"]["membrane"]["signed"] is True
 

@@ -6,7 +6,7 @@ import numpy as np
 
 import golden
 from golden import Dense, Model, perf
-from sim.report import build_report, cycle_breakdown, cycle_breakdown_totals, write_report
+from sim.report import build_report, cycle_breakdown, write_report
 
 
 def _model():
@@ -19,11 +19,12 @@ def test_cycle_breakdown_adds_up_to_the_counter():
     m = _model()
     x = np.random.default_rng(0).integers(0, 7, (9, 5))
     g = golden.run(m, x, lanes=2)
-    totals = cycle_breakdown_totals(m, g)
-    assert sum(totals.values()) == int(g.counters["cycles"].sum())
+    assert sum(perf.breakdown_totals(m, 2, g).values()) == int(g.counters["cycles"].sum())
     cb = cycle_breakdown(m, g)
-    assert cb["load"] == 5 and cb["finish+readout"] == perf.FINISH_CYCLES + 2 * 3
-    assert cb["layer 0 setup+drain"] == 4 * (perf.LAYER_SETUP + perf.LAYER_DRAIN)
+    # 5 beats and the load's drain; the argmax over 2 lanes, 2 groups of 3 outputs read, 3 beats
+    assert cb["load"] == 5 + perf.LOAD_DRAIN and cb["finish+readout"] == perf.finish_cycles(2) + 2 * 2 + 3
+    assert cb["layer 0 setup+drain"] == 4 * (perf.LAYER_SETUP + perf.layer_drain("rate", "rate"))
+    assert cb["encode"] == 4 * (3 + perf.ENC_DRAIN)
 
 
 def test_report_files_and_figures(tmp_path):
@@ -68,4 +69,4 @@ def test_cycle_breakdown_adds_up_for_tsc_and_stcb():
               Model([l0, Dense(l1.weight, 0, 4, 0, h=[2, -1])], coding="stcb", T=4, input_max=6),
               Model([l0, l1], coding="stcb", T=4, encoding="direct", input_max=6)):
         g = golden.run(m, x, lanes=4)
-        assert sum(cycle_breakdown_totals(m, g).values()) == int(g.counters["cycles"].sum())
+        assert sum(perf.breakdown_totals(m, 4, g).values()) == int(g.counters["cycles"].sum())

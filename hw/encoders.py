@@ -1,0 +1,358 @@
+"""Input side of the core: the input loader and the three encoders.
+
+- :class:`InputLoader` takes the input stream while the core waits for a sample, flags protocol and
+  range errors, and writes each value, transformed, to the encoder's memory (rate and stcb: x and
+  x - input_max; tsc: the countdown start x*Q + input_max//2) or, for direct input, collects each
+  word of P values into an event entry. Every write lands ``perf.LOAD_DRAIN`` cycles after its beat.
+- :class:`RateEncoder` (rate coding): one pass over the input words per step; an IF neuron per input
+  (u += x; spike when u >= input_max) whose spike masks become event entries.
+- :class:`TrainEncoder` (stcb): one pass for the whole window; a T-stage pipeline turns each input
+  word into P whole T-bit trains.
+- :class:`TscGenerator` (tsc): the ON/OFF generator of a layer's window: for every source word (the
+  input's countdowns, or the previous layer's final V) it counts down by the threshold and emits ON
+  at t = 0 and OFF at t = clamp(floor(V / theta), 0, Q).
+
+Each issues one word per cycle after ``start``; its writes and entries land ``ENC_DRAIN`` /
+``GEN_DRAIN`` / ``train_encoder_drain(T)`` cycles after the last word was issued.
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from golden import perf
+
+from .bits import popcount
+
+__all__ = ["InputLoader", "RateEncoder", "TrainEncoder", "TscGenerator", "enc_lane_layout"]
+
+
+def enc_lane_layout(xbits: int, xmbits: int) -> data.StructLayout:
+    """A rate/stcb encoder input lane: x and x - input_max (so u + x - input_max needs no second adder)."""
+    return data.StructLayout({"x": unsigned(xbits), "xm": signed(xmbits)})
+
+
+class InputLoader(wiring.Component):
+    """Members
+    -------
+    x : In(stream {value, last})
+    loading : In(1)           the core waits for this sample's beats (``x.ready``)
+    err_range, err_protocol : Out(1)   sticky until reset
+    fired : Out(1)            a beat was taken this cycle
+    done : Out(1)             the sample's last beat was taken this cycle
+    wr_en, wr_group, wr_lane, wr_value : Out     an encoder-memory lane write (rate, stcb, tsc)
+    ent_append, ent : Out     a direct-input event entry (direct)
+    """
+
+    def __init__(self, *, x_layout, lanes: int, n_in: int, input_max: int, mode: str, value_shape,
+                 group_bits: int, entry=None, T: int = 1):
+        self._P, self._n, self._M, self._mode, self._T = lanes, n_in, input_max, mode, T
+        self._lp = exact_log2(lanes)
+        members = {"x": In(stream.Signature(x_layout)), "loading": In(1), "err_range": Out(1),
+                   "err_protocol": Out(1), "fired": Out(1), "done": Out(1)}
+        if mode == "direct":
+            members.update({"ent_append": Out(1), "ent": Out(entry)})
+        else:
+            members.update({"wr_en": Out(1), "wr_group": Out(group_bits), "wr_lane": Out(range(max(2, lanes))),
+                            "wr_value": Out(value_shape)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        P, lp, M = self._P, self._lp, self._M
+        x = self.x
+        beat = Signal(range(self._n + 1))
+        fire = x.valid & x.ready
+        last_beat = beat == self._n - 1
+        m.d.comb += [x.ready.eq(self.loading), self.fired.eq(fire), self.done.eq(fire & last_beat)]
+        value = x.payload.value
+        with m.If(fire):
+            m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
+            with m.If(value > M):
+                m.d.sync += self.err_range.eq(1)
+            with m.If(x.payload.last != last_beat):
+                m.d.sync += self.err_protocol.eq(1)
+        # stage 1: the beat, registered
+        v1, val1, idx1, last1 = Signal(), Signal.like(value), Signal.like(beat), Signal()
+        m.d.sync += [v1.eq(fire), val1.eq(value), idx1.eq(beat), last1.eq(fire & last_beat)]
+        lane1 = idx1[:lp] if lp else C(0, 1)
+        group1 = idx1[lp:] if lp else idx1
+        if self._mode == "direct":
+            # collect P values; a word with a non-zero value becomes an entry when its last lane (or the
+            # sample's last beat) arrives
+            e = self.ent
+            mask = Signal(P)
+            vals = [Signal(len(e.payload[0]), name=f"dval{p}") for p in range(P)]
+            nz = val1 != 0
+            new_mask = Signal(P)
+            m.d.comb += new_mask.eq(Mux(lane1 == 0, 0, mask) | (nz << lane1))
+            with m.If(v1):
+                m.d.sync += mask.eq(new_mask)
+                for p in range(P):
+                    with m.If(lane1 == p):
+                        m.d.sync += vals[p].eq(val1)
+                    with m.Elif(lane1 == 0):
+                        m.d.sync += vals[p].eq(0)
+            flush = v1 & ((lane1 == P - 1) | last1) & (new_mask != 0)
+            m.d.sync += self.ent_append.eq(flush)
+            with m.If(v1):
+                m.d.sync += [e.group.eq(group1), e.mask.eq(new_mask)]
+                for p in range(P):
+                    m.d.sync += e.payload[p].eq(Mux(lane1 == p, val1, Mux(lane1 == 0, 0, vals[p])))
+        else:
+            # stage 2: the lane's stored form, written in the following cycle
+            m.d.sync += [self.wr_en.eq(v1), self.wr_group.eq(group1), self.wr_lane.eq(lane1)]
+            xv = val1[:len(val1) - 1]
+            if self._mode == "tsc":
+                m.d.sync += self.wr_value.eq(xv * (self._T - 1) + M // 2)
+            else:
+                m.d.sync += [self.wr_value.x.eq(xv), self.wr_value.xm.eq(xv - M)]
+        return m
+
+
+def _x_memory(lane, P: int, depth: int, M: int):
+    """The encoder's input memory: P lanes of (x, x - input_max), every lane starting as (0, -input_max)
+    so lanes no input is ever written to (the last word's padding) never spike."""
+    lane_w = Shape.cast(lane).width
+    word = [{"x": 0, "xm": -M}] * P
+    return Memory(shape=data.ArrayLayout(lane, P), depth=depth, init=[word] * depth), lane_w
+
+
+class _Walker(wiring.Component):
+    """One word per cycle, ``words`` of them, from ``start``; ``issue`` and ``gi`` name the word read."""
+
+    def _walk(self, m: Module, words):
+        """The first word goes out in the ``start`` cycle itself, then one per cycle."""
+        gi_r = Signal(range(max(2, self._max_words + 1)))
+        run = Signal()
+        n = Signal.like(gi_r)
+        gi, issue = Signal.like(gi_r), Signal()
+        n_now = Mux(self.start, words, n)
+        m.d.comb += [gi.eq(Mux(self.start, 0, gi_r)), issue.eq(self.start | run), self.issuing.eq(issue)]
+        with m.If(issue):
+            m.d.sync += [gi_r.eq(gi + 1), n.eq(n_now), run.eq(gi != n_now - 1)]
+        return gi, issue
+
+
+class RateEncoder(_Walker):
+    """Members
+    -------
+    start : In(1), t0 : In(1)     begin a step's pass (u restarts from 0 at step 0)
+    ld_* : In                     lane writes from the :class:`InputLoader`
+    ent_append, ent : Out         the spike mask of each input word with a spike
+    spk_valid, spk_group, spk_mask : Out   the encoder's rows of the spike monitor
+    inc_updates, inc_spikes : Out counter increments (neuron updates, spikes)
+    """
+
+    def __init__(self, *, lanes: int, n_in: int, input_max: int, lane_layout, ubits: int, entry, group_bits: int):
+        self._P, self._n, self._M, self._ub = lanes, n_in, input_max, ubits
+        self._words = perf.groups(n_in, lanes)
+        self._max_words = self._words
+        self._lane = lane_layout
+        super().__init__({"start": In(1), "t0": In(1), "issuing": Out(1),
+                          "ld_en": In(1), "ld_group": In(group_bits), "ld_lane": In(range(max(2, lanes))),
+                          "ld_value": In(lane_layout),
+                          "ent_append": Out(1), "ent": Out(entry),
+                          "spk_valid": Out(1), "spk_group": Out(group_bits), "spk_mask": Out(lanes),
+                          "inc_updates": Out(range(lanes + 1)), "inc_spikes": Out(range(lanes + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        P, M = self._P, self._M
+        depth = max(2, self._words)
+        xmem, lane_w = _x_memory(self._lane, P, depth, M)
+        m.submodules.xmem = xmem
+        m.submodules.umem = umem = Memory(shape=unsigned(P * self._ub), depth=depth, init=[])
+        x_wr = xmem.write_port(granularity=1)          # one lane of the ArrayLayout
+        x_rd, u_rd, u_wr = xmem.read_port(), umem.read_port(), umem.write_port()
+        m.d.comb += [x_wr.addr.eq(self.ld_group), x_wr.en.eq(Mux(self.ld_en, 1 << self.ld_lane, 0)),
+                     x_wr.data.eq(Cat(*[self.ld_value.as_value()] * P))]
+        gi, issue = self._walk(m, self._words)
+        m.d.comb += [x_rd.addr.eq(gi), u_rd.addr.eq(gi)]
+        # stage 1: memory; stage 2: fabric registers
+        v1, g1, v2, g2, t0_1, t0_2 = Signal(), Signal.like(gi), Signal(), Signal.like(gi), Signal(), Signal()
+        xw, uw = Signal(data.ArrayLayout(self._lane, P)), Signal.like(u_rd.data)
+        m.d.sync += [v1.eq(issue), g1.eq(gi), t0_1.eq(self.t0), v2.eq(v1), g2.eq(g1), t0_2.eq(t0_1),
+                     xw.eq(x_rd.data), uw.eq(u_rd.data)]
+        real = Mux(g2 == self._words - 1, self._n - (self._words - 1) * P, P)
+        fire, new_u = Signal(P), []
+        for p in range(P):
+            u = Mux(t0_2, 0, uw[p * self._ub:(p + 1) * self._ub])
+            a = Signal(signed(self._ub + 2), name=f"enc_a{p}")
+            d = Signal(signed(self._ub + 2), name=f"enc_d{p}")
+            m.d.comb += [a.eq(u + xw[p].x), d.eq(u + xw[p].xm), fire[p].eq((d >= 0) & (p < real))]
+            new_u.append(Mux(fire[p], d, a)[:self._ub])
+        # stage 3: write back and emit
+        m.d.sync += [u_wr.en.eq(v2), u_wr.addr.eq(g2), u_wr.data.eq(Cat(*new_u)),
+                     self.ent_append.eq(v2 & (fire != 0)), self.ent.group.eq(g2), self.ent.mask.eq(fire),
+                     self.spk_valid.eq(v2), self.spk_group.eq(g2), self.spk_mask.eq(fire),
+                     self.inc_updates.eq(Mux(v2, real, 0)), self.inc_spikes.eq(Mux(v2, popcount(fire), 0))]
+        return m
+
+
+class TrainEncoder(_Walker):
+    """stcb's input encoder: every input word's P whole trains in one pass (a T-stage pipeline).
+
+    Members as :class:`RateEncoder`; ``spk_mask`` holds P x T bits (lane p, slot t at bit p*T + t) and
+    each entry carries the P trains as its payload."""
+
+    def __init__(self, *, lanes: int, n_in: int, input_max: int, lane_layout, T: int, entry, group_bits: int):
+        self._P, self._n, self._M, self._T = lanes, n_in, input_max, T
+        self._words = perf.groups(n_in, lanes)
+        self._max_words = self._words
+        self._lane = lane_layout
+        super().__init__({"start": In(1), "issuing": Out(1),
+                          "ld_en": In(1), "ld_group": In(group_bits), "ld_lane": In(range(max(2, lanes))),
+                          "ld_value": In(lane_layout),
+                          "ent_append": Out(1), "ent": Out(entry),
+                          "spk_valid": Out(1), "spk_group": Out(group_bits), "spk_mask": Out(lanes * T),
+                          "inc_updates": Out(range(lanes * T + 1)), "inc_spikes": Out(range(lanes * T + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        P, T = self._P, self._T
+        depth = max(2, self._words)
+        xmem, lane_w = _x_memory(self._lane, P, depth, self._M)
+        m.submodules.xmem = xmem
+        x_wr, x_rd = xmem.write_port(granularity=1), xmem.read_port()
+        m.d.comb += [x_wr.addr.eq(self.ld_group), x_wr.en.eq(Mux(self.ld_en, 1 << self.ld_lane, 0)),
+                     x_wr.data.eq(Cat(*[self.ld_value.as_value()] * P))]
+        gi, issue = self._walk(m, self._words)
+        m.d.comb += x_rd.addr.eq(gi)
+        v1, g1 = Signal(), Signal.like(gi)
+        m.d.sync += [v1.eq(issue), g1.eq(gi)]
+        valid, grp, xw = Signal(), Signal.like(gi), Signal(data.ArrayLayout(self._lane, P))
+        m.d.sync += [valid.eq(v1), grp.eq(g1), xw.eq(x_rd.data)]
+        ub = Shape.cast(self._lane).width + 1
+        u = [C(0, 1)] * P
+        bits = [[] for _ in range(P)]
+        count = C(0, 1)
+        for t in range(T):
+            # one time step per stage: a = u + x, d = u + x - input_max; spike when d >= 0
+            nv, ng, nu, nc = Signal(name=f"te_v{t}"), Signal.like(grp, name=f"te_g{t}"), [], Signal(range(P * T + 1),
+                                                                                             name=f"te_c{t}")
+            nb = [[Signal(name=f"te_b{t}_{p}_{k}") for k in range(t + 1)] for p in range(P)]
+            nx = Signal(data.ArrayLayout(self._lane, P), name=f"te_x{t}")
+            stage_fire = []
+            for p in range(P):
+                a = Signal(signed(ub + 1), name=f"te_a{t}_{p}")
+                d = Signal(signed(ub + 1), name=f"te_d{t}_{p}")
+                m.d.comb += [a.eq(u[p] + xw[p].x), d.eq(u[p] + xw[p].xm)]
+                f = Signal(name=f"te_f{t}_{p}")
+                m.d.comb += f.eq(d >= 0)
+                stage_fire.append(f)
+                r = Signal(signed(ub + 1), name=f"te_u{t}_{p}")
+                m.d.sync += r.eq(Mux(f, d, a))
+                nu.append(r)
+                for k in range(t):
+                    m.d.sync += nb[p][k].eq(bits[p][k])
+                m.d.sync += nb[p][t].eq(f)
+            # the spikes of the previous slot, from its registered bits: off this stage's compare
+            prev = popcount(Cat(*[bits[p][t - 1] for p in range(P)])) if t else C(0, 1)
+            m.d.sync += [nv.eq(valid), ng.eq(grp), nx.eq(xw), nc.eq(count + prev)]
+            valid, grp, xw, u, bits, count = nv, ng, nx, nu, nb, nc
+        real = Mux(grp == self._words - 1, self._n - (self._words - 1) * P, P)
+        trains = [Mux(p < real, Cat(*bits[p]), 0) for p in range(P)]
+        mask = Cat(*[tr != 0 for tr in trains])
+        m.d.sync += [self.ent_append.eq(valid & (mask != 0)), self.ent.group.eq(grp), self.ent.mask.eq(mask),
+                     self.spk_valid.eq(valid), self.spk_group.eq(grp), self.spk_mask.eq(Cat(*trains)),
+                     self.inc_updates.eq(Mux(valid, real * T, 0)),
+                     self.inc_spikes.eq(Mux(valid, count + popcount(Cat(*[bits[p][T - 1] for p in range(P)])), 0))]
+        m.d.sync += [self.ent.payload[p].eq(trains[p]) for p in range(P)]
+        return m
+
+
+class TscGenerator(_Walker):
+    """The ON/OFF generator of one step of a tsc window.
+
+    The source is the input (``src_in``: its countdown registers live here, loaded by the
+    :class:`InputLoader`, with threshold input_max) or the previous layer (its final V and thresholds
+    in the :class:`hw.store.GroupStore`, read through ``st_rd_addr`` and written back through
+    ``st_wr_*``). At t = 0 a neuron sends ON if R >= theta, then R -= theta (else R = -1: inactive); at
+    t > 0 an active neuron (R >= 0) sends OFF when R < theta or t = Q, then R = -1, else R -= theta.
+
+    Members
+    -------
+    start, t0, tq, src_in : In ; words, real_last, src_base : In   the source's word count and base
+    st_rd_addr : Out ; state, params : In (the store's registered outputs)
+    st_wr_en, st_wr_addr, st_wr_data : Out
+    ld_* : In     the loader's lane writes of the input countdowns
+    ent_append, ent, spk_* : Out ; inc_updates, inc_spikes, inc_state_rd, inc_param_rd : Out
+    """
+
+    def __init__(self, *, lanes: int, n_in: int, input_max: int, rbits: int, max_words: int, entry, group_bits: int,
+                 saddr_bits: int, state_layout, param_layout, v_bits: int):
+        self._P, self._n, self._M, self._rb, self._vb = lanes, n_in, input_max, rbits, v_bits
+        self._in_words = perf.groups(n_in, lanes)
+        self._max_words = max_words
+        super().__init__({"start": In(1), "t0": In(1), "tq": In(1), "src_in": In(1), "issuing": Out(1),
+                          "words": In(range(max_words + 1)), "real_last": In(range(lanes + 1)),
+                          "src_base": In(saddr_bits),
+                          "ld_en": In(1), "ld_group": In(group_bits), "ld_lane": In(range(max(2, lanes))),
+                          "ld_value": In(signed(rbits)),
+                          "st_rd_addr": Out(saddr_bits), "state": In(state_layout), "params": In(param_layout),
+                          "st_wr_en": Out(1), "st_wr_addr": Out(saddr_bits), "st_wr_data": Out(state_layout),
+                          "ent_append": Out(1), "ent": Out(entry),
+                          "spk_valid": Out(1), "spk_group": Out(group_bits), "spk_mask": Out(lanes),
+                          "inc_updates": Out(range(lanes + 1)), "inc_spikes": Out(range(lanes + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        P, M, rb = self._P, self._M, self._rb
+        depth = max(2, self._in_words)
+        m.submodules.rmem = rmem = Memory(shape=unsigned(P * rb), depth=depth, init=[])
+        r_wr, r_rd = rmem.write_port(granularity=rb), rmem.read_port()
+        gi, issue = self._walk(m, self.words)
+        # the source's parameters are constant through the pass: latched at start, so the per-layer
+        # selections stay off the stages' paths
+        src_in, base, wm1, real_last = Signal(), Signal.like(self.src_base), Signal.like(self.words), \
+            Signal.like(self.real_last)
+        with m.If(self.start):
+            m.d.sync += [src_in.eq(self.src_in), base.eq(self.src_base), wm1.eq(self.words - 1),
+                         real_last.eq(self.real_last)]
+        # the store address counts along with gi (no adder before the memory: the state memory may be
+        # LUT RAM, whose read is combinational)
+        addr = Signal.like(self.src_base)
+        addr_now = Mux(self.start, self.src_base, addr)
+        with m.If(issue):
+            m.d.sync += addr.eq(addr_now + 1)
+        m.d.comb += [r_rd.addr.eq(gi), self.st_rd_addr.eq(addr_now)]
+        v1, g1, v2, g2 = Signal(), Signal.like(gi), Signal(), Signal.like(gi)
+        rw = Signal.like(r_rd.data)
+        m.d.sync += [v1.eq(issue), g1.eq(gi), v2.eq(v1), g2.eq(g1), rw.eq(r_rd.data)]
+        real = Mux(g2 == wm1, real_last, P)
+        ev, new_r = Signal(P), []
+        for p in range(P):
+            R = Signal(signed(rb), name=f"gen_r{p}")
+            th = Signal(signed(rb), name=f"gen_th{p}")
+            m.d.comb += [R.eq(Mux(src_in, rw[p * rb:(p + 1) * rb].as_signed(), self.state[p].v)),
+                         th.eq(Mux(src_in, M, self.params[p].thr))]
+            d = Signal(signed(rb + 1), name=f"gen_d{p}")
+            m.d.comb += d.eq(R - th)
+            ge, active = d >= 0, R >= 0
+            on = self.t0 & ge
+            off = ~self.t0 & active & (~ge | self.tq)
+            m.d.comb += ev[p].eq((on | off) & (p < real))
+            nr = Signal(signed(rb), name=f"gen_nr{p}")
+            with m.If(self.t0):
+                m.d.comb += nr.eq(Mux(ge, d, -1))
+            with m.Else():
+                m.d.comb += nr.eq(Mux(off, -1, Mux(active, d, R)))
+            new_r.append(nr)
+        # stage 3: write the countdowns back, emit the events
+        gw_en, gw_addr, gw_data = Signal(), Signal.like(g2), Signal(P * rb)
+        m.d.sync += [gw_en.eq(v2 & src_in), gw_addr.eq(g2), gw_data.eq(Cat(*new_r))]
+        m.d.comb += [r_wr.en.eq(Mux(self.ld_en, 1 << self.ld_lane, Mux(gw_en, (1 << P) - 1, 0))),
+                     r_wr.addr.eq(Mux(self.ld_en, self.ld_group, gw_addr)),
+                     r_wr.data.eq(Mux(self.ld_en, Cat(*[self.ld_value] * P), gw_data))]
+        m.d.sync += [self.st_wr_en.eq(v2 & ~src_in), self.st_wr_addr.eq(base + g2)]
+        for p in range(P):
+            m.d.sync += [self.st_wr_data[p].eq(self.state[p]), self.st_wr_data[p].v.eq(new_r[p][:self._vb])]
+        m.d.sync += [self.ent_append.eq(v2 & (ev != 0)), self.ent.group.eq(g2), self.ent.mask.eq(ev),
+                     self.spk_valid.eq(v2), self.spk_group.eq(g2), self.spk_mask.eq(ev),
+                     self.inc_updates.eq(Mux(v2, real, 0)), self.inc_spikes.eq(Mux(v2, popcount(ev), 0))]
+        return m

@@ -1,0 +1,253 @@
+"""Event buffers and the event reader: how spikes travel from one layer to the next.
+
+An event buffer holds *entries*: a producer group index, a P-bit mask of which of its P neurons
+emitted, and optionally a payload per lane (the input value for direct input, the T-bit train for
+stcb). A producer that updates P neurons at once writes one entry per group with at least one event,
+so all P lanes can emit in the same cycle; the consumer walks the set bits, one event per cycle.
+
+:class:`EventReader` replays a buffer's entries once per group of the consuming layer and emits one
+event per cycle, without bubbles at entry or group boundaries: it prefetches entries into a small
+FIFO ahead of the bit iterator. This is the only part that knows how events are stored; the address
+generator after it sees a plain stream of (input index, payload) events.
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from golden import perf
+
+__all__ = ["entry_layout", "event_layout", "EventBuffer", "EventReader", "READER_FIFO_DEPTH"]
+
+READER_FIFO_DEPTH = 4
+
+
+def entry_layout(lanes: int, group_bits: int, payload_bits: int) -> data.StructLayout:
+    """One buffer entry: producer group, P-bit mask, P payloads of ``payload_bits`` (may be 0)."""
+    fields = {"group": unsigned(group_bits), "mask": unsigned(lanes)}
+    if payload_bits:
+        fields["payload"] = data.ArrayLayout(unsigned(payload_bits), lanes)
+    return data.StructLayout(fields)
+
+
+def event_layout(index_bits: int, group_bits: int, payload_bits: int) -> data.StructLayout:
+    """One event as the reader emits it, tagged with the consuming group and its position in it."""
+    return data.StructLayout({
+        "index": unsigned(index_bits),        # the source neuron: entry.group * P + lane
+        "payload": unsigned(max(1, payload_bits)),
+        "group": unsigned(group_bits),        # the consuming layer's group this event is replayed for
+        "first": unsigned(1), "last": unsigned(1),
+        "null": unsigned(1),                  # a group with no events: one null op
+    })
+
+
+class EventBuffer(wiring.Component):
+    """A list of entries in a memory: appended by a producer, replayed by an :class:`EventReader`.
+
+    Members
+    -------
+    clear : In(1)
+        Empty the buffer (the entries stay in memory; the count returns to 0).
+    append : In(1), entry : In(layout)
+        Write ``entry`` at the end of the list.
+    count : Out(range(depth + 1))
+        Entries in the buffer.
+    rd_addr : In(...), rd_data : Out(layout)
+        Synchronous read port: ``rd_data`` holds entry ``rd_addr`` of the previous cycle.
+    """
+
+    def __init__(self, layout: data.StructLayout, depth: int):
+        self._layout, self._depth = layout, int(depth)
+        self._abits = max(1, ceil_log2(max(2, depth)))
+        super().__init__({"clear": In(1), "append": In(1), "entry": In(layout),
+                          "count": Out(range(depth + 1)), "rd_addr": In(self._abits), "rd_data": Out(layout)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=self._layout, depth=max(2, self._depth), init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        m.d.comb += [wr.addr.eq(self.count), wr.data.eq(self.entry), wr.en.eq(self.append & ~self.clear),
+                     rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data)]
+        with m.If(self.clear):
+            m.d.sync += self.count.eq(0)
+        with m.Elif(self.append):
+            m.d.sync += self.count.eq(self.count + 1)
+        return m
+
+
+class EventReader(wiring.Component):
+    """Replays ``count`` entries ``groups`` times as a stream of single events.
+
+    A ``start`` pulse (with ``count``, ``groups`` and ``min_group_cycles`` valid) begins a phase.
+    The first event leaves ``perf.LAYER_SETUP`` cycles after ``start``; then one event per cycle
+    while ``events.ready`` is high, except that a group's first event waits until
+    ``min_group_cycles`` cycles have passed since the previous group's first event (stcb's slot unit
+    needs that spacing). With ``count == 0`` each group gets one null event. ``busy`` is high from
+    ``start`` until the last event has been taken.
+
+    Members
+    -------
+    start, count, groups, min_group_cycles : In
+    rd_addr : Out, rd_data : In(entry layout)
+        The source buffer's read port (data one cycle after the address).
+    events : Out(stream of :func:`event_layout`)
+    busy : Out(1)
+    """
+
+    def __init__(self, *, lanes: int, entry: data.StructLayout, depth: int, max_groups: int, payload_bits: int,
+                 max_min_cycles: int = 1):
+        self._spacing = max_min_cycles > 1          # only stcb spaces its groups
+        self._P = lanes
+        self._lp = exact_log2(lanes)
+        self._entry = entry
+        self._gbits = Shape.cast(entry["group"].shape).width
+        self._pw = payload_bits
+        self._depth = depth
+        gbits_out = max(1, ceil_log2(max_groups + 1))
+        self.event_layout = event_layout(self._gbits + self._lp, gbits_out, payload_bits)
+        super().__init__({
+            "start": In(1), "count": In(range(depth + 1)), "groups": In(range(max_groups + 1)),
+            "min_group_cycles": In(range(max_min_cycles + 1)),
+            "rd_addr": Out(max(1, ceil_log2(max(2, depth)))), "rd_data": In(entry),
+            "events": Out(stream.Signature(self.event_layout)),
+            "busy": Out(1), "rd_issue": Out(1),
+        })
+
+    @property
+    def setup_latency(self) -> int:
+        return perf.LAYER_SETUP
+
+    def elaborate(self, platform):
+        m = Module()
+        P, lp, D = self._P, self._lp, READER_FIFO_DEPTH
+        ev = self.events
+        width = Shape.cast(self._entry).width
+
+        # ---- phase registers, latched on start
+        n_entries = Signal.like(self.count)
+        n_groups = Signal.like(self.groups)
+        min_cyc = Signal.like(self.min_group_cycles)
+        null_phase = Signal()
+        setup = Signal(range(perf.LAYER_SETUP + 1))
+        with m.If(self.start):
+            m.d.sync += [n_entries.eq(self.count), n_groups.eq(self.groups), min_cyc.eq(self.min_group_cycles),
+                         null_phase.eq(self.count == 0), self.busy.eq(1), setup.eq(perf.LAYER_SETUP - 2)]
+        with m.Elif(setup != 0):
+            m.d.sync += setup.eq(setup - 1)
+        running = self.busy & ~self.start & (setup == 0)
+
+        # ---- prefetch: entries 0..N-1, `groups` times over, into a FIFO whose slots register the
+        # memory's output; the first read goes out in the start cycle itself
+        rk = Signal.like(self.count)                 # next entry to read
+        rg = Signal.like(self.groups)                # replays begun
+        reading = Signal()
+        inflight, tag = Signal(), Signal()
+        fifo = [Signal(width, name=f"fifo{i}") for i in range(D)]
+        fifo_last = [Signal(name=f"fifo_last{i}") for i in range(D)]
+        level = Signal(range(D + 1))
+        pop = Signal()
+        issue = Signal()
+        # the last entry and the last replay are compared with registers latched at start (the start
+        # cycle itself compares the inputs), so no subtraction sits before a comparison
+        nm1, gm1 = Signal.like(self.count), Signal.like(self.groups)
+        with m.If(self.start):
+            m.d.sync += [nm1.eq(self.count - 1), gm1.eq(self.groups - 1)]
+        k_now = Mux(self.start, 0, rk)
+        r_now = Mux(self.start, 0, rg)
+        last_k = Mux(self.start, self.count == 1, rk == nm1)
+        last_r = Mux(self.start, self.groups == 1, rg == gm1)
+        m.d.comb += [issue.eq(Mux(self.start, self.count != 0, reading & (level + inflight < D))),
+                     self.rd_addr.eq(k_now), self.rd_issue.eq(issue)]
+        m.d.sync += inflight.eq(issue)
+        with m.If(issue):
+            m.d.sync += [rk.eq(Mux(last_k, 0, k_now + 1)), rg.eq(r_now + last_k), tag.eq(last_k),
+                         reading.eq(~(last_k & last_r))]
+        with m.Elif(self.start):
+            m.d.sync += [rk.eq(0), rg.eq(0), reading.eq(0)]
+        # ---- the current entry: always a register (the bit scan below reads nothing else); it is
+        # refilled from the FIFO's head (slot 0 of a shifting FIFO), or straight from the memory when
+        # the FIFO is empty, in the cycle its last bit goes out
+        cur = Signal(width)
+        cur_last, cur_ok = Signal(), Signal()
+        src = data.View(self._entry, cur)
+        mask = src.mask
+        low = Signal(P)
+        m.d.comb += low.eq(mask & -mask)             # the lowest set bit, isolated
+        lane = Signal(max(1, lp))
+        for q in reversed(range(P)):
+            with m.If(low[q]):
+                m.d.comb += lane.eq(q)
+        rest = Signal(P)
+        m.d.comb += rest.eq(mask & ~low)
+
+        # ---- groups: the event stream's register, group counter and (stcb) spacing
+        g = Signal.like(ev.payload.group)
+        more = Signal()                              # g != groups
+        first = Signal()                             # the next event starts a group
+        take = ev.valid & ev.ready
+        free = ~ev.valid | ev.ready
+        spaced = C(1, 1)
+        if self._spacing:
+            top = (1 << len(self.min_group_cycles)) - 1
+            since = Signal(range(top + 1))           # cycles since the current group's first event
+            spaced = ~first | (since >= min_cyc)
+        can_emit = running & free & spaced & more
+        emit_null = can_emit & null_phase
+        emit_ev = can_emit & ~null_phase & cur_ok
+        done_entry = rest == 0
+        refill = ~cur_ok | (emit_ev & done_entry)    # cur needs the next entry this cycle
+        bypass = refill & (level == 0) & inflight    # the memory's word goes straight to cur
+        m.d.comb += pop.eq(refill & (level != 0))
+        # the shifting FIFO: slot 0 is the head
+        for i in range(D):
+            nxt_slot = fifo[i + 1] if i + 1 < D else fifo[i]
+            nxt_last = fifo_last[i + 1] if i + 1 < D else fifo_last[i]
+            slot_after_pop = Mux(pop, nxt_slot, fifo[i])
+            last_after_pop = Mux(pop, nxt_last, fifo_last[i])
+            write_here = inflight & ~bypass & ((level - pop) == i)
+            m.d.sync += [fifo[i].eq(Mux(write_here, self.rd_data.as_value(), slot_after_pop)),
+                         fifo_last[i].eq(Mux(write_here, tag, last_after_pop))]
+        m.d.sync += level.eq(level + (inflight & ~bypass) - pop)
+        with m.If(refill):
+            with m.If(level != 0):
+                m.d.sync += [cur.eq(fifo[0]), cur_last.eq(fifo_last[0]), cur_ok.eq(1)]
+            with m.Elif(inflight):
+                m.d.sync += [cur.eq(self.rd_data.as_value()), cur_last.eq(tag), cur_ok.eq(1)]
+            with m.Else():
+                m.d.sync += cur_ok.eq(0)
+        with m.Elif(emit_ev):
+            m.d.sync += cur.eq(Cat(src.group, rest, cur[len(src.group) + P:]))
+
+        with m.If(self.start):
+            m.d.sync += [g.eq(0), first.eq(1), more.eq(self.groups != 0)]
+        with m.If(free):
+            m.d.sync += ev.valid.eq(emit_null | emit_ev)
+        group_done = (emit_ev & done_entry & cur_last) | emit_null
+        with m.If(emit_ev):
+            m.d.sync += [ev.payload.index.eq(Cat(lane[:lp], src.group) if lp else src.group),
+                         ev.payload.group.eq(g), ev.payload.first.eq(first), ev.payload.null.eq(0),
+                         ev.payload.last.eq(done_entry & cur_last), first.eq(done_entry & cur_last)]
+            if self._pw:
+                lanes_payload = [src.payload[p] for p in range(P)]
+                m.d.sync += ev.payload.payload.eq(Array(lanes_payload)[lane] if P > 1 else lanes_payload[0])
+        with m.If(emit_null):
+            m.d.sync += [ev.payload.index.eq(0), ev.payload.group.eq(g), ev.payload.first.eq(1),
+                         ev.payload.last.eq(1), ev.payload.null.eq(1)]
+        with m.If(group_done):
+            m.d.sync += [g.eq(g + 1), more.eq(g != gm1)]
+        if self._spacing:
+            with m.If(self.start):
+                m.d.sync += since.eq(top)
+            with m.Elif((emit_ev | emit_null) & first):
+                m.d.sync += since.eq(1)
+            with m.Elif(since != top):
+                m.d.sync += since.eq(since + 1)
+        with m.If(~self.start & self.busy & ~more & free & (setup == 0)):
+            m.d.sync += self.busy.eq(0)
+        with m.If(self.start):
+            m.d.sync += cur_ok.eq(0)
+        return m

@@ -1,0 +1,398 @@
+"""Neuron units: the accumulators that end each group's op sequence with its neuron update.
+
+Each unit receives an op per cycle with its P terms (weights, or weight x input value) and the
+group's starting words from the :class:`hw.store.GroupStore`, which the address generator read so
+that they arrive ``ACCUMULATE_STAGE - MEM_READ_LATENCY`` cycles before the group's first op (one
+more with direct input's multiplier stage): a short delay line lines them up.
+
+- :class:`IfUnit` (rate): V + bias and V + bias - threshold accumulate side by side from the first op,
+  so at the group's last op the sign of the second is the spike and the update (reset by
+  subtraction) is a multiplexer, not a chain of adders.
+- :class:`TscUnit` (tsc): the current C and the membrane V + C accumulate side by side; ON events
+  (step 0) add the weight, OFF events subtract it.
+- :class:`SlotAccumulator` (stcb): a T-slot current per lane; the weight goes into the slots whose
+  train bit is set; at the group's last op the vector goes to the :class:`SlotUnit`.
+- :class:`SlotUnit` (stcb): the STEB kernel and the IF over the T slots, one tap of one slot per
+  cycle, then the final V and the P output trains.
+
+Every unit emits a registered *update* (``upd_*``) in the cycle after the group's last op: the
+group, its new state lanes and its spike mask (stcb: trains). The top writes it to the state memory
+and the event buffer.
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from golden import perf
+
+from .bits import popcount
+
+__all__ = ["IfUnit", "TscUnit", "SlotAccumulator", "SlotUnit", "update_members"]
+
+
+def update_members(lanes: int, group_bits: int, state_layout: data.Layout, mask_bits: int) -> dict:
+    """The registered update every unit emits."""
+    return {"upd_valid": Out(1), "upd_group": Out(group_bits), "upd_state": Out(state_layout),
+            "upd_mask": Out(mask_bits)}
+
+
+def _delay(m: Module, value, n: int, name: str):
+    """``value`` registered ``n`` times (a pure delay line, shifting every cycle)."""
+    for i in range(n):
+        r = Signal.like(value, name=f"{name}_d{i}")
+        m.d.sync += r.eq(value)
+        value = r
+    return value
+
+
+class _Unit(wiring.Component):
+    """Common shape of the rate and tsc units.
+
+    The accumulators are loaded with the group's base in the cycle before its first op (``next_first``
+    from the fetch), so each op's cycle is one adder; the last op's sums are captured (``fin``), and
+    the update (fire, reset, count) is formed from them in the following cycle."""
+
+    def __init__(self, *, lanes: int, group_bits: int, term_layout, state_layout, param_layout, acc_bits: int,
+                 base_delay: int, mask_bits: int, extra=None):
+        self._P, self._acc, self._delay = lanes, acc_bits, base_delay
+        members = {"op_valid": In(1), "first": In(1), "last": In(1), "next_first": In(1), "group": In(group_bits),
+                   "terms": In(term_layout), "state": In(state_layout), "params": In(param_layout),
+                   "t0": In(1), "fires": In(1), "real_lanes": In(range(lanes + 1)),
+                   **update_members(lanes, group_bits, state_layout, mask_bits)}
+        members.update(extra or {})
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a group's last op to its update."""
+        return 2
+
+    def _accumulate(self, m: Module, bases: list, name: str) -> list:
+        """Accumulators (one per base, per lane) loaded with the base before a group's first op, plus
+        this op's term each op; returns the captured sums of the group's last op, per base and lane."""
+        P, W = self._P, self._acc
+        fins = []
+        for bi, base in enumerate(bases):
+            fin = []
+            for p in range(P):
+                acc = Signal(signed(W), name=f"{name}{bi}_{p}")
+                new = Signal(signed(W), name=f"{name}{bi}n_{p}")
+                m.d.comb += new.eq(acc + self.terms[p])
+                with m.If(self.next_first):
+                    m.d.sync += acc.eq(base[p])
+                with m.Elif(self.op_valid):
+                    m.d.sync += acc.eq(new)
+                f = Signal(signed(W), name=f"{name}{bi}f_{p}")
+                with m.If(self.op_valid & self.last):
+                    m.d.sync += f.eq(new)
+                fin.append(f)
+            fins.append(fin)
+        return fins
+
+    def _finish(self, m: Module):
+        """The group's registers of the fin stage: valid, group, real lanes."""
+        fv, fg = Signal(name="fin_valid"), Signal.like(self.group, name="fin_group")
+        fr = Signal.like(self.real_lanes, name="fin_real")
+        m.d.sync += fv.eq(self.op_valid & self.last)
+        with m.If(self.op_valid & self.last):
+            m.d.sync += [fg.eq(self.group), fr.eq(self.real_lanes)]
+        m.d.sync += self.upd_valid.eq(fv)
+        with m.If(fv):
+            m.d.sync += self.upd_group.eq(fg)
+        return fv, fr
+
+
+class IfUnit(_Unit):
+    """Rate coding's accumulate-and-fire (reset by subtraction).
+
+    Parameters
+    ----------
+    base_delay : int
+        Cycles between the group's words arriving on ``state``/``params`` and its first op.
+    counts : bool
+        Keep the per-neuron spike count in the state word (count readout).
+    """
+
+    def __init__(self, *, counts: bool, **kw):
+        self._counts = counts
+        super().__init__(**kw, mask_bits=kw["lanes"])
+
+    def elaborate(self, platform):
+        m = Module()
+        P, W = self._P, self._acc
+        b1, b2, cnt0 = [], [], []
+        for p in range(P):
+            st, pr = self.state[p], self.params[p]
+            v = Mux(self.t0, pr.v_init, st.v)
+            c1, c2 = Signal(signed(W), name=f"base1_{p}"), Signal(signed(W), name=f"base2_{p}")
+            m.d.comb += [c1.eq(v + pr.bias), c2.eq(v + pr.bmt)]
+            b1.append(_delay(m, c1, self._delay - 1, f"b1_{p}"))      # loaded a cycle before the first op
+            b2.append(_delay(m, c2, self._delay - 1, f"b2_{p}"))
+            if self._counts:
+                cnt0.append(_delay(m, Mux(self.t0, 0, st.cnt), self._delay, f"cnt0_{p}"))
+        f1, f2 = self._accumulate(m, [b1, b2], "a")
+        fv, freal = self._finish(m)
+        fire = Signal(self._P)
+        for p in range(P):
+            m.d.comb += fire[p].eq(self.fires & (p < freal) & (f2[p] >= 0))
+            up = self.upd_state[p]
+            with m.If(fv):
+                m.d.sync += up.v.eq(Mux(fire[p], f2[p], f1[p]))
+            if self._counts:         # the group's count: taken at its first op, kept with the sums
+                cnt, fcnt = Signal.like(cnt0[p], name=f"cnt_{p}"), Signal.like(cnt0[p], name=f"fcnt_{p}")
+                with m.If(self.op_valid & self.first):
+                    m.d.sync += cnt.eq(cnt0[p])
+                with m.If(self.op_valid & self.last):
+                    m.d.sync += fcnt.eq(Mux(self.first, cnt0[p], cnt))
+                with m.If(fv):
+                    m.d.sync += up.cnt.eq(fcnt + fire[p])
+        with m.If(fv):
+            m.d.sync += self.upd_mask.eq(fire)
+        return m
+
+
+class TscUnit(_Unit):
+    """Temporal switch coding's accumulation: C += sum(+-w); V += C, with V + C and C accumulating side
+    by side from (V_old + C_old, C_old), or (bias, 0) at step 0. The fetch negates OFF events' weights."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw, mask_bits=kw["lanes"])
+
+    def elaborate(self, platform):
+        m = Module()
+        P, W = self._P, self._acc
+        bc, bv = [], []
+        for p in range(P):
+            st, pr = self.state[p], self.params[p]
+            c0, v0 = Signal(signed(W), name=f"basec_{p}"), Signal(signed(W), name=f"basev_{p}")
+            m.d.comb += [c0.eq(Mux(self.t0, 0, st.c)), v0.eq(Mux(self.t0, pr.bias, st.v + st.c))]
+            bc.append(_delay(m, c0, self._delay - 1, f"bc_{p}"))
+            bv.append(_delay(m, v0, self._delay - 1, f"bv_{p}"))
+        fc, fvv = self._accumulate(m, [bc, bv], "t")
+        fv, _ = self._finish(m)
+        with m.If(fv):
+            m.d.sync += [self.upd_state[p].v.eq(fvv[p]) for p in range(P)]
+            m.d.sync += [self.upd_state[p].c.eq(fc[p]) for p in range(P)]
+            m.d.sync += self.upd_mask.eq(0)
+        return m
+
+
+class SlotAccumulator(wiring.Component):
+    """stcb: P lanes x T slots; each op adds its term into the slots whose ``train`` bit is set.
+
+    At the group's last op the slot vector, the group and the group's parameters (lined up like
+    :class:`IfUnit`'s base) leave on ``hand_*``, registered, for the :class:`SlotUnit`."""
+
+    def __init__(self, *, lanes: int, T: int, group_bits: int, term_layout, param_layout, acc_bits: int,
+                 base_delay: int):
+        self._P, self._T, self._acc, self._delay = lanes, T, acc_bits, base_delay
+        self.slots_layout = data.ArrayLayout(data.ArrayLayout(signed(acc_bits), T), lanes)
+        super().__init__({"op_valid": In(1), "first": In(1), "last": In(1), "next_first": In(1),
+                          "group": In(group_bits), "terms": In(term_layout), "train": In(T), "params": In(param_layout),
+                          "hand_valid": Out(1), "hand_group": Out(group_bits), "hand_slots": Out(self.slots_layout),
+                          "hand_params": Out(param_layout)})
+
+    def elaborate(self, platform):
+        m = Module()
+        P, T = self._P, self._T
+        params = _delay(m, self.params, self._delay, "params")
+        ctx = Signal.like(self.params)
+        with m.If(self.op_valid & self.first):
+            m.d.sync += ctx.eq(params)
+        for p in range(P):
+            term = self.terms[p]                 # zero for a null op (the fetch does that)
+            for t in range(T):
+                acc = Signal(signed(self._acc), name=f"slot{p}_{t}")
+                new = Signal(signed(self._acc), name=f"slotn{p}_{t}")
+                m.d.comb += new.eq(acc + Mux(self.train[t], term, 0))
+                with m.If(self.next_first):
+                    m.d.sync += acc.eq(0)
+                with m.Elif(self.op_valid):
+                    m.d.sync += acc.eq(new)
+                with m.If(self.op_valid & self.last):
+                    m.d.sync += self.hand_slots[p][t].eq(new)
+        m.d.sync += self.hand_valid.eq(self.op_valid & self.last)
+        with m.If(self.op_valid & self.last):
+            m.d.sync += [self.hand_group.eq(self.group), self.hand_params.eq(Mux(self.first, params, ctx))]
+        return m
+
+
+class SlotUnit(wiring.Component):
+    """stcb's spatial-to-temporal conversion: the STEB kernel and the IF over T slots, serially.
+
+    For slot t and tap k (one per cycle, k innermost) the current ``bias + slot[t - k]`` is multiplied
+    by the layer's tap h[k] and summed into I'[t]; after the last tap the IF step runs on I'[t]. With
+    the identity kernel the multiplier disappears. The loop-carried IF step computes V + I' and
+    V + I' - threshold side by side (I' - threshold is formed a stage earlier), so its critical path is
+    one adder and a multiplexer.
+
+    Members
+    -------
+    hand_* : In   the group from the :class:`SlotAccumulator`
+    layer : In    the phase's layer (selects the kernel taps)
+    fires, real_lanes : In
+    upd_* : Out   the final V (state lanes) and the P trains (``upd_mask``: lane p, slot t at bit p*T + t)
+    """
+
+    def __init__(self, *, lanes: int, T: int, taps: int, kernels: list, group_bits: int, slots_layout,
+                 param_layout, state_layout, acc_bits: int, layer_bits: int, tap_bits: int):
+        self._P, self._T, self._K = lanes, T, taps
+        self._kernels = [list(h) + [0] * (taps - len(h)) for h in kernels]
+        self._identity = all(h == [1] + [0] * (taps - 1) for h in self._kernels) and taps == 1
+        self._acc, self._tap_bits = acc_bits, tap_bits
+        self._state_fields = set(state_layout.elem_shape.members) if hasattr(state_layout, "elem_shape") else set()
+        members = {"hand_valid": In(1), "hand_group": In(group_bits), "hand_slots": In(slots_layout),
+                   "hand_params": In(param_layout), "layer": In(layer_bits), "fires": In(1),
+                   "real_lanes": In(range(lanes + 1)), "busy": Out(1), "inc_spikes": Out(range(lanes + 1)),
+                   **update_members(lanes, group_bits, state_layout, lanes * T)}
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``hand_valid`` to ``upd_valid``."""
+        return perf.stcb_group_cycles(self._T, self._K) + perf.SLOT_PIPELINE
+
+    def elaborate(self, platform):
+        m = Module()
+        P, T, K, W = self._P, self._T, self._K, self._acc
+        # ---- the group being converted (kept until the next handoff) and the slot/tap sequencer
+        prm = Signal.like(self.hand_params)
+        # what later stages need of their group travels with them: the next group's handoff may come
+        # while this one's last slots are still in the pipeline
+        ctx_layout = data.StructLayout({"group": unsigned(len(self.hand_group)), "real": unsigned(P),
+                                        "v_init": data.ArrayLayout(signed(W), P),
+                                        "thr": data.ArrayLayout(signed(W), P)})
+        ctx = Signal(ctx_layout)
+        t_cur = Signal(range(max(2, T)))
+        k_cur = Signal(range(max(2, K)))
+        run = Signal()
+        with m.If(self.hand_valid):
+            m.d.sync += [prm.eq(self.hand_params), ctx.group.eq(self.hand_group),
+                         ctx.real.eq(Cat(*[p < self.real_lanes for p in range(P)])),     # real lanes as a mask
+                         t_cur.eq(0), k_cur.eq(0), run.eq(1)]
+            m.d.sync += [ctx.v_init[p].eq(self.hand_params[p].v_init) for p in range(P)]
+            m.d.sync += [ctx.thr[p].eq(self.hand_params[p].thr) for p in range(P)]
+        with m.Elif(run):
+            with m.If(k_cur == K - 1):
+                m.d.sync += [k_cur.eq(0), t_cur.eq(t_cur + 1)]
+                with m.If(t_cur == T - 1):
+                    m.d.sync += run.eq(0)
+            with m.Else():
+                m.d.sync += k_cur.eq(k_cur + 1)
+        m.d.comb += self.busy.eq(run)
+
+        def stage(valid, t, k, c, name):
+            v, tt, kk, cc = Signal(name=f"{name}_valid"), Signal(range(max(2, T)), name=f"{name}_t"), \
+                Signal(range(max(2, K)), name=f"{name}_k"), Signal(ctx_layout, name=f"{name}_ctx")
+            m.d.sync += [v.eq(valid), tt.eq(t), kk.eq(k), cc.eq(c)]
+            return v, tt, kk, cc
+
+        # ---- the slots as a shift register and a window of the last K slots: tap k of slot t reads
+        # window[k] = slot[t - k] (invalid before the window starts), so no slot index is decoded
+        sr = Signal.like(self.hand_slots, name="slot_sr")
+        win = [[Signal(signed(W), name=f"win{p}_{k}") for k in range(K)] for p in range(P)]
+        winv = Signal(K, name="win_valid")
+        with m.If(self.hand_valid):
+            m.d.sync += winv.eq(1)
+            for p in range(P):
+                m.d.sync += [win[p][0].eq(self.hand_slots[p][0])]
+                m.d.sync += [sr[p][t].eq(self.hand_slots[p][t + 1]) for t in range(T - 1)]
+        with m.Elif(run & (k_cur == K - 1)):               # slot t done: slot t + 1 enters the window
+            m.d.sync += winv.eq(Cat(C(1, 1), winv[:K - 1]) if K > 1 else 1)
+            for p in range(P):
+                m.d.sync += [win[p][0].eq(sr[p][0])] + [win[p][k].eq(win[p][k - 1]) for k in range(1, K)]
+                m.d.sync += [sr[p][t].eq(sr[p][t + 1]) for t in range(T - 1)]
+
+        # ---- S1: the tap's current bias + slot[t - k] (0 before the window); with the identity kernel
+        # also bias - threshold + slot[t], so the IF step needs no subtraction
+        s1 = stage(run, t_cur, k_cur, ctx, "s1")
+        cur = [Signal(signed(W), name=f"cur{p}") for p in range(P)]
+        curthr = [Signal(signed(W), name=f"curthr{p}") for p in range(P)]
+        inside = winv.bit_select(k_cur, 1) if K > 1 else C(1, 1)
+        for p in range(P):
+            sel = Array(win[p])[k_cur] if K > 1 else win[p][0]
+            m.d.sync += [cur[p].eq(Mux(inside, prm[p].bias + sel, 0)),
+                         curthr[p].eq(Mux(inside, prm[p].bmt + sel, 0))]
+        # ---- S2: multiply by the layer's tap (identity: pass through)
+        s2 = stage(*s1, "s2")
+        prod = [Signal(signed(W), name=f"prod{p}") for p in range(P)]
+        prodthr = [Signal(signed(W), name=f"prodthr{p}") for p in range(P)]
+        if self._identity:
+            m.d.sync += [prod[p].eq(cur[p]) for p in range(P)]
+            m.d.sync += [prodthr[p].eq(curthr[p]) for p in range(P)]
+        else:
+            H = Array(Array(Const(h[k], signed(self._tap_bits)) for k in range(K)) for h in self._kernels)
+            tap = Signal(signed(self._tap_bits))
+            m.d.comb += tap.eq(H[self.layer][s1[2]])
+            m.d.sync += [prod[p].eq(tap * cur[p]) for p in range(P)]
+        # ---- S3: sum the taps into I'[t]
+        s2_last = s2[0] & (s2[2] == K - 1)
+        s3 = stage(s2_last, s2[1], s2[2], s2[3], "s3")
+        isum = [Signal(signed(W), name=f"isum{p}") for p in range(P)]
+        i3 = [Signal(signed(W), name=f"i3_{p}") for p in range(P)]
+        i3thr = [Signal(signed(W), name=f"i3thr{p}") for p in range(P)]
+        for p in range(P):
+            if self._identity:
+                m.d.sync += [i3[p].eq(prod[p]), i3thr[p].eq(prodthr[p])]
+            else:
+                total = Mux(s2[2] == 0, 0, isum[p]) + prod[p]
+                with m.If(s2[0]):
+                    m.d.sync += isum[p].eq(total)
+                m.d.sync += i3[p].eq(total)
+        # ---- S4: I' - threshold (identity: formed in S1, passed on)
+        s4 = stage(*s3, "s4")
+        i_now = [Signal(signed(W), name=f"inow{p}") for p in range(P)]
+        ithr = [Signal(signed(W), name=f"ithr{p}") for p in range(P)]
+        for p in range(P):
+            m.d.sync += [i_now[p].eq(i3[p]), ithr[p].eq(i3thr[p] if self._identity else i3[p] - s3[3].thr[p])]
+        # ---- S5: the IF step, loop-carried over the slots
+        s4_valid, s4_t, _, c4 = s4
+        # the slot's position, decoded a stage early: the loop below reads only flip-flops
+        s4_first, s4_last = Signal(name="s4_first"), Signal(name="s4_last")
+        m.d.sync += [s4_first.eq(s3[1] == 0), s4_last.eq(s3[1] == T - 1)]
+        V = [Signal(signed(W), name=f"vloop{p}") for p in range(P)]
+        spikes = [Signal(T, name=f"train{p}") for p in range(P)]
+        out_valid = Signal()
+        m.d.comb += out_valid.eq(s4_valid & s4_last)
+        trains, fires = [], []
+        # V starts from v_init: loaded in the cycle before a group's first slot reaches this stage, so
+        # the loop is one adder and a multiplexer
+        preload = s3[0] & (s3[1] == 0)
+        for p in range(P):
+            v_in = V[p]
+            vsum, diff = Signal(signed(W), name=f"vsum{p}"), Signal(signed(W), name=f"vdiff{p}")
+            m.d.comb += [vsum.eq(v_in + i_now[p]), diff.eq(v_in + ithr[p])]
+            fire = Signal(name=f"fire{p}")
+            m.d.comb += fire.eq(self.fires & c4.real[p] & (diff >= 0))
+            fires.append(fire)
+            with m.If(preload):
+                m.d.sync += V[p].eq(s3[3].v_init[p])
+            with m.Elif(s4_valid):
+                m.d.sync += V[p].eq(Mux(fire, diff, vsum))
+            with m.If(s4_valid):
+                m.d.sync += spikes[p].bit_select(s4_t, 1).eq(fire)
+                with m.If(s4_first):
+                    m.d.sync += spikes[p].eq(fire)
+            train = Cat(spikes[p][:T - 1], fire) if T > 1 else fire
+            if "cnt" in self._state_fields:        # the lane's spike count, counted slot by slot
+                cnt = Signal(range(T + 1), name=f"slotcnt{p}")
+                cnt_now = Mux(s4_first, 0, cnt) + fire
+                with m.If(s4_valid):
+                    m.d.sync += cnt.eq(cnt_now)
+            with m.If(out_valid):
+                m.d.sync += self.upd_state[p].v.eq(Mux(fire, diff, vsum))
+                if "cnt" in self._state_fields:
+                    m.d.sync += self.upd_state[p].cnt.eq(cnt_now)
+            trains.append(train)
+        # spikes counted a cycle later, off the loop's path
+        fired, fired_v = Signal(P), Signal()
+        m.d.sync += [fired.eq(Cat(*fires)), fired_v.eq(s4_valid),
+                     self.inc_spikes.eq(Mux(fired_v, popcount(fired), 0))]
+        m.d.sync += self.upd_valid.eq(out_valid)
+        with m.If(out_valid):
+            m.d.sync += [self.upd_group.eq(c4.group), self.upd_mask.eq(Cat(*trains))]
+        return m

@@ -1,0 +1,152 @@
+"""The sequencer: which phase the core is in, for which layer and step.
+
+Per sample: LOAD (the input beats), LOAD_DRAIN, then per step and layer the phases of docs/spec.md
+section 3 (rate: the encoder's pass, then per layer SETUP, ISSUE, DRAIN; stcb: the train encoder's
+single pass, then one phase per layer; tsc: per layer and step the ON/OFF generator's pass, then
+the layer's phase), FINISH (the argmax settles), READOUT. Every phase but ISSUE and READOUT has a
+fixed length from golden.perf; ISSUE lasts until the event reader's last op, READOUT until the last
+result beat. The phase is a registered state, so everything that selects on it starts at a flop.
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import enum, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden import perf
+
+__all__ = ["Sequencer", "Phase"]
+
+
+class Phase(enum.Enum, shape=4):
+    LOAD = 0
+    LOAD_DRAIN = 1
+    ENCODE = 2           # rate encoder, stcb train encoder or tsc generator pass (with its drain)
+    SETUP = 3
+    ISSUE = 4
+    DRAIN = 5
+    FINISH = 6
+    READOUT = 7
+
+
+class Sequencer(wiring.Component):
+    """Members
+    -------
+    loader_done, reader_last, readout_done : In(1)
+    phase : Out(Phase), layer : Out, t : Out, t0, tlast : Out(1)
+    encode_start, reader_start, readout_start, sample_start : Out(1)   one-cycle pulses
+    counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
+    """
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        super().__init__({"loader_done": In(1), "reader_last": In(1), "readout_done": In(1),
+                          "phase": Out(Phase), "layer": Out(cfg.layer_bits), "t": Out(cfg.tbits),
+                          "t0": Out(1), "tlast": Out(1), "encode_start": Out(1), "reader_start": Out(1),
+                          "readout_start": Out(1), "sample_start": Out(1), "counted": Out(1)})
+
+    def encode_cycles(self, layer: int) -> int:
+        """Length of an ENCODE phase before layer ``layer`` (its source's words plus the drain)."""
+        cfg = self._cfg
+        if cfg.tsc:
+            words = cfg.G_in if layer == 0 else cfg.layers[layer - 1].groups
+            return words + perf.GEN_DRAIN
+        if cfg.stcb:
+            return cfg.G_in + perf.train_encoder_drain(cfg.T)
+        return cfg.G_in + perf.ENC_DRAIN
+
+    def drain_cycles(self) -> int:
+        cfg = self._cfg
+        if cfg.stcb:
+            return perf.stcb_layer_drain(cfg.T, cfg.taps, cfg.direct)
+        return perf.layer_drain(cfg.coding, cfg.model.encoding)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        L, T = cfg.L, cfg.T
+        encodes = not cfg.direct          # rate encoder, train encoder or tsc generator
+        ENC_LEN = Array(Const(self.encode_cycles(li)) for li in range(L))
+        wait = self._wait = Signal(range(max(max(self.encode_cycles(li) for li in range(L)), self.drain_cycles(),
+                                             perf.LOAD_DRAIN, perf.LAYER_SETUP, perf.finish_cycles(cfg.P)) + 1))
+        m.d.comb += [self.t0.eq(self.t == 0), self.tlast.eq((self.t == T - 1) | C(int(cfg.stcb), 1))]
+        for s in (self.encode_start, self.reader_start, self.sample_start):
+            m.d.sync += s.eq(0)
+        # the readout starts in FINISH's last cycle, so its two read cycles follow with no gap
+        m.d.comb += self.readout_start.eq((self.phase == Phase.FINISH) & (wait == 0))
+
+        def enter_encode(layer):
+            m.d.sync += [self.phase.eq(Phase.ENCODE), self.encode_start.eq(1), wait.eq(ENC_LEN[layer] - 1)]
+
+        def enter_setup():
+            m.d.sync += [self.phase.eq(Phase.SETUP), self.reader_start.eq(1), wait.eq(perf.LAYER_SETUP - 1)]
+
+        def begin_step(t_next):
+            m.d.sync += [self.t.eq(t_next), self.layer.eq(0)]
+            if encodes:
+                enter_encode(0)
+            else:
+                enter_setup()
+
+        with m.If(wait != 0):
+            m.d.sync += wait.eq(wait - 1)
+        with m.Switch(self.phase):
+            with m.Case(Phase.LOAD):
+                with m.If(self.loader_done):
+                    m.d.sync += [self.phase.eq(Phase.LOAD_DRAIN), wait.eq(perf.LOAD_DRAIN - 1)]
+            with m.Case(Phase.LOAD_DRAIN):
+                with m.If(wait == 0):
+                    begin_step(0)
+            with m.Case(Phase.ENCODE):
+                with m.If(wait == 0):
+                    enter_setup()
+            with m.Case(Phase.SETUP):
+                with m.If(wait == 0):
+                    m.d.sync += self.phase.eq(Phase.ISSUE)
+            with m.Case(Phase.ISSUE):
+                with m.If(self.reader_last):
+                    m.d.sync += [self.phase.eq(Phase.DRAIN), wait.eq(self.drain_cycles() - 1)]
+            with m.Case(Phase.DRAIN):
+                with m.If(wait == 0):
+                    self._next_phase(m, begin_step, enter_encode, enter_setup)
+            with m.Case(Phase.FINISH):
+                with m.If(wait == 0):
+                    m.d.sync += self.phase.eq(Phase.READOUT)
+            with m.Case(Phase.READOUT):
+                with m.If(self.readout_done):
+                    m.d.sync += [self.phase.eq(Phase.LOAD), self.sample_start.eq(1)]
+        m.d.comb += self.counted.eq(~self.phase.as_value().matches(Phase.LOAD, Phase.READOUT))
+        return m
+
+    def _next_phase(self, m, begin_step, enter_encode, enter_setup):
+        cfg = self._cfg
+        L, T = cfg.L, cfg.T
+        last_layer = self.layer == L - 1
+        last_t = self.t == T - 1
+        if cfg.tsc:          # layer after layer: each step of a window starts with the generator
+            with m.If(~last_t):
+                m.d.sync += self.t.eq(self.t + 1)
+                enter_encode(self.layer)
+            with m.Elif(~last_layer):
+                m.d.sync += [self.t.eq(0), self.layer.eq(self.layer + 1)]
+                enter_encode(self.layer + 1)
+            with m.Else():
+                self._finish(m)
+        elif cfg.stcb:       # one phase per layer covers the window
+            with m.If(~last_layer):
+                m.d.sync += self.layer.eq(self.layer + 1)
+                enter_setup()
+            with m.Else():
+                self._finish(m)
+        else:
+            with m.If(~last_layer):
+                m.d.sync += self.layer.eq(self.layer + 1)
+                enter_setup()
+            with m.Elif(~last_t):
+                begin_step(self.t + 1)
+            with m.Else():
+                self._finish(m)
+
+    def _finish(self, m):
+        m.d.sync += [self.phase.eq(Phase.FINISH), self._wait.eq(perf.finish_cycles(self._cfg.P) - 1)]

@@ -1,0 +1,70 @@
+"""The neuron state and parameter memories, with registered outputs.
+
+One state word holds a group's P lanes: the membrane V, then (tsc) the current C, then (count
+readout) the spike count. One parameter word holds, per lane, the bias, the threshold, the initial
+membrane and bias - threshold (so the accumulator can form V + bias - threshold without a second adder
+in series). Reads go through the memory and then a fabric register: the data of a read issued in
+cycle c is on ``state``/``params`` in cycle c + 2 (``perf.MEM_READ_LATENCY``).
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden import perf
+
+__all__ = ["GroupStore", "state_lane_layout", "param_lane_layout"]
+
+
+def state_lane_layout(v_bits: int, cur_bits: int, cnt_bits: int) -> data.StructLayout:
+    fields = {"v": signed(v_bits)}
+    if cur_bits:
+        fields["c"] = signed(cur_bits)
+    if cnt_bits:
+        fields["cnt"] = unsigned(cnt_bits)
+    return data.StructLayout(fields)
+
+
+def param_lane_layout(p_bits: int) -> data.StructLayout:
+    return data.StructLayout({"bias": signed(p_bits), "thr": signed(p_bits), "v_init": signed(p_bits),
+                              "bmt": signed(p_bits)})
+
+
+class GroupStore(wiring.Component):
+    """State (read/write) and parameter (read-only) memories of every layer's groups.
+
+    Members
+    -------
+    rd_addr : In            read address (state and parameters alike)
+    state : Out(ArrayLayout(state lane, P)), params : Out(ArrayLayout(param lane, P))
+        The words read two cycles earlier.
+    wr_en, wr_addr, wr_data : In    write a state word
+    """
+
+    def __init__(self, *, lanes: int, depth: int, addr_bits: int, state_lane: data.Layout, param_lane: data.Layout,
+                 param_init: list[int]):
+        self._depth = max(2, depth)
+        self.state_layout = data.ArrayLayout(state_lane, lanes)
+        self.param_layout = data.ArrayLayout(param_lane, lanes)
+        self._param_init = list(param_init) + [0] * (self._depth - len(param_init))
+        super().__init__({"rd_addr": In(addr_bits), "state": Out(self.state_layout), "params": Out(self.param_layout),
+                          "wr_en": In(1), "wr_addr": In(addr_bits), "wr_data": In(self.state_layout)})
+
+    @property
+    def read_latency(self) -> int:
+        return perf.MEM_READ_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.smem = smem = Memory(shape=self.state_layout, depth=self._depth, init=[])
+        m.submodules.pmem = pmem = Memory(shape=Shape.cast(self.param_layout).width, depth=self._depth,
+                                          init=self._param_init)
+        s_rd, s_wr, p_rd = smem.read_port(), smem.write_port(), pmem.read_port()
+        m.d.comb += [s_rd.addr.eq(self.rd_addr), p_rd.addr.eq(self.rd_addr),
+                     s_wr.addr.eq(self.wr_addr), s_wr.data.eq(self.wr_data), s_wr.en.eq(self.wr_en)]
+        # the fabric registers after the block RAMs (their output is slow; nothing else follows it)
+        m.d.sync += [self.state.eq(s_rd.data), self.params.eq(p_rd.data)]
+        return m

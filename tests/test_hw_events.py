@@ -1,0 +1,125 @@
+"""hw.events: the event buffer and the event reader, alone, in the Amaranth simulator.
+
+The reader must replay the buffer's entries once per group, one event per cycle with no bubble at
+entry or group boundaries, starting exactly perf.LAYER_SETUP cycles after `start`; keep stcb's group
+spacing; emit one null event per group for an empty buffer; and hold its output under backpressure.
+"""
+
+import random
+
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from golden import perf
+from hw.events import EventBuffer, EventReader, entry_layout
+
+
+class Rig(wiring.Component):
+    """A buffer wired to a reader."""
+
+    def __init__(self, P, depth, max_groups, pw=0):
+        self.layout = entry_layout(P, 4, pw)
+        self.buf = EventBuffer(self.layout, depth)
+        self.rdr = EventReader(lanes=P, entry=self.layout, depth=depth, max_groups=max_groups, payload_bits=pw,
+                               max_min_cycles=16)
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.buf, m.submodules.rdr = self.buf, self.rdr
+        m.d.comb += [self.buf.rd_addr.eq(self.rdr.rd_addr), self.rdr.rd_data.eq(self.buf.rd_data),
+                     self.rdr.count.eq(self.buf.count)]
+        return m
+
+
+def reference(entries, P, G, pw):
+    out = []
+    for g in range(G):
+        evs = [(grp * P + p, (pl[p] if pw else 0)) for grp, mask, pl in entries for p in range(P) if mask >> p & 1]
+        if not evs:
+            out.append((0, 0, g, 1, 1, 1))
+            continue
+        for k, (i, v) in enumerate(evs):
+            out.append((i, v, g, int(k == 0), int(k == len(evs) - 1), 0))
+    return out
+
+
+def run(P, entries, G, *, pw=0, min_cycles=1, ready_prob=1.0, seed=0, depth=8):
+    rig = Rig(P, depth, 8, pw)
+    got, cycles = [], {}
+    rng = random.Random(seed)
+
+    async def bench(ctx):
+        for grp, mask, pl in entries:
+            ctx.set(rig.buf.append, 1)
+            ctx.set(rig.buf.entry, {"group": grp, "mask": mask, **({"payload": pl} if pw else {})})
+            await ctx.tick()
+        ctx.set(rig.buf.append, 0)
+        ctx.set(rig.rdr.groups, G)
+        ctx.set(rig.rdr.min_group_cycles, min_cycles)
+        ctx.set(rig.rdr.start, 1)
+        await ctx.tick()
+        ctx.set(rig.rdr.start, 0)
+        n = 1
+        while True:
+            ready = rng.random() < ready_prob
+            ctx.set(rig.rdr.events.ready, ready)
+            if ctx.get(rig.rdr.events.valid) and ready:
+                e = ctx.get(rig.rdr.events.payload)
+                got.append((e.index, e.payload, e.group, e.first, e.last, e.null))
+                cycles.setdefault("first", n)
+                cycles["last"] = n
+            await ctx.tick()
+            n += 1
+            if not ctx.get(rig.rdr.busy) or n > 500:
+                break
+
+    sim = Simulator(rig)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got, cycles
+
+
+@pytest.mark.parametrize("P", [1, 2, 8])
+def test_replays_every_entry_once_per_group_without_bubbles(P):
+    rng = random.Random(P)
+    entries = [(g, rng.randrange(1, 1 << P), None) for g in range(5)]
+    got, cyc = run(P, entries, G=3)
+    assert got == reference(entries, P, 3, 0)
+    assert cyc["first"] == perf.LAYER_SETUP                       # cycles after the start cycle
+    assert cyc["last"] - cyc["first"] + 1 == len(got)              # one event per cycle, no bubble
+
+
+def test_single_bit_entries_back_to_back_and_payloads():
+    P = 4
+    entries = [(g, 1 << (g % P), [g * 10 + p for p in range(P)]) for g in range(6)]
+    got, cyc = run(P, entries, G=2, pw=7)
+    assert got == reference(entries, P, 2, 7)
+    assert cyc["last"] - cyc["first"] + 1 == len(got)
+
+
+def test_empty_buffer_gives_one_null_event_per_group():
+    got, cyc = run(4, [], G=3)
+    assert got == [(0, 0, g, 1, 1, 1) for g in range(3)]
+    assert cyc["first"] == perf.LAYER_SETUP and cyc["last"] == perf.LAYER_SETUP + 2
+
+
+@pytest.mark.parametrize("events_per_group, spacing", [(2, 5), (7, 5), (1, 1)])
+def test_group_spacing(events_per_group, spacing):
+    # a group of E events occupies max(E, spacing) cycles (stcb's slot unit needs T * taps per group)
+    P = 8
+    entries = [(0, (1 << events_per_group) - 1, None)]
+    got, cyc = run(P, entries, G=4, min_cycles=spacing)
+    assert got == reference(entries, P, 4, 0)
+    assert cyc["last"] - cyc["first"] + 1 == 3 * max(events_per_group, spacing) + events_per_group
+
+
+def test_backpressure_neither_drops_nor_duplicates():
+    P = 4
+    rng = random.Random(9)
+    entries = [(g, rng.randrange(1, 16), None) for g in range(6)]
+    got, _ = run(P, entries, G=3, ready_prob=0.5, seed=3)
+    assert got == reference(entries, P, 3, 0)
