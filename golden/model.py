@@ -610,10 +610,13 @@ class Model:
         cur_lo = acc_lo + layer.bias
         cur_hi = acc_hi + layer.bias
         if layer.has_kernel:
-            # I'[t] = sum_k h[k] I[t-k]: each tap contributes its worst sign of the current range
+            # I'[t] = sum_{k<=t} h[k] I[t-k]: each tap contributes its worst sign of the current range,
+            # and at steps t < K-1 only the first t+1 taps exist (I[t<0] = 0), so the extremes are over
+            # every prefix of the kernel, not only the full sum
             hk = layer.h[:, None]
-            cur_lo, cur_hi = (np.minimum(hk * cur_lo, hk * cur_hi).sum(axis=0),
-                              np.maximum(hk * cur_lo, hk * cur_hi).sum(axis=0))
+            lo_taps = np.cumsum(np.minimum(hk * cur_lo, hk * cur_hi), axis=0)
+            hi_taps = np.cumsum(np.maximum(hk * cur_lo, hk * cur_hi), axis=0)
+            cur_lo, cur_hi = lo_taps.min(axis=0), hi_taps.max(axis=0)
         T = self._T
         if layer.leak is None:
             # V_pre(t) <= max(v_init,0) + (t+1) max(I,0); after a reset V >= 0, else V = V_pre.

@@ -436,8 +436,20 @@ def test_leak_product_width_limit():
 def test_stcb_conv_kernel_widens_the_current():
     conv = Conv2d([[[[2]]]], 1, 5, 0, [2, -1], in_shape=(1, 2, 2))
     m = Model([conv, Dense(np.zeros((1, 4), int), 0, 1, 0)], coding="stcb", T=2, input_max=1, weight_bits=4)
-    # I in [1, 3]; I' = 2 I[t] - I[t-1] in [2 - 3, 6 - 1] = [-1, 5]
-    assert (m.widths[0].current_lo, m.widths[0].current_hi) == (-1, 5)
+    # I in [1, 3]; I'[0] = 2 I[0] in [2, 6]; I'[t>0] = 2 I[t] - I[t-1] in [2 - 3, 6 - 1]: [-1, 6] overall
+    assert (m.widths[0].current_lo, m.widths[0].current_hi) == (-1, 6)
+
+
+def test_kernel_prefix_bounds_regression():
+    """Found by test_engine_equals_independent_reference: with h = [-1, -1, 2] and a constant current
+    3, I' = [-3, -6, 0]; the full-kernel sum (0) missed the first steps, where only a prefix of the taps
+    exists, so V = -9 did not fit the chosen v_bits (schema 1 had the same bug)."""
+    m = Model([Dense([[0]], 3, 1, 0, h=[-1, -1, 2])], coding="stcb", T=3, encoding="direct", input_max=1,
+              readout="membrane", weight_bits=3)
+    assert (m.widths[0].current_lo, m.widths[0].current_hi) == (-6, 0)
+    r = golden.run(m, np.array([[1]]))
+    assert r.membranes.tolist() == [[-9]]
+    assert m.widths[0].v_lo <= -9 and -9 >= -(1 << (m.v_bits - 1))
 
 
 def test_pool_widths():
