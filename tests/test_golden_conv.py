@@ -711,3 +711,16 @@ def test_core_geometry_refuses_schema2_features(model, msg):
 def test_core_geometry_still_builds_dense_models():
     m = golden.load_model(DATA / "rate_count.npz")
     assert CoreGeometry(m, 4).weight_depth > 0
+
+
+def test_first_spike_mismatch_names_the_position():
+    m = ZOO["rate"]
+    x = np.random.default_rng(1).integers(0, 17, (2, 36))
+    r = golden.run(m, x, record=True)
+    got = [s.copy() for s in r.spikes]
+    j = (2 * 6 + 4) * 6 + 1                                  # channel 2, y 4, x 1 of layer 0's (4, 6, 6)
+    got[0][1, 3, j] ^= 1
+    mm = golden.first_spike_mismatch(r.spikes, got, shapes=[l.out_shape for l in m.layers])
+    assert (mm.sample, mm.layer, mm.t, mm.neuron, mm.position) == (1, 0, 3, j, (2, 4, 1))
+    assert "neuron 97 (c, y, x) = (2, 4, 1)" in str(mm)
+    assert golden.first_spike_mismatch(r.spikes, got).position is None
