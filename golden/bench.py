@@ -10,15 +10,17 @@ the same thread count as golden's BLAS), repeats interleaved in one run, and the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 from . import datasets, engine
-from .cli import ArgumentParser, guard, lanes_arg, positive_int
+from .cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int
 from .io import atomic_write
 from .model import Conv2d, Dense, MaxPool2d, Model
 
@@ -101,6 +103,8 @@ def measure_conv(repeats: int, lanes: int) -> dict:
     rec = engine.run(model, x, lanes=lanes, record=True)     # warm-up, and SpikingJelly's input spikes
     out["mean_spikes"] = float(rec.counters["spikes"].mean())
     out["firing_rates"] = [float(s.mean()) for s in rec.spikes]
+    # torch logs a warning about Triton (a GPU compiler) on import; it says nothing about this CPU run
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     try:
         import torch
         from spikingjelly.activation_based import functional
@@ -152,12 +156,27 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
+def _check_out(out: str) -> None:
+    """Refuse an output that cannot be written before a minute of measuring, not after."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a directory")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {out}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"--out {out}: {parent} is not writable")
+            break
+
+
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m golden.bench", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="build/bench/golden.json")
     p.add_argument("--repeats", type=positive_int, default=15)
     p.add_argument("--lanes", type=lanes_arg, default=8)
     a = p.parse_args(argv)
+    _check_out(a.out)
     runs = [measure(T, a.repeats, a.lanes) for T in (8, 32)]
     conv = measure_conv(a.repeats, a.lanes)
     out = {"benchmark": "golden", "host": platform.node(), "cpus": os.cpu_count(), "runs": runs,
