@@ -4,8 +4,8 @@
 prediction all match. The check itself is stricter: any difference in the encoder's spikes, any
 layer's spikes or any layer's final membranes fails it, and the report names the first differing
 sample, layer, time step and neuron (spikes first, in (sample, layer, t, neuron) order); for a
-conv2d or maxpool2d layer the report adds the layer kind and the neuron's (channel, y, x), e.g.
-``sample 3, field spikes, layer 2 (conv2d), time step 1, neuron 37 (c 2, y 1, x 1): expected 0, got 1``.
+conv2d or maxpool2d layer the neuron's (channel, y, x) follows its flat index, e.g.
+``sample 3, field spikes, layer 2, time step 1, neuron 37 (c, y, x) = (2, 1, 1): expected 0, got 1``.
 
 TSC models (no spike trains) are compared on the input quantization, every hidden activation,
 every layer's final V, the membranes and the predictions; the report names the first differing
@@ -15,6 +15,7 @@ got 4``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,33 +40,28 @@ class Agreement:
 
 
 def _shape(model, layer: int | None):
-    """(kind, output shape) of a model layer; layer None: the input (its shape)."""
+    """Output shape of a model layer; layer None: the model's input shape."""
     if model is None:
-        return None, None
+        return None
     if layer is None:
-        return "input", tuple(getattr(model, "input_shape", None) or (model.n_in,))
+        return tuple(getattr(model, "input_shape", None) or (model.n_in,))
     l = model.layers[layer]
-    return getattr(l, "kind", "dense"), tuple(getattr(l, "out_shape", (l.n_out,)))
+    return tuple(getattr(l, "out_shape", (l.n_out,)))
 
 
 def describe(m: "golden.Mismatch", model=None, *, input_layer: bool = False) -> str:
-    """``str(m)``, with the layer kind and the neuron's (c, y, x) for image-shaped layers."""
-    text = str(m)
-    if model is None:
-        return text
-    kind, shape = _shape(model, None if input_layer else m.layer)
-    if kind not in ("dense", "input") and m.layer is not None and not input_layer:
-        text = text.replace(f"layer {m.layer},", f"layer {m.layer} ({kind}),", 1)
-    if shape is not None and len(shape) == 3 and m.neuron is not None and m.neuron < int(np.prod(shape)):
-        c, y, x = (int(v) for v in np.unravel_index(m.neuron, shape))
-        text = text.replace(f"neuron {m.neuron}:", f"neuron {m.neuron} (c {c}, y {y}, x {x}):", 1)
-    return text
+    """``str(m)``, with the neuron's (c, y, x) position (golden's format) in image-shaped layers."""
+    shape = _shape(model, None if input_layer else m.layer)
+    if (shape is not None and len(shape) == 3 and m.neuron is not None and m.position is None
+            and m.neuron < int(np.prod(shape))):
+        m = dataclasses.replace(m, position=tuple(int(v) for v in np.unravel_index(m.neuron, shape)))
+    return str(m)
 
 
 def compare(torch_out: dict, res: "golden.Result", model=None) -> Agreement:
     """Compare a torch output dict (``quantized_eval`` / ``torch_run``) with ``golden.run(record=True)``.
 
-    ``model`` (optional) only enriches the mismatch report with layer kinds and (c, y, x)."""
+    ``model`` (optional) only adds the (c, y, x) of a differing neuron in image-shaped layers."""
     if getattr(res, "coding", "rate") == "tsc":
         return _compare_tsc(torch_out, res, model)
     if res.spikes is None:
