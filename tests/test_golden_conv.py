@@ -724,3 +724,12 @@ def test_first_spike_mismatch_names_the_position():
     assert (mm.sample, mm.layer, mm.t, mm.neuron, mm.position) == (1, 0, 3, j, (2, 4, 1))
     assert "neuron 97 (c, y, x) = (2, 4, 1)" in str(mm)
     assert golden.first_spike_mismatch(r.spikes, got).position is None
+
+
+def test_replace_keeps_or_drops_the_input_shape():
+    m = ZOO["rate"]
+    assert m.replace(T=2).input_shape == (1, 6, 6) and m.replace(T=2).T == 2
+    d = Model([Dense(np.ones((2, 16), int))], T=2, input_max=1, input_shape=[1, 4, 4])
+    assert d.replace(T=3).input_shape == (1, 4, 4)
+    assert d.replace(layers=[Dense(np.ones((2, 5), int))]).input_shape == (5,)       # no longer 16 values
+    assert m.arch == "4c3-mp2-3c2p0-5" and repr(m).startswith("Model(1x6x6-4c3-mp2-3c2p0-5, coding='rate'")
