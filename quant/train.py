@@ -118,6 +118,26 @@ def leak_arg(text: str) -> tuple[int, int]:
     return num, shift
 
 
+def nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not (0.0 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return v
+
+
+def smoothing_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"label smoothing must be in [0, 1), got {text!r}")
+    return v
+
+
 def device_arg(text: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` (syntax only; availability is checked once torch is imported)."""
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
@@ -173,6 +193,10 @@ def build_parser() -> ArgumentParser:
                    help="BatchNorm on every hidden layer, folded into weights, biases and thresholds at export")
     p.add_argument("--augment", type=augment_arg, default=0, metavar="PIXELS",
                    help="shift training images by up to PIXELS in y and x (default 0)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.0,
+                   help="AdamW weight decay of the synaptic weights (default 0: plain Adam)")
+    p.add_argument("--label-smoothing", type=smoothing_arg, default=0.0,
+                   help="label smoothing of the cross-entropy loss, in [0, 1) (default 0)")
     p.add_argument("--device", type=device_arg, default="cpu",
                    help="torch device for training: cpu (default), cuda or cuda:N; evaluation, export and "
                    "the golden check run on the CPU")
@@ -292,7 +316,8 @@ def main(argv=None) -> int:
                  batch_size=a.batch_size, seed=a.seed, float_ref=not a.no_float_ref, limit=a.limit,
                  threads=a.threads, grad=a.grad, kernel=a.kernel, reset=a.reset,
                  leak=None if a.leak is None else list(a.leak), learn_leak=a.learn_leak, scale=a.scale, bn=a.bn,
-                 augment=a.augment, device=a.device)
+                 augment=a.augment, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing,
+                 device=a.device)
     log = (lambda *args, **kw: None) if a.quiet else (lambda msg: print(msg, flush=True))
     r = train(cfg, (x_tr, y_tr, x_te, y_te), out, resume=a.resume, stop_after=a.stop_after, log=log)
     if r.stopped:

@@ -67,6 +67,8 @@ class Config:
     scale: str = "layer"              # one power-of-two scale per "layer" or per output "channel"
     bn: bool = False
     augment: int = 0                  # random image shifts of up to this many pixels (training only)
+    weight_decay: float = 0.0         # AdamW decay of the weights (0: plain Adam)
+    label_smoothing: float = 0.0
     device: str = "cpu"
 
 
@@ -152,7 +154,16 @@ def _shift_images(x: torch.Tensor, shape, max_shift: int, gen: torch.Generator) 
 
 
 def _phase_objects(cfg: Config, net, steps_per_epoch: int):
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    if cfg.weight_decay:
+        # decoupled decay on the synaptic weights only: thresholds, biases, initial membranes, BN
+        # affine parameters, kernels and leaks set operating points, not capacity
+        wd = [p for p in net.weight]
+        ids = {id(p) for p in wd}
+        rest = [p for p in net.parameters() if id(p) not in ids]
+        opt = torch.optim.AdamW([{"params": wd, "weight_decay": cfg.weight_decay},
+                                 {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
@@ -300,7 +311,8 @@ def _train(cfg: Config, data, out, *, resume: bool, stop_after: int | None, log)
                 if cfg.coding != "tsc":
                     xb = encode_inputs(xb, cfg.encoding, input_max, cfg.T)
                 f = net(xb)
-                loss = F.cross_entropy(f.logits * cfg.logit_scale, yt[idx.to(dev)])
+                loss = F.cross_entropy(f.logits * cfg.logit_scale, yt[idx.to(dev)],
+                                       label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -386,7 +398,7 @@ def _train(cfg: Config, data, out, *, resume: bool, stop_after: int | None, log)
         "reset": cfg.reset, "leak": cfg.leak, "learn_leak": cfg.learn_leak,
         "leaks": [l["leak"] and list(l["leak"]) for l in ints if l["kind"] != "maxpool2d"],
         "scale": cfg.scale, "bn": cfg.bn, "bn_frozen_epochs": freeze, "augment": cfg.augment,
-        "device": cfg.device,
+        "weight_decay": cfg.weight_decay, "label_smoothing": cfg.label_smoothing, "device": cfg.device,
         "scales": [l["scale"] for l in ints if l["kind"] != "maxpool2d"],
         "h_scales": [l["h_scale"] for l in ints if l["kind"] != "maxpool2d"] if cfg.kernel > 1 else None,
         "h": [l["h"].tolist() for l in ints if l["kind"] != "maxpool2d"] if cfg.kernel > 1 else None,

@@ -269,6 +269,9 @@ BAD = {
     "scale unknown": (["--scale", "tensor"], "invalid choice: 'tensor'"),
     "augment too big": (["--augment", "9"], "--augment must be in 0..4"),
     "augment text": (["--augment", "x"], "expected a number of pixels"),
+    "weight decay negative": (["--weight-decay=-0.1"], "expected a non-negative number"),
+    "weight decay text": (["--weight-decay", "lots"], "expected a non-negative number"),
+    "label smoothing one": (["--label-smoothing", "1"], "label smoothing must be in [0, 1)"),
     "device unknown": (["--device", "tpu"], "expected cpu, cuda or cuda:N"),
     "device index text": (["--device", "cuda:x"], "expected cpu, cuda or cuda:N"),
 }
@@ -326,7 +329,8 @@ E2E = {
                               "--scale", "channel"],
     "stcb kernel": ["--coding", "stcb", "--T", "3", "--kernel", "2"],
     "stcb stl": ["--coding", "stcb", "--T", "3", "--grad", "stl"],
-    "tsc": ["--coding", "tsc", "--T", "5", "--bn", "--augment", "1"],
+    "tsc": ["--coding", "tsc", "--T", "5", "--bn", "--augment", "1", "--weight-decay", "0.01",
+            "--label-smoothing", "0.1"],
 }
 
 
