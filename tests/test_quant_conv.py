@@ -177,6 +177,7 @@ def test_per_channel_quantization_scales_and_integers():
         assert s == ql.pow2_scale(float(w[o].abs().max()), 6)   # each channel's own power of two
         assert torch.equal(W[o], torch.clamp(torch.round(w[o] / s), -31, 31))
         assert float(B[o]) == round(float(b[o]) / s) and float(V0[o]) == round(float(v0[o]) / s)
+        assert float(TH[o]) == max(1, round(float(th[o]) / s))   # theta on its channel's scale too
         assert int(W[o].abs().max()) >= 16     # every channel uses its range (a per-layer scale would not)
     _, _, _, _, s1 = ql.quantize_layer(w, b, th, v0, 6)
     assert s1 == max(scale)

@@ -221,6 +221,11 @@ def test_conv_mismatch_is_located_with_channel_and_position():
     m = compare(out, res, model).mismatch
     assert m.startswith("sample 4, field v_final, layer 0, time step 3, neuron 70 (c, y, x) = (1, 0, 6): ")
     assert check_model(model, torch_run(model, x), x).exact
+    # a torch output that gives the pool layer a membrane (or drops a conv layer's) is refused
+    out = torch_run(model, x)
+    out["v_final"][1] = np.zeros((20, 48), np.int64)
+    with pytest.raises(ValueError, match="layer 1: golden and torch disagree"):
+        compare(out, res, model)
 
 
 def test_conv_training_mismatch_exits_1(tmp_path, monkeypatch, capsys):
