@@ -198,7 +198,7 @@ def rate_encode(x: torch.Tensor, input_max: int, T: int) -> torch.Tensor:
     """Deterministic rate encoder on integer-valued ``x`` (B, n): u += x; spike and u -= input_max
     when u >= input_max. Returns (B, T, n) 0/1 in x's dtype. Exact: u < 2 * input_max."""
     u = torch.zeros_like(x)
-    out = torch.empty((x.shape[0], T, x.shape[1]), dtype=x.dtype)
+    out = torch.empty((x.shape[0], T, x.shape[1]), dtype=x.dtype, device=x.device)
     for t in range(T):
         u = u + x
         s = (u >= input_max).to(x.dtype)
