@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch import DenseSpec, LayerSpec
+from .arch import DenseSpec
 from .layers import (GRADS, MAX_LEAK_SHIFT, RESETS, apply_kernel, if_layer, kernel_gain, rate_encode, round_ste,
                      select_prediction, stl_layer)
-from .qnet import QLayer, QuantNet, as_int64, pool, synapse, time_synapse, to_int
+from .qnet import QLayer, QuantNet, as_int64, pool, synapse, time_synapse
 
 __all__ = ["SpikingNet", "SpikingMLP", "Forward", "run_layers", "exact_dtype", "tsc_exact_bits", "stcb_exact_bits",
            "leak_exact_bits", "encode_inputs", "dense_specs", "FLOAT32_EXACT_BITS", "MAX_KERNEL"]
@@ -31,10 +31,6 @@ MAX_KERNEL = 16
 
 # float32 has a 24-bit significand: every integer of magnitude <= 2**24 is exact.
 FLOAT32_EXACT_BITS = 24
-
-# kept for callers of the MLP era
-_to_int, _as_int64 = to_int, as_int64
-
 
 @dataclass
 class Forward:

@@ -371,3 +371,57 @@ def test_conv_training_is_reproducible_and_resumable(tmp_path):
     assert qtrain.main([*argv, "--out", str(b), "--stop-after", "1"]) == 0 and not b.exists()
     assert qtrain.main([*argv, "--out", str(b), "--resume"]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------
+# quant.bench: the conv configurations
+# ------------------------------------------------------------------------------------------------
+
+def test_bench_conv_configs_parse_and_retarget(tmp_path):
+    from quant import bench
+    conv = [n for n in bench.CONFIGS if n.startswith("conv-")]
+    assert conv == ["conv-rate-T8-w8", "conv-direct-T1-w8", "conv-tsc-T17-w8", "conv-stcb-T8-w8"]
+    assert len(bench.CONFIGS) == 14 and all("--hidden" in a for n, a in bench.CONFIGS.items() if n not in conv)
+    parser = qtrain.build_parser()
+    for name in conv:
+        a = parser.parse_args([*bench.CONFIGS[name], "--out", "m.npz"])
+        assert a.arch == "16c3-mp2-32c3-10" and a.weight_bits == 8 and a.hidden is None
+    rate = parser.parse_args([*bench.CONFIGS["conv-rate-T8-w8"], "--out", "m.npz"])
+    stcb = parser.parse_args([*bench.CONFIGS["conv-stcb-T8-w8"], "--out", "m.npz"])
+    assert {k: v for k, v in vars(rate).items() if k != "coding"} == {k: v for k, v in vars(stcb).items()
+                                                                          if k != "coding"}
+    assert (rate.coding, stcb.coding) == ("rate", "stcb")
+    # the retarget check on a small trained-looking rate conv model
+    torch.manual_seed(1)
+    net = SpikingNet(build_arch("4c3-mp2-10", (1, 8, 8), 10), T=4, encoding="rate", input_max=16, readout="count",
+                     weight_bits=8)
+    with torch.no_grad():
+        for t in net.threshold:
+            t.mul_(0.4)
+    golden.save_model(to_golden(net), tmp_path / "r.npz")
+    assert bench.retarget_agreement(tmp_path / "r.npz") == 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# image datasets: tiny files in the real formats feed conv nets of their shape
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dataset,coding", [("mnist", "rate"), ("fashion-mnist", "tsc"), ("cifar10", "rate"),
+                                            ("cifar10", "tsc")])
+def test_conv_training_on_image_datasets(dataset, coding, tmp_path):
+    from test_datasets import write_cifar_dir, write_mnist_dir
+    data = tmp_path / "data"
+    data.mkdir()
+    (write_cifar_dir if dataset == "cifar10" else write_mnist_dir)(data)
+    out = tmp_path / "m.npz"
+    extra = ["--T", "5", "--bn"] if coding == "tsc" else ["--T", "2", "--encoding", "direct"]
+    argv = ["--dataset", dataset, "--data-dir", str(data), "--arch", "3c3s2-mp2-10", "--coding", coding, *extra,
+            "--epochs", "1", "--batch-size", "4", "--no-float-ref", "--quiet", "--out", str(out)]
+    assert qtrain.main(argv) == 0
+    m = json.loads(out.with_suffix(".json").read_text())
+    shape = golden.datasets.input_shape(dataset)
+    assert m["exact"] is True and m["golden_agreement"] == 1.0
+    assert m["layers"][0]["in_shape"] == list(shape)
+    assert m["layers"][1]["out_shape"] == [3, shape[1] // 4, shape[2] // 4]
+    model = golden.load_model(out)
+    assert model.input_shape == shape and model.layers[0].in_shape == shape
