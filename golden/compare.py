@@ -15,6 +15,8 @@ __all__ = ["Mismatch", "first_spike_mismatch", "first_output_mismatch"]
 
 @dataclass(frozen=True)
 class Mismatch:
+    """Where two runs first differ. ``position`` is the neuron's (c, y, x) in a 3-D layer."""
+
     sample: int
     field: str
     layer: int | None = None
@@ -22,6 +24,7 @@ class Mismatch:
     neuron: int | None = None
     expected: object = None
     got: object = None
+    position: tuple | None = None
 
     def __str__(self) -> str:
         where = [f"sample {self.sample}", f"field {self.field}"]
@@ -30,14 +33,16 @@ class Mismatch:
         if self.t is not None:
             where.append(f"time step {self.t}")
         if self.neuron is not None:
-            where.append(f"neuron {self.neuron}")
+            where.append(f"neuron {self.neuron}" + (" (c, y, x) = ({}, {}, {})".format(*self.position)
+                                                     if self.position is not None else ""))
         return ", ".join(where) + f": expected {self.expected}, got {self.got}"
 
 
-def first_spike_mismatch(expected: list, got: list, sample_offset: int = 0) -> Mismatch | None:
+def first_spike_mismatch(expected: list, got: list, sample_offset: int = 0, shapes=None) -> Mismatch | None:
     """First differing spike over (sample, layer, t, neuron) in that priority order.
 
-    ``expected`` and ``got`` are per-layer arrays (B, T, n).
+    ``expected`` and ``got`` are per-layer arrays (B, T, n). ``shapes`` (optional, e.g.
+    ``[l.out_shape for l in model.layers]``) adds the (c, y, x) position for 3-D layers.
     """
     if len(expected) != len(got):
         raise ValueError(f"layer count differs: {len(expected)} vs {len(got)}")
@@ -52,7 +57,10 @@ def first_spike_mismatch(expected: list, got: list, sample_offset: int = 0) -> M
         d = np.asarray(e[b]) != np.asarray(g[b])
         if d.any():
             t, j = (int(v) for v in np.argwhere(d)[0])
-            return Mismatch(b + sample_offset, "spikes", li, t, j, int(e[b][t, j]), int(g[b][t, j]))
+            pos = None
+            if shapes is not None and len(shapes[li]) == 3:
+                pos = tuple(int(v) for v in np.unravel_index(j, tuple(shapes[li])))
+            return Mismatch(b + sample_offset, "spikes", li, t, j, int(e[b][t, j]), int(g[b][t, j]), pos)
     raise AssertionError("unreachable")
 
 

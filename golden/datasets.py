@@ -8,6 +8,9 @@ input values:
   ``[0, input_max(name)]`` (flattened images),
 * ``y`` -- ``int64`` array of shape ``(N,)`` with labels in ``0..9``.
 
+The images are flattened C-major, index ``(c*H + y)*W + x``; ``input_shape(name)`` gives their
+``(C, H, W)``: digits ``(1, 8, 8)``, MNIST and Fashion-MNIST ``(1, 28, 28)``, CIFAR-10 ``(3, 32, 32)``.
+
 Supported datasets
 ------------------
 ``digits``
@@ -47,9 +50,11 @@ import numpy as np
 __all__ = [
     "DATASETS",
     "INPUT_MAX",
+    "INPUT_SHAPE",
     "N_CLASSES",
     "DatasetError",
     "input_max",
+    "input_shape",
     "load",
 ]
 
@@ -74,6 +79,17 @@ INPUT_MAX: dict[str, int] = {
 }
 
 N_CLASSES: dict[str, int] = {name: 10 for name in DATASETS}
+
+# The image shape (C, H, W) behind each flattened sample. ``load`` returns images flattened C-major,
+# index (c*H + y)*W + x: sklearn's 8x8 digits and the IDX images are row-major single planes, and
+# the CIFAR-10 pickles store 1024 red, then 1024 green, then 1024 blue values, each plane row-major,
+# which is exactly that order (design.md, "Schema 2").
+INPUT_SHAPE: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -156,6 +172,20 @@ def input_max(name: str) -> int:
         If ``name`` is not a known dataset.
     """
     return INPUT_MAX[_check_name(name)]
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """Return the ``(C, H, W)`` shape of a dataset's images.
+
+    ``load`` returns every image flattened C-major, index ``(c*H + y)*W + x``, so
+    ``x.reshape(-1, *input_shape(name))`` recovers the images.
+
+    Raises
+    ------
+    DatasetError
+        If ``name`` is not a known dataset.
+    """
+    return INPUT_SHAPE[_check_name(name)]
 
 
 # --------------------------------------------------------------------------

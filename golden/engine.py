@@ -1,9 +1,10 @@
 """Bit-accurate execution of an integer model, vectorised over the batch, with the RTL's counters.
 
 The network is feed-forward, so the engine processes layer by layer over all T steps: one exact
-float64 matrix product per layer (integer operands, every partial sum far below 2**53) and an
-elementwise IF recurrence over t. The hardware processes step by step; both orders give the same
-result, which the tests check against an independent step-major oracle.
+float64 matrix product per layer (integer operands, every partial sum far below 2**53; a conv2d
+layer is a product over its im2col patches) and an elementwise neuron recurrence over t. The
+hardware processes step by step; both orders give the same result, which the tests check against
+independent step-major oracles.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import perf
-from .model import Model
+from .model import Model, leak_apply
 
-__all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events", "apply_kernel"]
+__all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events", "apply_kernel",
+           "synaptic", "maxpool"]
 
 
 class InputError(ValueError):
@@ -24,7 +26,8 @@ class InputError(ValueError):
 
 @dataclass
 class Result:
-    """Everything a run produces.
+    """Everything a run produces. Per-layer lists are indexed by the model's layer index, maxpool2d
+    layers included; 3-D layers are flattened C-major, ``(c * H + y) * W + x``.
 
     Attributes
     ----------
@@ -33,10 +36,10 @@ class Result:
         Last layer's spike counts (all zero for the membrane readout).
     membranes : (B, n_out) int64
         Last layer's final membrane potentials.
-    v_final : list of (B, n_l) int64
+    v_final : list of (B, n_l) int64, or None for a maxpool2d layer
         Every layer's final membrane potentials.
     spikes : list of (B, T, n_l) uint8 or None
-        Per-layer spikes when ``record=True``.
+        Per-layer spikes when ``record=True`` (rate and stcb).
     input_spikes : (B, T, n_in) uint8 or None
         The rate encoder's spikes when ``record=True`` (rate encoding only).
     counters : dict name -> (B,) int64
@@ -46,6 +49,14 @@ class Result:
     encoder_counters : dict name -> (B,) int64
         The on-chip rate encoder's share (zeros for direct encoding).
     lanes : int
+    events_in : list of (B, T) int64
+        Events reaching each layer at each step.
+    events : list of (B, T, n_l) int8 or None
+        tsc, ``record=True``: the ON (+1) / OFF (-1) events each layer sends.
+    input_events : (B, T, n_in) int8 or None
+        tsc, ``record=True``: the input generator's events.
+    activations : list of (B, n_l) int64 or None
+        tsc: the value every layer but the last sends (maxpool2d: the maximum).
     """
 
     predictions: np.ndarray
@@ -101,43 +112,80 @@ def tsc_events(a: np.ndarray, T: int) -> np.ndarray:
     return ev
 
 
-def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
-    """Temporal switch coding, step by step: C += ON/OFF-signed weights, V += C, then the clip."""
-    B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
-    q = tsc_quantize(x, M, Q)
-    ev_in = tsc_events(q, T)
-    input_events = ev_in != 0
-    v_final, events_rec, acts, events_in, emitted = [], [], [], [], []
-    n_layers = len(model.layers)
-    for li, layer in enumerate(model.layers):
-        last = li == n_layers - 1
-        E = (ev_in != 0).sum(axis=2, dtype=np.int64)                        # (B, T) input events per step
-        C = np.zeros((B, layer.n_out), dtype=np.int64)
-        V = np.broadcast_to(layer.bias, (B, layer.n_out)).astype(np.int64).copy()
-        for t in range(T):
-            if E[:, t].any():
-                C += _exact_matmul(ev_in[:, t], layer.weight)
-            V += C
-        events_in.append(E)
-        v_final.append(V)
-        if last:
-            ev_out = np.zeros((B, T, layer.n_out), dtype=np.int8)
-        else:
-            a = np.clip(np.floor_divide(V, layer.threshold), 0, Q)
-            acts.append(a)
-            ev_out = tsc_events(a, T)
-        emitted.append(ev_out != 0)
-        if record:
-            events_rec.append(ev_out)
-        ev_in = ev_out
-    act = perf.Activity(input_events, emitted)
-    totals, layer_counters, enc = perf.count(model, P, act)
-    membranes = v_final[-1]
-    predictions = np.argmax(membranes, axis=1).astype(np.int64)
-    return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
-                  counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
-                  events_in=events_in, events=events_rec if record else None,
-                  input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
+def _tsc_event_counts(a: np.ndarray, T: int) -> np.ndarray:
+    """Events per step of the ON/OFF pairs of values ``a`` (B, n): (B, T) int64, without building them."""
+    B = a.shape[0]
+    E = np.zeros((B, T), dtype=np.int64)
+    on = a >= 1
+    E[:, 0] = on.sum(axis=1)
+    rows = np.broadcast_to(np.arange(B)[:, None], a.shape)[on]
+    np.add.at(E, (rows, a[on]), 1)
+    return E
+
+
+# ---------------------------------------------------------------------------------------------
+# layer arithmetic (shared by every coding)
+
+# float32 represents every integer below 2**24 exactly; a product whose terms' absolute sum stays
+# below that is exact in float32 whatever order BLAS adds in
+_F32_EXACT = 1 << 24
+
+
+def _exact_matmul(a: np.ndarray, w: np.ndarray, bound: int | None = None) -> np.ndarray:
+    """Integer a @ w.T through BLAS; exact because the model's width analysis bounds every partial
+    sum by 2**48 (float64) or, when ``bound`` (the largest sum of |a_i w_ji|) is below 2**24, in
+    float32."""
+    dt = np.float32 if bound is not None and bound < _F32_EXACT else np.float64
+    return (a.astype(dt) @ w.T.astype(dt)).astype(np.int64)
+
+
+def _abs_bound(layer, amax: int) -> int:
+    """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax."""
+    w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
+    return int(w.sum(axis=1).max()) * int(amax)
+
+
+def _patches(a: np.ndarray, layer) -> np.ndarray:
+    """im2col: (N, C*H*W) -> (N, C*K*K, Ho*Wo), rows in (c, ky, kx) order, zero padding."""
+    C, H, W = layer.in_shape
+    _, Ho, Wo = layer.out_shape
+    K, S, p = layer.kernel, layer.stride, layer.padding
+    img = a.reshape(-1, C, H, W)
+    if p:
+        img = np.pad(img, ((0, 0), (0, 0), (p, p), (p, p)))
+    win = np.lib.stride_tricks.sliding_window_view(img, (K, K), axis=(2, 3))[:, :, ::S, ::S][:, :, :Ho, :Wo]
+    return win.transpose(0, 1, 4, 5, 2, 3).reshape(img.shape[0], C * K * K, Ho * Wo)
+
+
+def synaptic(layer, a: np.ndarray, amax: int = 1) -> np.ndarray:
+    """The synaptic sum of one step, without bias: (N, n_in) inputs -> (N, n_out) int64, exactly.
+
+    Dense: ``a @ W.T``. Conv2d: ``sum_{c,ky,kx} W[o,c,ky,kx] a[c, y*S+ky-p, x*S+kx-p]`` (zero
+    padding), flattened (o, y, x). ``amax`` bounds |a| (1 for spikes and events).
+    """
+    bound = _abs_bound(layer, amax)
+    if layer.kind == "dense":
+        return _exact_matmul(a, layer.weight, bound)
+    N = a.shape[0]
+    dt = np.float32 if bound < _F32_EXACT else np.float64
+    cols = _patches(a.astype(dt, copy=False), layer)                          # (N, C*K*K, Ho*Wo)
+    # (Co, C*K*K) @ each sample's patches: the result is already in (o, y, x) order
+    out = np.matmul(layer.weight.reshape(layer.weight.shape[0], -1).astype(dt), cols)
+    return out.reshape(N, -1).astype(np.int64)
+
+
+def maxpool(layer, a: np.ndarray) -> np.ndarray:
+    """Max over each K x K window: (N, C*H*W) -> (N, C*(H/K)*(W/K)), same dtype. On spikes it is the OR."""
+    C, H, W = layer.in_shape
+    K = layer.kernel
+    img = a.reshape(-1, C, H, W)
+    # K*K strided views combined elementwise: much faster than a reduction over two inner axes
+    out = img[:, :, ::K, ::K].copy()
+    for dy in range(K):
+        for dx in range(K):
+            if dy or dx:
+                np.maximum(out, img[:, :, dy::K, dx::K], out=out)
+    return out.reshape(a.shape[0], -1)
 
 
 def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -162,28 +210,76 @@ def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
     return out
 
 
-def _if_layer(current: np.ndarray, v_init: np.ndarray, threshold: np.ndarray, fire: bool):
-    """IF recurrence over T for currents (B, T, n): returns (spikes uint8 (B,T,n), final V)."""
+def _neuron_layer(current: np.ndarray, layer, fire: bool):
+    """The neuron recurrence over T for currents (B, T, n): leak, add, fire, reset.
+
+    Returns (spikes uint8 (B, T, n), final V int64 (B, n)).
+    """
     B, T, n = current.shape
-    v = np.broadcast_to(v_init, (B, n)).astype(np.int64).copy()
+    threshold = layer.per_neuron(layer.threshold)
+    v = np.broadcast_to(layer.per_neuron(layer.v_init), (B, n)).astype(np.int64).copy()
     spikes = np.zeros((B, T, n), dtype=np.uint8)
+    zero = layer.reset == "zero"
     for t in range(T):
+        if layer.leak is not None:
+            v = leak_apply(v, *layer.leak)          # step 0 too: the leak acts on v_init
         v += current[:, t]
         if fire:
             s = v >= threshold
-            v -= threshold * s
+            if zero:
+                v[s] = 0
+            else:
+                v -= threshold * s
             spikes[:, t] = s
     return spikes, v
 
 
-def _exact_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Integer a @ w.T through float64 BLAS; exact because the model's width analysis bounds every
-    partial sum by 2**48."""
-    return (a.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+# ---------------------------------------------------------------------------------------------
+# codings
+
+def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
+    """Temporal switch coding: every layer is the clipped-floor integer ANN; the ON/OFF events are
+    derived from the values for the counters (and recorded on request)."""
+    B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
+    q = tsc_quantize(x, M, Q)
+    input_events = _tsc_event_counts(q, T)
+    act = perf.Activity(tsc_events(q, T) != 0, [])
+    v_final, events_rec, acts, events_in = [], [], [], []
+    n_layers = len(model.layers)
+    a_in, E = q, input_events
+    for li, layer in enumerate(model.layers):
+        last = li == n_layers - 1
+        events_in.append(E)
+        if layer.kind == "maxpool2d":
+            V = None
+            a = maxpool(layer, a_in)
+        else:
+            # sum_t C(t) with C += ON/OFF weights is exactly W q (every input is active for q steps)
+            V = synaptic(layer, a_in, amax=Q) + layer.per_neuron(layer.bias)
+            a = None if last else np.clip(np.floor_divide(V, layer.per_neuron(layer.threshold)), 0, Q)
+        v_final.append(V)
+        if last:
+            E_out = np.zeros((B, T), dtype=np.int64)
+            ev_out = np.zeros((B, T, layer.n_out), dtype=np.int8)
+        else:
+            acts.append(a)
+            E_out = _tsc_event_counts(a, T)
+            ev_out = tsc_events(a, T)
+        if record:
+            events_rec.append(ev_out)
+        act.layers.append(ev_out != 0)
+        a_in, E = a, E_out
+    totals, layer_counters, enc = perf.count(model, P, act)
+    membranes = v_final[-1]
+    predictions = np.argmax(membranes, axis=1).astype(np.int64)
+    return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
+                  counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
+                  events_in=events_in, events=events_rec if record else None,
+                  input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
 
 
 def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
-    """Run ``model`` on integer inputs ``x`` (B, n_in) and return outputs and counters.
+    """Run ``model`` on integer inputs ``x`` (B, n_in), flattened C-major, and return outputs and counters.
 
     ``lanes`` is the hardware's P; it changes only the counters, never the outputs.
     """
@@ -204,7 +300,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
         events = np.repeat(nnz[:, None], T, axis=1)
-        act = perf.Activity(np.broadcast_to((x != 0)[:, None, :], (B, T, model.n_in)), [])
+        act = perf.Activity(np.broadcast_to((x != 0)[:, None, :], (B, T, x.shape[1])), [])
         layer_in = None
 
     spikes_rec, v_final, events_in = [], [], []
@@ -212,16 +308,20 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     for li, layer in enumerate(model.layers):
         last = li == n_layers - 1
         fire = not (last and model.readout == "membrane")
-        if layer_in is None:  # direct encoding: the same integer current every step
-            cur = _exact_matmul(x, layer.weight)
-            cur = np.repeat(cur[:, None, :], T, axis=1)
+        if layer.kind == "maxpool2d":
+            # OR over each window, step by step (stcb: slot by slot, the same thing); no neurons
+            s = maxpool(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
+            v = None
         else:
-            flat = layer_in.reshape(B * T, -1)
-            cur = _exact_matmul(flat, layer.weight).reshape(B, T, -1)
-        cur += layer.bias
-        if layer.has_kernel:
-            cur = apply_kernel(cur, layer.h)
-        s, v = _if_layer(cur, layer.v_init, layer.threshold, fire)
+            if layer_in is None:  # direct encoding: the same integer current every step
+                cur = synaptic(layer, x, amax=model.input_max)
+                cur = np.repeat(cur[:, None, :], T, axis=1)
+            else:
+                cur = synaptic(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
+            cur += layer.per_neuron(layer.bias)
+            if layer.has_kernel:
+                cur = apply_kernel(cur, layer.h)
+            s, v = _neuron_layer(cur, layer, fire)
         step_spikes = s.sum(axis=2, dtype=np.int64)                       # (B, T)
         act.layers.append(s.astype(bool))
         events_in.append(events)

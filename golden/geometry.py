@@ -59,10 +59,17 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        kinds = {getattr(l, "kind", "dense") for l in model.layers}
-        if kinds != {"dense"}:
-            raise ConfigError(f"{', '.join(sorted(kinds - {'dense'}))} layers are not supported by the hardware "
-                              "core yet (dense layers only)")
+        # schema 2 is golden-only for now: the core runs dense IF layers (docs/spec.md, status)
+        for i, l in enumerate(model.layers):
+            if l.kind != "dense":
+                raise ConfigError(f"layer {i}: {l.kind} layers are not supported by the hardware core yet "
+                                  f"(dense layers only)")
+            if l.leak is not None:
+                raise ConfigError(f"layer {i}: leak={list(l.leak)} is not supported by the hardware core yet "
+                                  f"(IF neurons only)")
+            if l.reset != "subtract":
+                raise ConfigError(f"layer {i}: reset {l.reset!r} is not supported by the hardware core yet "
+                                  f"(reset by subtraction only)")
         self.model = model
         self.coding = model.coding
         self.tsc = model.coding == "tsc"

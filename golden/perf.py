@@ -86,8 +86,9 @@ MIN_STATE_RAW_DISTANCE = 1
 
 # One vocabulary for every coding; docs/spec.md section 4 says what a counter means under each one
 # (tsc: ``spikes`` are ON + OFF events; stcb: event buffer entries carry T-bit trains).
+# ``acc_reads``/``acc_writes``: the accumulator memory of conv2d and maxpool2d layers (0 for dense).
 COUNTERS = ("cycles", "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops",
-            "neuron_updates", "event_reads", "event_writes", "input_writes", "spikes")
+            "neuron_updates", "event_reads", "event_writes", "input_writes", "spikes", "acc_reads", "acc_writes")
 
 
 def groups(n: int, lanes: int) -> int:
@@ -119,18 +120,40 @@ def _zeros(B: int) -> dict:
     return {k: np.zeros(B, dtype=np.int64) for k in COUNTERS}
 
 
-def _entries(ev: np.ndarray, P: int) -> np.ndarray:
-    """(B, T, n) events -> (B, T) event-buffer entries: groups of P neurons with at least one event."""
+def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
+    """(B, T, n) events -> (B, T) event-buffer entries: the words of P lanes with at least one event.
+    A flat map's words are P consecutive neurons; a [C, H, W] map written by a conv2d or maxpool2d
+    layer (``shape`` given) has one word per P channels at each position."""
     B, T, n = ev.shape
+    if shape is not None and len(shape) == 3:
+        C, H, W = shape
+        g = np.pad(ev.reshape(B, T, C, H * W), ((0, 0), (0, 0), (0, (-C) % P), (0, 0)))
+        return g.reshape(B, T, -1, P, H * W).any(axis=3).sum(axis=(2, 3), dtype=np.int64)
     pad = (-n) % P
     g = np.pad(ev, ((0, 0), (0, 0), (0, pad))).reshape(B, T, -1, P).any(axis=3)
     return g.sum(axis=2, dtype=np.int64)
 
 
-def _trains(ev: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarray]:
+def _trains(ev: np.ndarray, P: int, shape=None) -> tuple[np.ndarray, np.ndarray]:
     """stcb: (B, T, n) -> active trains (B,) and entries holding them (B,)."""
     active = ev.any(axis=1)                                   # (B, n)
-    return active.sum(axis=1, dtype=np.int64), _entries(active[:, None, :], P)[:, 0]
+    return active.sum(axis=1, dtype=np.int64), _entries(active[:, None, :], P, shape)[:, 0]
+
+
+def _spatial(layer) -> bool:
+    return getattr(layer, "kind", "dense") != "dense"
+
+
+def map_words(n: int, P: int, shape=None) -> int:
+    """Words of P lanes that hold a map of ``n`` values (a [C, H, W] map: P channels per word)."""
+    if shape is not None and len(shape) == 3:
+        return groups(shape[0], P) * shape[1] * shape[2]
+    return groups(n, P)
+
+
+def kernel_taps(model) -> int:
+    """The STEB kernel's taps the slot unit walks: the longest kernel of the model's neuron layers."""
+    return max(len(l.h) for l in model.layers if hasattr(l, "h"))
 
 
 def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
@@ -138,13 +161,15 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
     P, T = int(lanes), model.T
     B = act.inputs.shape[0]
     coding, direct = model.coding, model.encoding == "direct"
-    g_in = groups(model.n_in, P)
-    taps = max(len(l.h) for l in model.layers)
+    taps = kernel_taps(model)
 
     # ---- the input: encoder / loader / input generator
     enc = _zeros(B)
     in_events = act.inputs.sum(axis=2, dtype=np.int64)                    # (B, T)
-    in_entries = _entries(act.inputs, P)                                  # (B, T)
+    # the input map is laid out for its consumer: by channel words when layer 0 is spatial
+    in_shape = tuple(model.input_shape) if _spatial(model.layers[0]) else None
+    g_in = map_words(model.n_in, P, in_shape)
+    in_entries = _entries(act.inputs, P, in_shape)                        # (B, T)
     enc["spikes"] = in_events.sum(axis=1) if not direct else enc["spikes"]
     if direct:
         enc["event_writes"] = in_entries[:, 0].copy()                     # written once, while loading
@@ -154,7 +179,7 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
             enc["cycles"][:] = g_in + train_encoder_drain(T)
             enc["state_reads"][:] = g_in
             enc["neuron_updates"][:] = model.n_in * T
-            enc["event_writes"] = _trains(act.inputs, P)[1]
+            enc["event_writes"] = _trains(act.inputs, P, in_shape)[1]
         else:                                                             # rate encoder / tsc generator
             drain = GEN_DRAIN if coding == "tsc" else ENC_DRAIN
             enc["cycles"][:] = T * (g_in + drain)
@@ -165,19 +190,25 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
 
     # ---- the layers
     layers = []
-    src, src_entries = act.inputs, in_entries
+    src, src_entries, src_shape = act.inputs, in_entries, in_shape
     n_layers = len(model.layers)
     for li, layer in enumerate(model.layers):
         last = li == n_layers - 1
+        out = act.layers[li]
+        out_shape = tuple(layer.out_shape) if _spatial(layer) else None
+        if _spatial(layer):
+            layers.append(_spatial_layer(model, li, P, src, src_shape, out, out_shape, direct and li == 0))
+            src, src_shape = out, out_shape
+            src_entries = _entries(out, P, out_shape)
+            continue
         G = groups(layer.n_out, P)
         c = _zeros(B)
-        out = act.layers[li]
         if coding == "stcb":
             if direct and li == 0:
                 active, entries = src.any(axis=1).sum(axis=1, dtype=np.int64), src_entries[:, 0]
                 slot_adds = active * T
             else:
-                active, entries = _trains(src, P)
+                active, entries = _trains(src, P, src_shape)
                 slot_adds = src.sum(axis=(1, 2), dtype=np.int64)
             # a group's first op waits until the slot unit can take it: groups start T*taps apart,
             # the last one ends with its own ops, and the drain covers its slot unit
@@ -211,8 +242,8 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
         c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
         c["spikes"] = out.sum(axis=(1, 2), dtype=np.int64)
         layers.append(c)
-        src = out
-        src_entries = _entries(out, P) if coding != "stcb" else None
+        src, src_shape = out, None
+        src_entries = _entries(out, P)
     totals = {k: enc[k] + sum(c[k] for c in layers) for k in COUNTERS}
     totals["spikes"] = sum(c["spikes"] for c in layers)                  # network layers only
     G_last = groups(model.n_out, P)
@@ -221,12 +252,95 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
     return totals, layers, enc
 
 
+# ---------------------------------------------------------------------------------------------
+# conv2d and maxpool2d layers (schema 2): golden only for now; docs/spec.md sections 3 and 4 define
+# the event-driven dataflow the next hardware step builds. A step scatters each input event over the
+# kernel offsets that reach an output (one weight word per offset and group of P output channels,
+# accumulated into an accumulator memory), then sweeps every output word (state, parameters, update,
+# spikes). A pool ORs its input events into the accumulator and sweeps it.
+
+def conv_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For input events (..., n_in): the valid (event, kernel offset) pairs ``X`` and the events that
+    reach no output at all ``Z`` (docs/spec.md section 3), each (...,)."""
+    nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0])       # (n_in,) in (c, y, x) order
+    weights = np.stack([nv, (nv == 0).astype(np.int64)], axis=1).astype(np.float64)
+    flat = events.reshape(-1, events.shape[-1]).astype(np.float64)
+    xz = (flat @ weights).astype(np.int64)                                    # exact: < 2**53
+    return xz[:, 0].reshape(events.shape[:-1]), xz[:, 1].reshape(events.shape[:-1])
+
+
+def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direct_in: bool) -> dict:
+    """Counters of conv2d or maxpool2d layer ``li``: ``src`` (B, T, n_in) are its input events, ``out``
+    (B, T, n_out) what it sends. These layers are never last."""
+    layer, T = model.layers[li], model.T
+    conv = layer.kind == "conv2d"
+    c = _zeros(src.shape[0])
+    Gc = groups(layer.channels, P)
+    _, Ho, Wo = layer.out_shape
+    N, n = Gc * Ho * Wo, layer.n_out
+    drain = layer_drain(model.coding, model.encoding)      # the scatter's and the sweep's pipelines
+    c["spikes"] = out.sum(axis=(1, 2), dtype=np.int64)
+    if model.coding == "stcb":                 # one phase: active trains, then one sweep
+        active, in_entries = _trains(src, P, src_shape)
+        if conv:
+            XA, ZA = conv_taps(layer, src.any(axis=1))
+            scatter = Gc * XA + ZA
+            c["weight_reads"] = Gc * XA
+            c["acc_reads"] = Gc * XA + N
+            X = conv_taps(layer, src)[0].sum(axis=1)
+            c["syn_ops"] = layer.channels * (X if not direct_in else XA * T)   # slot additions, as rate
+            c["state_writes"][:] = N
+            c["param_reads"][:] = N
+            c["neuron_updates"][:] = n * T
+        else:
+            scatter = active
+            c["acc_reads"] = active + N
+        c["acc_writes"] = c["acc_reads"].copy()
+        c["cycles"] = LAYER_SETUP + scatter + drain + N + drain
+        c["event_reads"] = in_entries
+        c["event_writes"] = _trains(out, P, out_shape)[1]
+        return c
+    E = src.sum(axis=2, dtype=np.int64)                    # (B, T) input events per step
+    c["event_reads"] = _entries(src, P, src_shape).sum(axis=1)
+    c["event_writes"] = _entries(out, P, out_shape).sum(axis=1)
+    if conv:                                   # rate, direct and tsc: a scatter and a sweep per step
+        Xs, Zs = conv_taps(layer, src)
+        X, Z = Xs.sum(axis=1), Zs.sum(axis=1)
+        c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + Gc * X + Z
+        c["weight_reads"] = Gc * X
+        c["acc_reads"] = Gc * X + N * T
+        c["syn_ops"] = layer.channels * X
+        c["state_reads"][:] = N * (T - 1)
+        c["state_writes"][:] = N * T
+        c["param_reads"][:] = N * T
+        c["neuron_updates"][:] = n * T
+    elif model.coding == "tsc":                # pool: OFF events store t; a clear sweep at t = 0
+        off = E[:, 1:].sum(axis=1)
+        c["cycles"] = T * (LAYER_SETUP + drain) + E.sum(axis=1) + N
+        c["state_reads"] = off
+        c["state_writes"] = N + off
+    else:                                      # rate pool: OR into the accumulator, sweep per step
+        c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + E.sum(axis=1)
+        c["acc_reads"] = E.sum(axis=1) + N * T
+    c["acc_writes"] = c["acc_reads"].copy()
+    if model.coding == "tsc":
+        # the generator that sends this layer's values runs in the next layer's window; a pool
+        # counts down from its stored value with theta = 1, so it reads no parameters
+        c["cycles"] = c["cycles"] + T * (N + GEN_DRAIN)
+        c["state_reads"] = c["state_reads"] + N * T
+        c["state_writes"] = c["state_writes"] + N * T
+        if conv:
+            c["param_reads"] = c["param_reads"] + N * T
+        c["neuron_updates"] = c["neuron_updates"] + n * T
+    return c
+
+
 def breakdown_totals(model, lanes: int, result) -> dict:
     """Cycles summed over the batch, split by what the core does; the parts add up to the cycles
     counter exactly (checked)."""
     P, T = int(lanes), model.T
     direct = model.encoding == "direct"
-    taps = max(len(l.h) for l in model.layers)
+    taps = kernel_taps(model)
     B = result.batch
     out = {"load": B * (model.n_in * LOAD_CYCLES_PER_BEAT + LOAD_DRAIN),
            "encode" if model.coding != "tsc" else "input generator": int(result.encoder_counters["cycles"].sum())}

@@ -1,4 +1,4 @@
-"""``python -m golden.run``: accuracy and mean hardware counters of a model on a dataset.
+"""``python -m golden.run``: model summary, accuracy and mean hardware counters of a model on a dataset.
 
 This module is also callable: ``golden.run(model, x, ...)`` keeps working after
 ``import golden.run`` has replaced the package attribute with this module.
@@ -17,11 +17,35 @@ from .cli import ArgumentParser, guard, lanes_arg, positive_int
 from .io import atomic_write, load_model
 
 
+def _shape(s) -> str:
+    return "x".join(map(str, s))
+
+
+def format_summary(summary: dict) -> list[str]:
+    """``Model.summary()`` as text lines: one per layer, then the totals."""
+    head = (f"  {'layer':<5} {'type':<13} {'in':>10} {'out':>10} {'params':>9} {'neurons':>8} "
+            f"{'weight bits':>12} {'param bits':>11} {'state bits':>11}")
+    lines = [f"model: input {_shape(summary['input_shape'])}, coding {summary['coding']}, T={summary['T']}, "
+             f"weight_bits={summary['weight_bits']}, v_bits={summary['v_bits']}", head]
+    for r in summary["layers"]:
+        kind = r["type"]
+        if "kernel" in r:
+            kind += (f" k{r['kernel']}" + (f"s{r['stride']}" if r.get("stride", 1) != 1 else "")
+                     + (f"p{r['padding']}" if r.get("padding", 0) else ""))
+        mb = r["memory_bits"]
+        lines.append(f"  {r['index']:<5} {kind:<13} {_shape(r['in_shape']):>10} {_shape(r['out_shape']):>10} "
+                     f"{r['params']:>9} {r['neurons']:>8} {mb['weights']:>12} {mb['params']:>11} {mb['state']:>11}")
+    t, mb = summary["total"], summary["total"]["memory_bits"]
+    lines.append(f"  {'total':<5} {'':<13} {'':>10} {'':>10} {t['params']:>9} {t['neurons']:>8} {mb['weights']:>12} "
+                 f"{mb['params']:>11} {mb['state']:>11}   ({mb['total']} bits)")
+    return lines
+
+
 def summarize(model, x, y, lanes: int) -> dict:
     res = engine.run(model, x, lanes=lanes)
     acc = float((res.predictions == y).mean()) if len(y) else float("nan")
     return {
-        "model": model.meta(), "lanes": lanes, "samples": int(len(y)), "accuracy": acc,
+        "model": model.meta(), "summary": model.summary(), "lanes": lanes, "samples": int(len(y)), "accuracy": acc,
         "mean_counters": {k: float(v.mean()) for k, v in res.counters.items()},
         "mean_layer_spikes": [float(c["spikes"].mean()) for c in res.layer_counters],
         "mean_encoder_spikes": float(res.encoder_counters["spikes"].mean()),
@@ -45,6 +69,7 @@ def main(argv=None) -> int:
         x, y = x[:a.limit], y[:a.limit]
     engine.check_inputs(model, x)
     s = summarize(model, x, y, a.lanes)
+    print("\n".join(format_summary(s["summary"])))
     print(f"{a.model}: {s['samples']} {a.dataset}/{a.split} samples, accuracy {100 * s['accuracy']:.2f}%, "
           f"lanes={a.lanes}")
     for k in perf.COUNTERS:

@@ -3,7 +3,9 @@
 ``golden_agreement`` is the fraction of samples whose last-layer counts, final membranes and
 prediction all match. The check itself is stricter: any difference in the encoder's spikes, any
 layer's spikes or any layer's final membranes fails it, and the report names the first differing
-sample, layer, time step and neuron (spikes first, in (sample, layer, t, neuron) order).
+sample, layer, time step and neuron (spikes first, in (sample, layer, t, neuron) order); for a
+conv2d or maxpool2d layer the neuron's (channel, y, x) follows its flat index, e.g.
+``sample 3, field spikes, layer 2, time step 1, neuron 37 (c, y, x) = (2, 1, 1): expected 0, got 1``.
 
 TSC models (no spike trains) are compared on the input quantization, every hidden activation,
 every layer's final V, the membranes and the predictions; the report names the first differing
@@ -13,13 +15,14 @@ got 4``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 import golden
 
-__all__ = ["Agreement", "compare", "check_net", "check_model"]
+__all__ = ["Agreement", "compare", "check_net", "check_model", "describe"]
 
 
 @dataclass
@@ -36,10 +39,31 @@ class Agreement:
         return self.agreeing / self.samples if self.samples else 1.0
 
 
-def compare(torch_out: dict, res: "golden.Result") -> Agreement:
-    """Compare a torch output dict (``quantized_eval`` / ``torch_run``) with ``golden.run(record=True)``."""
+def _shape(model, layer: int | None):
+    """Output shape of a model layer; layer None: the model's input shape."""
+    if model is None:
+        return None
+    if layer is None:
+        return tuple(getattr(model, "input_shape", None) or (model.n_in,))
+    l = model.layers[layer]
+    return tuple(getattr(l, "out_shape", (l.n_out,)))
+
+
+def describe(m: "golden.Mismatch", model=None, *, input_layer: bool = False) -> str:
+    """``str(m)``, with the neuron's (c, y, x) position (golden's format) in image-shaped layers."""
+    shape = _shape(model, None if input_layer else m.layer)
+    if (shape is not None and len(shape) == 3 and m.neuron is not None and m.position is None
+            and m.neuron < int(np.prod(shape))):
+        m = dataclasses.replace(m, position=tuple(int(v) for v in np.unravel_index(m.neuron, shape)))
+    return str(m)
+
+
+def compare(torch_out: dict, res: "golden.Result", model=None) -> Agreement:
+    """Compare a torch output dict (``quantized_eval`` / ``torch_run``) with ``golden.run(record=True)``.
+
+    ``model`` (optional) only adds the (c, y, x) of a differing neuron in image-shaped layers."""
     if getattr(res, "coding", "rate") == "tsc":
-        return _compare_tsc(torch_out, res)
+        return _compare_tsc(torch_out, res, model)
     if res.spikes is None:
         raise ValueError("golden result must be recorded (golden.run(..., record=True))")
     B = len(res.predictions)
@@ -53,18 +77,24 @@ def compare(torch_out: dict, res: "golden.Result") -> Agreement:
     if res.input_spikes is not None:
         m = golden.first_spike_mismatch([res.input_spikes], [torch_out["input_spikes"]])
         if m is not None:
-            where = f"input encoder: {m}".replace("layer 0", "encoder")
+            where = f"input encoder: {describe(m, model, input_layer=True)}".replace("layer 0", "encoder")
     if where is None:
         m = golden.first_spike_mismatch(res.spikes, torch_out["spikes"])
         if m is not None:
-            where = str(m)
+            where = describe(m, model)
     if where is None:
+        if len(res.v_final) != len(torch_out["v_final"]):
+            raise ValueError("layer count differs between golden and torch")
         for li, (e, g) in enumerate(zip(res.v_final, torch_out["v_final"])):
+            if e is None or g is None:       # maxpool2d: no neurons, no membranes
+                if (e is None) != (g is None):
+                    raise ValueError(f"layer {li}: golden and torch disagree on whether it has membranes")
+                continue
             d = e != g
             if d.any():
                 b, j = (int(v) for v in np.argwhere(d)[0])
-                where = (f"sample {b}, field v_final, layer {li}, time step {res.spikes[0].shape[1] - 1}, "
-                         f"neuron {j}: expected {int(e[b, j])}, got {int(g[b, j])}")
+                m = golden.Mismatch(b, "v_final", li, res.spikes[0].shape[1] - 1, j, int(e[b, j]), int(g[b, j]))
+                where = describe(m, model)
                 break
     if where is None:
         m = golden.first_output_mismatch(
@@ -75,7 +105,7 @@ def compare(torch_out: dict, res: "golden.Result") -> Agreement:
     return Agreement(samples=B, agreeing=agreeing, exact=where is None and agreeing == B, mismatch=where)
 
 
-def _compare_tsc(torch_out: dict, res: "golden.Result") -> Agreement:
+def _compare_tsc(torch_out: dict, res: "golden.Result", model=None) -> Agreement:
     """TSC: compare the input quantization (through golden's input ON/OFF events), every hidden
     layer's activation, every layer's final V, the membranes and the predictions. The first
     difference is reported in (sample, field, layer, neuron) order: the first differing sample,
@@ -97,7 +127,12 @@ def _compare_tsc(torch_out: dict, res: "golden.Result") -> Agreement:
     fields = [("inputs", None, q_gold, np.asarray(torch_out["inputs"]))]
     fields += [("activations", li, e, np.asarray(g)) for li, (e, g) in
                enumerate(zip(res.activations, torch_out["activations"]))]
-    fields += [("v_final", li, e, np.asarray(g)) for li, (e, g) in enumerate(zip(res.v_final, torch_out["v_final"]))]
+    for li, (e, g) in enumerate(zip(res.v_final, torch_out["v_final"])):
+        if e is None or g is None:           # maxpool2d: no neurons, no V
+            if (e is None) != (g is None):
+                raise ValueError(f"layer {li}: golden and torch disagree on whether it has a V")
+            continue
+        fields.append(("v_final", li, e, np.asarray(g)))
     fields += [("predictions", None, res.predictions, np.asarray(torch_out["predictions"])),
                ("membranes", None, res.membranes, np.asarray(torch_out["membranes"]))]
     if len(res.activations) != len(torch_out["activations"]) or len(res.v_final) != len(torch_out["v_final"]):
@@ -117,11 +152,12 @@ def _compare_tsc(torch_out: dict, res: "golden.Result") -> Agreement:
                 ev, gv = np.atleast_1d(e[b])[idx], np.atleast_1d(g[b])[idx]
                 if name == "inputs":
                     m = golden.Mismatch(b, name, None, None, idx[0], int(ev), int(gv))
+                    where = describe(m, model, input_layer=True)
                 elif name == "predictions":
-                    m = golden.Mismatch(b, name, None, None, None, int(ev), int(gv))
+                    where = str(golden.Mismatch(b, name, None, None, None, int(ev), int(gv)))
                 else:
                     m = golden.Mismatch(b, name, li, None, idx[0], int(ev), int(gv))
-                where = str(m)
+                    where = describe(m, model) if name != "membranes" else str(m)
                 break
     return Agreement(samples=B, agreeing=agreeing, exact=where is None and agreeing == B, mismatch=where)
 
@@ -129,7 +165,7 @@ def _compare_tsc(torch_out: dict, res: "golden.Result") -> Agreement:
 def check_model(model: "golden.Model", torch_out: dict, x, y=None) -> Agreement:
     """Run golden on ``x`` and compare with ``torch_out``; fill in accuracies when labels are given."""
     res = golden.run(model, x, record=True)
-    a = compare(torch_out, res)
+    a = compare(torch_out, res, model)
     if y is not None and len(y):
         a.golden_accuracy = float((res.predictions == y).mean())
         a.torch_accuracy = float((np.asarray(torch_out["predictions"]) == y).mean())

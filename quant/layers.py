@@ -17,12 +17,17 @@ import math
 import torch
 
 __all__ = [
-    "SURROGATES", "round_ste", "pow2_scale", "quantize_layer", "quantize_stcb_layer", "spike", "rate_encode",
-    "if_layer", "apply_kernel", "kernel_gain", "stl_layer", "select_prediction", "GRADS",
+    "SURROGATES", "round_ste", "floor_ste", "pow2_scale", "pow2_scales", "quantize_layer", "quantize_stcb_layer",
+    "spike", "rate_encode", "if_layer", "apply_leak", "apply_kernel", "kernel_gain", "stl_layer",
+    "select_prediction", "GRADS", "RESETS", "MAX_LEAK_SHIFT",
 ]
 
 # training rules of the spiking codes: surrogate-gradient BPTT, or the spike-train-level rule (stcb)
 GRADS = ("bptt", "stl")
+# what a spike does to the membrane (design.md, "Schema 2"): V -= theta, or V = 0
+RESETS = ("subtract", "zero")
+# golden: leak (num, shift) with 0 <= num <= 2**shift and shift <= 16
+MAX_LEAK_SHIFT = 16
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,6 +47,21 @@ class _RoundSTE(torch.autograd.Function):
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """``round(x)`` (half to even, as ``torch.round``) forward, identity gradient backward."""
     return _RoundSTE.apply(x)
+
+
+class _FloorSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def floor_ste(x: torch.Tensor) -> torch.Tensor:
+    """``floor(x)`` forward, identity gradient backward (the leak's arithmetic shift)."""
+    return _FloorSTE.apply(x)
 
 
 def pow2_scale(max_abs: float, bits: int) -> float:
@@ -66,23 +86,45 @@ def pow2_scale(max_abs: float, bits: int) -> float:
     return 2.0 ** k
 
 
-def quantize_layer(weight, bias, threshold, v_init, bits: int):
+def pow2_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel :func:`pow2_scale` of ``weight`` (first axis = output channel), as a tensor
+    of ``weight``'s dtype and device (powers of two, so dividing by them is exact)."""
+    m = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1)
+    return torch.tensor([pow2_scale(v, bits) for v in m.tolist()], dtype=weight.dtype, device=weight.device)
+
+
+def _scales(weight: torch.Tensor, bits: int, per_channel: bool):
+    """``(scale for weight, scale for per-channel vectors, reported scale)``: one power of two per
+    layer (a float), or one per output channel (tensors shaped to broadcast)."""
+    if not per_channel:
+        s = pow2_scale(weight.detach().abs().max().item(), bits)
+        return s, s, s
+    s = pow2_scales(weight, bits)
+    return s.view(-1, *([1] * (weight.dim() - 1))), s, s.tolist()
+
+
+def quantize_layer(weight, bias, threshold, v_init, bits: int, *, per_channel: bool = False):
     """Fake-quantize one layer's parameters onto a common power-of-two scale.
 
     Returns ``(W, b, theta, v0, scale)`` where the first four are integer-valued tensors (in units
     of ``scale``) carrying straight-through gradients, ``theta >= 1``, ``|W| <= 2**(bits-1)-1``.
     The real-valued layer they represent is ``scale * (W, b, theta, v0)``.
+
+    ``per_channel``: one scale per output channel (the first axis of ``weight``; ``scale`` is then a
+    list). Still exact: each channel's weights, bias, threshold and initial membrane share its scale,
+    and an output channel's dynamics never mix with another's, so the scale cancels channel by
+    channel (spikes are 0/1, and the next layer only sees spikes).
     """
     qmax = float((1 << (bits - 1)) - 1)
-    scale = pow2_scale(weight.detach().abs().max().item(), bits)
-    w = torch.clamp(round_ste(weight / scale), -qmax, qmax)
-    b = round_ste(bias / scale)
-    th = torch.clamp(round_ste(threshold / scale), min=1.0)
-    v0 = round_ste(v_init / scale)
+    sw, sc, scale = _scales(weight, bits, per_channel)
+    w = torch.clamp(round_ste(weight / sw), -qmax, qmax)
+    b = round_ste(bias / sc)
+    th = torch.clamp(round_ste(threshold / sc), min=1.0)
+    v0 = round_ste(v_init / sc)
     return w, b, th, v0, scale
 
 
-def quantize_stcb_layer(weight, bias, threshold, v_init, h, bits: int):
+def quantize_stcb_layer(weight, bias, threshold, v_init, h, bits: int, *, per_channel: bool = False):
     """Fake-quantize an STCB layer with a temporal kernel ``h`` (K taps).
 
     Two power-of-two scales: ``s`` for the weights (from ``max|W|``) and ``s_h`` for the taps (from
@@ -93,15 +135,16 @@ def quantize_stcb_layer(weight, bias, threshold, v_init, h, bits: int):
     scale and the forward runs in integer units exactly as golden does.
 
     Returns ``(W, b, theta, v0, h, scale, h_scale)`` (integer-valued tensors with straight-through
-    gradients; ``|W|, |h| <= 2**(bits-1)-1``, ``theta >= 1``).
+    gradients; ``|W|, |h| <= 2**(bits-1)-1``, ``theta >= 1``). ``per_channel``: ``s`` per output
+    channel as in :func:`quantize_layer` (``h`` is per layer, so its scale stays one number).
     """
     qmax = float((1 << (bits - 1)) - 1)
-    scale = pow2_scale(weight.detach().abs().max().item(), bits)
+    sw, sc, scale = _scales(weight, bits, per_channel)
     h_scale = pow2_scale(h.detach().abs().max().item(), bits)
-    w = torch.clamp(round_ste(weight / scale), -qmax, qmax)
-    b = round_ste(bias / scale)
+    w = torch.clamp(round_ste(weight / sw), -qmax, qmax)
+    b = round_ste(bias / sc)
     hq = torch.clamp(round_ste(h / h_scale), -qmax, qmax)
-    unit = scale * h_scale  # a power of two: the division is exact
+    unit = sc * h_scale  # powers of two: the division is exact
     th = torch.clamp(round_ste(threshold / unit), min=1.0)
     v0 = round_ste(v_init / unit)
     return w, b, th, v0, hq, scale, h_scale
@@ -155,7 +198,7 @@ def rate_encode(x: torch.Tensor, input_max: int, T: int) -> torch.Tensor:
     """Deterministic rate encoder on integer-valued ``x`` (B, n): u += x; spike and u -= input_max
     when u >= input_max. Returns (B, T, n) 0/1 in x's dtype. Exact: u < 2 * input_max."""
     u = torch.zeros_like(x)
-    out = torch.empty((x.shape[0], T, x.shape[1]), dtype=x.dtype)
+    out = torch.empty((x.shape[0], T, x.shape[1]), dtype=x.dtype, device=x.device)
     for t in range(T):
         u = u + x
         s = (u >= input_max).to(x.dtype)
@@ -164,41 +207,63 @@ def rate_encode(x: torch.Tensor, input_max: int, T: int) -> torch.Tensor:
     return out
 
 
-def if_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tensor, *, fire: bool,
-             surrogate: str):
-    """IF recurrence with reset by subtraction over currents (B, T, n).
+def apply_leak(v: torch.Tensor, leak) -> torch.Tensor:
+    """The leak ``V <- (V * num) >> shift``. ``leak = (num, shift, floor)``: with ``floor`` (the
+    quantized network, integer units) the arithmetic shift, i.e. ``floor(V * num / 2**shift)``, with a
+    straight-through gradient; without (the float reference) the plain factor ``num / 2**shift``.
+    Exact for integers while ``|V * num|`` is representable (see :func:`quant.net.exact_dtype`):
+    dividing by a power of two and flooring add no rounding."""
+    num, shift, floor = leak
+    y = v * num / float(1 << int(shift))
+    return floor_ste(y) if floor else y
 
-    Per step: V += I[t]; s = V >= theta; V -= theta * s, starting from ``v_init``.
-    Returns (spikes (B, T, n), final V (B, n)). With ``fire=False`` (membrane readout) the layer
+
+def if_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tensor, *, fire: bool,
+             surrogate: str, reset: str = "subtract", leak=None):
+    """IF recurrence over currents (B, T, *S) (S: (n,) for dense layers, (C, H, W) for conv layers).
+
+    Per step: leak (when ``leak`` is set, :func:`apply_leak`, at step 0 too); V += I[t];
+    s = V >= theta; reset ``"subtract"`` (V -= theta * s) or ``"zero"`` (V *= 1 - s); V starts from
+    ``v_init``. ``threshold`` and ``v_init`` broadcast to S (per neuron, or per channel as (C, 1, 1)).
+    Returns (spikes (B, T, *S), final V (B, *S)). With ``fire=False`` (membrane readout) the layer
     only integrates and the spikes are all zero.
     """
-    B, T, n = current.shape
-    v = v_init.expand(B, n)
-    if not fire:
+    if reset not in RESETS:
+        raise ValueError(f"unknown reset {reset!r}; choose from {', '.join(RESETS)}")
+    B, T = current.shape[:2]
+    S = tuple(current.shape[2:])
+    v = v_init.expand((B,) + S)
+    if not fire and leak is None:
         # the sum over T of integer currents is exact (bounded by the membrane width)
         v = v + current.sum(dim=1)
-        return current.new_zeros((B, T, n)), v
+        return current.new_zeros(current.shape), v
     out = []
     for t in range(T):
+        if leak is not None:
+            v = apply_leak(v, leak)
         v = v + current[:, t]
-        s = spike(v - threshold, threshold, surrogate)
-        v = v - threshold * s
-        out.append(s)
+        if fire:
+            s = spike(v - threshold, threshold, surrogate)
+            v = v - threshold * s if reset == "subtract" else v * (1.0 - s)
+            out.append(s)
+    if not fire:
+        return current.new_zeros(current.shape), v
     return torch.stack(out, dim=1), v
 
 
 def apply_kernel(current: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
-    """Causal temporal kernel over (B, T, n) currents: ``I'[t] = sum_k h[k] I[t-k]``, ``I[t<0] = 0``
+    """Causal temporal kernel over (B, T, ...) currents: ``I'[t] = sum_k h[k] I[t-k]``, ``I[t<0] = 0``
     (golden's ``apply_kernel``). ``h=None`` is the identity. Differentiable in ``current`` and ``h``;
     exact for integer values while ``sum_k |h[k]| * max|I|`` is representable."""
     if h is None:
         return current
-    B, T, n = current.shape
+    T = current.shape[1]
     out = None
     for k in range(min(int(h.shape[0]), T)):
         term = h[k] * current[:, :T - k]
         if k:
-            term = torch.cat([current.new_zeros((B, k, n)), term], dim=1)
+            pad = current.new_zeros((current.shape[0], k) + tuple(current.shape[2:]))
+            term = torch.cat([pad, term], dim=1)
         out = term if out is None else out + term
     return out
 
@@ -214,7 +279,8 @@ def kernel_gain(h: torch.Tensor | None, T: int) -> float:
 
 
 def stl_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tensor, *, fire: bool,
-              counts_in: torch.Tensor | None = None, weight: torch.Tensor | None = None, gain: float = 1.0):
+              counts_in: torch.Tensor | None = None, weight: torch.Tensor | None = None, gain: float = 1.0,
+              synapse=None):
     """One IF layer with the spike-train-level ("equivalent gradient") backward.
 
     ``current``: the kernel output ``I'`` (B, T, n) as a differentiable function of W, b and h, built
@@ -230,6 +296,10 @@ def stl_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tens
     The final V gets the gradient of the identity ``V = z - theta * count`` (``V = z`` when
     ``fire=False``).
 
+    ``synapse``: the layer's linear map without bias (for conv layers the convolution with the
+    detached weights); default ``c -> c @ weight.detach().T`` (dense). Shapes generalise to (B, T, *S)
+    as in :func:`if_layer`.
+
     Returns (spikes (B, T, n) without gradient, counts (B, n) with the STL gradient, final V (B, n)).
     """
     with torch.no_grad():
@@ -239,7 +309,8 @@ def stl_layer(current: torch.Tensor, threshold: torch.Tensor, v_init: torch.Tens
     z = current.sum(dim=1) + v_init
     if counts_in is not None and counts_in.requires_grad:
         dc = counts_in - counts_in.detach()          # value 0, gradient of the input counts
-        z = z + gain * (dc @ weight.detach().T)
+        lin = synapse if synapse is not None else (lambda c: c @ weight.detach().T)
+        z = z + gain * lin(dc)
     if fire:
         u = torch.clamp(z / threshold, 0.0, float(T))
         counts = s.sum(dim=1) + (u - u.detach())       # exact value, gradient of the clamp

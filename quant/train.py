@@ -14,6 +14,10 @@ spike-train-level equivalent-gradient rule (``--grad stl``) instead of BPTT.
 computes exactly (straight-through floor and round, learnable per-neuron thresholds, Q = T - 1
 levels) and exports a golden TSC model (encoding tsc, membrane readout).
 
+``--arch`` builds convolutional networks (``16c3-mp2-32c3-10``: conv2d, maxpool2d and dense layers,
+see :mod:`quant.arch`) for every coding; ``--bn`` adds BatchNorm, folded into weights, biases and
+thresholds at export; ``--reset`` and ``--leak`` (optionally ``--learn-leak``) choose the neuron.
+
 Every bad option exits with code 2 and one line on stderr before any training starts. Torch is
 imported only after the options have been checked, so that is fast.
 """
@@ -36,6 +40,10 @@ DEFAULT_BATCH = 32
 TRAINABLE_CODINGS = ("rate", "stcb", "tsc")
 GRAD_RULES = ("bptt", "stl")
 MAX_KERNEL = 16  # golden.Dense: 1..16 taps
+RESETS = ("subtract", "zero")
+MAX_LEAK_SHIFT = 16  # golden: leak (num, shift), 0 <= num <= 2**shift, shift <= 16
+SCALES = ("layer", "channel")
+MAX_AUGMENT = 4
 
 
 def hidden_arg(text: str) -> list[int]:
@@ -94,6 +102,59 @@ def kernel_arg(text: str) -> int:
     return v
 
 
+def leak_arg(text: str) -> tuple[int, int]:
+    """``NUM,SHIFT``: V <- (V * NUM) >> SHIFT each step, 0 <= NUM <= 2**SHIFT, 0 <= SHIFT <= 16."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        num, shift = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NUM,SHIFT (two integers, e.g. 15,4), got {text!r}") from None
+    if not 0 <= shift <= MAX_LEAK_SHIFT:
+        raise argparse.ArgumentTypeError(f"the leak shift must be in 0..{MAX_LEAK_SHIFT}, got {shift} in {text!r}")
+    if not 0 <= num <= (1 << shift):
+        raise argparse.ArgumentTypeError(f"the leak num must be in 0..2**shift = {1 << shift}, got {num} in {text!r}")
+    return num, shift
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not (0.0 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return v
+
+
+def smoothing_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"label smoothing must be in [0, 1), got {text!r}")
+    return v
+
+
+def device_arg(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (syntax only; availability is checked once torch is imported)."""
+    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
+def augment_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if not 0 <= v <= MAX_AUGMENT:
+        raise argparse.ArgumentTypeError(f"--augment must be in 0..{MAX_AUGMENT} pixels, got {v}")
+    return v
+
+
 def pos_float(text: str) -> float:
     try:
         v = float(text)
@@ -114,8 +175,31 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--encoding", default=None, choices=("rate", "direct", "tsc"),
                    help="input encoding (default: rate for --coding rate, tsc for --coding tsc)")
     p.add_argument("--T", type=T_arg, default=8, help="time steps per sample (default 8)")
-    p.add_argument("--hidden", type=hidden_arg, default=[128],
-                   help="hidden layer sizes, comma-separated (default 128)")
+    p.add_argument("--hidden", type=hidden_arg, default=None,
+                   help="hidden dense layer sizes, comma-separated (default 128); --hidden 128 is --arch 128-10")
+    p.add_argument("--arch", default=None,
+                   help="layers, '-'-separated: <C>c<K>[s<S>] conv (padding K//2), mp<K> max-pool, <N> dense; "
+                   "the last is the classifier (e.g. 16c3-mp2-32c3-10)")
+    p.add_argument("--reset", default="subtract", choices=RESETS,
+                   help="after a spike: subtract the threshold (default) or set V to zero")
+    p.add_argument("--leak", type=leak_arg, default=None, metavar="NUM,SHIFT",
+                   help="leaky neurons: V <- (V * NUM) >> SHIFT every step (0 <= NUM <= 2**SHIFT, SHIFT <= 16); "
+                   "default: IF (no leak)")
+    p.add_argument("--learn-leak", action="store_true",
+                   help="learn each layer's leak NUM (starting from --leak, at its SHIFT)")
+    p.add_argument("--scale", default="layer", choices=SCALES,
+                   help="power-of-two quantization scale per layer (default) or per output channel")
+    p.add_argument("--bn", action="store_true",
+                   help="BatchNorm on every hidden layer, folded into weights, biases and thresholds at export")
+    p.add_argument("--augment", type=augment_arg, default=0, metavar="PIXELS",
+                   help="shift training images by up to PIXELS in y and x (default 0)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.0,
+                   help="AdamW weight decay of the synaptic weights (default 0: plain Adam)")
+    p.add_argument("--label-smoothing", type=smoothing_arg, default=0.0,
+                   help="label smoothing of the cross-entropy loss, in [0, 1) (default 0)")
+    p.add_argument("--device", type=device_arg, default="cpu",
+                   help="torch device for training: cpu (default), cuda or cuda:N; evaluation, export and "
+                   "the golden check run on the CPU")
     p.add_argument("--readout", default=None, choices=("count", "membrane"),
                    help="readout (default: count for --coding rate, membrane for --coding tsc)")
     p.add_argument("--weight-bits", type=bits_arg, default=8, help="signed weight width, 2..16 (default 8)")
@@ -174,6 +258,8 @@ def main(argv=None) -> int:
     from golden import datasets
     from golden.model import CODINGS
 
+    from .arch import ArchError, arch_string, build_arch, dense_arch
+
     if a.coding not in TRAINABLE_CODINGS:
         if a.coding in CODINGS:
             raise UsageError(f"coding {a.coding!r} is not supported yet (supported: {', '.join(TRAINABLE_CODINGS)})")
@@ -193,7 +279,23 @@ def main(argv=None) -> int:
         raise UsageError(f"--grad stl needs --coding stcb, got coding {a.coding!r}")
     if tsc and readout != "membrane":
         raise UsageError(f"coding 'tsc' needs --readout membrane (the last layer's V is the output), got {readout!r}")
+    if tsc and (a.leak is not None or a.reset != "subtract"):
+        raise UsageError("coding 'tsc' has no membrane dynamics to leak or reset; drop --leak / --reset")
+    if a.learn_leak and a.leak is None:
+        raise UsageError("--learn-leak needs --leak NUM,SHIFT (its start value and resolution)")
+    if a.grad == "stl" and (a.leak is not None or a.reset != "subtract"):
+        raise UsageError("--grad stl models IF neurons with reset by subtraction; drop --leak / --reset zero")
+    if a.arch is not None and a.hidden is not None:
+        raise UsageError("give either --arch or --hidden, not both (--hidden 128 means --arch 128-10)")
     input_max = datasets.input_max(a.dataset)  # unknown dataset -> DatasetError
+    arch = a.arch if a.arch is not None else dense_arch(a.hidden or [128], datasets.N_CLASSES[a.dataset])
+    try:
+        specs = build_arch(arch, datasets.input_shape(a.dataset), datasets.N_CLASSES[a.dataset])
+    except ArchError as e:
+        raise UsageError(str(e)) from None
+    if encoding == "direct" and specs[0].kind == "maxpool2d":
+        raise UsageError(f"--encoding direct feeds the integer inputs to layer 0, which must be dense or conv, "
+                         f"not {specs[0].token!r}")
     if tsc and a.T < 2:
         raise UsageError(f"coding 'tsc' needs a window --T >= 2 (Q = T - 1 levels), got --T {a.T}")
     if tsc and a.T - 1 > input_max:
@@ -209,10 +311,13 @@ def main(argv=None) -> int:
 
     from .trainer import Config, metrics_path, train  # imports torch
 
-    cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, hidden=list(a.hidden), readout=readout,
-                 weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=a.epochs, lr=a.lr,
+    cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, arch=arch_string(specs),
+                 readout=readout, weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=a.epochs, lr=a.lr,
                  batch_size=a.batch_size, seed=a.seed, float_ref=not a.no_float_ref, limit=a.limit,
-                 threads=a.threads, grad=a.grad, kernel=a.kernel)
+                 threads=a.threads, grad=a.grad, kernel=a.kernel, reset=a.reset,
+                 leak=None if a.leak is None else list(a.leak), learn_leak=a.learn_leak, scale=a.scale, bn=a.bn,
+                 augment=a.augment, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing,
+                 device=a.device)
     log = (lambda *args, **kw: None) if a.quiet else (lambda msg: print(msg, flush=True))
     r = train(cfg, (x_tr, y_tr, x_te, y_te), out, resume=a.resume, stop_after=a.stop_after, log=log)
     if r.stopped:

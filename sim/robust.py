@@ -65,7 +65,7 @@ def _bad_models(d: Path) -> list[tuple[str, Path]]:
     np.savez(d / "foreign.npz", a=np.zeros(3))
     cases.append(("valid npz, not ours", d / "foreign.npz"))
     w = np.load(good)["layer0.weight"]
-    meta_cases = {"schema 2": {"schema": 2}, "schema string": {"schema": "1"}, "format": {"format": "x"},
+    meta_cases = {"schema 3": {"schema": 3}, "schema string": {"schema": "1"}, "format": {"format": "x"},
                   "coding": {"coding": "burst"}, "encoding": {"encoding": "poisson"}, "readout": {"readout": "x"},
                   "T = 0": {"T": 0}, "T float": {"T": 2.5}, "T bool": {"T": True}, "T huge": {"T": 10 ** 30},
                   "input_max negative": {"input_max": -3}, "weight_bits 1": {"weight_bits": 1},

@@ -258,6 +258,46 @@ def test_cifar_round_trip(tmp_path: Path, nested: bool, style: str) -> None:
     assert x.min() == 0 and x.max() == 255
 
 
+def test_input_shapes() -> None:
+    assert datasets.INPUT_SHAPE == {
+        "digits": (1, 8, 8),
+        "mnist": (1, 28, 28),
+        "fashion-mnist": (1, 28, 28),
+        "cifar10": (3, 32, 32),
+    }
+    for name in DATASETS:
+        c, h, w = datasets.input_shape(name)
+        assert c * h * w == {"digits": 64, "cifar10": 3072}.get(name, 784)
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        datasets.input_shape("svhn")
+
+
+def test_images_are_c_major(tmp_path: Path, digits: dict) -> None:
+    """x.reshape(-1, *input_shape) gives (c, y, x) images: index (c*H + y)*W + x."""
+    # CIFAR: a distinct value per channel, row and column
+    data = np.zeros((1, 3072), dtype=np.uint8)
+    c, y, x = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+    img = (c * 80 + (y // 4) * 8 + x // 4).astype(np.uint8)      # (3, 32, 32), all values < 256
+    data[0] = img.reshape(-1)                                   # the CIFAR file layout: R plane, G, B
+    write_cifar_dir(tmp_path)
+    (tmp_path / "test_batch").write_bytes(cifar_pickle(data, [1]))
+    xs, _ = load("cifar10", "test", data_dir=tmp_path)
+    im = xs.reshape(-1, *datasets.input_shape("cifar10"))
+    assert np.array_equal(im[0], img)
+    assert im[0, 1, 5, 9] == 80 + 8 + 2 and xs[0, (1 * 32 + 5) * 32 + 9] == im[0, 1, 5, 9]
+    # MNIST: row-major single plane
+    imgs = make_images(2, 9)
+    write_idx_split(tmp_path, "train", imgs, np.array([1, 2], dtype=np.uint8))
+    xm, _ = load("mnist", "train", data_dir=tmp_path)
+    assert np.array_equal(xm.reshape(-1, *datasets.input_shape("mnist"))[:, 0], imgs)
+    # digits: sklearn's 8x8 images, row-major
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    row = digits["train"][0][0]
+    hits = np.flatnonzero((bunch.data == row).all(axis=1))
+    assert len(hits) and np.array_equal(bunch.images[hits[0]], row.reshape(datasets.input_shape("digits"))[0])
+
+
 def test_cifar_keeps_stored_channel_order(tmp_path: Path) -> None:
     write_cifar_dir(tmp_path)
     data = np.zeros((1, 3072), dtype=np.uint8)

@@ -327,16 +327,29 @@ def test_metadata_fields(work, which, data):
     check(d / "md.npz", d)
 
 
+def as_schema1(files: dict) -> dict:
+    """A dense model's entries in the schema-1 layout: no input_shape, layers {"n_in", "n_out"}."""
+    meta = json.loads(str(files["meta"]))
+    meta["schema"] = 1
+    del meta["input_shape"]
+    meta["layers"] = [{"n_in": l["n_in"], "n_out": l["n_out"]} for l in meta["layers"]]
+    return {**files, "meta": np.array(json.dumps(meta))}
+
+
 @fuzz(150)
-@given(which=st.sampled_from(sorted(MODELS)), schema=json_value)
-def test_schema_versions(work, which, schema):
+@given(which=st.sampled_from(sorted(MODELS)), layout=st.sampled_from([1, 2]), schema=json_value)
+def test_schema_versions(work, which, layout, schema):
+    """A file loads only under the schema its layout is written in (2: what save_model writes)."""
     d, good = work
     files = entries(good[which])
+    if layout == 1:
+        files = as_schema1(files)
+        assert golden.load_model(write_model(d / "s1.npz", files)) == MODELS[which]
     meta = json.loads(str(files["meta"]))
     meta["schema"] = schema
     files["meta"] = np.array(json.dumps(meta))
     write_model(d / "sv.npz", files)
-    assert check(d / "sv.npz", d) == ("loaded" if type(schema) is int and schema == 1 else "rejected")
+    assert check(d / "sv.npz", d) == ("loaded" if type(schema) is int and schema == layout else "rejected")
 
 
 @fuzz(150)
@@ -441,7 +454,7 @@ def test_regressions_found_by_fuzzing(work):
     with pytest.raises(ModelError, match="does not match its 64 data bytes"):
         golden.load_model(d / "r3.npz")
     # schema true / 1.0 were taken for 1
-    for schema in (True, 1.0):
+    for schema in (True, 1.0, 2.0):
         meta = {**json.loads(str(files["meta"])), "schema": schema}
         write_model(d / "r4.npz", {**files, "meta": np.array(json.dumps(meta))})
         with pytest.raises(ModelError, match="unsupported schema version"):
@@ -456,11 +469,12 @@ def test_regressions_found_by_fuzzing(work):
     golden.save_model(m, d / "one.npz")
     f1 = entries((d / "one.npz").read_bytes())
     for v in (True, 1.0):
-        meta = json.loads(str(f1["meta"]))
-        meta["layers"] = [{"n_in": v, "n_out": 1}]
-        write_model(d / "r6.npz", {**f1, "meta": np.array(json.dumps(meta))})
-        with pytest.raises(ModelError, match="does not match metadata"):
-            golden.load_model(d / "r6.npz")
+        for layout in (as_schema1(f1), f1):
+            meta = json.loads(str(layout["meta"]))
+            meta["layers"][0]["n_in"] = v
+            write_model(d / "r6.npz", {**f1, "meta": np.array(json.dumps(meta))})
+            with pytest.raises(ModelError, match="layer 0: n_in must be an integer, got"):
+                golden.load_model(d / "r6.npz")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from golden.cli import UsageError
 from quant import layers as ql
 from quant.exactness import check_model, check_net, compare
 from quant.export import to_golden, torch_run
-from quant.net import SpikingMLP, exact_dtype
+from quant.net import SpikingMLP, SpikingNet, exact_dtype
 from quant import train as qtrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,14 +310,14 @@ def test_direct_membrane_training_is_exact(tmp_path):
 
 
 def test_mismatch_exits_1(tmp_path, monkeypatch, capsys):
-    orig = SpikingMLP.quantized_eval
+    orig = SpikingNet.quantized_eval
 
     def broken(self, x, **kw):
         out = orig(self, x, **kw)
         out["spikes"][0][5, 2, 1] ^= 1
         return out
 
-    monkeypatch.setattr(SpikingMLP, "quantized_eval", broken)
+    monkeypatch.setattr(SpikingNet, "quantized_eval", broken)  # the trainer builds SpikingNet
     out = tmp_path / "bad.npz"
     rc = qtrain.main(["--hidden", "8", "--T", "3", "--epochs", "1", "--limit", "60", "--no-float-ref",
                       "--quiet", "--out", str(out)])

@@ -267,7 +267,7 @@ def test_stl_membrane_layer_and_two_layer_chain():
                      coding="stcb", kernel=2, grad="stl", quantized=False)
     x = ql.rate_encode(torch.tensor([[4., 0, 2, 3, 1, 4], [1., 1, 1, 0, 4, 2]]), 4, 3)
     f = net(x)
-    params = [p[:5] for p in net.layer_params(False)]
+    params = net.layers(False)
     with torch.no_grad():
         ref = run_layers(params, x, T=3, encoding="rate", readout="membrane", surrogate="arctan", grad="bptt")
     assert torch.equal(f.v_final[-1].detach(), ref.v_final[-1]) and torch.equal(f.logits.detach(), ref.logits)
@@ -276,10 +276,10 @@ def test_stl_membrane_layer_and_two_layer_chain():
     assert net.weight[0].grad is not None and net.h[0].grad is not None
     # layer 0's gradient arrives only through its count clamp: its v_init gradient is
     # sum_j dV_j/dcount_i / theta_i inside the clamp, i.e. gain * sum_j W1_ji / theta0_i
-    W1, h1 = params[1][0].detach(), params[1][4].detach()
-    cur0 = ql.apply_kernel(x @ params[0][0].detach().T + params[0][1].detach(), params[0][4].detach())
-    z0 = cur0.sum(dim=1) + params[0][3].detach()
-    th0 = params[0][2].detach()
+    W1, h1 = params[1].weight.detach(), params[1].h.detach()
+    cur0 = ql.apply_kernel(x @ params[0].weight.detach().T + params[0].bias.detach(), params[0].h.detach())
+    z0 = cur0.sum(dim=1) + params[0].v_init.detach()
+    th0 = params[0].threshold.detach()
     inside = ((z0 / th0 >= 0) & (z0 / th0 <= 3)).to(z0.dtype)
     want = (ql.kernel_gain(h1, 3) * W1.sum(dim=0) / th0 * inside).sum(dim=0)
     assert torch.allclose(net.v_init[0].grad, want, rtol=1e-6, atol=1e-7)

@@ -21,7 +21,7 @@ from quant import train as qtrain
 from quant.exactness import check_net, compare
 from quant.export import torch_run
 from quant.net import exact_dtype
-from quant.tsc import TSCMLP, floor_div, floor_div_ste, tsc_encode
+from quant.tsc import TSCMLP, TSCNet, floor_div, floor_div_ste, tsc_encode
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -278,14 +278,14 @@ def test_tsc_resume_gives_identical_model(trained):
 
 
 def test_tsc_mismatch_exits_1(tmp_path, monkeypatch, capsys):
-    orig = TSCMLP.quantized_eval
+    orig = TSCNet.quantized_eval
 
     def broken(self, x, **kw):
         out = orig(self, x, **kw)
         out["activations"][0][5, 1] = (out["activations"][0][5, 1] + 1) % self.T
         return out
 
-    monkeypatch.setattr(TSCMLP, "quantized_eval", broken)
+    monkeypatch.setattr(TSCNet, "quantized_eval", broken)  # the trainer builds TSCNet
     out = tmp_path / "bad.npz"
     rc = qtrain.main(["--coding", "tsc", "--hidden", "8", "--T", "4", "--epochs", "1", "--limit", "60",
                       "--no-float-ref", "--quiet", "--out", str(out)])
