@@ -20,6 +20,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
+from .xcheck import XCheck
+
 __all__ = ["TB", "uint"]
 
 
@@ -32,8 +34,11 @@ def uint(handle) -> int:
 class TB:
     """Owns the clock, the reset and the two stream models of one core."""
 
-    def __init__(self, dut, manifest: dict, *, stall_prob: float = 0.0, seed: int = 0):
+    def __init__(self, dut, manifest: dict, *, stall_prob: float = 0.0, seed: int = 0, xcheck: bool = False):
         self.dut = dut
+        # 4-state simulators: outputs are checked for X/Z after reset and on every result beat
+        self.xcheck = XCheck(dut, manifest["ports"]) if xcheck else None
+        self.samples_done = 0
         self.man = manifest
         self.params = manifest["parameters"]
         self.xf = manifest["payloads"]["x"]
@@ -51,6 +56,10 @@ class TB:
         self.dut.x__valid.value = 0
         self.dut.result__ready.value = 0
         await self.reset()
+        if self.xcheck:
+            await ReadOnly()
+            self.xcheck.check("after reset")
+            await FallingEdge(self.dut.clk)
 
     async def reset(self, cycles: int = 2):
         self.dut.rst.value = 1
@@ -104,6 +113,8 @@ class TB:
             if not dut.result__valid.value:
                 await RisingEdge(dut.result__valid)
                 await ReadOnly()
+            if self.xcheck:
+                self.xcheck.check(f"sample {self.samples_done}, result beat {c}")
             word = uint(dut.result__payload)
             idx = self._field(word, self.rf["index"])
             if idx != c:
@@ -121,6 +132,7 @@ class TB:
         await ReadOnly()                           # counters were snapshotted on that edge
         ctr = {n: uint(getattr(dut, f"cnt_{n}")) for n in self.counters}
         await FallingEdge(dut.clk)
+        self.samples_done += 1
         return prediction, counts, membranes, ctr
 
     async def spike_monitor(self, store: list):
@@ -158,10 +170,23 @@ async def _run_samples(tb: TB, x: np.ndarray, out: dict, *, monitor: list | None
             out[f"cnt_{n}"][b] = v
 
 
+def _unknown_results(tb: TB, B: int, out: dict) -> None:
+    """-1 everywhere: a prediction of -1 is no class, so every sample mismatches golden."""
+    out["predictions"] = np.full(B, -1, np.int64)
+    out["counts"] = np.full((B, tb.n_out), -1, np.int64)
+    out["membranes"] = np.full((B, tb.n_out), -1, np.int64)
+    for n in tb.counters:
+        out[f"cnt_{n}"] = np.full(B, -1, np.int64)
+
+
 def _save(path: str, out: dict, tb: TB):
-    out["err_range"] = np.array(int(tb.dut.err_range.value))
-    out["err_protocol"] = np.array(int(tb.dut.err_protocol.value))
+    out["err_range"] = np.array(uint(tb.dut.err_range) if tb.dut.err_range.value.is_resolvable else -1)
+    out["err_protocol"] = np.array(uint(tb.dut.err_protocol) if tb.dut.err_protocol.value.is_resolvable else -1)
     out["stall_cycles"] = np.array(tb.stalls)
+    if tb.xcheck:
+        out["xz_checks"] = np.array(tb.xcheck.checks)
+        out["xz_failed_checks"] = np.array(tb.xcheck.failed)
+        out["xz_violations"] = np.array(tb.xcheck.violations, dtype=str)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **out)
     os.replace(tmp, path)
@@ -171,14 +196,18 @@ def _save(path: str, out: dict, tb: TB):
 async def stream_samples(dut):
     """Stream the job's samples back to back (with the job's random stalls) and record everything."""
     job = _job()
-    tb = TB(dut, job["manifest"], stall_prob=job.get("stall_prob", 0.0), seed=job.get("seed", 0))
+    tb = TB(dut, job["manifest"], stall_prob=job.get("stall_prob", 0.0), seed=job.get("seed", 0),
+            xcheck=job.get("xcheck", False))
     await tb.start()
     x = np.load(job["inputs"])
     out: dict = {}
     events: list | None = [] if job.get("spikes") else None
     if events is not None:
         cocotb.start_soon(tb.spike_monitor(events))
-    await _run_samples(tb, x, out, monitor=events)
+    if tb.xcheck and tb.xcheck.failed:
+        _unknown_results(tb, len(x), out)    # X/Z after reset: the handshakes cannot be trusted
+    else:
+        await _run_samples(tb, x, out, monitor=events)
     if events is not None:
         rows = [e for e in events if e[0] != "sample"]
         # masks can be wider than 64 bits (P lanes, or P x T slots for stcb): keep them as bytes
@@ -194,7 +223,7 @@ async def protocol_abuse(dut):
     """Wrong `last`, out-of-range values and a reset mid-inference; the next sample must be exact."""
     job = _job()
     man = job["manifest"]
-    tb = TB(dut, man, seed=job.get("seed", 0))
+    tb = TB(dut, man, seed=job.get("seed", 0), xcheck=job.get("xcheck", False))
     await tb.start()
     x = np.load(job["inputs"])
     out: dict = {}
