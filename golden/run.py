@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m golden.run", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST/Fashion-MNIST/CIFAR-10 files")
     p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
     p.add_argument("--lanes", type=lanes_arg, default=1, help="hardware lanes P for the counters")

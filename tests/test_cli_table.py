@@ -367,3 +367,28 @@ def test_cli_rejects(table, row):
         if o.parent.is_dir():
             stray = [p.name for p in o.parent.iterdir() if p.name.startswith(f".{o.name}.") and p.suffix == ".tmp"]
             assert not stray, f"temporary files left behind: {stray}\n{what}"
+
+
+class _Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_every_option_has_a_help_line(module, monkeypatch):
+    """``--help`` explains every option (sim.regress --dataset/--split/..., sim.fuzz --first-seed/--stall-prob/
+    --json and sim.sweep --no-progress had none)."""
+    import importlib
+    from golden.cli import ArgumentParser
+    seen = []
+
+    def capture(self, argv=None, namespace=None):
+        seen.append(self)
+        raise _Parsed
+
+    monkeypatch.setattr(ArgumentParser, "parse_args", capture)
+    with pytest.raises(_Parsed):
+        importlib.import_module(module).main([])
+    (parser,) = seen
+    bare = [a.option_strings[-1] for a in parser._actions
+            if a.option_strings and a.option_strings[-1] != "--help" and not (a.help or "").strip()]
+    assert bare == [], f"{module}: options without help: {bare}"
