@@ -23,8 +23,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_list, int_range, main_output,
-                        positive_float, positive_int, seed_int)
+from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_list, int_range,
+                        main_output, positive_float, positive_int, seed_int)
 
 PROG = "python -m quant.train"
 

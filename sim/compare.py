@@ -15,7 +15,7 @@ import golden
 from golden import perf
 
 __all__ = ["weight_words", "comparison_row", "comparison_markdown", "comparison_plot", "comparison_notes", "clocking",
-           "fmax_from_synth", "fmt", "ASSUMED_MHZ"]
+           "fmax_from_synth", "synth_status", "fmt", "ASSUMED_MHZ"]
 
 ASSUMED_MHZ = 100.0   # the clock a core's latency is given at when hw.synth has not measured its Fmax
 
@@ -82,6 +82,22 @@ def fmax_from_synth(path, model: golden.Model, lanes: int) -> dict | None:
     return {"fmax_mhz": float(d["fmax_mhz"]), "file": str(p)}
 
 
+def synth_status(path, model: golden.Model, lanes: int) -> str | None:
+    """The status of an ``hw.synth`` result for exactly this core ("ok", "does_not_fit: ...", ...), or None
+    when there is none."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, ValueError):
+        return None
+    meta = json.loads(json.dumps(model.meta()))
+    if not isinstance(d, dict) or d.get("lanes") != lanes or d.get("model_meta") != meta:
+        return None
+    if d.get("status") == "ok":
+        return "ok"
+    return f"{d.get('status')}" + (f": {d['error']}" if d.get("error") else "")
+
+
 def _acc_phrase(a: dict, b: dict) -> str:
     pa, pb = f"{100 * a['accuracy']:.2f}%", f"{100 * b['accuracy']:.2f}%"
     return "at the same accuracy" if pa == pb else f"at {pa} against {pb} accuracy"
@@ -126,7 +142,8 @@ def comparison_notes(rows: list) -> str:
 
 
 def comparison_markdown(rows: list, ratio_note: str = "") -> str:
-    lines = ["| coding | T | accuracy (RTL) | cycles | latency | weight reads | weight reads per synapse (mean / max) | "
+    lines = ["| coding | T | accuracy (RTL) | cycles | latency | weight reads | "
+             "weight reads per synapse (mean / max) | "
              "state reads / writes | syn_ops | spikes (tsc: ON+OFF events) | buffer words (R+W) | RTL = golden |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -171,8 +188,13 @@ def comparison_plot(rows: list):
          (max(0.0, min(acc) - pad), min(100.0, max(acc) + pad)))
     bars(axes[1], [r["cycles"] for r in rows], "cycles\nper inference")
     lat = [r.get("latency_us", r["cycles"] / 100.0) for r in rows]
-    bars(axes[2], lat, "latency per inference (µs)\nat each core's clock",
-         lambda i, v: f"{fmt(v)} µs\n{fmt(rows[i].get('clock_mhz', 100.0))} MHz")
+    def lat_text(i, v):
+        r = rows[i]
+        failed = r.get("synth_status") not in (None, "ok")     # e.g. does_not_fit: no Fmax to give
+        return f"{fmt(v)} µs\n{fmt(r.get('clock_mhz', 100.0))} MHz" + (
+            f"\n({r['synth_status'].split(':')[0]})" if failed else "")
+
+    bars(axes[2], lat, "latency per inference (µs)\nat each core's clock", lat_text)
     for i, r in enumerate(rows):
         if not r.get("clock_measured"):
             axes[2].patches[i].set_hatch("//")

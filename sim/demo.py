@@ -51,8 +51,16 @@ def _synth_path(build: Path, top: str) -> Path:
 
 
 def _synthesise(build: Path, model, lanes: int, top: str) -> Path | None:
-    """Synthesise one core for ECP5 (hw.synth); returns its result JSON, or None on failure."""
+    """Synthesise one core for ECP5 (hw.synth); returns its result JSON, or None on failure. A result for
+    the very same netlist (its Verilog is kept in the work directory) is reused: synthesis takes minutes."""
+    from hw.generate import render
     from hw.synth import SynthError, synth
+    res, work_v = _synth_path(build, top), build / "synth" / f"{top}_ecp5" / f"{top}.v"
+    if res.is_file() and work_v.is_file() and work_v.read_text() == render(model, lanes, top)[0]:
+        d = json.loads(res.read_text())
+        print(f"{top}: using the synthesis result {res} (same netlist): {d.get('status')}"
+              + (f", Fmax {d['fmax_mhz']:.1f} MHz" if d.get("status") == "ok" else ""))
+        return res
     t0 = time.perf_counter()
     try:
         r = synth(model, lanes, "ecp5", out=build / "synth" / f"{top}_ecp5", name=top, log=lambda *_: None)
@@ -123,7 +131,7 @@ def main(argv=None) -> int:
                    help="synthesise every compared core, not only the demo core, so each one's latency is at its "
                         "measured Fmax (about a minute per core)")
     p.add_argument("--build-dir", default=str(ROOT / "build"), metavar="DIR",
-                   help="where models, Verilog, synthesis results, the sweep and the report go (default build/); "
+                   help="where models, Verilog, synthesis results and the report go (default build/); "
                         "the simulator cache stays in build/sim")
     a = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.name):
@@ -133,7 +141,7 @@ def main(argv=None) -> int:
     build = Path(a.build_dir)
     report_dir = build / "reports" / a.name
     check_outputs([Output("--build-dir", build / sub, kind="dir")
-                   for sub in ("models", "verilog", "synth", "sweep", f"reports/{a.name}")])
+                   for sub in ("models", "verilog", "synth", f"reports/{a.name}")])
     t_all = time.perf_counter()
     model_path = build / "models" / f"{a.name}.npz"
     metrics_path = model_path.with_suffix(".json")
@@ -188,7 +196,7 @@ def main(argv=None) -> int:
 
     _step(6, "FPGA resources and Fmax (ECP5, if yowasp is installed)")
     from hw.synth import demo_report_section, tools_available
-    from sim.compare import clocking, fmax_from_synth
+    from sim.compare import clocking, fmax_from_synth, synth_status
     if a.no_synth:
         print("skipped (--no-synth)")
     elif not tools_available("ecp5"):
@@ -200,6 +208,7 @@ def main(argv=None) -> int:
     fmax = {t: fmax_from_synth(_synth_path(build, t), m, a.lanes) for _, m, t in cores}
     for r, (_, m, t) in zip(rows, cores):
         r.update(clocking(r["cycles"], fmax[t]))
+        r["synth_status"] = synth_status(_synth_path(build, t), m, a.lanes)
     syn_json = _synth_path(build, top)
     fpga = demo_report_section(model, x, lanes=a.lanes, synth_json=syn_json)
 

@@ -346,6 +346,7 @@ def figures(rows: list, title: str) -> dict:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
     figs = {}
     groups = {}
     multi = len({r["model"] for r in rows}) > 1
@@ -362,6 +363,7 @@ def figures(rows: list, title: str) -> dict:
         ax.plot([r["lanes"] for r in rs], [r["cycles_mean"] for r in rs], "o-", label=name(cd, T, lb))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     lanes = sorted({r["lanes"] for r in rows})
     ax.set_xticks(lanes, [str(P) for P in lanes])
     ax.set_xlabel("lanes P")
@@ -389,6 +391,10 @@ def figures(rows: list, title: str) -> dict:
     ann = rows[0]
     ax.axhline(ann["ann_int8_pj"] / 1e3, color="gray", ls=":", lw=1, label="same network as an int8 ANN")
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")       # 30, 40, 100 rather than 3x10^1
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="both", labelsize=8)
     ax.margins(x=0.08, y=0.12)
     ax.set_xlabel(f"latency per inference (µs), {clocked}")
     ax.set_ylabel("energy per inference (nJ)")

@@ -344,6 +344,7 @@ def table(tmp_path_factory):
 def test_table_is_big_enough():
     assert len(ROWS) >= 60 and len({r[0] for r in ROWS}) == len(ROWS)
     assert {r[1] for r in ROWS} == set(CLIS)
+    assert f"{len(ROWS)}-row table" in (ROOT / "README.md").read_text()     # README says how many, exactly
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r[0], marks=[pytest.mark.xfail(reason=KNOWN_BUGS[r[0]], strict=True)]

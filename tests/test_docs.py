@@ -82,6 +82,14 @@ def fresh_demo(tmp_path_factory):
     return build
 
 
+def test_demo_keeps_everything_under_its_build_dir(fresh_demo):
+    # its regression results sit in its report directory, where sim.regress's default never writes
+    rep = fresh_demo / "reports" / "digits_rate_t8"
+    assert sorted(p.name for p in fresh_demo.iterdir()) == ["models", "reports", "verilog"]
+    assert {"report.md", "report.json", "regress.json", "regress.xml", "raster.png", "cycles.png", "layers.png",
+            "codings.png"} == {p.name for p in rep.iterdir()}
+
+
 def test_readme_tables_equal_a_fresh_demo(fresh_demo):
     r = _readme("--check", "--build-dir", fresh_demo, "--only", ",".join(DEMO_BLOCKS))
     assert r.returncode == 0, r.stdout + r.stderr
