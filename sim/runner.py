@@ -141,14 +141,24 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     if log:
         log(f"building the netlist with {name}, about {max(1, round(estimate_seconds(build_root, simulator, fast)))} s "
             f"(cached in {_rel(bdir)} for the next run)")
-    if bdir.exists():
-        shutil.rmtree(bdir)
-    bdir.mkdir(parents=True)
-    with simcache.lease(bdir):         # a parallel prune must not take the directory while it fills
-        seconds = _run_build(bdir, text, top, waves, quiet, fast, simulator)
-    _trim(bdir, {product, f"{top}.v", "build.log"})
-    (bdir / _STAMP).write_text(json.dumps({"seconds": seconds, "simulator": simulator, "fast": fast}))
-    simcache.touch(bdir)
+    # The build runs outside the cache, where its objects and precompiled headers (140 MB for a demo-sized
+    # core) never count against the cap; only the trimmed result moves in.
+    build_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{bdir.name}-", dir=build_root.parent))
+    try:
+        seconds = _run_build(work, text, top, waves, quiet, fast, simulator)
+        _trim(work, {product, f"{top}.v", "build.log"})
+        (work / _STAMP).write_text(json.dumps({"seconds": seconds, "simulator": simulator, "fast": fast}))
+        simcache.touch(work)
+        if bdir.exists():
+            shutil.rmtree(bdir)
+        try:
+            os.replace(work, bdir)
+        except OSError:
+            if not (bdir / _STAMP).exists():    # not another process's finished copy of the same build
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     gone = simcache.prune(build_root, keep=[bdir])
     if log and gone:
         log(f"simulator cache: removed {len(gone)} least recently used builds "
@@ -179,7 +189,7 @@ def _run_build(bdir: Path, text: str, top: str, waves: bool, quiet: bool, fast: 
                      waves=waves, log_file=blog if quiet else None, **kw)
     except (SystemExit, Exception) as e:  # cocotb's runner raises SystemExit on tool failure
         tail = blog.read_text()[-2000:] if blog.exists() else ""
-        raise SimError(f"{simulator} build of {top} failed ({e}); see {blog}\n{tail}") from None
+        raise SimError(f"{simulator} build of {top} failed ({e})\n{tail}") from None
     finally:
         if saved is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -220,6 +230,8 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
         results_xml = work / "results.xml"
         log = work / "sim.log"
         kw = {"timescale": TIMESCALE} if b.simulator == "icarus" else {}
+        if b.simulator == "icarus" and b.waves:   # the dump module's default path is the (moved) build's
+            kw["plusargs"] = [f"+dumpfile_path={work / 'dump.fst'}"]
         try:
             with simcache.lease(b.dir):
                 runner.test(test_module="sim.tb", hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
@@ -240,8 +252,10 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
             keep = b.dir / f"dump-{testcase}.vcd"
             shutil.move(str(work / "dump.vcd"), keep)
             res["_vcd"] = str(keep)
-        elif b.waves and (b.dir / f"{b.top}.fst").exists():  # Icarus (cocotb's dump module) into the build
-            res["_vcd"] = str(b.dir / f"{b.top}.fst")
+        elif b.waves and (work / "dump.fst").exists():       # Icarus (cocotb's dump module, FST)
+            keep = b.dir / f"dump-{testcase}.fst"
+            shutil.move(str(work / "dump.fst"), keep)
+            res["_vcd"] = str(keep)
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,11 +1,13 @@
 """The simulator build cache under ``build/sim/``: bounded by size, least recently used builds go first.
 
 Every build directory holds a ``.last_used`` stamp, touched whenever the build is created or reused
-(file access times are not reliable: most mounts use ``relatime`` or ``noatime``). After each new build,
-:func:`prune` removes the least recently used builds until the cache is below its cap. A build that a
-process is using holds a lease file (``.lease-<pid>-...``) for that time; a leased build is never
-removed while its process lives, so parallel fuzz workers and tests cannot pull a build from under
-each other. The build just made is never removed either, even when it alone exceeds the cap.
+(file access times are not reliable: most mounts use ``relatime`` or ``noatime``). Builds are made in a
+work directory outside the cache and only their trimmed result (the executable) moves in, so the
+objects and precompiled headers of a build in progress never count. After each new build, :func:`prune`
+removes the least recently used builds until the cache is below its cap. A build that a process is
+running holds a lease file (``.lease-<pid>-...``) for that time; a leased build is never removed while
+its process lives, so parallel fuzz workers and tests cannot pull a build from under each other. The
+build just made is never removed either, even when it alone exceeds the cap.
 
 The cap is ``SPIKEFORGE_SIM_CACHE_MB`` (megabytes, default 1536; ``make SIM_CACHE_MB=...`` sets it).
 ``make clean-sim`` empties the cache.
@@ -117,7 +119,7 @@ def entries(root: Path) -> list[CacheEntry]:
         return []
     out = []
     for d in root.iterdir():
-        if not d.is_dir() or d.is_symlink():
+        if not d.is_dir() or d.is_symlink() or d.name.startswith("."):
             continue
         stamp = d / STAMP
         try:

@@ -95,8 +95,9 @@ def test_real_builds_stay_under_the_cap_and_say_what_they_do(tmp_path, monkeypat
     sizes = []
     for seed in range(3):
         m, v, j, name = _core(seed, tmp_path)
+        n0 = len(lines)
         b = build(v, name, build_root=root, fast=True, log=lines.append)
-        assert lines[-1].startswith("building the netlist with Verilator, about ")
+        assert lines[n0].startswith("building the netlist with Verilator, about ")
         # only what a simulation needs is kept: no objects, no precompiled headers, no generated C++
         assert sorted(p.name for p in b.dir.iterdir() if not p.name.startswith(".")) == \
             sorted(["build.log", name, f"{name}.v"])
@@ -111,6 +112,8 @@ def test_real_builds_stay_under_the_cap_and_say_what_they_do(tmp_path, monkeypat
             monkeypatch.setenv("SPIKEFORGE_SIM_CACHE_MB", str(2.5 * sizes[0] / MB))
     left = simcache.entries(root)
     assert [e.path.name.split("-")[0] for e in left] == ["cache1", "cache2"]   # the oldest went
+    # builds ran in work directories beside the cache (their objects never counted); none is left
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".build-")]
     assert sum(e.bytes for e in left) <= simcache.cap_bytes()
     assert any(l.startswith("simulator cache: removed 1 least recently used builds") for l in lines)
 
