@@ -23,7 +23,7 @@ from pathlib import Path
 
 import golden
 from golden import datasets
-from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, guard, lanes_arg, positive_int,
+from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, lanes_arg, positive_int,
                         probability, seed_int)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             cmd += ["--epochs", str(a.epochs)]
         r = subprocess.run(cmd, env=env, cwd=ROOT)
         if r.returncode != 0:
-            print(f"sim.demo: error: training failed (exit {r.returncode})", file=sys.stderr)
+            sys.stderr.write(error_line("sim.demo", f"training failed (exit {r.returncode})"))
             return r.returncode
     model = golden.load_model(model_path)
     metrics = json.loads(metrics_path.read_text())
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     lr = lint(v, top)
     print(f"{v}: verilator --lint-only -Wall {'clean' if lr.returncode == 0 else 'FAILED'}")
     if lr.returncode:
-        print(lr.stderr[-2000:], file=sys.stderr)
+        sys.stderr.write(error_line("sim.demo", f"{v}: verilator lint failed: {lr.stderr.strip()[-500:]}"))
         return 1
 
     _step(4, f"RTL regression on {a.simulator} (full test split)")
@@ -237,10 +237,10 @@ def main(argv=None) -> int:
           f"({time.perf_counter() - t_all:.0f} s in total)")
     if res.first_mismatch or cmp_bad:
         for msg in [res.first_mismatch] * bool(res.first_mismatch) + cmp_bad:
-            print(f"MISMATCH: {msg}", file=sys.stderr)
+            sys.stderr.write(error_line("sim.demo", f"MISMATCH: {msg}"))
         return 1
     if metrics.get("golden_agreement") != 1.0:
-        print("quantized torch and golden disagree", file=sys.stderr)
+        sys.stderr.write(error_line("sim.demo", "MISMATCH: quantized torch and golden disagree"))
         return 1
     return 0
 

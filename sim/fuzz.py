@@ -23,7 +23,7 @@ import numpy as np
 
 import golden
 from golden import Dense, Model, ModelError, perf
-from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, choice_list, guard,
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, choice_list, error_line, guard,
                         positive_int, probability, seed_int)
 from golden.progress import Progress
 
@@ -366,7 +366,7 @@ def main(argv=None) -> int:
     if s["mismatches"]:
         return 1
     if s["missed_coverage"] and not a.no_coverage_check:
-        print(f"coverage incomplete: {', '.join(s['missed_coverage'])}", file=sys.stderr)
+        sys.stderr.write(error_line("sim.fuzz", f"coverage incomplete: {', '.join(s['missed_coverage'])}"))
         return 1
     return 0
 

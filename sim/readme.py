@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from golden.cli import ArgumentParser, OutputSet, UsageError, guard
+from golden.cli import ArgumentParser, OutputSet, UsageError, error_line, guard
 
 __all__ = ["BLOCKS", "Block", "render_block", "update_text", "blocks_in", "DOC_FILES"]
 
@@ -302,7 +302,8 @@ def main(argv=None) -> int:
                                         f"{f.name} (rendered)", lineterm="", n=1)
             print("\n".join(list(diff)[:60]))
         if differ:
-            print(f"out of date: {', '.join(f.name for f in differ)}; run `make readme`", file=sys.stderr)
+            sys.stderr.write(error_line("sim.readme", f"out of date: {', '.join(f.name for f in differ)}; "
+                                                      f"run `make readme`"))
             return 1
         print("every generated block matches its sources")
         return 0

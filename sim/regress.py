@@ -22,7 +22,7 @@ import numpy as np
 
 import golden
 from golden import datasets, perf
-from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, guard, lanes_arg,
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, error_line, guard, lanes_arg,
                         positive_int, probability, seed_int)
 
 __all__ = ["regress", "RegressResult", "decode_spikes", "decode_events", "compare", "junit_xml"]
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
           f"{s['simulated_cycles_per_s']:.0f} cycles/s; wrote {json_out} and {junit_out}"
           + (f" (replacing the previous {' and '.join(replaced)})" if replaced else ""))
     if res.first_mismatch:
-        print(f"MISMATCH: {res.first_mismatch}", file=sys.stderr)
+        sys.stderr.write(error_line("sim.regress", f"MISMATCH: {res.first_mismatch}"))
         return 1
     return 0
 

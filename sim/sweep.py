@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from golden import energy as en
-from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check, check_outputs, guard, int_list,
-                        int_range, lanes_list, main_output, nonneg_int, positive_float, positive_int, seed_int)
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check, check_outputs, error_line, guard,
+                        int_list, int_range, lanes_list, main_output, nonneg_int, positive_float, positive_int,
+                        seed_int)
 from golden.geometry import ConfigError, CoreGeometry
 from golden.io import load_model
 from golden.progress import Progress
@@ -585,8 +586,9 @@ def main(argv=None) -> int:
     bad = [v for v in verdicts if v["verdict"] != "match"]
     if bad:
         v = bad[0]
-        print(f"MISMATCH: {v['model']} {v['coding']} T={v['T']} P={v['lanes']}: predicted cycles differ from the RTL "
-              f"(first sample {v['first_cycle_mismatch']}; {v['regress_first_mismatch']})", file=sys.stderr)
+        sys.stderr.write(error_line("sim.sweep", f"MISMATCH: {v['model']} {v['coding']} T={v['T']} P={v['lanes']}: "
+                                                 f"predicted cycles differ from the RTL (first sample "
+                                                 f"{v['first_cycle_mismatch']}; {v['regress_first_mismatch']})"))
         return 1
     return 0
 
