@@ -100,15 +100,18 @@ def lease(build_dir: Path) -> Iterator[None]:
 
 
 def dir_bytes(path: Path) -> int:
-    """Bytes on disk under ``path`` (files only; symlinks are not followed)."""
+    """Bytes on disk under ``path``, directories included, as ``du`` counts them (allocated blocks, not
+    file lengths); symlinks are not followed."""
     total = 0
     for root, dirs, files in os.walk(path):
-        for name in files:
+        for name in (".", *dirs, *files):
             try:
                 st = os.lstat(os.path.join(root, name))
             except FileNotFoundError:     # removed while we walk (a parallel build cleaning up)
                 continue
-            total += st.st_size
+            if name == "." and root != str(path):
+                continue                  # counted once, as an entry of its parent
+            total += st.st_blocks * 512
     return total
 
 
