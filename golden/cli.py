@@ -1,23 +1,65 @@
-"""Shared command-line plumbing: one clear line on stderr and exit code 2 for every bad input."""
+"""Shared command-line plumbing: one clear line on stderr and exit code 2 for every bad input.
+
+Every error line has the form ``<prog>: error: <option>: <what is wrong>`` (``prog`` is the module, e.g.
+``sim.regress``); errors that come from a file rather than an option (a corrupt model, a missing
+dataset) name the file instead. The option validators live in :mod:`golden.options` and the output
+path checks in :mod:`golden.outputs`; both are re-exported here so a CLI imports one module.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable, NoReturn
 
-__all__ = ["UsageError", "ArgumentParser", "guard", "positive_int", "lanes_arg", "prob_arg"]
+from .options import (check, choice_list, finite_float, int_list, int_range, lanes_arg, lanes_list,
+                      nonneg_int, positive_float, positive_int, probability, seed_int)
+from .outputs import Output, OutputSet, check_outputs, main_output
+
+__all__ = ["UsageError", "ArgumentParser", "guard", "error_line", "short_prog",
+           "positive_int", "nonneg_int", "seed_int", "int_range", "lanes_arg", "lanes_list", "int_list",
+           "choice_list", "probability", "prob_arg", "finite_float", "positive_float", "check",
+           "Output", "OutputSet", "check_outputs", "main_output"]
+
+prob_arg = probability        # the older name, kept for callers outside this package
 
 
 class UsageError(Exception):
     """A bad option or input detected by a CLI after parsing; reported as one line, exit 2."""
 
 
+def short_prog(prog: str) -> str:
+    """``python -m sim.regress`` -> ``sim.regress``: the name every error line starts with."""
+    return prog[len("python -m "):] if prog.startswith("python -m ") else prog
+
+
+def error_line(prog: str, message: str) -> str:
+    first = message.splitlines()[0] if message else "error"
+    return f"{short_prog(prog)}: error: {first}\n"
+
+
+def _option_first(message: str) -> str:
+    """argparse's messages, reworded so the option comes first, as in every other error line."""
+    m = re.match(r"argument (\S+): (.*)$", message, re.S)
+    if m:
+        opt = m.group(1).split("/")[-1]
+        return f"{opt}: {m.group(2)}"
+    m = re.match(r"the following arguments are required: (.*)$", message)
+    if m:
+        opts = m.group(1)
+        return f"{opts}: {'required option missing' if ',' not in opts else 'required options missing'}"
+    m = re.match(r"unrecognized arguments: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: unrecognized argument{'s' if ' ' in m.group(1) else ''}"
+    return message
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports errors as a single line (``prog: error: ...``) with exit code 2."""
+    """argparse that reports errors as a single line (``prog: error: option: ...``) with exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(error_line(self.prog, _option_first(message)))
         raise SystemExit(2)
 
 
@@ -33,37 +75,9 @@ def guard(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | 
     try:
         code = main(argv)
     except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
+        sys.stderr.write(f"{short_prog(prog)}: interrupted\n")
         raise SystemExit(130)
     except _errors() as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        sys.stderr.write(f"{prog}: error: {msg}\n")
+        sys.stderr.write(error_line(prog, str(e) or type(e).__name__))
         raise SystemExit(2)
     raise SystemExit(code or 0)
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def lanes_arg(text: str) -> int:
-    v = positive_int(text)
-    if v & (v - 1) or v > 64:
-        raise argparse.ArgumentTypeError(f"lanes must be a power of two from 1 to 64, got {text!r}")
-    return v
-
-
-def prob_arg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return v

@@ -104,7 +104,7 @@ class CoreGeometry:
         ranges = []
         for l, lw in zip(model.layers, w):
             b_lo, b_hi = int(l.bias.min()), int(l.bias.max())
-            th_lo, th_hi = int(l.threshold.min()), int(l.threshold.max())
+            th_hi = int(l.threshold.max())
             if self.tsc:
                 # C += sum of +-w; V += C: both accumulate in the op stage
                 ranges += [(lw.current_lo + lw.acc_lo, lw.current_hi + lw.acc_hi),

@@ -10,11 +10,10 @@ import json
 import sys
 import types
 
-import numpy as np
 
 from . import engine, perf
-from .cli import ArgumentParser, guard, lanes_arg, positive_int
-from .io import atomic_write, load_model
+from .cli import ArgumentParser, Output, OutputSet, check_outputs, guard, lanes_arg, positive_int
+from .io import load_model
 
 
 def _shape(s) -> str:
@@ -57,12 +56,14 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m golden.run", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST/Fashion-MNIST/CIFAR-10 files")
     p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
     p.add_argument("--lanes", type=lanes_arg, default=1, help="hardware lanes P for the counters")
-    p.add_argument("--json", default=None, help="write the summary as JSON here")
+    p.add_argument("--json", default=None, metavar="FILE.json", help="write the summary as JSON here")
     a = p.parse_args(argv)
+    if a.json:
+        check_outputs([Output("--json", a.json)])
     model = load_model(a.model)
     x, y = datasets.load(a.dataset, a.split, a.data_dir)
     if a.limit:
@@ -75,7 +76,9 @@ def main(argv=None) -> int:
     for k in perf.COUNTERS:
         print(f"  {k:<15} {s['mean_counters'][k]:>12.1f} per inference")
     if a.json:
-        atomic_write(a.json, lambda tmp: open(tmp, "w").write(json.dumps(s, indent=2)))
+        with OutputSet() as files:
+            files.add_text(a.json, json.dumps(s, indent=2))
+            files.commit()
     return 0
 
 

@@ -1,7 +1,9 @@
 """``python -m hw.generate``: Verilog and a JSON manifest for one integer model and lane count.
 
-Writes ``OUT/NAME.v`` (top module ``NAME``) and ``OUT/NAME.json`` (parameters, ports with
-directions, widths and payload field offsets, memory sizes in bits, and a hash of the Verilog).
+``--out DIR/NAME.v`` writes the Verilog (top module ``NAME``, or ``--name``) and, next to it,
+``DIR/NAME.json`` (parameters, ports with directions, widths and payload field offsets, memory sizes in
+bits, and a hash of the Verilog); both or neither. The Verilog starts correctly on 4-state simulators
+too (``hw.fourstate``).
 """
 
 from __future__ import annotations
@@ -15,20 +17,20 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 
 import golden
-from golden.cli import ArgumentParser, UsageError, guard, lanes_arg
-from golden.io import atomic_write
+from golden.cli import ArgumentParser, Output, OutputSet, UsageError, check_outputs, guard, lanes_arg, main_output
 
 from .config import ConfigError
 from .core import SpikeCore
+from .fourstate import start_comb_blocks
 
-__all__ = ["generate", "convert", "manifest", "MANIFEST_VERSION"]
+__all__ = ["generate", "render", "convert", "manifest", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def convert(core: SpikeCore, name: str) -> str:
-    return verilog.convert(core, name=name, emit_src=False)
+    return start_comb_blocks(verilog.convert(core, name=name, emit_src=False))
 
 
 def _layout_fields(layout) -> dict:
@@ -56,17 +58,28 @@ def manifest(core: SpikeCore, name: str, verilog_text: str) -> dict:
     }
 
 
-def generate(model: golden.Model, lanes: int, out_dir, name: str) -> tuple[Path, Path]:
-    """Generate ``out_dir/name.v`` and ``out_dir/name.json``; returns both paths."""
+def render(model: golden.Model, lanes: int, name: str) -> tuple[str, dict]:
+    """The Verilog text of the core with top module ``name``, and its manifest."""
     if not _NAME_RE.match(name):
         raise UsageError(f"name must be a Verilog identifier, got {name!r}")
     core = SpikeCore(model, lanes=lanes)
     text = convert(core, name)
-    man = manifest(core, name, text)
+    return text, manifest(core, name, text)
+
+
+def _write(v_path: Path, j_path: Path, text: str, man: dict) -> None:
+    with OutputSet() as files:          # the netlist and its manifest: both or neither
+        files.add_text(v_path, text)
+        files.add_text(j_path, json.dumps(man, indent=2))
+        files.commit()
+
+
+def generate(model: golden.Model, lanes: int, out_dir, name: str) -> tuple[Path, Path]:
+    """Generate ``out_dir/name.v`` and ``out_dir/name.json``; returns both paths."""
+    text, man = render(model, lanes, name)
     out = Path(out_dir)
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
-    atomic_write(v_path, lambda tmp: Path(tmp).write_text(text))
-    atomic_write(j_path, lambda tmp: Path(tmp).write_text(json.dumps(man, indent=2)))
+    _write(v_path, j_path, text, man)
     return v_path, j_path
 
 
@@ -74,22 +87,28 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m hw.generate", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64")
-    p.add_argument("--out", required=True, help="output directory, e.g. build/verilog/NAME/")
-    p.add_argument("--name", default=None, help="top module name (default: the directory's name)")
+    p.add_argument("--out", required=True, metavar="FILE.v",
+                   help="the Verilog file, e.g. build/verilog/NAME.v; the manifest NAME.json goes next to it")
+    p.add_argument("--name", default=None, help="top module name (default: the file's stem)")
     a = p.parse_args(argv)
-    model = golden.load_model(a.model)
+    out = main_output("--out", a.out, ".v")
     if a.name is not None:
         name = a.name                      # explicit names are checked, not rewritten
+        if not _NAME_RE.match(name):
+            raise UsageError(f"--name: must be a Verilog identifier, got {name!r}")
     else:
-        name = re.sub(r"\W", "_", Path(a.out.rstrip("/")).name or "spikecore")
+        name = re.sub(r"\W", "_", out.stem or "spikecore")
         if name[0].isdigit():
             name = "core_" + name
+    v, j = out, out.with_suffix(".json")
+    check_outputs([Output("--out", v), Output("--out", j, note=f"the manifest, next to {v.name}")])
+    model = golden.load_model(a.model)
     try:
-        v, j = generate(model, a.lanes, a.out, name)
+        text, man = render(model, a.lanes, name)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    man = json.loads(j.read_text())
-    print(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {j}; "
+    _write(v, j, text, man)
+    print(f"wrote {v} ({len(text.splitlines())} lines, top module {name}) and {j}; "
           f"memories {man['memory_bits_total']} bits, lanes {a.lanes}")
     return 0
 

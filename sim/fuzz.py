@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import golden
-from golden import Dense, Model, ModelError, perf
-from golden.cli import ArgumentParser, UsageError, guard, positive_int
-from golden.io import atomic_write
+from golden import Dense, Model, ModelError
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, choice_list, error_line, guard,
+                        positive_int, probability, seed_int)
+from golden.progress import Progress
 
 from . import coverage as cov
 
@@ -230,11 +231,10 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
                  progress: bool = True, jobs: int = 1) -> Campaign:
     """Check every seed's network; ``jobs`` worker processes build and simulate in parallel."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from tqdm import tqdm
     seeds = list(seeds)
     c = Campaign(config=campaign_config(codings, stall_prob, seeds))
     t0 = time.perf_counter()
-    bar = tqdm(total=len(seeds), desc="fuzz", unit="net", disable=not progress, file=sys.stderr)
+    bar = Progress(len(seeds), "fuzz", "networks", enabled=progress)
 
     def absorb(r: dict) -> None:
         c.networks += 1
@@ -276,28 +276,36 @@ def replay(d: Path) -> int:
 
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m sim.fuzz", description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=positive_int, default=20, help="number of random networks")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--coding", default="rate,stcb,tsc", help="comma-separated codings to draw from")
-    p.add_argument("--stall-prob", type=float, default=0.3)
-    p.add_argument("--json", default="build/fuzz/fuzz.json")
+    p.add_argument("--seeds", type=positive_int, default=20, help="number of random networks (default 20)")
+    p.add_argument("--first-seed", type=seed_int, default=0,
+                   help="seed of the first network; network i uses seed first-seed + i (default 0)")
+    p.add_argument("--coding", type=choice_list(golden.CODINGS, what="codings"), default=list(golden.CODINGS),
+                   help=f"comma-separated codings to draw from (default {','.join(golden.CODINGS)})")
+    p.add_argument("--stall-prob", type=probability, default=0.3,
+                   help="probability in [0, 1) of a random valid/ready stall before each beat (default 0.3)")
+    p.add_argument("--json", default="build/fuzz/fuzz.json", metavar="FILE.json",
+                   help="campaign summary with every network (default build/fuzz/fuzz.json)")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
     a = p.parse_args(argv)
     if a.replay:
         if not (Path(a.replay) / "repro.json").exists():
-            raise UsageError(f"--replay {a.replay}: no repro.json there")
+            raise UsageError(f"--replay: no repro.json in {a.replay}")
         return replay(Path(a.replay))
-    codings = tuple(c.strip() for c in a.coding.split(",") if c.strip())
-    bad = [c for c in codings if c not in golden.CODINGS]
-    if bad or not codings:
-        raise UsageError(f"unknown coding {', '.join(bad) or '(none)'}; choose from {', '.join(golden.CODINGS)}")
-    c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), codings=codings, stall_prob=a.stall_prob,
-                     jobs=a.jobs)
+    if a.first_seed + a.seeds - 1 > 2 ** 32 - 1:
+        raise UsageError(f"--seeds: {a.seeds} networks from --first-seed {a.first_seed} run past the last seed "
+                         f"4294967295")
+    # every output is checked before the first network is drawn
+    check_outputs([Output("--json", a.json),
+                   Output("reproducer directory", ROOT / "build" / "fuzz", kind="dir")])
+    c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), codings=tuple(a.coding),
+                     stall_prob=a.stall_prob, jobs=a.jobs, progress=not a.no_progress)
     s = c.summary()
-    atomic_write(a.json, lambda tmp: Path(tmp).write_text(json.dumps({**s, "networks_detail": c.per_network},
-                                                                       indent=1)))
+    with OutputSet() as files:
+        files.add_text(a.json, json.dumps({**s, "networks_detail": c.per_network}, indent=1))
+        files.commit()
     print(f"{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
           f"lint clean {s['lint_clean']}/{s['networks']}, mismatches {s['mismatches']}, "
           f"coverage {s['coverage_hit']}/{s['coverage_total']} ({s['seconds']:.0f} s); wrote {a.json}")
@@ -308,7 +316,7 @@ def main(argv=None) -> int:
     if s["mismatches"]:
         return 1
     if s["missed_coverage"] and not a.no_coverage_check:
-        print(f"coverage incomplete: {', '.join(s['missed_coverage'])}", file=sys.stderr)
+        sys.stderr.write(error_line("sim.fuzz", f"coverage incomplete: {', '.join(s['missed_coverage'])}"))
         return 1
     return 0
 

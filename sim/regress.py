@@ -1,9 +1,11 @@
-"""``python -m sim.regress``: stream dataset samples through the Verilated core and compare with golden.
+"""``python -m sim.regress``: stream dataset samples through the simulated core and compare with golden.
 
 Every sample's prediction, counts, membranes and every counter must equal golden exactly. On a
 mismatch the first differing sample and field are named, and that sample is re-run with the
-core's spike monitor to find the first differing layer, time step and neuron. Writes JSON
-(summary + per sample) and JUnit XML; exits 1 on any mismatch.
+core's spike monitor to find the first differing layer, time step and neuron. The simulator is
+Verilator (2-state, fast) or Icarus Verilog (4-state: every output is also checked for X and Z after
+reset and on every result beat). Writes JSON (summary + per sample) and JUnit XML, both or neither;
+exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -12,18 +14,18 @@ import json
 import re
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
 import golden
-from golden import datasets, perf
-from golden.cli import ArgumentParser, UsageError, guard, lanes_arg, positive_int, prob_arg
-from golden.io import atomic_write
+from golden import datasets
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, error_line, guard, lanes_arg,
+                        positive_int, probability, seed_int)
 
-__all__ = ["regress", "RegressResult", "decode_spikes", "decode_events", "compare"]
+__all__ = ["regress", "RegressResult", "decode_spikes", "decode_events", "compare", "junit_xml"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_FIELDS = ("predictions", "counts", "membranes")
@@ -93,7 +95,7 @@ def compare(model, lanes: int, rtl: dict, g: golden.Result) -> tuple[list, dict]
         fields[f"counter:{name}"] = (rtl[f"cnt_{name}"], v)
     for li, c in enumerate(g.layer_counters):
         fields[f"counter:spikes_l{li}"] = (rtl[f"cnt_spikes_l{li}"], c["spikes"])
-    fields[f"counter:spikes_enc"] = (rtl["cnt_spikes_enc"], g.encoder_counters["spikes"])
+    fields["counter:spikes_enc"] = (rtl["cnt_spikes_enc"], g.encoder_counters["spikes"])
     B = len(g.predictions)
     bad_by_field = {}
     verdicts = [[] for _ in range(B)]
@@ -105,17 +107,18 @@ def compare(model, lanes: int, rtl: dict, g: golden.Result) -> tuple[list, dict]
     return verdicts, bad_by_field
 
 
-def _junit(name: str, samples: list, seconds: float) -> str:
+def junit_xml(name: str, samples: list, seconds: float) -> str:
+    """JUnit XML (one test case per sample) built with ElementTree, so every name and message is escaped."""
     fails = sum(1 for s in samples if not s["match"])
-    rows = [f'<testsuite name={quoteattr(name)} tests="{len(samples)}" failures="{fails}" errors="0" '
-            f'time="{seconds:.3f}">']
+    root = ET.Element("testsuites")
+    suite = ET.SubElement(root, "testsuite", name=name, tests=str(len(samples)), failures=str(fails), errors="0",
+                          time=f"{seconds:.3f}")
     for s in samples:
-        rows.append(f'  <testcase classname={quoteattr(name)} name="sample_{s["sample"]}">')
+        case = ET.SubElement(suite, "testcase", classname=name, name=f"sample_{s['sample']}")
         if not s["match"]:
-            rows.append(f'    <failure message={quoteattr("mismatch in " + ", ".join(s["mismatch"]))}/>')
-        rows.append("  </testcase>")
-    rows.append("</testsuite>")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n' + "\n".join(rows) + "\n</testsuites>\n"
+            ET.SubElement(case, "failure", message="mismatch in " + ", ".join(s["mismatch"]))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def _find_manifest(verilog: Path) -> dict:
@@ -130,8 +133,9 @@ def _find_manifest(verilog: Path) -> dict:
 
 def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: int = 8,
             verilog: Path | None = None, name: str = "core", stall_prob: float = 0.0, seed: int = 0,
-            waves: bool = False, localise: bool = True, log=print, fast_build: bool = False) -> RegressResult:
-    """Generate (or take) the netlist, build it, stream ``x``, compare with golden."""
+            waves: bool = False, localise: bool = True, log=print, fast_build: bool = False,
+            simulator: str = "verilator") -> RegressResult:
+    """Generate (or take) the netlist, build it for ``simulator``, stream ``x``, compare with golden."""
     from hw.generate import generate
     from .runner import build, cycle_budget, run_job
     golden.check_inputs(model, x)
@@ -157,8 +161,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
     edited = hashlib.sha256(verilog.read_text().encode()).hexdigest() != manifest.get("verilog_sha256")
     if edited:
         log(f"note: {verilog} differs from the netlist its manifest describes (hand-edited?)")
-    b = build(verilog, top, waves=waves, fast=fast_build)
-    log(f"verilator build {'cached' if b.cached else f'{b.seconds:.1f} s'}: {b.dir}")
+    b = build(verilog, top, waves=waves, fast=fast_build, simulator=simulator, log=log)
     g = golden.run(model, x, lanes=lanes)
     budget = cycle_budget(int(g.counters["cycles"].sum()), len(x) * (model.n_in + model.n_out), stall_prob)
     t1 = time.perf_counter()
@@ -175,6 +178,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
             "prediction_rtl": int(rtl["predictions"][i]), "prediction_golden": int(g.predictions[i]),
             "counters_rtl": {k[4:]: int(v[i]) for k, v in rtl.items() if k.startswith("cnt_")},
         })
+    xz = [str(v) for v in rtl.get("xz_violations", [])]
     n_match = sum(s["match"] for s in samples)
     first = None
     if n_match != B:
@@ -240,6 +244,11 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         "simulated_cycles_per_s": float(cyc.sum()) / sim_s if sim_s else None,
         "hand_edited_netlist": edited,
         "vcd": rtl.get("_vcd"),
+        "simulator": simulator,
+        # 4-state simulators only: outputs checked for X/Z after reset and on every result beat
+        "xz_checks": int(rtl["xz_checks"]) if "xz_checks" in rtl else None,
+        "xz_failed_checks": int(rtl["xz_failed_checks"]) if "xz_failed_checks" in rtl else None,
+        "xz_violations": xz,
     }
     summary["violations"] = rtl["violations"]
     if summary["err_range"] or summary["err_protocol"]:
@@ -248,63 +257,87 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
     if rtl["violations"]:
         first = first or f"stream protocol violation: {rtl['violations'][0]}"
         summary["first_mismatch"] = first
-    return RegressResult(summary, samples, first, _junit(f"sim.regress.{top}", samples, sim_s))
+    if xz:     # the root cause of any mismatch that comes with it
+        first = f"X/Z on an output ({xz[0]})" + (f"; {first}" if first else "")
+        summary["first_mismatch"] = first
+    return RegressResult(summary, samples, first, junit_xml(f"sim.regress.{top}", samples, sim_s))
 
 
 def main(argv=None) -> int:
+    from .runner import SIMULATORS, SimError, ensure_simulator
+    from .toolchain import ToolchainError
     p = ArgumentParser(prog="python -m sim.regress", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--limit", type=positive_int, default=None)
+    p.add_argument("--dataset", default="digits", help=f"dataset to stream ({', '.join(datasets.DATASETS)}; "
+                                                       f"default digits)")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
+    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    p.add_argument("--limit", type=positive_int, default=None, help="stream only the first N samples")
     p.add_argument("--lanes", type=lanes_arg, default=None, help="P (default 8, or the netlist's)")
     p.add_argument("--verilog", default=None, help="verify this netlist (its manifest .json must sit next to it)")
-    p.add_argument("--stall-prob", type=prob_arg, default=0.0, help="random valid/ready stall probability")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--waves", action="store_true", help="build with tracing and keep a VCD")
-    p.add_argument("--json", default=None, help="results JSON (default build/regress/NAME.json)")
-    p.add_argument("--junit", default=None, help="JUnit XML (default: next to the JSON)")
+    p.add_argument("--simulator", default="verilator", choices=SIMULATORS,
+                   help="verilator (2-state, fast; default) or icarus (4-state: also checks every output for X/Z)")
+    p.add_argument("--stall-prob", type=probability, default=0.0,
+                   help="probability in [0, 1) of a random valid/ready stall before each beat (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random stalls (default 0)")
+    p.add_argument("--waves", action="store_true", help="build with tracing and keep a VCD (Icarus: FST)")
+    p.add_argument("--json", default=None, metavar="FILE.json",
+                   help="results JSON (default build/regress/<model>_p<P>.json)")
+    p.add_argument("--junit", default=None, metavar="FILE.xml", help="JUnit XML (default: the JSON's name, .xml)")
     a = p.parse_args(argv)
+    name = re.sub(r"\W", "_", Path(a.model).stem)
+    lanes = a.lanes or 8
+    name = f"{name}_p{lanes}" if name and not name[0].isdigit() else f"m_{name}_p{lanes}"
+    json_out = Path(a.json) if a.json else ROOT / "build" / "regress" / f"{name}.json"
+    junit_out = Path(a.junit) if a.junit else json_out.with_suffix(".xml")
+    # every output is checked before the model, the dataset, the build or the simulation
+    check_outputs([Output("--json" if a.json else "--json (default)", a.json or json_out),
+                   Output("--junit" if a.junit else "--junit (next to the JSON)", a.junit or junit_out)])
     model = golden.load_model(a.model)
     x, y = datasets.load(a.dataset, a.split, a.data_dir)
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
     golden.check_inputs(model, x)
-    name = re.sub(r"\W", "_", Path(a.model).stem)
     if a.verilog and a.lanes is not None:
         man = _find_manifest(Path(a.verilog))
         if man["parameters"]["lanes"] != a.lanes:
-            raise UsageError(f"--lanes {a.lanes} contradicts the netlist's lanes={man['parameters']['lanes']}")
-    lanes = a.lanes or 8
-    name = f"{name}_p{lanes}" if not name[0].isdigit() else f"m_{name}_p{lanes}"
-    json_out = Path(a.json or ROOT / "build" / "regress" / f"{name}.json")
-    junit_out = Path(a.junit or json_out.with_suffix(".xml"))
-    from .runner import SimError
-    from .toolchain import ToolchainError
+            raise UsageError(f"--lanes: {a.lanes} contradicts the netlist's lanes={man['parameters']['lanes']}")
+    try:
+        ensure_simulator(a.simulator)
+    except ToolchainError as e:
+        raise UsageError(f"--simulator {a.simulator}: {str(e).splitlines()[0]}") from None
     try:
         res = regress(model, x, y, lanes=lanes, verilog=Path(a.verilog) if a.verilog else None, name=name,
-                      stall_prob=a.stall_prob, seed=a.seed, waves=a.waves)
+                      stall_prob=a.stall_prob, seed=a.seed, waves=a.waves, simulator=a.simulator,
+                      log=lambda msg: print(msg, flush=True))
     except (SimError, ToolchainError) as e:
-        sys.stderr.write(f"sim.regress: error: {str(e).splitlines()[0]}\n")
-        return 2
+        raise UsageError(str(e).splitlines()[0]) from None
     s = res.summary
-    atomic_write(json_out, lambda tmp: Path(tmp).write_text(json.dumps({"summary": s, "samples": res.samples}, indent=1)))
-    atomic_write(junit_out, lambda tmp: Path(tmp).write_text(res.junit))
+    replaced = [str(f) for f in (json_out, junit_out) if f.exists()]
+    with OutputSet() as files:          # the JSON and the XML describe the same run: both or neither
+        files.add_text(json_out, json.dumps({"summary": s, "samples": res.samples}, indent=1))
+        files.add_text(junit_out, res.junit)
+        files.commit()
     mc = s["mean_counters"]
+    emitted = "events" if model.coding == "tsc" else "spikes"
     print(f"{s['matching_samples']}/{s['samples']} samples match golden exactly (outputs and all counters), "
-          f"lanes={s['lanes']}, stall_prob={s['stall_prob']} ({s['stall_cycles']} stall cycles injected)")
+          f"lanes={s['lanes']}, {a.simulator}, stall_prob={s['stall_prob']} ({s['stall_cycles']} stall cycles "
+          f"injected)")
+    if s["xz_checks"] is not None:
+        print(f"X/Z on outputs: {s['xz_failed_checks']} of {s['xz_checks']} checks (after reset and on every "
+              f"result beat) found any")
     if "rtl_accuracy" in s:
         print(f"accuracy: golden {100 * s['golden_accuracy']:.2f}%, rtl {100 * s['rtl_accuracy']:.2f}%")
     print(f"per inference: {mc['cycles']:.1f} cycles, {mc['weight_reads']:.1f} weight reads, "
           f"{mc['state_reads']:.1f}/{mc['state_writes']:.1f} state reads/writes, {mc['syn_ops']:.1f} syn_ops, "
-          f"{mc['spikes']:.1f} spikes; cycle efficiency {s['cycle_efficiency']:.3f}")
+          f"{mc['spikes']:.1f} {emitted}; cycle efficiency {s['cycle_efficiency']:.3f}")
     if s["vcd"]:
         print(f"waves: {s['vcd']}")
     print(f"simulation: {s['sim_seconds']:.1f} s, {s['samples_per_s']:.1f} samples/s, "
-          f"{s['simulated_cycles_per_s']:.0f} cycles/s; wrote {json_out} and {junit_out}")
+          f"{s['simulated_cycles_per_s']:.0f} cycles/s; wrote {json_out} and {junit_out}"
+          + (f" (replacing the previous {' and '.join(replaced)})" if replaced else ""))
     if res.first_mismatch:
-        print(f"MISMATCH: {res.first_mismatch}", file=sys.stderr)
+        sys.stderr.write(error_line("sim.regress", f"MISMATCH: {res.first_mismatch}"))
         return 1
     return 0
 

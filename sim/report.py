@@ -13,7 +13,7 @@ import numpy as np
 
 import golden
 from golden import perf
-from golden.io import atomic_write
+from golden.outputs import OutputSet
 
 __all__ = ["cycle_breakdown", "build_report", "write_report", "main"]
 
@@ -114,18 +114,21 @@ def to_markdown(r: dict) -> str:
         lines += ["", f"RTL simulation (Verilator): {rt['sim_seconds']:.1f} s for {r['samples']} samples "
                       f"({rt['samples_per_s']:.1f} samples/s, {rt['simulated_cycles_per_s']:.0f} cycles/s); "
                       f"build {build}."]
-    lines += ["", "Plots: `raster.png` (spikes of test sample 0), `cycles.png` (cycle breakdown), "
-                  "`layers.png` (spikes and sparsity per layer).", ""]
+    lines += ["", "Plots: `raster.png` (spikes of test sample 0, its label and the prediction), `cycles.png` "
+                  "(cycle breakdown), `layers.png` (activity per neuron of every layer, encoder included).", ""]
     return "\n".join(lines)
 
 
-def _plots(out: Path, model: golden.Model, x: np.ndarray, r: dict) -> list[str]:
+def _plots(out: Path, model: golden.Model, x: np.ndarray, y: np.ndarray, r: dict) -> dict:
+    """The report's figures as {file name: matplotlib figure}; the caller saves them with the rest."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    files = []
+    figs = {}
     g1 = golden.run(model, x[:1], record=True)
+    pred = int(g1.predictions[0])
+    label = None if y is None or not len(y) else int(y[0])
     rows = []
     if model.coding == "tsc":   # ON (black) and OFF (red) events of the input and of every hidden layer
         rows.append(("input ON/OFF", g1.input_events[0]))
@@ -134,77 +137,122 @@ def _plots(out: Path, model: golden.Model, x: np.ndarray, r: dict) -> list[str]:
         if g1.input_spikes is not None:
             rows.append(("encoder", g1.input_spikes[0]))
         rows += [(f"layer {i}", s[0]) for i, s in enumerate(g1.spikes)]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 + 1.6 * len(rows)), sharex=True)
+    fig, axes = plt.subplots(len(rows) + 1, 1, figsize=(8, 1.6 + 1.6 * (len(rows) + 1)), sharex=False,
+                             gridspec_kw={"height_ratios": [2] * len(rows) + [1.4]})
     axes = np.atleast_1d(axes)
-    for ax, (label, s) in zip(axes, rows):
+    for ax, (name, s) in zip(axes, rows):
         t, n = np.nonzero(s)
-        ax.scatter(t, n, s=6, marker="|", c=np.where(s[t, n] < 0, "tab:red", "k"))
-        ax.set_ylabel(f"{label}\nneuron")
+        ax.scatter(t, n, s=8, marker="|", c=np.where(s[t, n] < 0, "tab:red", "k"))
+        ax.set_ylabel(f"{name}\nneuron")
         ax.set_ylim(-1, s.shape[1])
+        ax.set_xlim(-0.5, model.T - 0.5)
+        ax.set_xticks(range(model.T))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel("time step")
-    axes[-1].set_xticks(range(model.T))
-    fig.suptitle("Spike raster, test sample 0")
+    axes[len(rows) - 1].set_xlabel("time step")
+    # the readout: what the last layer produced per class, the prediction and the label marked
+    ax = axes[-1]
+    n_out = model.layers[-1].n_out
+    if model.readout == "count":
+        vals, what = g1.counts[0], "spike count"
+    else:
+        vals, what = g1.membranes[0], "final membrane"
+    colors = ["tab:green" if c == pred and c == label else "tab:red" if c == pred else
+              "tab:blue" if c == label else "lightgray" for c in range(n_out)]
+    ax.bar(range(n_out), vals, color=colors)
+    for c, v in enumerate(vals):
+        if v:
+            ax.annotate(f"{int(v)}", (c, v), ha="center", va="bottom" if v > 0 else "top", fontsize=8)
+    ax.margins(y=0.25)
+    ax.set_xticks(range(n_out))
+    ax.set_xlabel("class (green: predicted = label; red: predicted; blue: label)")
+    ax.set_ylabel(f"readout:\n{what}")
+    verdict = "" if label is None else (" (correct)" if pred == label else " (wrong)")
+    fig.suptitle(f"Spike raster, test sample 0: label {label if label is not None else 'n/a'}, "
+                 f"prediction {pred}{verdict}")
     fig.tight_layout()
-    fig.savefig(out / "raster.png", dpi=110)
-    plt.close(fig)
-    files.append("raster.png")
+    figs["raster.png"] = fig
 
-    cb = r["cycle_breakdown"]
+    cb = {k: v for k, v in r["cycle_breakdown"].items() if v}    # parts that take no cycle only crowd the key
     fig, ax = plt.subplots(figsize=(8, 3.2))
     left = 0.0
     colors = plt.cm.tab20(np.linspace(0, 1, len(cb)))
+    total = sum(cb.values())
     for (k, v), c in zip(cb.items(), colors):
-        ax.barh([0], [v], left=left, color=c, label=f"{k} ({v:.0f})")
+        ax.barh([0], [v], left=left, color=c, label=f"{k}: {v:,.0f} ({100 * v / total:.0f}%)")
         left += v
     ax.set_yticks([])
-    ax.set_xlabel("cycles per inference")
+    ax.set_xlabel("cycles per inference (mean over the test samples)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=8)
-    ax.set_title(f"Cycle breakdown, P={r['lanes']} ({left:.0f} cycles)")
-    fig.savefig(out / "cycles.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    files.append("cycles.png")
+    ax.set_title(f"Cycle breakdown, P={r['lanes']} ({left:,.0f} cycles per inference)")
+    fig.subplots_adjust(bottom=0.3)
+    figs["cycles.png"] = fig
 
-    fig, ax1 = plt.subplots(figsize=(6, 3.2))
-    names = [f"L{l['layer']}" for l in r["layers"]]
-    ax1.bar(names, [l["spikes"] for l in r["layers"]], color="tab:blue")
-    ax1.set_ylabel("spikes per inference", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot(names, [100 * l["sparsity"] for l in r["layers"]], "o-", color="tab:red")
-    ax2.set_ylabel("sparsity (%)", color="tab:red")
-    ax2.set_ylim(0, 100)
-    ax1.set_title("Spikes and activation sparsity per layer")
+    # activity per neuron (a layer of 10 and a layer of 128 compare only per neuron), encoder included
+    tsc = model.coding == "tsc"
+    unit = "events (ON + OFF)" if tsc else "spikes"
+    top = 2 if tsc else model.T
+    bars = []
+    pi = r["per_inference"]
+    if model.encoding != "direct":
+        bars.append((f"{'input' if tsc else 'encoder'}\n{model.n_in} inputs", pi["encoder_spikes"] / model.n_in))
+    for l in r["layers"]:
+        if tsc and l["layer"] == len(r["layers"]) - 1:
+            continue                   # the TSC readout layer emits no events
+        bars.append((f"layer {l['layer']}\n{l['n_out']} neurons", l["spikes"] / l["n_out"]))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    names = [b[0] for b in bars]
+    vals = [b[1] for b in bars]
+    ax.bar(names, vals, color="tab:blue", width=0.6)
+    ax.axhline(top, color="gray", ls=":", lw=1)
+    ax.annotate(f"at most {top} per neuron" + (" (an ON and an OFF)" if tsc else f" (one per step, T={model.T})"),
+                (-0.4, top), ha="left", va="bottom", fontsize=8, color="gray")
+    for i, v in enumerate(vals):
+        ax.annotate(f"{v:.2f}\nsparsity {100 * (1 - v / top):.0f}%", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, top * 1.18)
+    ax.set_ylabel(f"{unit} per neuron per inference")
+    ax.set_title(f"Activity per layer (mean over {r['samples']} test samples)")
     fig.tight_layout()
-    fig.savefig(out / "layers.png", dpi=110)
-    plt.close(fig)
-    files.append("layers.png")
-    return files
+    figs["layers.png"] = fig
+    return figs
 
 
 def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.ndarray, *, lanes: int,
                  regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0,
                  comparison: list | None = None, comparison_note: str = "", extra_markdown: str = "",
-                 extra_json: dict | None = None) -> dict:
+                 extra_json: dict | None = None, extra_files: dict | None = None) -> dict:
+    """Write report.md, report.json, the plots and ``extra_files`` ({name: text}) into ``out_dir``: all of
+    them or none."""
+    import matplotlib.pyplot as plt
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     g = golden.run(model, x, lanes=lanes)
     r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz)
-    r["plots"] = _plots(out, model, x, r)
+    figs = _plots(out, model, x, y, r)
     md = to_markdown(r)
     if comparison:
         from .compare import comparison_markdown, comparison_plot
-        comparison_plot(comparison, out / "codings.png")
-        r["plots"].append("codings.png")
+        figs["codings.png"] = comparison_plot(comparison)
         r["comparison"] = comparison
         r["comparison_note"] = comparison_note
         md += ("\n## Coding comparison (digits test split, P=%d, every figure counted by the RTL)\n\n" % lanes
                + comparison_markdown(comparison, comparison_note) + "\n\nPlot: `codings.png`.\n")
+    r["plots"] = list(figs)
     if extra_markdown:
         md += "\n" + extra_markdown.strip() + "\n"
     if extra_json:
         r.update(extra_json)
-    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(r, indent=2)))
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
+    try:
+        with OutputSet() as files:
+            for fname, fig in figs.items():
+                files.add(out / fname, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png",
+                                                                         bbox_inches="tight"))
+            for fname, text in (extra_files or {}).items():
+                files.add_text(out / fname, text)
+            files.add_text(out / "report.json", json.dumps(r, indent=2))
+            files.add_text(out / "report.md", md)
+            files.commit()
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
     r["markdown"] = md
     return r
 

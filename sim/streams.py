@@ -125,9 +125,10 @@ class StreamSink:
     def idle(self):
         self.port.ready.value = 0
 
-    async def receive(self, n: int, *, check=None) -> list[Beat]:
+    async def receive(self, n: int, *, check=None, probe=None) -> list[Beat]:
         """Take ``n`` beats; ``check(payload_before_stall, payload_at_transfer)`` may verify that a held
-        beat did not change while the sink stalled."""
+        beat did not change while the sink stalled; ``probe(k)`` runs in the read-only phase of beat k's
+        transfer cycle (X/Z checks of the outputs)."""
         p, out = self.port, []
         for _ in range(n):
             k = 0
@@ -148,6 +149,8 @@ class StreamSink:
             while not p.valid.value:
                 await RisingEdge(p.valid)
                 await ReadOnly()
+            if probe is not None:
+                probe(len(out))
             word = uint(p.payload)
             if held_word is not None and check is not None:
                 check(held_word, word)

@@ -5,14 +5,15 @@ cycles per inference, latency and throughput (at the Fmax that ``hw.synth`` meas
 count, given with ``--fmax-json``, else at ``--clock-mhz``), memory sizes (``golden.geometry.CoreGeometry.memories()``)
 and energy per inference (``golden.energy``, with the same network's ANN energy beside it).
 
-Writes ``OUT.csv``, ``OUT.json`` and three PNG plots: ``OUT_cycles.png`` (cycles against lanes),
-``OUT_pareto.png`` (energy against latency, Pareto front marked) and ``OUT_codings.png`` (accuracy and
-energy per coding). ``--verify K`` runs K configurations, drawn with a fixed seed, through the
-Verilator regression (``sim.regress``) on the first ``--verify-limit`` samples and checks that the
-predicted cycles equal the RTL's for every sample; it exits 1 if any differs.
+``--out DIR/NAME.json`` names the main output; next to it go ``NAME.csv`` and three PNG plots:
+``NAME_cycles.png`` (cycles against lanes), ``NAME_pareto.png`` (energy against latency, Pareto front
+marked) and ``NAME_codings.png`` (accuracy and energy per coding; with one coding, energy by lanes and by
+category). All five are written together or not at all. ``--verify K`` runs K configurations, drawn with a
+fixed seed, through the Verilator regression (``sim.regress``) on the first ``--verify-limit`` samples and
+checks that the predicted cycles equal the RTL's for every sample; it exits 1 if any differs.
 
-Bad input (lanes list, coding, T, model, dataset, Fmax file, energy table) exits 2 with one line and
-writes nothing.
+Bad input (lanes list, coding, T, model, dataset, Fmax file, energy table, output paths) exits 2 with one
+line and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 import sys
 import time
@@ -29,10 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from golden import energy as en
-from golden.cli import ArgumentParser, UsageError, guard, positive_int
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check, check_outputs, error_line, guard,
+                        int_list, int_range, lanes_list, main_output, nonneg_int, positive_float, positive_int,
+                        seed_int)
 from golden.geometry import ConfigError, CoreGeometry
-from golden.io import atomic_write, load_model
+from golden.io import load_model
 from golden.model import CODING_ENCODINGS, CODING_READOUTS, CODINGS, ModelError
+from golden.progress import Progress
+from golden.progress import progress as progress_of
 
 __all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "verify", "retarget", "pareto_front",
            "table_markdown", "CSV_FIELDS"]
@@ -50,21 +54,7 @@ CSV_FIELDS = ("model", "coding", "T", "lanes", "samples", "accuracy", "cycles_me
 
 def parse_lanes(text: str) -> list[int]:
     """``"1,2,4"`` -> [1, 2, 4]; each a power of two from 1 to 64, no repeats."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not parts or any(not p for p in parts):
-        raise UsageError(f"--lanes must be a comma-separated list of powers of two from 1 to 64, got {text!r}")
-    out = []
-    for p in parts:
-        try:
-            v = int(p)
-        except ValueError:
-            raise UsageError(f"--lanes: {p!r} is not an integer (expected e.g. 1,2,4,8)") from None
-        if v < 1 or v > 64 or v & (v - 1):
-            raise UsageError(f"--lanes: {v} is not a power of two from 1 to 64")
-        if v in out:
-            raise UsageError(f"--lanes: {v} is listed twice")
-        out.append(v)
-    return out
+    return check(lanes_list, text, "--lanes")
 
 
 def parse_codings(text: str) -> list[str]:
@@ -79,19 +69,12 @@ def parse_codings(text: str) -> list[str]:
     return out
 
 
+T_LIST = int_list(int_range(1, 1024), what="time steps from 1 to 1024 (e.g. 4,8,16)")
+
+
 def parse_T(text: str) -> list[int]:
-    out = []
-    for p in (q.strip() for q in str(text).split(",")):
-        try:
-            v = int(p)
-        except ValueError:
-            raise UsageError(f"--T: {p!r} is not an integer (expected e.g. 4,8,16)") from None
-        if v < 1 or v > 1024:
-            raise UsageError(f"--T: {v} is outside 1..1024")
-        if v in out:
-            raise UsageError(f"--T: {v} is listed twice")
-        out.append(v)
-    return out
+    """``"4,8"`` -> [4, 8]; each from 1 to 1024, no repeats."""
+    return check(T_LIST, text, "--T")
 
 
 def _as_list(models) -> list:
@@ -217,7 +200,6 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
     re-targeted with :func:`retarget`. Returns {"rows": [...], "models": {(label, coding, T): Model},
     "results": {...}}.
     """
-    from tqdm import tqdm
     import golden
     table = table or en.DEFAULT_TABLE
     models = {}
@@ -227,7 +209,8 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
                 models[(label, coding, T)] = retarget(m0, coding, T)
     configs = [(key, P) for key in models for P in lanes]
     rows, results = [], {}
-    for (label, cd, T), P in tqdm(configs, desc="sweep", unit="config", disable=not progress, file=sys.stderr):
+    bar = Progress(len(configs), "sweep", "configurations", enabled=progress)
+    for (label, cd, T), P in configs:
         m = models[(label, cd, T)]
         g = golden.run(m, x, lanes=P)
         f = _fmax_for(fmax, m, P)
@@ -238,6 +221,8 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
         rows.append(_row(m, cd, T, P, g, y, clock, src, table, label))
         if keep_results:
             results[(label, cd, T, P)] = g
+        bar.update(1)
+    bar.close()
     ok = [r for r in rows if r["energy_pj"] is not None]
     flags = pareto_front([(r["latency_us"], r["energy_pj"]) for r in ok])
     for r in rows:
@@ -253,7 +238,6 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
 def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str | None = None, base=(),
            progress=True) -> list[dict]:
     """Run ``k`` configurations (drawn with ``seed``) through ``sim.regress`` and compare cycles per sample."""
-    from tqdm import tqdm
     import golden
     from .regress import regress
     from .runner import SimError
@@ -262,7 +246,7 @@ def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str |
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(cand), size=min(k, len(cand)), replace=False).tolist()) if cand else []
     verdicts = []
-    for i in tqdm(pick, desc="verify", unit="config", disable=not progress, file=sys.stderr):
+    for i in progress_of(pick, "verify", "configurations", enabled=progress):
         r = cand[i]
         m = models[(r["model"], r["coding"], r["T"])]
         P = r["lanes"]
@@ -307,88 +291,174 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def _plots(out: Path, rows: list, title: str) -> list[str]:
+ENERGY_GROUPS = (("synaptic adds", ("syn_adds",)), ("neuron updates", ("neuron_updates",)),
+                 ("weight reads", ("weight_reads",)), ("state reads + writes", ("state_reads", "state_writes")),
+                 ("parameter reads", ("param_reads",)),
+                 ("event/input buffers", ("event_reads", "event_writes", "input_writes")))
+
+
+def clock_note(rows: list) -> str:
+    """How the latencies of ``rows`` were clocked: measured Fmax, an assumed clock, or both."""
+    measured = sorted({r["lanes"] for r in rows if r["clock_source"] != "--clock-mhz"})
+    assumed = sorted({r["clock_mhz"] for r in rows if r["clock_source"] == "--clock-mhz"})
+    if not measured:
+        return f"at an assumed {', '.join(f'{c:g}' for c in assumed)} MHz clock (no hw.synth Fmax given)"
+    if not assumed:
+        return "at each core's measured Fmax (hw.synth)"
+    return (f"at the measured Fmax for P={','.join(map(str, measured))}, else an assumed "
+            f"{', '.join(f'{c:g}' for c in assumed)} MHz")
+
+
+def _energy_stack(ax, labels, rows_at, width=0.7):
+    """Stacked energy bars (nJ) by category, one per row; returns the bar tops."""
+    import numpy as np
+    import matplotlib.pyplot as plt
+    colors = plt.cm.tab10(np.arange(len(ENERGY_GROUPS)))
+    bottom = np.zeros(len(rows_at))
+    for (name, cats), c in zip(ENERGY_GROUPS, colors):
+        vals = np.array([sum(r.get(f"energy_{k}_pj") or 0.0 for k in cats) / 1e3 for r in rows_at])
+        if vals.any():
+            ax.bar(labels, vals, width, bottom=bottom, color=c, label=name)
+        bottom += vals
+    return bottom
+
+
+def _plots(out: Path, rows: list, title: str, files: OutputSet) -> list[str]:
+    """Stage the three PNGs in ``files``; returns their names."""
+    import matplotlib.pyplot as plt
+    names = []
+    for suffix, fig in figures(rows, title).items():
+        p = _sib(out, suffix)
+        files.add(p, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight"))
+        plt.close(fig)
+        names.append(p.name)
+    return names
+
+
+def figures(rows: list, title: str) -> dict:
+    """{"_cycles.png": figure, "_pareto.png": ..., "_codings.png": ...} for the sweep's rows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    files = []
+    from matplotlib.ticker import FuncFormatter
+    figs = {}
     groups = {}
     multi = len({r["model"] for r in rows}) > 1
     for r in rows:
         groups.setdefault((r["coding"], r["T"], r["model"] if multi else ""), []).append(r)
     name = lambda cd, T, lb: f"{lb + ': ' if lb else ''}{cd}, T={T}"  # noqa: E731
+    clocked = clock_note(rows)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    def save(fig, suffix):
+        figs[suffix] = fig
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (cd, T, lb), rs in groups.items():
         ax.plot([r["lanes"] for r in rs], [r["cycles_mean"] for r in rs], "o-", label=name(cd, T, lb))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    lanes = sorted({r["lanes"] for r in rows})
+    ax.set_xticks(lanes, [str(P) for P in lanes])
     ax.set_xlabel("lanes P")
-    ax.set_ylabel("cycles per inference (mean)")
+    ax.set_ylabel("cycles per inference (mean over the samples)")
     ax.set_title(f"{title}: cycles against lanes")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    p = _sib(out, "_cycles.png")
-    atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    files.append(p.name)
+    ax.legend(fontsize=8)
+    save(fig, "_cycles.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pts = [r for r in rows if r["energy_pj"] is not None]
+    x_hi = max((r["latency_us"] for r in pts), default=1.0)
     for (cd, T, lb), rs in groups.items():
         rs = [r for r in rs if r["energy_pj"] is not None]
         ax.plot([r["latency_us"] for r in rs], [r["energy_pj"] / 1e3 for r in rs], "o", label=name(cd, T, lb))
         for r in rs:
+            # labels point inwards at the right edge, where they used to be cut off
+            right = r["latency_us"] >= 0.8 * x_hi
             ax.annotate(f"P={r['lanes']}", (r["latency_us"], r["energy_pj"] / 1e3), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+                        xytext=(-4 if right else 4, 4), textcoords="offset points", ha="right" if right else "left")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_us"])
     if front:
         ax.plot([r["latency_us"] for r in front], [r["energy_pj"] / 1e3 for r in front], "k--", lw=1,
                 label="Pareto front")
     ann = rows[0]
-    ax.axhline(ann["ann_int8_pj"] / 1e3, color="gray", ls=":", lw=1, label="ANN int8 (MAC + weights)")
+    ax.axhline(ann["ann_int8_pj"] / 1e3, color="gray", ls=":", lw=1, label="same network as an int8 ANN")
     ax.set_xscale("log")
-    ax.set_xlabel("latency per inference (µs)")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")       # 30, 40, 100 rather than 3x10^1
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="both", labelsize=8)
+    ax.margins(x=0.08, y=0.12)
+    ax.set_xlabel(f"latency per inference (µs), {clocked}")
     ax.set_ylabel("energy per inference (nJ)")
     ax.set_title(f"{title}: energy against latency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = _sib(out, "_pareto.png")
-    atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    files.append(p.name)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save(fig, "_pareto.png")
 
-    # per (coding, T): accuracy and the lowest energy over lanes; the ANN baselines beside them
-    labels, acc, ener = [], [], []
+    ann_bars = [("ANN int8", ann["ann_int8_pj"] / 1e3), ("ANN float32", ann["ann_float32_pj"] / 1e3)]
+    if len(groups) == 1:
+        # one coding: where the energy goes at every lane count, beside the ANN baselines
+        (cd, T, lb), rs = next(iter(groups.items()))
+        rs = [r for r in rs if r["energy_pj"] is not None]
+        fig, ax = plt.subplots(figsize=(7.2, 4.2))
+        labels = [f"P={r['lanes']}" for r in rs]
+        tops = _energy_stack(ax, labels, rs)
+        for i, v in enumerate(tops):
+            ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
+        for k, (lab, v) in enumerate(ann_bars):
+            ax.axhline(v, color=("gray", "dimgray")[k], ls=(":", "--")[k], lw=1, label=f"{lab}: {v:.1f} nJ")
+        acc = rs[0]["accuracy"] if rs else None
+        ax.set_ylabel("energy per inference (nJ)")
+        ax.set_title(f"{title}: {name(cd, T, lb)}"
+                     + (f", accuracy {100 * acc:.2f}%" if acc is not None else "") + ": energy by lanes")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        save(fig, "_codings.png")
+        return figs
+
+    # several codings: accuracy (axis zoomed to the values) and the energy at each one's lowest-energy P
+    labels, acc, best = [], [], []
+    # the model's name only where two models share a coding and T (it is long and crowds the axis)
+    shared = len({(cd, T) for cd, T, _ in groups}) < len(groups)
     for (cd, T, lb), rs in groups.items():
         rs_e = [r for r in rs if r["energy_pj"] is not None]
-        labels.append(f"{lb + chr(10) if lb else ''}{cd}\nT={T}")
-        acc.append(100 * (rs[0]["accuracy"] or 0.0))
-        ener.append(min(r["energy_pj"] for r in rs_e) / 1e3 if rs_e else 0.0)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.6))
-    a1.bar(labels, acc, color="tab:blue")
-    a1.set_ylabel("accuracy (%)")
-    a1.set_ylim(0, 108)
+        b = min(rs_e, key=lambda r: r["energy_pj"]) if rs_e else None
+        labels.append(f"{lb + chr(10) if lb and shared else ''}{cd} T={T}" + (f"\nat P={b['lanes']}" if b else ""))
+        acc.append(None if rs[0]["accuracy"] is None else 100 * rs[0]["accuracy"])
+        best.append(b)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1, 1.5]})
+    vals = [v for v in acc if v is not None]
+    if vals:
+        lo, hi = min(vals), max(vals)
+        pad = max(0.5, (hi - lo) * 0.6)
+        a1.bar(labels, [v or 0.0 for v in acc], color="tab:blue")
+        a1.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+        for i, v in enumerate(acc):
+            if v is not None:
+                a1.annotate(f"{v:.2f}%", (i, v), ha="center", va="bottom", fontsize=8)
+    a1.set_ylabel("accuracy (%), axis zoomed")
     a1.set_title("accuracy")
-    for i, v in enumerate(acc):
-        a1.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
-    a2.bar(labels + ["ANN\nint8", "ANN\nfloat32"], ener + [ann["ann_int8_pj"] / 1e3, ann["ann_float32_pj"] / 1e3],
-           color=["tab:orange"] * len(ener) + ["gray", "dimgray"])
+    a1.tick_params(axis="x", labelsize=8)
+    a2.tick_params(axis="x", labelsize=8)
+    ok = [(lab, b) for lab, b in zip(labels, best) if b is not None]
+    tops = _energy_stack(a2, [lab for lab, _ in ok], [b for _, b in ok])
+    for i, v in enumerate(tops):
+        a2.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
+    a2.bar([lab for lab, _ in ann_bars], [v for _, v in ann_bars], 0.7, color=["gray", "dimgray"])
+    for i, (_, v) in enumerate(ann_bars):
+        a2.annotate(f"{v:.1f}", (len(ok) + i, v), ha="center", va="bottom", fontsize=8)
     a2.set_ylabel("energy per inference (nJ)")
-    a2.set_title("energy (best lanes)")
-    fig.suptitle(f"{title}: codings" + (" (one coding in this sweep)" if len({k[0] for k in groups}) == 1 else ""),
-                 fontsize=9)
-    fig.tight_layout()
-    p = _sib(out, "_codings.png")
-    atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    files.append(p.name)
-    return files
+    a2.set_title("energy at each coding's lowest-energy lanes P")
+    a2.legend(fontsize=7)
+    fig.suptitle(f"{title}: codings", fontsize=10)
+    save(fig, "_codings.png")
+    return figs
 
 
 def _sib(out: Path, suffix: str) -> Path:
-    return out.parent / (out.name + suffix)
+    """A file next to the main output ``out`` (NAME.json): NAME + suffix."""
+    return out.with_name(out.stem + suffix)
 
 
 def table_markdown(rows: list) -> str:
@@ -423,35 +493,43 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m sim.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, nargs="+", action="extend",
                    help="integer model file(s) (.npz); several (e.g. one per coding, same task) are swept side by side")
-    p.add_argument("--lanes", default=DEFAULT_LANES, help=f"comma-separated lane counts (default {DEFAULT_LANES})")
+    p.add_argument("--lanes", type=lanes_list, default=DEFAULT_LANES,
+                   help=f"comma-separated lane counts, powers of two from 1 to 64 (default {DEFAULT_LANES})")
     p.add_argument("--codings", default=None, help=f"comma-separated codings golden supports "
                                                    f"({', '.join(CODINGS)}); re-targets each model "
                                                    f"(default: each model's own)")
-    p.add_argument("--T", default=None, help="comma-separated T values; re-targets each model (default: its own)")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--T", type=T_LIST, default=None,
+                   help="comma-separated T values from 1 to 1024; re-targets each model (default: its own)")
+    p.add_argument("--dataset", default="digits", help="dataset to run (default digits)")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
+    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
     p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
-    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for configurations without --fmax-json")
-    p.add_argument("--fmax-json", nargs="+", action="extend", default=[], help="hw.synth result JSON(s)")
+    p.add_argument("--clock-mhz", type=positive_float, default=100.0,
+                   help="assumed clock (MHz) for configurations without --fmax-json (default 100)")
+    p.add_argument("--fmax-json", nargs="+", action="extend", default=[],
+                   help="hw.synth result JSON(s): their measured Fmax clocks the configurations they match")
     p.add_argument("--energy-table", default=None, help="JSON file overriding entries of golden.energy's table")
-    p.add_argument("--verify", type=int, default=0, help="check K sampled configurations against the RTL")
+    p.add_argument("--verify", type=nonneg_int, default=0, help="check K sampled configurations against the RTL")
     p.add_argument("--verify-limit", type=positive_int, default=20, help="samples per verified configuration")
-    p.add_argument("--seed", type=int, default=0, help="seed for choosing the verified configurations")
-    p.add_argument("--out", default=None, help="output prefix (default build/sweep/<first model>): OUT.csv, OUT.json, "
-                                               "OUT_*.png")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed for choosing the verified configurations")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="the main output (default build/sweep/<first model>.json); FILE.csv and FILE_cycles.png, "
+                        "FILE_pareto.png, FILE_codings.png go next to it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
     a = p.parse_args(argv)
 
-    lanes = parse_lanes(a.lanes)
+    lanes = a.lanes
     codings = parse_codings(a.codings) if a.codings is not None else None
-    Ts = parse_T(a.T) if a.T is not None else None
-    if not (a.clock_mhz > 0 and math.isfinite(a.clock_mhz)):
-        raise UsageError(f"--clock-mhz must be a positive number, got {a.clock_mhz}")
-    if a.verify < 0:
-        raise UsageError(f"--verify must be >= 0, got {a.verify}")
+    Ts = a.T
+    out = main_output("--out", a.out, ".json") if a.out else None
+    if out is not None:    # checked before the models are even read; the default is checked once it is known
+        _check_outputs(out, "--out")
     taken: set = set()
     models = [(_label(path, taken), load_model(path)) for path in a.model]
+    stem = models[0][0]
+    if out is None:
+        out = ROOT / "build" / "sweep" / f"{stem}.json"
+        _check_outputs(out, "--out (default)")
     for label, model in models:
         for cd in codings or [model.coding]:
             for T in Ts or [model.T]:
@@ -467,21 +545,12 @@ def main(argv=None) -> int:
     from golden.engine import check_inputs
     for _, model in models:
         check_inputs(model, x)
-    stem = models[0][0]
-    out = Path(a.out) if a.out else ROOT / "build" / "sweep" / stem
-    # every output is checked before any is written, so a bad --out leaves nothing half-written
-    for suffix in (".csv", ".json", "_cycles.png", "_pareto.png", "_codings.png"):
-        target = _sib(out, suffix)
-        if target.is_dir():
-            raise UsageError(f"output {target} is a directory")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise UsageError(f"output directory {out.parent} is a file")
     if a.verify:
         from .toolchain import ToolchainError, ensure_verilator
         try:
             ensure_verilator()
         except ToolchainError as e:
-            raise UsageError(f"--verify needs Verilator: {str(e).splitlines()[0]}") from None
+            raise UsageError(f"--verify: needs Verilator: {str(e).splitlines()[0]}") from None
 
     t0 = time.perf_counter()
     s = sweep(models, x, y, lanes=lanes, codings=codings, Ts=Ts, clock_mhz=a.clock_mhz, fmax=fmax, table=table,
@@ -499,20 +568,27 @@ def main(argv=None) -> int:
                   f"cycles/inference; {v['seconds']} s)")
     doc = {"models": {label: {"path": str(path), "meta": m.meta()} for (label, m), path in zip(models, a.model)},
            "dataset": a.dataset, "split": a.split, "samples": int(len(x)), "lanes": lanes, "codings": codings,
-           "T": Ts, "clock_mhz": a.clock_mhz, "fmax": fmax, "energy_table": table, "rows": rows,
-           "verify": verdicts, "seconds": round(time.perf_counter() - t0, 1)}
-    doc["plots"] = _plots(out, rows, stem)
-    atomic_write(_sib(out, ".csv"), lambda tmp: Path(tmp).write_text(_csv(rows)))
-    atomic_write(_sib(out, ".json"), lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
-    print(f"wrote {_sib(out, '.csv')}, {_sib(out, '.json')} and {', '.join(doc['plots'])} "
-          f"({doc['seconds']} s)")
+           "T": Ts, "clock_mhz": a.clock_mhz, "clock_note": clock_note(rows), "fmax": fmax, "energy_table": table,
+           "rows": rows, "verify": verdicts, "seconds": round(time.perf_counter() - t0, 1)}
+    with OutputSet() as files:         # the JSON, the CSV and the plots: all five or none
+        doc["plots"] = _plots(out, rows, stem, files)
+        files.add_text(_sib(out, ".csv"), _csv(rows))
+        files.add_text(out, json.dumps(doc, indent=1))
+        files.commit()
+    print(f"wrote {out}, {_sib(out, '.csv').name} and {', '.join(doc['plots'])} ({doc['seconds']} s)")
     bad = [v for v in verdicts if v["verdict"] != "match"]
     if bad:
         v = bad[0]
-        print(f"MISMATCH: {v['model']} {v['coding']} T={v['T']} P={v['lanes']}: predicted cycles differ from the RTL "
-              f"(first sample {v['first_cycle_mismatch']}; {v['regress_first_mismatch']})", file=sys.stderr)
+        sys.stderr.write(error_line("sim.sweep", f"MISMATCH: {v['model']} {v['coding']} T={v['T']} P={v['lanes']}: "
+                                                 f"predicted cycles differ from the RTL (first sample "
+                                                 f"{v['first_cycle_mismatch']}; {v['regress_first_mismatch']})"))
         return 1
     return 0
+
+
+def _check_outputs(out: Path, option: str) -> None:
+    check_outputs([Output(option, out)] + [Output(option, _sib(out, suf), note=f"next to {out.name}")
+                                           for suf in (".csv", "_cycles.png", "_pareto.png", "_codings.png")])
 
 
 if __name__ == "__main__":

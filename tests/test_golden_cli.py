@@ -109,10 +109,10 @@ def test_bad_options_and_datasets(good, tmp_path):
         (["--model", good, "--dataset", "imagenet"], "unknown dataset"),
         (["--model", good, "--dataset", "mnist"], "--data-dir is required"),
         (["--model", good, "--dataset", "mnist", "--data-dir", tmp_path / "none"], "not found"),
-        (["--model", good, "--lanes", 3], "power of two"),
-        (["--model", good, "--limit", 0], "positive integer"),
-        (["--model", good, "--split", "val"], "invalid choice"),
-        (["--limit", 3], "required: --model"),
+        (["--model", good, "--lanes", 3], "--lanes: expected a power of two"),
+        (["--model", good, "--limit", 0], "--limit: expected a positive integer"),
+        (["--model", good, "--split", "val"], "--split: invalid choice"),
+        (["--limit", 3], "--model: required option missing"),
     ]
     for args, msg in cases:
         out = tmp_path / "o.json"

@@ -31,10 +31,11 @@ def _model(tmp_path):
 
 def test_generate_writes_verilog_and_manifest(tmp_path):
     m, p = _model(tmp_path)
-    out = tmp_path / "v" / "mycore"
+    out = tmp_path / "v" / "mycore.v"
     r = _cli("--model", p, "--lanes", 2, "--out", out)
     assert r.returncode == 0, r.stderr
-    v, j = out / "mycore.v", out / "mycore.json"
+    v, j = out, tmp_path / "v" / "mycore.json"
+    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["mycore.json", "mycore.v"]
     text = v.read_text()
     assert "module mycore(" in text
     man = json.loads(j.read_text())
@@ -60,17 +61,27 @@ def test_generate_bad_inputs(tmp_path):
     notdir = tmp_path / "file"
     notdir.write_text("x")
     cases = [
-        (["--model", tmp_path / "none.npz", "--out", tmp_path / "o"], "model file not found"),
-        (["--model", p, "--lanes", 5, "--out", tmp_path / "o"], "power of two"),
-        (["--model", p, "--lanes", 128, "--out", tmp_path / "o"], "power of two"),
-        (["--model", p, "--out", tmp_path / "o", "--name", "9bad-name"], "Verilog identifier"),
-        (["--model", p, "--out", notdir / "sub"], "error"),
-        (["--model", p], "required: --out"),
+        (["--model", tmp_path / "none.npz", "--out", tmp_path / "o" / "o.v"], "model file not found"),
+        (["--model", p, "--lanes", 5, "--out", tmp_path / "o" / "o.v"], "--lanes: expected a power of two"),
+        (["--model", p, "--lanes", 128, "--out", tmp_path / "o" / "o.v"], "--lanes: expected a power of two"),
+        (["--model", p, "--out", tmp_path / "o" / "o.v", "--name", "9bad-name"], "--name: must be a Verilog identifier"),
+        (["--model", p, "--out", notdir / "sub.v"], f"--out: cannot write {notdir}/sub.v: {notdir} is a regular file"),
+        (["--model", p, "--out", tmp_path / "o"], "--out: expected a .v file name"),
+        (["--model", p, "--out", str(tmp_path) + "/"], "--out: " + str(tmp_path) + "/ is a directory"),
+        (["--model", p], "--out: required option missing"),
     ]
     for args, msg in cases:
         r = _cli(*args)
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and msg in lines[0], (args, r.stderr)
-        assert "Traceback" not in r.stderr
-    assert not (tmp_path / "o").exists()
+        assert r.stderr.startswith("hw.generate: error: ") and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists() and sorted(f.name for f in tmp_path.iterdir()) == ["file", "m.npz"]
+
+
+def test_generate_with_a_name_other_than_the_file(tmp_path):
+    m, p = _model(tmp_path)
+    r = _cli("--model", p, "--out", tmp_path / "x.v", "--name", "top_core")
+    assert r.returncode == 0, r.stderr
+    assert "module top_core(" in (tmp_path / "x.v").read_text()
+    assert json.loads((tmp_path / "x.json").read_text())["top"] == "top_core"

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import numpy as np
 
 import golden
@@ -70,3 +72,49 @@ def test_cycle_breakdown_adds_up_for_tsc_and_stcb():
               Model([l0, l1], coding="stcb", T=4, encoding="direct", input_max=6)):
         g = golden.run(m, x, lanes=4)
         assert sum(perf.breakdown_totals(m, 4, g).values()) == int(g.counters["cycles"].sum())
+
+
+def test_plots_say_what_a_reader_needs():
+    import matplotlib.pyplot as plt
+    from sim.report import _plots
+    m = _model()
+    x = np.random.default_rng(1).integers(0, 7, (10, 5))
+    y = np.arange(10) % 3
+    g = golden.run(m, x, lanes=2)
+    r = build_report("unit", m, g, y, None, None)
+    figs = _plots(None, m, x, y, r)
+    assert sorted(figs) == ["cycles.png", "layers.png", "raster.png"]
+    # the raster names the sample's label and the prediction
+    pred = int(golden.run(m, x[:1]).predictions[0])
+    verdict = "correct" if pred == y[0] else "wrong"
+    assert figs["raster.png"]._suptitle.get_text() == \
+        f"Spike raster, test sample 0: label {y[0]}, prediction {pred} ({verdict})"
+    # activity per neuron, the encoder included, and no line joining unrelated layers
+    (ax,) = figs["layers.png"].axes
+    heights = [p.get_height() for p in ax.patches]
+    expected = [r["per_inference"]["encoder_spikes"] / m.n_in] + [l["spikes"] / l["n_out"] for l in r["layers"]]
+    assert heights == pytest.approx(expected)
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["encoder", "layer 0", "layer 1"]
+    assert ax.get_lines()[0].get_ydata()[0] == m.T and len(ax.get_lines()) == 1   # the T ceiling, nothing else
+    assert ax.get_ylabel() == "spikes per neuron per inference"
+    # parts of the cycle breakdown that take no cycle are left out of the key
+    labels = [t.get_text() for t in figs["cycles.png"].axes[0].get_legend().get_texts()]
+    assert labels and all(not l.split(":")[1].strip().startswith("0 ") for l in labels)
+    for f in figs.values():
+        plt.close(f)
+
+
+def test_write_report_writes_everything_or_nothing(tmp_path, monkeypatch):
+    import sim.report as rep
+    m = _model()
+    x = np.random.default_rng(1).integers(0, 7, (4, 5))
+    y = np.arange(4) % 3
+    # fails after the plots and regress.json are staged: none of them may be left behind
+    monkeypatch.setattr(rep.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        rep.write_report(tmp_path / "r", "unit", m, x, y, lanes=2, extra_files={"regress.json": "{}"})
+    assert not (tmp_path / "r").exists()
+    monkeypatch.undo()
+    r = rep.write_report(tmp_path / "r", "unit", m, x, y, lanes=2, extra_files={"regress.json": "{}"})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
+        ["report.md", "report.json", "regress.json", *r["plots"]])

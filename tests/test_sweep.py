@@ -33,8 +33,8 @@ def digits_model(**kw):
 def test_parse_lanes():
     assert sw.parse_lanes("1,2,4,64") == [1, 2, 4, 64]
     assert sw.parse_lanes(" 8 ") == [8]
-    for bad, msg in [("3", "power of two"), ("1,,2", "comma-separated"), ("a", "not an integer"), ("128", "power of two"),
-                     ("0", "power of two"), ("2,2", "twice"), ("", "comma-separated")]:
+    for bad, msg in [("3", "'3' is not one"), ("1,,2", "comma-separated"), ("a", "'a' is not one"),
+                     ("128", "'128' is not one"), ("0", "'0' is not one"), ("2,2", "twice"), ("", "comma-separated")]:
         with pytest.raises(UsageError, match=msg):
             sw.parse_lanes(bad)
 
@@ -176,7 +176,7 @@ def model_path(tmp_path_factory):
 
 
 def test_cli_writes_csv_json_and_plots(model_path, tmp_path):
-    out = tmp_path / "sw" / "run"
+    out = tmp_path / "sw" / "run.json"
     r = cli("--model", model_path, "--lanes", "1,4", "--T", "4,2", "--limit", "12", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "sw" / "run.json").read_text())
@@ -188,12 +188,25 @@ def test_cli_writes_csv_json_and_plots(model_path, tmp_path):
     assert tuple(rows[0]) == sw.CSV_FIELDS and len(rows) == 4
     assert float(rows[0]["cycles_mean"]) == d["rows"][0]["cycles_mean"]
     assert "| rate | 4 | 1 |" in r.stdout
+    # --out names the main file: the others sit next to it, nothing else is written
+    assert sorted(f.name for f in (tmp_path / "sw").iterdir()) == sorted(["run.json", "run.csv", *d["plots"]])
+    assert d["clock_note"] == "at an assumed 100 MHz clock (no hw.synth Fmax given)"
+
+
+def test_cli_out_is_a_file_never_a_directory(model_path, tmp_path):
+    # `--out <existing directory>/` used to exit 0 and write outdir.csv and the PNGs next to the directory
+    d = tmp_path / "outdir"
+    d.mkdir()
+    for out in (f"{d}/", str(d)):
+        r = cli("--model", model_path, "--lanes", "1", "--limit", "4", "--out", out, "--no-progress")
+        assert r.returncode == 2 and r.stderr.startswith(f"sim.sweep: error: --out: {out} is a directory")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"] and list(d.iterdir()) == []
 
 
 def test_cli_several_models_side_by_side(model_path, tmp_path):
     other = tmp_path / "m2.npz"
     golden.save_model(digits_model(T=2), other)
-    out = tmp_path / "two"
+    out = tmp_path / "two.json"
     r = cli("--model", model_path, other, "--lanes", "2", "--limit", "8", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "two.json").read_text())
@@ -202,25 +215,26 @@ def test_cli_several_models_side_by_side(model_path, tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--lanes", "1,3"], "--lanes: 3 is not a power of two"),
-    (["--lanes", "1;2"], "not an integer"),
+    (["--lanes", "1,3"], "--lanes: expected a comma-separated list of powers of two from 1 to 64 (e.g. 1,2,4,8); "
+                         "'3' is not one"),
+    (["--lanes", "1;2"], "'1;2' is not one"),
     (["--codings", "morse"], "unknown coding 'morse'"),
-    (["--T", "0"], "--T: 0 is outside"),
-    (["--clock-mhz", "0"], "--clock-mhz must be a positive"),
-    (["--verify", "-1"], "--verify must be >= 0"),
+    (["--T", "0"], "--T: expected a comma-separated list of time steps from 1 to 1024"),
+    (["--clock-mhz", "0"], "--clock-mhz: expected a positive number, got '0'"),
+    (["--verify", "-1"], "--verify: expected a non-negative integer, got '-1'"),
     (["--fmax-json", "nowhere.json"], "file not found"),
     (["--energy-table", "nowhere.json"], "energy table file not found"),
     (["--dataset", "imagenet"], "imagenet"),
 ])
 def test_cli_bad_input(model_path, tmp_path, args, needle):
-    r = cli("--model", model_path, "--out", tmp_path / "o", "--no-progress", *args)
+    r = cli("--model", model_path, "--out", tmp_path / "o.json", "--no-progress", *args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_missing_model(tmp_path):
-    r = cli("--model", tmp_path / "none.npz", "--out", tmp_path / "o")
+    r = cli("--model", tmp_path / "none.npz", "--out", tmp_path / "o.json")
     assert r.returncode == 2 and "model file not found" in r.stderr and r.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -238,3 +252,42 @@ def test_retarget_keeps_weights_and_adapts_encoding():
     # back from tsc: the tsc encoding adapts to rate coding's first encoding, membrane is kept
     r = sw.retarget(t, "rate", 5)
     assert (r.coding, r.encoding, r.readout) == ("rate", "rate", "membrane") and r.layers == m.layers
+
+
+# --- the plots ------------------------------------------------------------------------------------------
+
+def test_pareto_labels_stay_inside_and_codings_plot_is_never_empty():
+    m = digits_model()
+    x = np.random.default_rng(0).integers(0, 17, (10, 64))
+    y = np.arange(10) % 10
+    rows = sw.sweep(m, x, y, lanes=[1, 2, 4, 8], progress=False)["rows"]
+    figs = sw.figures(rows, "t")
+    assert set(figs) == {"_cycles.png", "_pareto.png", "_codings.png"}
+    ax = figs["_pareto.png"].axes[0]
+    labels = {t.get_text(): t for t in ax.texts}
+    # the slowest point (P=1) sits at the right edge: its label must point inwards, or it is cut off
+    assert labels["P=1"].get_ha() == "right" and labels["P=8"].get_ha() == "left"
+    assert "assumed 100 MHz" in ax.get_xlabel()
+    # one coding: the figure shows where the energy goes at every lane count, not one lonely bar
+    (cax,) = figs["_codings.png"].axes
+    assert [t.get_text() for t in cax.get_xticklabels()] == ["P=1", "P=2", "P=4", "P=8"]
+    assert "energy by lanes" in cax.get_title()
+    assert {t.get_text() for t in cax.get_legend().get_texts()} >= {"weight reads", "synaptic adds"}
+    for f in figs.values():
+        import matplotlib.pyplot as plt
+        plt.close(f)
+
+
+def test_codings_plot_names_each_best_lanes_and_zooms_accuracy():
+    m = digits_model()
+    x = np.random.default_rng(0).integers(0, 17, (10, 64))
+    y = np.arange(10) % 10
+    rows = sw.sweep([("a", m), ("b", m.replace(T=2))], x, y, lanes=[1, 4], progress=False)["rows"]
+    figs = sw.figures(rows, "t")
+    a1, a2 = figs["_codings.png"].axes[:2]
+    ticks = [t.get_text() for t in a2.get_xticklabels()]
+    best = {T: min((r for r in rows if r["T"] == T), key=lambda r: r["energy_pj"])["lanes"] for T in (4, 2)}
+    assert ticks[:2] == [f"rate T=4\nat P={best[4]}", f"rate T=2\nat P={best[2]}"]
+    lo, hi = min(100 * r["accuracy"] for r in rows), max(100 * r["accuracy"] for r in rows)
+    pad = max(0.5, 0.6 * (hi - lo))
+    assert a1.get_ylim() == pytest.approx((max(0.0, lo - pad), min(100.0, hi + pad)))   # zoomed to the values

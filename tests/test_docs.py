@@ -1,0 +1,112 @@
+"""README's figures come from the commands' JSON (``make readme`` = ``python -m sim.readme``), never from
+hand typing: a fresh demo must render exactly the tables README shows, and a drifted figure must fail.
+
+The fresh demo takes about 2 minutes once its simulator builds are cached in build/sim (4-5 minutes cold);
+it runs without synthesis, so the synthesis-derived block (demo-fpga) is not compared here.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.compare import comparison_notes
+from sim.readme import BLOCKS, blocks_in, render_block, update_text
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DEMO_BLOCKS = ("demo-ladder", "demo-per-inference", "demo-codings", "demo-energy", "demo-lanes")
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _readme(*args):
+    return subprocess.run([sys.executable, "-m", "sim.readme", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT, timeout=120)
+
+
+def test_readme_has_every_demo_block_and_each_names_its_command():
+    text = README.read_text()
+    names = blocks_in(text)
+    assert set(DEMO_BLOCKS) | {"demo-fpga"} <= set(names)
+    for name in names:
+        body = text.split(f"<!-- BEGIN generated:{name} -->\n", 1)[1].split(f"<!-- END generated:{name} -->")[0]
+        assert f"written by `{BLOCKS[name].command}`.</sub>" in body, name
+
+
+def test_the_false_claims_are_gone():
+    text = README.read_text()
+    assert "trains five models" not in text.lower()
+    # TSC (97.50%) and rate T=16 (97.78%) do not have the same accuracy; the rendered claim says so
+    assert "4.52x fewer weight reads and 3.09x fewer cycles, at the same accuracy" not in text
+    assert "4.52x fewer weight reads and 3.09x fewer cycles, at 97.50% against 97.78% accuracy" in text
+
+
+def _row(label, coding, T, acc, cycles, wr, per_syn, per_syn_max, sr, sw, same=True):
+    return {"label": label, "coding": coding, "T": T, "accuracy": acc, "cycles": cycles, "weight_reads": wr,
+            "weight_reads_per_synapse": per_syn, "weight_reads_per_synapse_max": per_syn_max, "state_reads": sr,
+            "state_writes": sw, "samples": 360, "same_predictions_as_rate_t8": same}
+
+
+def test_coding_notes_say_the_accuracy_and_state_traffic():
+    rows = [_row("rate T=8", "rate", 8, 0.9778, 3091, 2870, 2.242, 2.909, 190, 208),
+            _row("rate T=16", "rate", 16, 0.9778, 6149, 5792, 4.525, 5.798, 398, 416),
+            _row("tsc T=17", "tsc", 17, 0.9750, 1989, 1281, 1.001, 1.197, 696, 714),
+            _row("stcb T=8 (re-targeted)", "stcb", 8, 0.9778, 724, 622, 0.486, 0.592, 8, 18),
+            _row("stcb T=8, kernel 3", "stcb", 8, 0.9694, 717, 615, 0.481, 0.586, 8, 18)]
+    notes = comparison_notes(rows)
+    assert ("4.52x fewer weight reads and 3.09x fewer cycles, at 97.50% against 97.78% accuracy" in notes)
+    assert "1,410 state-memory words per inference, 3.5x rate T=8's and 1.7x rate T=16's" in notes
+    assert "identical predictions on all 360 samples with 4.61x fewer weight reads and 4.27x fewer cycles" in notes
+    assert "reached 96.94% here, against 97.78% without" in notes
+    rows[2]["accuracy"] = 0.9778
+    assert "fewer cycles, at the same accuracy" in comparison_notes(rows)
+    rows[3]["same_predictions_as_rate_t8"] = False
+    assert "gives DIFFERENT predictions" in comparison_notes(rows)
+
+
+def test_update_text_replaces_only_the_block():
+    text = "a\n<!-- BEGIN generated:demo-lanes -->\nold\n<!-- END generated:demo-lanes -->\nb\n"
+    assert update_text(text, {"demo-lanes": "new\n"}) == \
+        "a\n<!-- BEGIN generated:demo-lanes -->\nnew\n<!-- END generated:demo-lanes -->\nb\n"
+
+
+@pytest.fixture(scope="module")
+def fresh_demo(tmp_path_factory):
+    build = tmp_path_factory.mktemp("fresh-demo")
+    r = subprocess.run([sys.executable, "-m", "sim.demo", "--build-dir", str(build), "--no-synth"],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return build
+
+
+def test_demo_keeps_everything_under_its_build_dir(fresh_demo):
+    # its regression results sit in its report directory, where sim.regress's default never writes
+    rep = fresh_demo / "reports" / "digits_rate_t8"
+    assert sorted(p.name for p in fresh_demo.iterdir()) == ["models", "reports", "verilog"]
+    assert {"report.md", "report.json", "regress.json", "regress.xml", "raster.png", "cycles.png", "layers.png",
+            "codings.png"} == {p.name for p in rep.iterdir()}
+
+
+def test_readme_tables_equal_a_fresh_demo(fresh_demo):
+    r = _readme("--check", "--build-dir", fresh_demo, "--only", ",".join(DEMO_BLOCKS))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in DEMO_BLOCKS:
+        assert render_block(name, fresh_demo) is not None, name
+
+
+def test_a_drifted_figure_fails_the_check(fresh_demo, tmp_path):
+    text = README.read_text()
+    body = render_block("demo-codings", fresh_demo)
+    first_cycles = body.splitlines()[2].split(" | ")[3]          # rate T=8's cycles, as rendered
+    drifted = text.replace(f"| {first_cycles} |", f"| {int(first_cycles) + 1} |", 1)
+    assert drifted != text
+    copy = tmp_path / "README.md"
+    copy.write_text(drifted)
+    r = _readme("--check", "--build-dir", fresh_demo, "--only", "demo-codings", "--files", copy)
+    assert r.returncode == 1 and "out of date: README.md; run `make readme`" in r.stderr
+    assert f"-| rate T=8 | 8 | " in r.stdout                        # the diff shows the line
+    shutil.copy(README, copy)
+    assert _readme("--check", "--build-dir", fresh_demo, "--files", copy).returncode == 0
