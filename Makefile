@@ -21,7 +21,7 @@ EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme
+        setup-fpga readme synth-table
 
 help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
@@ -72,6 +72,18 @@ robust: $(STAMP)
 	$(PY) -m sim.robust --seeds $(SEEDS) --jobs 2 --out build/reports/robustness.json
 
 TARGET    ?= ecp5
+# every coding's digits core at P = 1, 8, 16 on LFE5U-25F (speed 6), and at P = 8 on LFE5U-85F speed 8:
+# the table, plot and critical paths of docs/performance.md (then `make readme`)
+SYNTH_MODELS := build/models/digits_rate_t8.npz build/models/digits_tsc_t17.npz
+build/models/digits_rate_t8.npz: | $(STAMP)
+	$(PY) -m quant.train --dataset digits --coding rate --encoding rate --T 8 --hidden 128 --readout count \
+	    --weight-bits 8 --seed 0 --out $@ --quiet
+build/models/digits_tsc_t17.npz: | $(STAMP)
+	$(PY) -m quant.train --dataset digits --coding tsc --T 17 --hidden 128 --weight-bits 8 --seed 0 --out $@ --quiet
+synth-table: $(STAMP) $(SYNTH_MODELS)
+	$(PY) -m hw.synth_table --model rate=build/models/digits_rate_t8.npz --model tsc=build/models/digits_tsc_t17.npz \
+	    --model stcb=build/models/digits_rate_t8.npz@stcb --lanes 1,8,16 --also 85k:8:8 --out build/synth/codings.json
+
 synth: $(STAMP)
 	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) \
 	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET).json

@@ -133,8 +133,12 @@ class _Walker(wiring.Component):
         gi, issue = Signal.like(gi_r), Signal()
         n_now = Mux(self.start, words, n)
         m.d.comb += [gi.eq(Mux(self.start, 0, gi_r)), issue.eq(self.start | run), self.issuing.eq(issue)]
+        self._last_word = last = Signal(name="last_word")
+        m.d.comb += last.eq(gi == n_now - 1)
         with m.If(issue):
-            m.d.sync += [gi_r.eq(gi + 1), n.eq(n_now), run.eq(gi != n_now - 1)]
+            # back to word 0 after the last one: the address never leaves the memory (a 4-state
+            # simulator reads X beyond it, and the read happens every cycle)
+            m.d.sync += [gi_r.eq(Mux(last, 0, gi + 1)), n.eq(n_now), run.eq(~last)]
         return gi, issue
 
 
@@ -319,7 +323,7 @@ class TscGenerator(_Walker):
         addr = Signal.like(self.src_base)
         addr_now = Mux(self.start, self.src_base, addr)
         with m.If(issue):
-            m.d.sync += addr.eq(addr_now + 1)
+            m.d.sync += addr.eq(Mux(self._last_word, Mux(self.start, self.src_base, base), addr_now + 1))
         m.d.comb += [r_rd.addr.eq(gi), self.st_rd_addr.eq(addr_now)]
         v1, g1, v2, g2 = Signal(), Signal.like(gi), Signal(), Signal.like(gi)
         rw = Signal.like(r_rd.data)

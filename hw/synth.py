@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from importlib import metadata, util
 from pathlib import Path
 
-from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, lanes_arg, main_output,
-                        positive_float, positive_int)
+from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_range, lanes_arg,
+                        main_output, positive_float, positive_int)
 from golden.io import atomic_write
 
 __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_nextpnr_report",
@@ -362,8 +362,11 @@ def wrapper_verilog(manifest: dict, top: str) -> tuple[str, int]:
     return text, n_xor
 
 
+SPEEDS = {"ecp5": (6, 7, 8)}     # ECP5 speed grades (nextpnr --speed); 6 is the default part's
+
+
 def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None, package: str | None = None,
-          out=None, name: str | None = None, freq_mhz: float = 100.0, seed: int = 1,
+          out=None, name: str | None = None, freq_mhz: float = 100.0, seed: int = 1, speed: int | None = None,
           model_path: str | None = None, timeout: float = 1800, log=print) -> dict:
     """Generate, synthesise and place-and-route one core; write ``OUT.json``/``OUT.md``; return the result.
 
@@ -379,6 +382,9 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     if device not in t.devices:
         raise UsageError(f"unknown {target} device {device!r} (choose from {', '.join(t.devices)})")
     package = package or t.default_package
+    if speed is not None and speed not in SPEEDS.get(target, ()):
+        raise UsageError(f"--speed: {target} has no speed grade {speed!r}"
+                         + (f" (choose from {', '.join(map(str, SPEEDS[target]))})" if target in SPEEDS else ""))
     if not tools_available(target):
         raise NoToolsError(INSTALL_HINT)
     top = name or f"core_p{lanes}"
@@ -434,7 +440,8 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
 
     result = {
         "status": "ok", "target": target, "device": device, "package": package,
-        "part": t.part.get(device, device), "lanes": lanes, "model": model_path, "model_meta": model.meta(),
+        "part": t.part.get(device, device), "speed": speed if speed is not None else SPEEDS.get(target, (None,))[0],
+        "lanes": lanes, "model": model_path, "model_meta": model.meta(),
         "top": top, "out_of_context": t.out_of_context, "wrapper_xor_bits": n_xor,
         "freq_target_mhz": freq_mhz, "seed": seed, "memories": manifest["memories"],
         "memory_bits_total": manifest["memory_bits_total"],
@@ -454,6 +461,8 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
                                                  "--report", "report.json", "--freq", f"{freq_mhz:g}",
                                                  "--timing-allow-fail", "--seed", str(seed)]
     pnr += ["--out-of-context"] if t.out_of_context else ["--pcf-allow-unconstrained"]
+    if speed is not None:
+        pnr += ["--speed", str(speed)]
     log(f"nextpnr-{target} --{device} --package {package} ...")
     rc, plog, p_s = _run(pnr, work, work / "nextpnr.log", timeout, f"nextpnr-{target}")
     result["seconds"]["nextpnr"] = round(p_s, 1)
@@ -499,7 +508,8 @@ def _fmt(v, nd=1):
 def to_markdown(r: dict) -> str:
     """The ``OUT.md`` text of one synth result."""
     avail = lambda k: f" / {r[k + '_available']}" if r.get(k + "_available") is not None else ""  # noqa: E731
-    lines = [f"# FPGA implementation: {r['top']} on {r['part']} {r['package']} ({r['target']})", "",
+    speed = f"-{r['speed']}" if r.get("speed") is not None else ""
+    lines = [f"# FPGA implementation: {r['top']} on {r['part']}{speed} {r['package']} ({r['target']})", "",
              f"status: **{r['status']}**" + (f" ({r.get('error')})" if r.get("error") else ""), "",
              "| lanes | LUTs | FFs | block RAM | DSP | LUT RAM | Fmax (MHz) |", "| --- | --- | --- | --- | --- | --- | --- |",
              f"| {r['lanes']} | {r['luts']}{avail('luts')} | {r['ffs']} | {r['bram']}{avail('bram')} | "
@@ -508,14 +518,15 @@ def to_markdown(r: dict) -> str:
     if cp:
         lines += [f"critical path: `{cp['start']}` -> `{cp['end']}`, {cp['delay_ns']:.2f} ns "
                   f"({cp['logic_ns']:.2f} ns logic/clk-to-q/setup, {cp['routing_ns']:.2f} ns routing, {cp['hops']} hops)", ""]
-    lines += [f"block RAM check: {'ok' if r['bram_check']['ok'] else 'FAILED'}: {r['bram_check']['detail']}", "",
+    lines += [f"yosys flow: {r.get('yosys_flow', 'abc9')}" if r.get("yosys_flow") else "",
+              f"block RAM check: {'ok' if r['bram_check']['ok'] else 'FAILED'}: {r['bram_check']['detail']}", "",
               f"LUTs counted as: {r['luts_source']}" + ("" if r["out_of_context"] else
                                                           f"; includes the wrapper's XOR of {r['wrapper_xor_bits']} output bits"),
-              f"memories: " + ", ".join(f"{k} {v['width']}x{v['depth']}" + (f"x{v['banks']}" if v['banks'] > 1 else "")
+              "memories: " + ", ".join(f"{k} {v['width']}x{v['depth']}" + (f"x{v['banks']}" if v['banks'] > 1 else "")
                                         for k, v in r["memories"].items()) + f" ({r['memory_bits_total']} bits)",
-              f"cells: " + ", ".join(f"{k} {v}" for k, v in r["cells"].items()),
-              f"tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items() if v),
-              f"seconds: " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()), ""]
+              "cells: " + ", ".join(f"{k} {v}" for k, v in r["cells"].items()),
+              "tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items() if v),
+              "seconds: " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()), ""]
     return "\n".join(lines)
 
 
@@ -585,6 +596,8 @@ def main(argv=None) -> int:
     p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, ice40 sg48)")
     p.add_argument("--freq", type=positive_float, default=100.0, help="target clock for nextpnr (MHz, default 100)")
     p.add_argument("--seed", type=positive_int, default=1, help="nextpnr placement seed")
+    p.add_argument("--speed", type=int_range(6, 8, what="an ECP5 speed grade: 6, 7 or 8"), default=None,
+                   help="ECP5 speed grade (default 6, the LFE5U-25F's)")
     p.add_argument("--out", default=None, metavar="FILE.json",
                    help="the result JSON; FILE.md and the work directory FILE/ go next to it "
                         "(default build/synth/<model>_p<P>_<target>.json)")
@@ -615,12 +628,12 @@ def main(argv=None) -> int:
         top = "core_" + top
     try:
         r = synth(model, a.lanes, a.target, device=a.device, package=a.package, out=out, name=top,
-                  freq_mhz=a.freq, seed=a.seed, model_path=str(a.model))
+                  freq_mhz=a.freq, seed=a.seed, speed=a.speed, model_path=str(a.model))
     except SynthError as e:
         sys.stderr.write(error_line("hw.synth", f"{e.status}: {e}"))
         return 1
     cp = r.get("critical_path") or {}
-    print(f"{r['part']} {r['package']} P={r['lanes']}: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAM, "
+    print(f"{r['part']}-{r['speed']} {r['package']} P={r['lanes']}: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAM, "
           f"{r['dsp']} DSP, {r['lutram']} LUT RAM; Fmax {_fmt(r['fmax_mhz'], 2)} MHz "
           f"(critical path {cp.get('start')} -> {cp.get('end')}); {r['seconds']['total']} s; "
           f"wrote {_sib(out, '.json')} and {_sib(out, '.md')}")

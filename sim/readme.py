@@ -180,6 +180,13 @@ def _synth_lanes(src, foot):
     return "\n".join(lines + ["", foot])
 
 
+def _synth_codings(src, foot):
+    """hw.synth_table's results: every coding's core at several lane counts (docs/performance.md)."""
+    from hw.synth_table import table_markdown
+    (d,) = src
+    return "\n".join([table_markdown(d["results"]), "", foot])
+
+
 def _sweep_measured(src, foot):
     from .sweep import table_markdown
     (d,) = src
@@ -216,6 +223,7 @@ BLOCKS = {b.name: b for b in (
     Block("synth-lanes", tuple(f"synth/{{name}}_p{P}_ecp5.json" for P in (1, 2, 4, 8, 16, 32, 64)),
           "make synth LANES=P", _synth_lanes, shown="build/synth/{name}_p<P>_ecp5.json",
           note=" (P = 1, 2, 4, ..., 64)"),
+    Block("synth-codings", ("synth/codings.json",), "make synth-table", _synth_codings),
     Block("sweep-measured", ("sweep/{name}.json",),
           "python -m sim.sweep --model build/models/digits_rate_t8.npz --lanes 1,2,4,8,16,32,64 "
           "--fmax-json build/synth/digits_rate_t8_p*_ecp5.json --verify 3 --out build/sweep/digits_rate_t8.json",

@@ -219,9 +219,9 @@ def _plots(out: Path, model: golden.Model, x: np.ndarray, y: np.ndarray, r: dict
 def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.ndarray, *, lanes: int,
                  regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0,
                  comparison: list | None = None, comparison_note: str = "", extra_markdown: str = "",
-                 extra_json: dict | None = None, extra_files: dict | None = None) -> dict:
-    """Write report.md, report.json, the plots and ``extra_files`` ({name: text}) into ``out_dir``: all of
-    them or none."""
+                 extra_json: dict | None = None, extra_files: dict | None = None, stem: str = "report") -> dict:
+    """Write STEM.md, STEM.json, the plots and ``extra_files`` ({name: text}) into ``out_dir``: all of
+    them or none. With a stem other than ``report`` the plots are named ``STEM_<plot>.png``."""
     import matplotlib.pyplot as plt
     out = Path(out_dir)
     g = golden.run(model, x, lanes=lanes)
@@ -235,6 +235,8 @@ def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.n
         r["comparison_note"] = comparison_note
         md += ("\n## Coding comparison (digits test split, P=%d, every figure counted by the RTL)\n\n" % lanes
                + comparison_markdown(comparison, comparison_note) + "\n\nPlot: `codings.png`.\n")
+    if stem != "report":
+        figs = {f"{stem}_{k}": v for k, v in figs.items()}
     r["plots"] = list(figs)
     if extra_markdown:
         md += "\n" + extra_markdown.strip() + "\n"
@@ -247,8 +249,8 @@ def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.n
                                                                          bbox_inches="tight"))
             for fname, text in (extra_files or {}).items():
                 files.add_text(out / fname, text)
-            files.add_text(out / "report.json", json.dumps(r, indent=2))
-            files.add_text(out / "report.md", md)
+            files.add_text(out / f"{stem}.json", json.dumps(r, indent=2))
+            files.add_text(out / f"{stem}.md", md)
             files.commit()
     finally:
         for fig in figs.values():
@@ -263,7 +265,8 @@ def main(argv=None) -> int:
     import re
 
     from golden import datasets
-    from golden.cli import ArgumentParser, UsageError, lanes_arg, positive_int
+    from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, finite_float, lanes_arg,
+                            main_output, positive_int)
     p = ArgumentParser(prog="python -m sim.report", description=main.__doc__.splitlines()[0][4:])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
@@ -273,9 +276,13 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=lanes_arg, default=8, help="hardware lanes P for the counters (default 8)")
     p.add_argument("--regress", default=None, help="sim.regress results JSON of this model (RTL rung)")
     p.add_argument("--metrics", default=None, help="quant.train metrics JSON (float and quantized rungs)")
-    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for latency and throughput")
-    p.add_argument("--out", required=True, help="report directory (report.md, report.json, PNG plots)")
+    p.add_argument("--clock-mhz", type=finite_float(0.0, lo_open=True, what="a clock in MHz > 0"), default=100.0,
+                   help="clock for latency and throughput (default 100)")
+    p.add_argument("--out", required=True, metavar="FILE.json",
+                   help="the report's JSON; FILE.md and the plots (FILE_raster.png, ...) go next to it")
     a = p.parse_args(argv)
+    out = main_output("--out", a.out, ".json")
+    check_outputs([Output("--out", out), Output("--out", out.with_suffix(".md"))])
     model = golden.load_model(a.model)
 
     def _json(path, what):
@@ -284,24 +291,24 @@ def main(argv=None) -> int:
         try:
             return json.loads(Path(path).read_text())
         except OSError as e:
-            raise UsageError(f"--{what} {path}: {e.strerror or e}") from None
+            raise UsageError(f"--{what}: {path}: {e.strerror or e}") from None
         except ValueError:
-            raise UsageError(f"--{what} {path}: not JSON") from None
+            raise UsageError(f"--{what}: {path}: not JSON") from None
     reg = _json(a.regress, "regress")
     if reg is not None and not (isinstance(reg, dict) and isinstance(reg.get("summary"), dict)
                                 and "matching_samples" in reg["summary"]):
-        raise UsageError(f"--regress {a.regress}: not a sim.regress results file")
+        raise UsageError(f"--regress: {a.regress}: not a sim.regress results file")
     metrics = _json(a.metrics, "metrics")
     if metrics is not None and not isinstance(metrics, dict):
-        raise UsageError(f"--metrics {a.metrics}: not a quant.train metrics file")
+        raise UsageError(f"--metrics: {a.metrics}: not a quant.train metrics file")
     x, y = datasets.load(a.dataset, a.split, a.data_dir)
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
     golden.check_inputs(model, x)
     name = re.sub(r"\W", "_", Path(a.model).stem)
-    r = write_report(a.out, name, model, x, y, lanes=a.lanes, regress_summary=reg["summary"] if reg else None,
-                     metrics=metrics, clock_mhz=a.clock_mhz)
-    print(f"wrote {Path(a.out) / 'report.md'} ({len(r['plots'])} plots), golden accuracy "
+    r = write_report(out.parent, name, model, x, y, lanes=a.lanes, regress_summary=reg["summary"] if reg else None,
+                     metrics=metrics, clock_mhz=a.clock_mhz, stem=out.stem)
+    print(f"wrote {out} and {out.with_suffix('.md')} ({len(r['plots'])} plots), golden accuracy "
           f"{100 * r['accuracy']['golden']:.2f}% on {r['samples']} samples")
     return 0
 

@@ -349,6 +349,9 @@ async def stream_samples(dut):
     if tb.xcheck and tb.xcheck.failed:
         out = {}
         _unknown_results(tb, len(x), out)     # X/Z after reset: the handshakes cannot be trusted
+        if tb.spike_rows is not None:
+            nbytes = (tb.man["ports"]["spk__mask"]["width"] + 7) // 8
+            out["dbg"], out["dbg_mask"] = np.zeros((0, 4), np.int64), np.zeros((0, nbytes), np.uint8)
         _save(job["out"], out, tb)
         return
     out = await tb.run(x)

@@ -67,8 +67,8 @@ def test_golden_run(models, coding, tmp_path):
 
 @pytest.mark.parametrize("coding", list(CODINGS))
 def test_hw_generate(models, coding, tmp_path):
-    _ok(run("-m", "hw.generate", "--model", models[coding][1], "--lanes", 4, "--out", tmp_path / "v"))
-    man = json.loads((tmp_path / "v" / "v.json").read_text())
+    _ok(run("-m", "hw.generate", "--model", models[coding][1], "--lanes", 4, "--out", tmp_path / "v.v"))
+    man = json.loads((tmp_path / "v.json").read_text())
     assert man["parameters"]["coding"] == models[coding][0].coding
 
 
@@ -80,18 +80,19 @@ def test_sim_regress_and_report(models, coding, tmp_path):
     _ok(r)
     s = json.loads(j.read_text())["summary"]
     assert s["matching_samples"] == s["samples"] == 6 and s["violations"] == []
-    r = run("-m", "sim.report", "--model", path, "--limit", 6, "--lanes", 4, "--regress", j, "--out", tmp_path / "rep")
+    r = run("-m", "sim.report", "--model", path, "--limit", 6, "--lanes", 4, "--regress", j,
+            "--out", tmp_path / "report.json")
     _ok(r)
-    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["agreement"]["matching"] == 6 and rep["model"]["coding"] == m.coding
-    assert all((tmp_path / "rep" / p).read_bytes()[:4] == b"\x89PNG" for p in rep["plots"])
+    assert all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in rep["plots"])
 
 
 @pytest.mark.parametrize("coding", list(CODINGS))
 def test_sim_sweep(models, coding, tmp_path):
     m, path = models[coding]
     r = run("-m", "sim.sweep", "--model", path, "--lanes", "1,8", "--limit", 10, "--no-progress",
-            "--out", tmp_path / "s")
+            "--out", tmp_path / "s.json")
     _ok(r)
     d = json.loads((tmp_path / "s.json").read_text())
     assert [(row["coding"], row["lanes"]) for row in d["rows"]] == [(m.coding, 1), (m.coding, 8)]
@@ -103,7 +104,7 @@ def test_hw_synth(models, coding, tmp_path):
     from hw.synth import tools_available
     if not tools_available("ecp5"):
         pytest.fail("the yowasp FPGA tools are part of the toolchain; run `make setup`")
-    r = run("-m", "hw.synth", "--model", models[coding][1], "--lanes", 1, "--out", tmp_path / "syn", timeout=900)
+    r = run("-m", "hw.synth", "--model", models[coding][1], "--lanes", 1, "--out", tmp_path / "syn.json", timeout=900)
     _ok(r)
     d = json.loads((tmp_path / "syn.json").read_text())
     assert d["status"] == "ok" and d["fmax_mhz"] > 0 and d["luts"] > 0

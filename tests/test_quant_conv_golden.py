@@ -300,7 +300,7 @@ def test_bad_conv_options_exit_2(case, tmp_path, no_torch):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr
-    assert p.stderr.startswith("python -m quant.train: error: ")
+    assert p.stderr.startswith("quant.train: error: ")
     assert msg in p.stderr, p.stderr
     assert p.stdout == ""
     assert list(tmp_path.iterdir()) == []
