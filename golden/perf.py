@@ -65,7 +65,8 @@ def stcb_group_cycles(T: int, taps: int) -> int:
     return T * taps
 
 
-SLOT_PIPELINE = 5          # slot unit: sequencer, current select, tap multiply, tap sum, I' - threshold
+SLOT_PIPELINE = 6          # slot unit: sequencer, current select, tap multiply, tap sum, I' - threshold,
+                           # then the update formed from the registered fire bits and final V
 
 
 def stcb_layer_drain(T: int, taps: int, direct: bool) -> int:

@@ -358,5 +358,8 @@ class TscGenerator(_Walker):
             m.d.sync += [self.st_wr_data[p].eq(self.state[p]), self.st_wr_data[p].v.eq(new_r[p][:self._vb])]
         m.d.sync += [self.ent_append.eq(v2 & (ev != 0)), self.ent.group.eq(g2), self.ent.mask.eq(ev),
                      self.spk_valid.eq(v2), self.spk_group.eq(g2), self.spk_mask.eq(ev),
-                     self.inc_updates.eq(Mux(v2, real, 0)), self.inc_spikes.eq(Mux(v2, popcount(ev), 0))]
+                     self.inc_updates.eq(Mux(v2, real, 0))]
+        # the events are counted a cycle later, from the registered mask: the countdown compare and the
+        # popcount in one cycle were the tsc core's critical path (the counters only need the total)
+        m.d.sync += self.inc_spikes.eq(Mux(self.spk_valid, popcount(self.spk_mask), 0))
         return m

@@ -355,13 +355,19 @@ class SlotUnit(wiring.Component):
         s4_first, s4_last = Signal(name="s4_first"), Signal(name="s4_last")
         m.d.sync += [s4_first.eq(s3[1] == 0), s4_last.eq(s3[1] == T - 1)]
         V = [Signal(signed(W), name=f"vloop{p}") for p in range(P)]
-        spikes = [Signal(T, name=f"train{p}") for p in range(P)]
         out_valid = Signal()
         m.d.comb += out_valid.eq(s4_valid & s4_last)
-        trains, fires = [], []
+        # the loop's result feeds only V and two local registers (the fire bits and the final V): the
+        # update, the trains and the counts are formed from those a cycle later (S6), so nothing with a
+        # large fan-out or a long route hangs on the loop's adder
+        fired, fired_v, fired_t = Signal(P), Signal(), Signal(range(max(2, T)))
+        fired_first, fired_last = Signal(), Signal()
+        vfin = [Signal(signed(W), name=f"vfin{p}") for p in range(P)]
+        m.d.sync += [fired_v.eq(s4_valid), fired_t.eq(s4_t), fired_first.eq(s4_first), fired_last.eq(out_valid)]
         # V starts from v_init: loaded in the cycle before a group's first slot reaches this stage, so
         # the loop is one adder and a multiplexer
         preload = s3[0] & (s3[1] == 0)
+        fires = []
         for p in range(P):
             v_in = V[p]
             vsum, diff = Signal(signed(W), name=f"vsum{p}"), Signal(signed(W), name=f"vdiff{p}")
@@ -369,30 +375,36 @@ class SlotUnit(wiring.Component):
             fire = Signal(name=f"fire{p}")
             m.d.comb += fire.eq(self.fires & c4.real[p] & (diff >= 0))
             fires.append(fire)
+            v_next = Mux(fire, diff, vsum)
             with m.If(preload):
                 m.d.sync += V[p].eq(s3[3].v_init[p])
             with m.Elif(s4_valid):
-                m.d.sync += V[p].eq(Mux(fire, diff, vsum))
-            with m.If(s4_valid):
-                m.d.sync += spikes[p].bit_select(s4_t, 1).eq(fire)
-                with m.If(s4_first):
-                    m.d.sync += spikes[p].eq(fire)
-            train = Cat(spikes[p][:T - 1], fire) if T > 1 else fire
+                m.d.sync += V[p].eq(v_next)
+            with m.If(out_valid):                  # the group's final V (the next group may preload V now)
+                m.d.sync += vfin[p].eq(v_next)
+        m.d.sync += fired.eq(Cat(*fires))
+        # ---- S6: trains, counts and the update, from the registered fire bits and final V
+        c5 = Signal(ctx_layout, name="s5_ctx")
+        m.d.sync += c5.eq(c4)
+        trains = []
+        for p in range(P):
+            spikes = Signal(T, name=f"train{p}")
+            with m.If(fired_v):
+                m.d.sync += spikes.bit_select(fired_t, 1).eq(fired[p])
+                with m.If(fired_first):
+                    m.d.sync += spikes.eq(fired[p])
+            trains.append(Cat(spikes[:T - 1], fired[p]) if T > 1 else fired[p])
             if "cnt" in self._state_fields:        # the lane's spike count, counted slot by slot
                 cnt = Signal(range(T + 1), name=f"slotcnt{p}")
-                cnt_now = Mux(s4_first, 0, cnt) + fire
-                with m.If(s4_valid):
+                cnt_now = Mux(fired_first, 0, cnt) + fired[p]
+                with m.If(fired_v):
                     m.d.sync += cnt.eq(cnt_now)
-            with m.If(out_valid):
-                m.d.sync += self.upd_state[p].v.eq(Mux(fire, diff, vsum))
-                if "cnt" in self._state_fields:
+                with m.If(fired_last):
                     m.d.sync += self.upd_state[p].cnt.eq(cnt_now)
-            trains.append(train)
-        # spikes counted a cycle later, off the loop's path
-        fired, fired_v = Signal(P), Signal()
-        m.d.sync += [fired.eq(Cat(*fires)), fired_v.eq(s4_valid),
-                     self.inc_spikes.eq(Mux(fired_v, popcount(fired), 0))]
-        m.d.sync += self.upd_valid.eq(out_valid)
-        with m.If(out_valid):
-            m.d.sync += [self.upd_group.eq(c4.group), self.upd_mask.eq(Cat(*trains))]
+            with m.If(fired_last):
+                m.d.sync += self.upd_state[p].v.eq(vfin[p])
+        m.d.sync += self.inc_spikes.eq(Mux(fired_v, popcount(fired), 0))
+        m.d.sync += self.upd_valid.eq(fired_last)
+        with m.If(fired_last):
+            m.d.sync += [self.upd_group.eq(c5.group), self.upd_mask.eq(Cat(*trains))]
         return m
