@@ -336,8 +336,8 @@ class SpikeCore(wiring.Component):
             fired = Mux(upd["valid"], popcount(upd["mask"]), 0)
             layer_of = seq.layer
             if cfg.stcb:
-                # the slot unit counts its spikes slot by slot, a cycle behind its last update: the
-                # layer register a cycle behind says whose they are
+                # the slot unit counts its spikes slot by slot, the last slot's in its update's cycle;
+                # the layer a cycle behind still names their layer then, whenever the sequencer moves on
                 fired, layer_of = upd["unit"].inc_spikes, Signal.like(seq.layer)
                 m.d.sync += layer_of.eq(seq.layer)
             for li in range(L):

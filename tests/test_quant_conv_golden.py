@@ -272,11 +272,11 @@ BAD = {
     "stl leak": (["--coding", "stcb", "--grad", "stl", "--leak", "15,4"], "--grad stl models IF neurons"),
     "stl reset zero": (["--coding", "stcb", "--grad", "stl", "--reset", "zero"], "--grad stl models IF neurons"),
     "scale unknown": (["--scale", "tensor"], "invalid choice: 'tensor'"),
-    "augment too big": (["--augment", "9"], "--augment must be in 0..4"),
+    "augment too big": (["--augment", "9"], "--augment: expected a number of pixels from 0 to 4, got '9'"),
     "augment text": (["--augment", "x"], "expected a number of pixels"),
     "weight decay negative": (["--weight-decay=-0.1"], "expected a non-negative number"),
     "weight decay text": (["--weight-decay", "lots"], "expected a non-negative number"),
-    "label smoothing one": (["--label-smoothing", "1"], "label smoothing must be in [0, 1)"),
+    "label smoothing one": (["--label-smoothing", "1"], "--label-smoothing: expected a label smoothing in [0, 1), got '1'"),
     "device unknown": (["--device", "tpu"], "expected cpu, cuda or cuda:N"),
     "device index text": (["--device", "cuda:x"], "expected cpu, cuda or cuda:N"),
 }
