@@ -225,7 +225,10 @@ def main(argv=None) -> int:
     from sim.report import write_report
     from sim.compare import comparison_notes
     note = comparison_notes(rows) if rows else ""
+    top_fmax = fmax_from_synth(syn_json, model, a.lanes)   # the demo core's own Fmax, or none: assumed
+    clock = clocking(1.0, top_fmax)
     rep = write_report(report_dir, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
+                       clock_mhz=clock["clock_mhz"], clock_source=clock["clock_source"],
                        comparison=rows, comparison_note=note, extra_markdown=fpga["markdown"],
                        extra_json={"fpga": fpga["synth"], "energy": fpga["energy"], "lanes_sweep": lanes_sweep,
                                    "demo": {"seed": a.seed, "epochs": metrics.get("epochs"),

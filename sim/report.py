@@ -25,7 +25,9 @@ def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
 
 
 def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray, regress_summary: dict | None,
-                 metrics: dict | None, clock_mhz: float = 100.0) -> dict:
+                 metrics: dict | None, clock_mhz: float = 100.0, clock_source: str = "assumed") -> dict:
+    """``clock_source`` says where ``clock_mhz`` comes from: "assumed", or the hw.synth result whose
+    measured Fmax it is (latency is quoted at the measured Fmax whenever one exists)."""
     mc = {k: float(v.mean()) for k, v in g.counters.items()}
     cycles = mc["cycles"]
     layers = []
@@ -50,7 +52,7 @@ def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray
             "mismatches_by_field": regress_summary["mismatches_by_field"],
             "quant_vs_golden": metrics.get("golden_agreement") if metrics else None},
         "per_inference": {**mc, "latency_us": cycles / clock_mhz, "throughput_per_s": clock_mhz * 1e6 / cycles,
-                          "clock_mhz": clock_mhz, "encoder_spikes": enc_sp,
+                          "clock_mhz": clock_mhz, "clock_source": clock_source, "encoder_spikes": enc_sp,
                           "input_sparsity": 1.0 - enc_sp / (model.n_in * model.T) if model.encoding == "rate" else None,
                           "cycle_efficiency": (mc["weight_reads"] + mc["state_writes"]) / cycles},
         "layers": layers,
@@ -60,6 +62,16 @@ def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray
                                                "build_seconds", "build_cached", "stall_prob")},
         "training": None if not metrics else {k: metrics.get(k) for k in ("epochs", "seed", "train_seconds")},
     }
+
+
+def clock_phrase(pi: dict) -> str:
+    """"the measured Fmax 112.2 MHz" or "an assumed 100 MHz": a reader must see which one a latency used."""
+    src = pi.get("clock_source", "assumed")
+    if src == "assumed":
+        return f"an assumed {pi['clock_mhz']:.0f} MHz"
+    if src == "--clock-mhz":
+        return f"{pi['clock_mhz']:.1f} MHz (--clock-mhz)"
+    return f"the measured Fmax {pi['clock_mhz']:.1f} MHz"
 
 
 def _pct(v):
@@ -88,8 +100,8 @@ def to_markdown(r: dict) -> str:
         lines.append("")
     lines += ["## Per inference", "", "| metric | value |", "| --- | --- |",
               f"| cycles | {pi['cycles']:.1f} |",
-              f"| latency at {pi['clock_mhz']:.0f} MHz | {pi['latency_us']:.2f} µs |",
-              f"| throughput at {pi['clock_mhz']:.0f} MHz | {pi['throughput_per_s']:.0f} inferences/s |",
+              f"| latency at {clock_phrase(pi)} | {pi['latency_us']:.2f} µs |",
+              f"| throughput at {clock_phrase(pi)} | {pi['throughput_per_s']:.0f} inferences/s |",
               f"| weight reads | {pi['weight_reads']:.1f} |",
               f"| state reads / writes | {pi['state_reads']:.1f} / {pi['state_writes']:.1f} |",
               f"| parameter reads | {pi['param_reads']:.1f} |",
@@ -218,6 +230,7 @@ def _plots(out: Path, model: golden.Model, x: np.ndarray, y: np.ndarray, r: dict
 
 def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.ndarray, *, lanes: int,
                  regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0,
+                 clock_source: str = "assumed",
                  comparison: list | None = None, comparison_note: str = "", extra_markdown: str = "",
                  extra_json: dict | None = None, extra_files: dict | None = None, stem: str = "report") -> dict:
     """Write STEM.md, STEM.json, the plots and ``extra_files`` ({name: text}) into ``out_dir``: all of
@@ -225,7 +238,7 @@ def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.n
     import matplotlib.pyplot as plt
     out = Path(out_dir)
     g = golden.run(model, x, lanes=lanes)
-    r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz)
+    r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz, clock_source)
     figs = _plots(out, model, x, y, r)
     md = to_markdown(r)
     if comparison:
@@ -276,8 +289,11 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=lanes_arg, default=8, help="hardware lanes P for the counters (default 8)")
     p.add_argument("--regress", default=None, help="sim.regress results JSON of this model (RTL rung)")
     p.add_argument("--metrics", default=None, help="quant.train metrics JSON (float and quantized rungs)")
-    p.add_argument("--clock-mhz", type=finite_float(0.0, lo_open=True, what="a clock in MHz > 0"), default=100.0,
-                   help="clock for latency and throughput (default 100)")
+    clk = p.add_mutually_exclusive_group()
+    clk.add_argument("--synth", default=None, metavar="SYNTH.json",
+                     help="hw.synth result of this very core (model and --lanes): latency at its measured Fmax")
+    clk.add_argument("--clock-mhz", type=finite_float(0.0, lo_open=True, what="a clock in MHz > 0"), default=None,
+                     help="clock for latency and throughput (default: an assumed 100 MHz, said so in the report)")
     p.add_argument("--out", required=True, metavar="FILE.json",
                    help="the report's JSON; FILE.md and the plots (FILE_raster.png, ...) go next to it")
     a = p.parse_args(argv)
@@ -301,13 +317,22 @@ def main(argv=None) -> int:
     metrics = _json(a.metrics, "metrics")
     if metrics is not None and not isinstance(metrics, dict):
         raise UsageError(f"--metrics: {a.metrics}: not a quant.train metrics file")
+    from sim.compare import ASSUMED_MHZ, fmax_from_synth
+    clock_mhz, clock_source = (a.clock_mhz, "--clock-mhz") if a.clock_mhz is not None else (ASSUMED_MHZ, "assumed")
+    if a.synth is not None:
+        if not Path(a.synth).is_file():
+            raise UsageError(f"--synth: {a.synth}: no such file")
+        fmax = fmax_from_synth(a.synth, model, a.lanes)
+        if fmax is None:
+            raise UsageError(f"--synth: {a.synth}: not a successful hw.synth result of this model at --lanes {a.lanes}")
+        clock_mhz, clock_source = fmax["fmax_mhz"], fmax["file"]
     x, y = datasets.load(a.dataset, a.split, a.data_dir)
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
     golden.check_inputs(model, x)
     name = re.sub(r"\W", "_", Path(a.model).stem)
     r = write_report(out.parent, name, model, x, y, lanes=a.lanes, regress_summary=reg["summary"] if reg else None,
-                     metrics=metrics, clock_mhz=a.clock_mhz, stem=out.stem)
+                     metrics=metrics, clock_mhz=clock_mhz, clock_source=clock_source, stem=out.stem)
     print(f"wrote {out} and {out.with_suffix('.md')} ({len(r['plots'])} plots), golden accuracy "
           f"{100 * r['accuracy']['golden']:.2f}% on {r['samples']} samples")
     return 0

@@ -118,3 +118,36 @@ def test_write_report_writes_everything_or_nothing(tmp_path, monkeypatch):
     r = rep.write_report(tmp_path / "r", "unit", m, x, y, lanes=2, extra_files={"regress.json": "{}"})
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
         ["report.md", "report.json", "regress.json", *r["plots"]])
+
+
+def test_report_says_which_clock_its_latency_used(tmp_path):
+    """No clock: an assumed 100 MHz, said so; --clock-mhz: that clock, said so; --synth: the measured Fmax
+    of exactly this core, and a result for another core (other lanes) is refused with exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    rng = np.random.default_rng(5)
+    m = Model([Dense(rng.integers(-8, 8, (4, 64)), 0, 5, 0), Dense(rng.integers(-8, 8, (10, 4)), 0, 4, 0)],
+              T=2, input_max=16)
+    golden.save_model(m, tmp_path / "m.npz")
+    synth = {"status": "ok", "lanes": 2, "model_meta": json.loads(json.dumps(m.meta())), "fmax_mhz": 123.4}
+    (tmp_path / "s2.json").write_text(json.dumps(synth))
+    (tmp_path / "s4.json").write_text(json.dumps({**synth, "lanes": 4}))
+
+    def report(*extra):
+        return subprocess.run([sys.executable, "-m", "sim.report", "--model", str(tmp_path / "m.npz"), "--limit", "3",
+                               "--lanes", "2", "--out", str(tmp_path / "r.json"), *extra], cwd=root,
+                              capture_output=True, text=True, timeout=120)
+
+    cycles = float(golden.run(m, golden.datasets.load("digits", "test")[0][:3], lanes=2).counters["cycles"].mean())
+    for extra, clock, phrase in [((), 100.0, "an assumed 100 MHz"), (("--clock-mhz", "50"), 50.0, "50.0 MHz (--clock-mhz)"),
+                                 (("--synth", str(tmp_path / "s2.json")), 123.4, "the measured Fmax 123.4 MHz")]:
+        p = report(*extra)
+        assert p.returncode == 0, p.stderr
+        pi = json.loads((tmp_path / "r.json").read_text())["per_inference"]
+        assert (pi["clock_mhz"], pi["latency_us"]) == (clock, cycles / clock)
+        assert f"| latency at {phrase} | {cycles / clock:.2f} µs |" in (tmp_path / "r.md").read_text()
+    p = report("--synth", str(tmp_path / "s4.json"))
+    assert p.returncode == 2 and p.stderr.strip().endswith("not a successful hw.synth result of this model at --lanes 2")
+    assert len(p.stderr.strip().splitlines()) == 1
