@@ -47,7 +47,7 @@ from golden.io import atomic_write
 
 __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_nextpnr_report",
            "parse_nextpnr_log", "summarize", "check_weight_bram", "synth", "demo_report_section",
-           "tools_available", "wrapper_verilog", "to_markdown"]
+           "tools_available", "wrapper_verilog", "to_markdown", "same_netlist"]
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "yowasp FPGA tools are not installed; run `make setup`"
@@ -442,7 +442,8 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
         "status": "ok", "target": target, "device": device, "package": package,
         "part": t.part.get(device, device), "speed": speed if speed is not None else SPEEDS.get(target, (None,))[0],
         "lanes": lanes, "model": model_path, "model_meta": model.meta(),
-        "top": top, "out_of_context": t.out_of_context, "wrapper_xor_bits": n_xor,
+        "top": top, "verilog_sha256": manifest["verilog_sha256"],   # which netlist: a result of an older core is stale
+        "out_of_context": t.out_of_context, "wrapper_xor_bits": n_xor,
         "freq_target_mhz": freq_mhz, "seed": seed, "memories": manifest["memories"],
         "memory_bits_total": manifest["memory_bits_total"],
         "tools": {**_versions(target), "yosys": yosys_version}, "seconds": {"yosys": round(y_s, 1)},
@@ -541,6 +542,19 @@ def _sib(out: Path, suffix: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------
 
+def same_netlist(result: dict, model, lanes: int) -> bool:
+    """Whether the synthesis ``result`` is of the netlist hw.generate writes today for this core: a result
+    of an older core (same model and lanes, other gateware) must not clock or describe the current one."""
+    from .generate import render
+    top = result.get("top")
+    if not isinstance(top, str) or not isinstance(result.get("verilog_sha256"), str):
+        return False
+    try:
+        return render(model, lanes, top)[1]["verilog_sha256"] == result["verilog_sha256"]
+    except Exception:               # an invalid name, a model this core cannot build: not this core's result
+        return False
+
+
 def demo_report_section(model, x, *, lanes: int = 8, synth_json=None, table=None) -> dict:
     """Markdown + data for the demo report: the core's FPGA resources/Fmax (from a synth JSON, if one
     exists) and its energy per inference against the same network as a float32 / int8 ANN.
@@ -559,7 +573,8 @@ def demo_report_section(model, x, *, lanes: int = 8, synth_json=None, table=None
     for c in cand:
         if c.is_file():
             d = json.loads(c.read_text())
-            if d.get("lanes") == lanes and d.get("model_meta", {}).get("layers") == model.meta()["layers"]:
+            if d.get("lanes") == lanes and d.get("model_meta", {}).get("layers") == model.meta()["layers"] \
+                    and same_netlist(d, model, lanes):
                 syn = d
                 break
     md = ["## FPGA implementation and energy", ""]

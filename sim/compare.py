@@ -13,6 +13,7 @@ import numpy as np
 
 import golden
 from golden import perf
+from hw.synth import same_netlist
 
 __all__ = ["weight_words", "comparison_row", "comparison_markdown", "comparison_plot", "comparison_notes", "clocking",
            "fmax_from_synth", "synth_status", "fmt", "ASSUMED_MHZ"]
@@ -66,8 +67,8 @@ def clocking(cycles: float, fmax: dict | None) -> dict:
 
 
 def fmax_from_synth(path, model: golden.Model, lanes: int) -> dict | None:
-    """{"fmax_mhz", "file"} from an ``hw.synth`` result JSON for exactly this core (same model metadata and
-    lanes, status ok), else None: a result for another core must never clock this one."""
+    """{"fmax_mhz", "file"} from an ``hw.synth`` result JSON for exactly this core (same model metadata,
+    lanes and netlist, status ok), else None: a result for another core must never clock this one."""
     p = Path(path)
     if not p.is_file():
         return None
@@ -77,7 +78,7 @@ def fmax_from_synth(path, model: golden.Model, lanes: int) -> dict | None:
         return None
     if (not isinstance(d, dict) or d.get("status") != "ok" or d.get("lanes") != lanes
             or d.get("model_meta") != json.loads(json.dumps(model.meta()))
-            or not isinstance(d.get("fmax_mhz"), (int, float))):
+            or not isinstance(d.get("fmax_mhz"), (int, float)) or not same_netlist(d, model, lanes)):
         return None
     return {"fmax_mhz": float(d["fmax_mhz"]), "file": str(p)}
 
@@ -91,7 +92,8 @@ def synth_status(path, model: golden.Model, lanes: int) -> str | None:
     except (OSError, ValueError):
         return None
     meta = json.loads(json.dumps(model.meta()))
-    if not isinstance(d, dict) or d.get("lanes") != lanes or d.get("model_meta") != meta:
+    if not isinstance(d, dict) or d.get("lanes") != lanes or d.get("model_meta") != meta \
+            or not same_netlist(d, model, lanes):
         return None
     if d.get("status") == "ok":
         return "ok"

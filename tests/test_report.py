@@ -131,9 +131,18 @@ def test_report_says_which_clock_its_latency_used(tmp_path):
     m = Model([Dense(rng.integers(-8, 8, (4, 64)), 0, 5, 0), Dense(rng.integers(-8, 8, (10, 4)), 0, 4, 0)],
               T=2, input_max=16)
     golden.save_model(m, tmp_path / "m.npz")
-    synth = {"status": "ok", "lanes": 2, "model_meta": json.loads(json.dumps(m.meta())), "fmax_mhz": 123.4}
+    from hw.generate import render
+    from sim.compare import fmax_from_synth, synth_status
+    synth = {"status": "ok", "lanes": 2, "model_meta": json.loads(json.dumps(m.meta())), "fmax_mhz": 123.4,
+             "top": "t", "verilog_sha256": render(m, 2, "t")[1]["verilog_sha256"]}
     (tmp_path / "s2.json").write_text(json.dumps(synth))
     (tmp_path / "s4.json").write_text(json.dumps({**synth, "lanes": 4}))
+    # a result of another netlist (an older core: same model and lanes) is stale: neither Fmax nor status
+    (tmp_path / "old.json").write_text(json.dumps({**synth, "verilog_sha256": "0" * 64}))
+    assert fmax_from_synth(tmp_path / "s2.json", m, 2) == {"fmax_mhz": 123.4, "file": str(tmp_path / "s2.json")}
+    assert synth_status(tmp_path / "s2.json", m, 2) == "ok"
+    assert fmax_from_synth(tmp_path / "old.json", m, 2) is None and synth_status(tmp_path / "old.json", m, 2) is None
+    assert fmax_from_synth(tmp_path / "s4.json", m, 2) is None and synth_status(tmp_path / "s4.json", m, 2) is None
 
     def report(*extra):
         return subprocess.run([sys.executable, "-m", "sim.report", "--model", str(tmp_path / "m.npz"), "--limit", "3",

@@ -13,6 +13,7 @@ import pytest
 import golden
 from golden import Dense, Model
 from hw import synth as hs
+from hw.generate import render
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "build" / "models" / "digits_rate_t8.npz"
@@ -253,11 +254,17 @@ def test_demo_report_section(tmp_path):
     assert r["energy"]["mean_total_pj"] > 0 and "ANN float32" in r["markdown"]
     fake = {"lanes": 1, "model_meta": m.meta(), "part": "LFE5U-25F", "package": "CABGA256", "out_of_context": True,
             "luts": 1234, "ffs": 567, "bram": 3, "dsp": 0, "fmax_mhz": 81.5,
-            "critical_path": {"start": "a.Q", "end": "b.D"}}
+            "critical_path": {"start": "a.Q", "end": "b.D"}, "top": "c",
+            "verilog_sha256": render(m, 1, "c")[1]["verilog_sha256"]}
     (tmp_path / "s.json").write_text(json.dumps(fake))
     r = hs.demo_report_section(m, x, lanes=1, synth_json=tmp_path / "s.json")
     assert r["synth"]["luts"] == 1234
     assert "1234 LUTs, 567 FFs, 3 DP16KD, 0 DSP, Fmax 81.5 MHz" in r["markdown"]
+    assert hs.same_netlist(fake, m, 1) and not hs.same_netlist(fake, m, 2)
+    # the result of an older core's netlist (same model and lanes) is stale: it describes nothing now
+    (tmp_path / "s.json").write_text(json.dumps({**fake, "verilog_sha256": "f" * 64}))
+    r = hs.demo_report_section(m, x, lanes=1, synth_json=tmp_path / "s.json")
+    assert r["synth"] is None and "make synth LANES=1" in r["markdown"]
 
 
 # --- the command line ------------------------------------------------------------------------------------
