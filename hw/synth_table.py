@@ -44,22 +44,52 @@ def parse_model(text: str):
     return label, model, text
 
 
+def _reusable(job: dict) -> dict | None:
+    """The result a previous run left for exactly this job, or None. Synthesis and place-and-route are
+    deterministic (fixed seed), so a successful result is reused when its work directory holds the very
+    Verilog hw.generate writes today and the part, speed grade, package, seed and clock target match:
+    after a change to one coding's gateware only that coding's cores are run again."""
+    from .generate import render
+    from .synth import TARGETS
+    out = Path(job["out"])
+    top = f"{job['label']}_p{job['lanes']}"
+    res, v = out.with_suffix(".json"), out / f"{top}.v"
+    if not (res.is_file() and v.is_file()):
+        return None
+    try:
+        d = json.loads(res.read_text())
+    except ValueError:
+        return None
+    want = {"status": "ok", "device": job["device"], "speed": job["speed"], "seed": 1, "freq_target_mhz": 100.0,
+            "package": TARGETS["ecp5"].package_for(job["device"]), "lanes": job["lanes"], "top": top}
+    if not isinstance(d, dict) or any(d.get(k) != w for k, w in want.items()):
+        return None
+    return d if v.read_text() == render(job["model"], job["lanes"], top)[0] else None
+
+
 def _one(job: dict) -> dict:
     """One synthesis (in a worker process): the result, or its failure as a result."""
     from .synth import SynthError, synth
     label, model, lanes, device, speed, out = (job[k] for k in ("label", "model", "lanes", "device", "speed", "out"))
-    try:
-        r = synth(model, lanes, "ecp5", device=device, speed=speed, out=Path(out), name=f"{label}_p{lanes}",
-                  model_path=job["model_path"], log=lambda *_: None)
-    except SynthError as e:
-        r = {"status": e.status, "error": str(e).splitlines()[0], "lanes": lanes}
+    r = None if job.get("fresh") else _reusable(job)
+    if r is not None:
+        r = {**r, "reused": True}
+    else:
+        try:
+            r = synth(model, lanes, "ecp5", device=device, speed=speed, out=Path(out), name=f"{label}_p{lanes}",
+                      model_path=job["model_path"], log=lambda *_: None)
+        except SynthError as e:
+            r = {"status": e.status, "error": str(e).splitlines()[0], "lanes": lanes}
+        except UsageError as e:         # e.g. a package the part does not come in: this row fails, not the table
+            r = {"status": "rejected", "error": str(e).splitlines()[0], "lanes": lanes}
     r.update(label=label, coding=model.coding, device=device, speed_grade=speed, T=model.T,
              cycles=job["cycles"])
     return r
 
 
-def run_table(models, lanes, *, parts, out_dir: Path, jobs: int = 1, log=print) -> list[dict]:
-    """Synthesise every (model, lanes, part); ``parts`` is [(device, speed, lanes or None for all)]."""
+def run_table(models, lanes, *, parts, out_dir: Path, jobs: int = 1, fresh: bool = False, log=print) -> list[dict]:
+    """Synthesise every (model, lanes, part); ``parts`` is [(device, speed, lanes or None for all)]. A
+    result of the same netlist and settings in ``out_dir`` is reused unless ``fresh``."""
     import golden
     from golden import datasets
     x, _ = datasets.load("digits", "test")
@@ -71,14 +101,15 @@ def run_table(models, lanes, *, parts, out_dir: Path, jobs: int = 1, log=print) 
                 cycles = float(golden.run(model, x, lanes=P).counters["cycles"].mean()) if model.n_in == x.shape[1] \
                     else None
                 todo.append({"label": label, "model": model, "model_path": path, "lanes": P, "device": device,
-                             "speed": speed, "cycles": cycles,
+                             "speed": speed, "cycles": cycles, "fresh": fresh,
                              "out": str(out_dir / f"{label}_p{P}_{device}_s{speed}")})
     results = []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for r in pool.map(_one, todo):
             results.append(r)
             fm = f"{r['fmax_mhz']:.1f} MHz" if r.get("fmax_mhz") else r.get("status")
-            log(f"{r['label']} P={r['lanes']} {r.get('part', r['device'])}-{r['speed_grade']}: {fm}")
+            log(f"{r['label']} P={r['lanes']} {r.get('part', r['device'])}-{r['speed_grade']}: {fm}"
+                + (" (reused: same netlist and settings)" if r.get("reused") else ""))
     return results
 
 
@@ -152,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--also", action="append", default=[], metavar="DEVICE:SPEED:P",
                    help="also synthesise every model at P lanes on another part, e.g. 85k:8:8")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel syntheses (default 2)")
+    p.add_argument("--fresh", action="store_true",
+                   help="synthesise every core again (default: reuse a result of the same netlist and settings)")
     p.add_argument("--out", required=True, metavar="FILE.json",
                    help="the results; FILE.md (the table), FILE.png (the plot) and the work directory FILE/ "
                         "go next to it")
@@ -176,7 +209,7 @@ def main(argv=None) -> int:
     models = [parse_model(m) for m in a.model]
     if not tools_available("ecp5"):
         raise NoToolsError(INSTALL_HINT)
-    results = run_table(models, a.lanes, parts=parts, out_dir=out.with_suffix(""), jobs=a.jobs)
+    results = run_table(models, a.lanes, parts=parts, out_dir=out.with_suffix(""), jobs=a.jobs, fresh=a.fresh)
     md = table_markdown(results)
     fig = table_plot(results)
     with OutputSet() as files:
