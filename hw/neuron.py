@@ -325,9 +325,11 @@ class SlotUnit(wiring.Component):
             m.d.sync += [prod[p].eq(cur[p]) for p in range(P)]
             m.d.sync += [prodthr[p].eq(curthr[p]) for p in range(P)]
         else:
+            # the tap is looked up in S1, beside the current it multiplies: the lookup ahead of the
+            # multiplier was the kernel core's critical path
             H = Array(Array(Const(h[k], signed(self._tap_bits)) for k in range(K)) for h in self._kernels)
             tap = Signal(signed(self._tap_bits))
-            m.d.comb += tap.eq(H[self.layer][s1[2]])
+            m.d.sync += tap.eq(H[self.layer][k_cur])
             m.d.sync += [prod[p].eq(tap * cur[p]) for p in range(P)]
         # ---- S3: sum the taps into I'[t]
         s2_last = s2[0] & (s2[2] == K - 1)
