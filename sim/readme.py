@@ -218,6 +218,25 @@ def _train_bench(src, foot):
     return "\n".join(lines + ["", foot])
 
 
+def _energy_lanes(src, foot):
+    """Energy by category at P = 1 and P = 8 from the demo model's sweep (docs/performance.md)."""
+    from golden.energy import CATEGORIES
+    (d,) = src
+    rows = {r["lanes"]: r for r in d["rows"] if r["coding"] == "rate"}
+    if 1 not in rows or 8 not in rows:
+        return None
+    a, b = rows[1], rows[8]
+    lines = ["| category | SNN core P=1 | SNN core P=8 |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {a[f'energy_{k}_pj']:.0f} | {b[f'energy_{k}_pj']:.0f} |" for k in CATEGORIES]
+    lines += [f"| **total** | **{a['energy_pj']:.0f}** | **{b['energy_pj']:.0f}** |", "",
+              f"ANN baselines of the same network: float32 **{a['ann_float32_pj']:.0f}** pJ, int8 "
+              f"**{a['ann_int8_pj']:.0f}** pJ. SNN / ANN: P=1 {a['energy_pj'] / a['ann_float32_pj']:.2f} of float32, "
+              f"{a['energy_pj'] / a['ann_int8_pj']:.2f} of int8; P=8 {b['energy_pj'] / b['ann_float32_pj']:.2f} of "
+              f"float32, {b['energy_pj'] / b['ann_int8_pj']:.2f} of int8. {b['syn_ops']:.0f} synaptic operations per "
+              f"inference at T={b['T']}."]
+    return "\n".join(lines + ["", foot])
+
+
 BLOCKS = {b.name: b for b in (
     Block("demo-ladder", ("reports/{name}/report.json",), "make demo", _ladder),
     Block("demo-per-inference", ("reports/{name}/report.json",), "make demo", _per_inference),
@@ -230,6 +249,10 @@ BLOCKS = {b.name: b for b in (
           "make synth LANES=P", _synth_lanes, shown="build/synth/{name}_p<P>_ecp5.json",
           note=" (P = 1, 2, 4, ..., 64)"),
     Block("synth-codings", ("synth/codings.json",), "make synth-table", _synth_codings),
+    Block("energy-lanes", ("sweep/{name}.json",),
+          "python -m sim.sweep --model build/models/digits_rate_t8.npz --lanes 1,2,4,8,16,32,64 "
+          "--fmax-json build/synth/digits_rate_t8_p*_ecp5.json --verify 3 --out build/sweep/digits_rate_t8.json",
+          _energy_lanes),
     Block("sweep-measured", ("sweep/{name}.json",),
           "python -m sim.sweep --model build/models/digits_rate_t8.npz --lanes 1,2,4,8,16,32,64 "
           "--fmax-json build/synth/digits_rate_t8_p*_ecp5.json --verify 3 --out build/sweep/digits_rate_t8.json",

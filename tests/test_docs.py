@@ -110,3 +110,17 @@ def test_a_drifted_figure_fails_the_check(fresh_demo, tmp_path):
     assert f"-| rate T=8 | 8 | " in r.stdout                        # the diff shows the line
     shutil.copy(README, copy)
     assert _readme("--check", "--build-dir", fresh_demo, "--files", copy).returncode == 0
+
+
+def test_energy_block_renders_the_sweeps_categories(tmp_path):
+    from golden.energy import CATEGORIES
+    def row(P, base):
+        return {"lanes": P, "coding": "rate", "T": 8, "syn_ops": 100.0, "energy_pj": base * len(CATEGORIES),
+                "ann_float32_pj": 1000.0, "ann_int8_pj": 100.0, **{f"energy_{k}_pj": float(base) for k in CATEGORIES}}
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "digits_rate_t8.json").write_text(__import__("json").dumps({"rows": [row(1, 20), row(8, 10)]}))
+    body = render_block("energy-lanes", tmp_path)
+    assert "| weight_reads | 20 | 10 |" in body and f"| **total** | **{20 * len(CATEGORIES)}** |" in body
+    assert f"P=8 {10 * len(CATEGORIES) / 1000:.2f} of float32" in body
+    (tmp_path / "sweep" / "digits_rate_t8.json").write_text(__import__("json").dumps({"rows": [row(1, 20)]}))
+    assert render_block("energy-lanes", tmp_path) is None          # no P=8 row: the block is kept, not invented
