@@ -237,6 +237,27 @@ def _energy_lanes(src, foot):
     return "\n".join(lines + ["", foot])
 
 
+def _robust(src, foot):
+    """sim.robust's campaign summary (README)."""
+    (d,) = src
+    by = {}
+    for n in d.get("networks_detail") or []:
+        by[n["coding"]] = by.get(n["coding"], 0) + 1
+    codings = ", ".join(f"{c} {by[c]}" for c in sorted(by))
+    lines = ["| what | result |", "| --- | --- |",
+             f"| random networks on Verilator ({codings}) | {d['networks']} |",
+             f"| samples compared with golden (outputs and every counter) | {d['samples']:,} |",
+             f"| protocol faults injected (reset mid-inference, misplaced `last`, out-of-range value) | "
+             f"{d['faults_injected']} |",
+             f"| random valid/ready stalls | p = {d['stall_prob']} on every stream |",
+             f"| lint clean | {d['lint_clean']}/{d['networks']} |",
+             f"| functional coverage points hit (sampled from the hardware) | {d['coverage_hit']}/{d['coverage_total']} |",
+             f"| bad inputs tried / rejected | {d['bad_inputs_tried']} / {d['bad_inputs_rejected']} |",
+             f"| mismatches | **{d['mismatches']}** |",
+             f"| time (two workers, the 2-core machine) | {d['seconds']:,.0f} s |"]
+    return "\n".join(lines + ["", foot])
+
+
 BLOCKS = {b.name: b for b in (
     Block("demo-ladder", ("reports/{name}/report.json",), "make demo", _ladder),
     Block("demo-per-inference", ("reports/{name}/report.json",), "make demo", _per_inference),
@@ -245,6 +266,7 @@ BLOCKS = {b.name: b for b in (
     Block("demo-fpga", ("reports/{name}/report.json",), "make demo", _fpga),
     Block("demo-lanes", ("reports/{name}/report.json",), "make demo", _lanes),
     Block("train-bench", ("bench/train.json",), "python -m quant.bench", _train_bench),
+    Block("robust", ("reports/robustness.json",), "make robust", _robust),
     Block("synth-lanes", tuple(f"synth/{{name}}_p{P}_ecp5.json" for P in (1, 2, 4, 8, 16, 32, 64)),
           "make synth LANES=P", _synth_lanes, shown="build/synth/{name}_p<P>_ecp5.json",
           note=" (P = 1, 2, 4, ..., 64)"),
