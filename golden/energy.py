@@ -68,7 +68,7 @@ import numpy as np
 from .geometry import CoreGeometry
 
 __all__ = ["DEFAULT_TABLE", "EnergyTableError", "load_table", "check_table", "int_add_pj", "int_mult_pj",
-           "sram_pj_per_bit", "sram_word_pj", "energy", "ann_energy", "CATEGORIES", "unit_costs"]
+           "sram_pj_per_bit", "sram_word_pj", "energy", "ann_energy", "ann_macs", "CATEGORIES", "unit_costs"]
 
 HOROWITZ = "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, Fig. 1.1.9, 45 nm"
 
@@ -253,15 +253,29 @@ def unit_costs(model, lanes: int, table: dict = DEFAULT_TABLE) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 
+def ann_macs(layer) -> tuple[int, int]:
+    """(MACs per inference, weights) of ``layer`` run as an ANN layer: a dense layer n_in x n_out; a conv2d
+    layer C_out x C_in x the (input pixel, kernel offset) pairs that reach an output inside the map
+    (zero padding multiplies nothing); max pooling none."""
+    if layer.kind == "dense":
+        return layer.n_in * layer.n_out, layer.n_in * layer.n_out
+    if layer.kind == "conv2d":
+        co, ci, k, _ = layer.weight.shape
+        return int(co * ci * layer.valid_offsets().sum()), co * ci * k * k
+    return 0, 0
+
+
 def ann_energy(model, table: dict = DEFAULT_TABLE) -> dict:
-    """Dense-ANN energy per inference of the same layer sizes: float32 and int8 MACs + weight reads."""
-    macs = int(sum(l.n_in * l.n_out for l in model.layers))
+    """ANN energy per inference of the same layers: float32 and int8 MACs, one weight read per MAC from
+    a memory that holds the network's weights."""
+    per = [ann_macs(l) for l in model.layers]
+    macs, weights = sum(m for m, _ in per), sum(w for _, w in per)
     f_mac = float(table["fp32_mult"]["pj"]) + float(table["fp32_add"]["pj"])
-    f_rd = sram_word_pj(32, macs * 4, table)
+    f_rd = sram_word_pj(32, weights * 4, table)
     i_mac = int_mult_pj(8, table) + int_add_pj(32, table)
-    i_rd = sram_word_pj(8, macs, table)
+    i_rd = sram_word_pj(8, weights, table)
     return {
-        "macs": macs,
+        "macs": macs, "weights": weights,
         "float32": {"mac_pj": macs * f_mac, "weight_read_pj": macs * f_rd, "total_pj": macs * (f_mac + f_rd),
                     "per_mac_pj": f_mac, "per_weight_read_pj": f_rd},
         "int8": {"mac_pj": macs * i_mac, "weight_read_pj": macs * i_rd, "total_pj": macs * (i_mac + i_rd),

@@ -604,7 +604,8 @@ def demo_report_section(model, x, *, lanes: int = 8, synth_json=None, table=None
            "(45 nm figures of Horowitz, ISSCC 2014; see docs/performance.md).", ""]
     return {"markdown": "\n".join(md), "synth": syn,
             "energy": {"mean_pj": e["mean_pj"], "mean_total_pj": e["mean_total_pj"],
-                       "ann_float32_pj": ann["float32"]["total_pj"], "ann_int8_pj": ann["int8"]["total_pj"]}}
+                       "ann_float32_pj": ann["float32"]["total_pj"], "ann_int8_pj": ann["int8"]["total_pj"],
+                       "ann_macs": ann["macs"]}}
 
 
 def main(argv=None) -> int:

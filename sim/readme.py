@@ -110,7 +110,8 @@ def _energy(src, foot):
     if not e:
         return None
     ops = r["per_inference"]["syn_ops"]
-    macs = sum(l["n_in"] * l["n_out"] for l in r["model"]["layers"])
+    # golden.energy.ann_macs (conv layers count their real MACs); a report from before it: dense layers
+    macs = e.get("ann_macs") or sum(l["n_in"] * l["n_out"] for l in r["model"]["layers"])
     text = (f"Energy per inference from the exact hardware counters and the 45 nm figures of Horowitz (ISSCC 2014), "
             f"a documented table you can override (`--energy-table`): the {r['model']['coding']}-coded core at "
             f"P={r['lanes']} uses {e['mean_total_pj'] / 1e3:.1f} nJ, against {e['ann_float32_pj'] / 1e3:.1f} nJ for "

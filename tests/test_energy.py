@@ -127,3 +127,20 @@ def test_table_overrides_from_json(tmp_path):
         en.load_table(p)
     with pytest.raises(en.EnergyTableError, match="not found"):
         en.load_table(tmp_path / "missing.json")
+
+
+def test_ann_baseline_counts_the_real_macs_of_conv_and_pool_layers():
+    from golden import Conv2d, MaxPool2d
+    # 1x4x4 -> conv 2 channels, k=3, padding 1: the 16 outputs see 4 (corners), 6 (edges) or 9 (inside)
+    # real inputs, 100 in all, so 2 x 1 x 100 MACs; 18 weights. The pool multiplies nothing.
+    conv = Conv2d(np.ones((2, 1, 3, 3), np.int64), 0, 4, 0, in_shape=(1, 4, 4), padding=1)
+    pool = MaxPool2d(2, in_shape=(2, 4, 4))
+    dense = Dense(np.ones((3, 8), np.int64), 0, 4, 0)
+    assert en.ann_macs(conv) == (200, 18) and en.ann_macs(pool) == (0, 0) and en.ann_macs(dense) == (24, 24)
+    m = Model([conv, pool, dense], T=2, input_max=3, input_shape=(1, 4, 4))
+    ann = en.ann_energy(m)
+    assert (ann["macs"], ann["weights"]) == (224, 42)
+    per_mac = ann["float32"]["per_mac_pj"] + ann["float32"]["per_weight_read_pj"]
+    assert ann["float32"]["total_pj"] == 224 * per_mac
+    # the weight memory is sized by the weights (42 words), not by the MACs
+    assert ann["int8"]["per_weight_read_pj"] == en.sram_word_pj(8, 42)
