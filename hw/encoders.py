@@ -194,7 +194,10 @@ class RateEncoder(_Walker):
         m.d.sync += [u_wr.en.eq(v2), u_wr.addr.eq(g2), u_wr.data.eq(Cat(*new_u)),
                      self.ent_append.eq(v2 & (fire != 0)), self.ent.group.eq(g2), self.ent.mask.eq(fire),
                      self.spk_valid.eq(v2), self.spk_group.eq(g2), self.spk_mask.eq(fire),
-                     self.inc_updates.eq(Mux(v2, real, 0)), self.inc_spikes.eq(Mux(v2, popcount(fire), 0))]
+                     self.inc_updates.eq(Mux(v2, real, 0))]
+        # the spikes are counted a cycle later, from the registered mask: P compares and their popcount
+        # in one cycle were the wide (P >= 32) rate cores' critical path; the counters need the total only
+        m.d.sync += self.inc_spikes.eq(Mux(self.spk_valid, popcount(self.spk_mask), 0))
         return m
 
 

@@ -375,7 +375,7 @@ def test_rate_encoder_matches_section2_per_word_and_step(P, seed):
             for g, bits in enumerate(words(s, P)):
                 m = mask_of(bits)
                 expected[starts[si * T + t] + g + perf.ENC_DRAIN] = (g, m, m, min(P, n - g * P), sum(bits))
-    check_rows(clk.rows, expected, {s + g for s in starts for g in range(G)})
+    check_rows(clk.rows, expected, {s + g for s in starts for g in range(G)}, spike_delay=1)
 
 
 @pytest.mark.parametrize("P, seed", [(1, 0), (2, 1), (8, 2), (4, 3), (8, 4)])
