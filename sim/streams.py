@@ -57,7 +57,26 @@ class _Port:
         self.payload = getattr(dut, f"{prefix}__payload")
 
 
-class StreamSource:
+class _Endpoint:
+    """What a source and a sink share: the port, the clock, their own random stalls, the observations."""
+
+    def __init__(self, dut, prefix: str, clk, *, stall_prob: float, seed: int, period_ns: float):
+        self.port = _Port(dut, prefix)
+        self.clk = clk
+        self.stall_prob = stall_prob
+        self.rng = random.Random(seed)
+        self.period = period_ns
+        self.obs = _Observed()
+
+    def _stall_cycles(self) -> int:
+        """Idle cycles before the next beat: each drawn with probability ``stall_prob``."""
+        n = 0
+        while self.stall_prob and self.rng.random() < self.stall_prob:
+            n += 1
+        return n
+
+
+class StreamSource(_Endpoint):
     """Drives the device's input stream ``<prefix>__{valid,ready,payload}``.
 
     ``stall_prob``: before each beat, idle cycles are drawn (each with this probability) during which
@@ -65,12 +84,7 @@ class StreamSource:
     """
 
     def __init__(self, dut, prefix: str, clk, *, stall_prob: float = 0.0, seed: int = 0, period_ns: float = 10.0):
-        self.port = _Port(dut, prefix)
-        self.clk = clk
-        self.stall_prob = stall_prob
-        self.rng = random.Random(seed)
-        self.period = period_ns
-        self.obs = _Observed()
+        super().__init__(dut, prefix, clk, stall_prob=stall_prob, seed=seed, period_ns=period_ns)
 
     def idle(self):
         self.port.valid.value = 0
@@ -79,9 +93,7 @@ class StreamSource:
         """Drive ``payloads`` as one burst; returns the beats as transferred."""
         p, out = self.port, []
         for i, word in enumerate(payloads):
-            n = 0
-            while self.stall_prob and self.rng.random() < self.stall_prob:
-                n += 1
+            n = self._stall_cycles()
             if n:
                 p.valid.value = 0
                 self.obs.idle_cycles += n
@@ -107,7 +119,7 @@ class StreamSource:
         return out
 
 
-class StreamSink:
+class StreamSink(_Endpoint):
     """Takes beats from the device's output stream ``<prefix>__{valid,ready,payload}``.
 
     ``stall_prob``: before each beat, cycles with ``ready`` low are drawn; if the device offers a beat
@@ -115,12 +127,7 @@ class StreamSink:
     """
 
     def __init__(self, dut, prefix: str, clk, *, stall_prob: float = 0.0, seed: int = 1, period_ns: float = 10.0):
-        self.port = _Port(dut, prefix)
-        self.clk = clk
-        self.stall_prob = stall_prob
-        self.rng = random.Random(seed)
-        self.period = period_ns
-        self.obs = _Observed()
+        super().__init__(dut, prefix, clk, stall_prob=stall_prob, seed=seed, period_ns=period_ns)
 
     def idle(self):
         self.port.ready.value = 0
@@ -131,9 +138,7 @@ class StreamSink:
         transfer cycle (X/Z checks of the outputs)."""
         p, out = self.port, []
         for _ in range(n):
-            k = 0
-            while self.stall_prob and self.rng.random() < self.stall_prob:
-                k += 1
+            k = self._stall_cycles()
             held_word = None
             if k:
                 p.ready.value = 0
