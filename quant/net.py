@@ -21,7 +21,7 @@ from torch import nn
 from .arch import DenseSpec
 from .layers import (GRADS, MAX_LEAK_SHIFT, RESETS, apply_kernel, if_layer, kernel_gain, rate_encode, round_ste,
                      select_prediction, stl_layer)
-from .qnet import QLayer, QuantNet, as_int64, pool, synapse, time_synapse
+from .qnet import QLayer, QuantNet, as_int64, concat_batches, pool, synapse, time_synapse
 
 __all__ = ["SpikingNet", "SpikingMLP", "Forward", "run_layers", "exact_dtype", "tsc_exact_bits", "stcb_exact_bits",
            "leak_exact_bits", "encode_inputs", "dense_specs", "FLOAT32_EXACT_BITS", "MAX_KERNEL"]
@@ -358,12 +358,4 @@ def _batched_eval(layers, x, *, T, encoding, input_max, readout, surrogate, dtyp
                 parts["input_spikes"].append(x_in.to(torch.uint8).numpy())
     finally:
         torch.set_float32_matmul_precision(prec)
-    out = {}
-    for k, v in parts.items():
-        if k == "spikes":
-            out[k] = [np.concatenate(p) for p in v]
-        elif k == "v_final":
-            out[k] = [None if p[0] is None else np.concatenate(p) for p in v]
-        else:
-            out[k] = np.concatenate(v) if v else None
-    return out
+    return concat_batches(parts, per_layer=("spikes",))

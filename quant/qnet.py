@@ -45,7 +45,7 @@ from torch import nn
 from .arch import LayerSpec
 from .layers import quantize_layer, quantize_stcb_layer
 
-__all__ = ["QLayer", "QuantNet", "synapse", "time_synapse", "pool", "BN_EPS", "BN_MOMENTUM", "to_int",
+__all__ = ["QLayer", "QuantNet", "concat_batches", "synapse", "time_synapse", "pool", "BN_EPS", "BN_MOMENTUM", "to_int",
            "as_int64"]
 
 BN_EPS = 1e-5
@@ -133,6 +133,21 @@ def to_int(t: torch.Tensor) -> np.ndarray:
 
 def as_int64(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float64).cpu().numpy().astype(np.int64)
+
+
+def concat_batches(parts: dict, per_layer: tuple = ()) -> dict:
+    """The per-batch arrays of an integer run joined along the samples: ``v_final`` and the keys in
+    ``per_layer`` hold one list of batches per layer (``v_final`` None for a layer without one), every
+    other key one list (None if it is empty)."""
+    out = {}
+    for k, v in parts.items():
+        if k == "v_final":
+            out[k] = [None if p[0] is None else np.concatenate(p) for p in v]
+        elif k in per_layer:
+            out[k] = [np.concatenate(p) for p in v]
+        else:
+            out[k] = np.concatenate(v) if v else None
+    return out
 
 
 class QuantNet(nn.Module):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .qnet import QLayer, QuantNet, as_int64, pool, synapse
+from .qnet import QLayer, QuantNet, as_int64, concat_batches, pool, synapse
 
 __all__ = ["TSCNet", "TSCMLP", "TSCForward", "floor_div", "floor_div_ste", "tsc_encode", "run_tsc_layers",
            "tsc_batched_eval"]
@@ -234,14 +234,7 @@ def tsc_batched_eval(layers, x, *, Q: int, input_max: int, dtype, batch_size: in
             parts["predictions"].append(f.predictions.numpy().astype(np.int64))
     finally:
         torch.set_float32_matmul_precision(prec)
-    out = {}
-    for k, v in parts.items():
-        if k == "activations":
-            out[k] = [np.concatenate(p) for p in v]
-        elif k == "v_final":
-            out[k] = [None if p[0] is None else np.concatenate(p) for p in v]
-        else:
-            out[k] = np.concatenate(v)
+    out = concat_batches(parts, per_layer=("activations",))
     out["spikes"] = None
     out["input_spikes"] = None
     return out
