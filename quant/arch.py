@@ -31,8 +31,20 @@ class ArchError(ValueError):
     """An ``--arch`` string does not parse or its shapes do not chain. One line, naming the token."""
 
 
+class _Spatial:
+    """A layer of 3-D maps: its sizes are the products of its shapes."""
+
+    @property
+    def n_in(self) -> int:
+        return _prod(self.in_shape)
+
+    @property
+    def n_out(self) -> int:
+        return _prod(self.out_shape)
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(_Spatial):
     """conv2d: ``in_shape`` [C, H, W] -> ``out_shape`` [Co, Ho, Wo]."""
 
     channels: int
@@ -44,34 +56,18 @@ class ConvSpec:
     kind: str = "conv2d"
 
     @property
-    def n_in(self) -> int:
-        return _prod(self.in_shape)
-
-    @property
-    def n_out(self) -> int:
-        return _prod(self.out_shape)
-
-    @property
     def token(self) -> str:
         return f"{self.channels}c{self.kernel}" + (f"s{self.stride}" if self.stride != 1 else "")
 
 
 @dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(_Spatial):
     """maxpool2d: window K x K, stride K, no padding; no neurons, no parameters."""
 
     kernel: int
     in_shape: tuple
     out_shape: tuple
     kind: str = "maxpool2d"
-
-    @property
-    def n_in(self) -> int:
-        return _prod(self.in_shape)
-
-    @property
-    def n_out(self) -> int:
-        return _prod(self.out_shape)
 
     @property
     def token(self) -> str:
