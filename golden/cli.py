@@ -20,7 +20,7 @@ from .outputs import Output, OutputSet, check_outputs, main_output
 __all__ = ["UsageError", "ArgumentParser", "guard", "error_line", "short_prog",
            "positive_int", "nonneg_int", "seed_int", "int_range", "lanes_arg", "lanes_list", "int_list",
            "choice_list", "probability", "prob_arg", "finite_float", "positive_float", "check",
-           "Output", "OutputSet", "check_outputs", "main_output"]
+           "Output", "OutputSet", "check_outputs", "main_output", "add_data_options"]
 
 prob_arg = probability        # the older name, kept for callers outside this package
 
@@ -81,3 +81,13 @@ def guard(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | 
         sys.stderr.write(error_line(prog, str(e) or type(e).__name__))
         raise SystemExit(2)
     raise SystemExit(code or 0)
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--split``, ``--data-dir`` and ``--limit``: the samples a command evaluates, spelled
+    and checked the same way by every command that reads a dataset split."""
+    from .datasets import DATASETS
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
+    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")

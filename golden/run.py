@@ -12,7 +12,7 @@ import types
 
 
 from . import engine, perf
-from .cli import ArgumentParser, Output, OutputSet, check_outputs, guard, lanes_arg, positive_int
+from .cli import ArgumentParser, Output, OutputSet, add_data_options, check_outputs, guard, lanes_arg
 from .io import load_model
 
 
@@ -55,10 +55,7 @@ def main(argv=None) -> int:
     from . import datasets
     p = ArgumentParser(prog="python -m golden.run", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
-    p.add_argument("--data-dir", default=None, help="directory with MNIST/Fashion-MNIST/CIFAR-10 files")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
+    add_data_options(p)
     p.add_argument("--lanes", type=lanes_arg, default=1, help="hardware lanes P for the counters")
     p.add_argument("--json", default=None, metavar="FILE.json", help="write the summary as JSON here")
     a = p.parse_args(argv)

@@ -22,8 +22,8 @@ import numpy as np
 
 import golden
 from golden import datasets
-from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, error_line, guard, lanes_arg,
-                        positive_int, probability, seed_int)
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, add_data_options, check_outputs, error_line,
+                        guard, lanes_arg, probability, seed_int)
 
 __all__ = ["regress", "RegressResult", "decode_spikes", "decode_events", "compare", "junit_xml"]
 
@@ -268,11 +268,7 @@ def main(argv=None) -> int:
     from .toolchain import ToolchainError
     p = ArgumentParser(prog="python -m sim.regress", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
-    p.add_argument("--dataset", default="digits", help=f"dataset to stream ({', '.join(datasets.DATASETS)}; "
-                                                       f"default digits)")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
-    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
-    p.add_argument("--limit", type=positive_int, default=None, help="stream only the first N samples")
+    add_data_options(p)
     p.add_argument("--lanes", type=lanes_arg, default=None, help="P (default 8, or the netlist's)")
     p.add_argument("--verilog", default=None, help="verify this netlist (its manifest .json must sit next to it)")
     p.add_argument("--simulator", default="verilator", choices=SIMULATORS,

@@ -278,14 +278,11 @@ def main(argv=None) -> int:
     import re
 
     from golden import datasets
-    from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, finite_float, lanes_arg,
-                            main_output, positive_int)
+    from golden.cli import (ArgumentParser, Output, UsageError, add_data_options, check_outputs, finite_float,
+                            lanes_arg, main_output)
     p = ArgumentParser(prog="python -m sim.report", description=main.__doc__.splitlines()[0][4:])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(datasets.DATASETS)}")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
-    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
+    add_data_options(p)
     p.add_argument("--lanes", type=lanes_arg, default=8, help="hardware lanes P for the counters (default 8)")
     p.add_argument("--regress", default=None, help="sim.regress results JSON of this model (RTL rung)")
     p.add_argument("--metrics", default=None, help="quant.train metrics JSON (float and quantized rungs)")

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from golden import energy as en
-from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check, check_outputs, error_line, guard,
-                        int_list, int_range, lanes_list, main_output, nonneg_int, positive_float, positive_int,
-                        seed_int)
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, add_data_options, check, check_outputs,
+                        error_line, guard, int_list, int_range, lanes_list, main_output, nonneg_int, positive_float,
+                        positive_int, seed_int)
 from golden.geometry import ConfigError, CoreGeometry
 from golden.io import load_model
 from golden.model import CODING_ENCODINGS, CODING_READOUTS, CODINGS, ModelError
@@ -500,10 +500,7 @@ def main(argv=None) -> int:
                                                    f"(default: each model's own)")
     p.add_argument("--T", type=T_LIST, default=None,
                    help="comma-separated T values from 1 to 1024; re-targets each model (default: its own)")
-    p.add_argument("--dataset", default="digits", help="dataset to run (default digits)")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default test)")
-    p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N samples only")
+    add_data_options(p)
     p.add_argument("--clock-mhz", type=positive_float, default=100.0,
                    help="assumed clock (MHz) for configurations without --fmax-json (default 100)")
     p.add_argument("--fmax-json", nargs="+", action="extend", default=[],
