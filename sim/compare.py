@@ -16,7 +16,7 @@ from golden import perf
 from hw.synth import same_netlist
 
 __all__ = ["weight_words", "comparison_row", "comparison_markdown", "comparison_plot", "comparison_notes", "clocking",
-           "fmax_from_synth", "synth_status", "fmt", "ASSUMED_MHZ"]
+           "fmax_from_synth", "synth_status", "synth_result", "result_fmax", "result_status", "fmt", "ASSUMED_MHZ"]
 
 ASSUMED_MHZ = 100.0   # the clock a core's latency is given at when hw.synth has not measured its Fmax
 
@@ -66,38 +66,46 @@ def clocking(cycles: float, fmax: dict | None) -> dict:
             "latency_us": cycles / clock}
 
 
-def fmax_from_synth(path, model: golden.Model, lanes: int) -> dict | None:
-    """{"fmax_mhz", "file"} from an ``hw.synth`` result JSON for exactly this core (same model metadata,
-    lanes and netlist, status ok), else None: a result for another core must never clock this one."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(d, dict) or d.get("status") != "ok" or d.get("lanes") != lanes
-            or d.get("model_meta") != json.loads(json.dumps(model.meta()))
-            or not isinstance(d.get("fmax_mhz"), (int, float)) or not same_netlist(d, model, lanes)):
-        return None
-    return {"fmax_mhz": float(d["fmax_mhz"]), "file": str(p)}
-
-
-def synth_status(path, model: golden.Model, lanes: int) -> str | None:
-    """The status of an ``hw.synth`` result for exactly this core ("ok", "does_not_fit: ...", ...), or None
-    when there is none."""
+def synth_result(path, model: golden.Model, lanes: int) -> dict | None:
+    """The ``hw.synth`` result JSON at ``path`` if it is of exactly this core (same model metadata, lanes
+    and netlist, whatever its status), else None: a result for another core must never describe this
+    one. Checking the netlist elaborates the core, so callers that need the Fmax and the status of one
+    result load it once."""
     p = Path(path)
     try:
         d = json.loads(p.read_text()) if p.is_file() else None
     except (OSError, ValueError):
         return None
-    meta = json.loads(json.dumps(model.meta()))
-    if not isinstance(d, dict) or d.get("lanes") != lanes or d.get("model_meta") != meta \
-            or not same_netlist(d, model, lanes):
+    if (not isinstance(d, dict) or d.get("lanes") != lanes
+            or d.get("model_meta") != json.loads(json.dumps(model.meta())) or not same_netlist(d, model, lanes)):
+        return None
+    return {**d, "file": str(p)}
+
+
+def result_fmax(d: dict | None) -> dict | None:
+    """{"fmax_mhz", "file"} of a :func:`synth_result` whose status is ok, else None."""
+    if d is None or d.get("status") != "ok" or not isinstance(d.get("fmax_mhz"), (int, float)):
+        return None
+    return {"fmax_mhz": float(d["fmax_mhz"]), "file": d["file"]}
+
+
+def result_status(d: dict | None) -> str | None:
+    """The status of a :func:`synth_result` ("ok", "does_not_fit: ...", ...), or None when there is none."""
+    if d is None:
         return None
     if d.get("status") == "ok":
         return "ok"
     return f"{d.get('status')}" + (f": {d['error']}" if d.get("error") else "")
+
+
+def fmax_from_synth(path, model: golden.Model, lanes: int) -> dict | None:
+    """{"fmax_mhz", "file"} from an ``hw.synth`` result JSON for exactly this core, status ok, else None."""
+    return result_fmax(synth_result(path, model, lanes))
+
+
+def synth_status(path, model: golden.Model, lanes: int) -> str | None:
+    """The status of an ``hw.synth`` result for exactly this core, or None when there is none."""
+    return result_status(synth_result(path, model, lanes))
 
 
 def _acc_phrase(a: dict, b: dict) -> str:

@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
     _step(6, "FPGA resources and Fmax (ECP5, if yowasp is installed)")
     from hw.synth import demo_report_section, tools_available
-    from sim.compare import clocking, fmax_from_synth, synth_status
+    from sim.compare import clocking, fmax_from_synth, result_fmax, result_status, synth_result
     if a.no_synth:
         print("skipped (--no-synth)")
     elif not tools_available("ecp5"):
@@ -205,10 +205,11 @@ def main(argv=None) -> int:
         for label, m, t in (cores if a.synth_all else cores[:1]):
             _synthesise(build, m, a.lanes, t)
     # every compared core's latency at its measured Fmax when a synthesis result for it exists
-    fmax = {t: fmax_from_synth(_synth_path(build, t), m, a.lanes) for _, m, t in cores}
+    # (each result is loaded and matched to its core once: the netlist check elaborates the core)
+    results = {t: synth_result(_synth_path(build, t), m, a.lanes) for _, m, t in cores}
     for r, (_, m, t) in zip(rows, cores):
-        r.update(clocking(r["cycles"], fmax[t]))
-        r["synth_status"] = synth_status(_synth_path(build, t), m, a.lanes)
+        r.update(clocking(r["cycles"], result_fmax(results[t])))
+        r["synth_status"] = result_status(results[t])
     syn_json = _synth_path(build, top)
     fpga = demo_report_section(model, x, lanes=a.lanes, synth_json=syn_json)
 
@@ -225,7 +226,8 @@ def main(argv=None) -> int:
     from sim.report import write_report
     from sim.compare import comparison_notes
     note = comparison_notes(rows) if rows else ""
-    top_fmax = fmax_from_synth(syn_json, model, a.lanes)   # the demo core's own Fmax, or none: assumed
+    # the demo core's own Fmax, or none: assumed
+    top_fmax = result_fmax(results[top]) if top in results else fmax_from_synth(syn_json, model, a.lanes)
     clock = clocking(1.0, top_fmax)
     rep = write_report(report_dir, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
                        clock_mhz=clock["clock_mhz"], clock_source=clock["clock_source"],
