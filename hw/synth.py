@@ -47,7 +47,7 @@ from golden.io import atomic_write
 
 __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_nextpnr_report",
            "parse_nextpnr_log", "summarize", "check_weight_bram", "synth", "demo_report_section",
-           "tools_available", "wrapper_verilog", "to_markdown", "same_netlist"]
+           "tools_available", "wrapper_verilog", "to_markdown", "same_netlist", "reusable_result"]
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "yowasp FPGA tools are not installed; run `make setup`"
@@ -547,6 +547,25 @@ def _sib(out: Path, suffix: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------
+
+def reusable_result(res, model, lanes: int, top: str, /, **want) -> dict | None:
+    """The result JSON ``res`` of an earlier run if its work directory (``res`` without the suffix) still
+    holds the very Verilog hw.generate writes today for this core and every field in ``want`` matches,
+    else None. Synthesis and place-and-route are deterministic (fixed seed), so such a result is what a
+    new run would give, and takes minutes less."""
+    from hw.generate import render
+    res = Path(res)
+    v = res.with_suffix("") / f"{top}.v"
+    if not (res.is_file() and v.is_file()):
+        return None
+    try:
+        d = json.loads(res.read_text())
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or any(d.get(k) != w for k, w in want.items()):
+        return None
+    return d if v.read_text() == render(model, lanes, top)[0] else None
+
 
 def same_netlist(result: dict, model, lanes: int) -> bool:
     """Whether the synthesis ``result`` is of the netlist hw.generate writes today for this core: a result

@@ -45,26 +45,14 @@ def parse_model(text: str):
 
 
 def _reusable(job: dict) -> dict | None:
-    """The result a previous run left for exactly this job, or None. Synthesis and place-and-route are
-    deterministic (fixed seed), so a successful result is reused when its work directory holds the very
-    Verilog hw.generate writes today and the part, speed grade, package, seed and clock target match:
-    after a change to one coding's gateware only that coding's cores are run again."""
-    from .generate import render
-    from .synth import TARGETS
-    out = Path(job["out"])
+    """The result a previous run left for exactly this job, or None: its work directory holds today's
+    Verilog, it succeeded, and the part, speed grade, package, seed and clock target match, so after a
+    change to one coding's gateware only that coding's cores are run again."""
+    from .synth import TARGETS, reusable_result
     top = f"{job['label']}_p{job['lanes']}"
-    res, v = out.with_suffix(".json"), out / f"{top}.v"
-    if not (res.is_file() and v.is_file()):
-        return None
-    try:
-        d = json.loads(res.read_text())
-    except ValueError:
-        return None
-    want = {"status": "ok", "device": job["device"], "speed": job["speed"], "seed": 1, "freq_target_mhz": 100.0,
-            "package": TARGETS["ecp5"].package_for(job["device"]), "lanes": job["lanes"], "top": top}
-    if not isinstance(d, dict) or any(d.get(k) != w for k, w in want.items()):
-        return None
-    return d if v.read_text() == render(job["model"], job["lanes"], top)[0] else None
+    return reusable_result(Path(job["out"]).with_suffix(".json"), job["model"], job["lanes"], top, status="ok",
+                           device=job["device"], speed=job["speed"], seed=1, freq_target_mhz=100.0,
+                           package=TARGETS["ecp5"].package_for(job["device"]), lanes=job["lanes"], top=top)
 
 
 def _one(job: dict) -> dict:

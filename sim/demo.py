@@ -53,11 +53,10 @@ def _synth_path(build: Path, top: str) -> Path:
 def _synthesise(build: Path, model, lanes: int, top: str) -> Path | None:
     """Synthesise one core for ECP5 (hw.synth); returns its result JSON, or None on failure. A result for
     the very same netlist (its Verilog is kept in the work directory) is reused: synthesis takes minutes."""
-    from hw.generate import render
-    from hw.synth import SynthError, synth
-    res, work_v = _synth_path(build, top), build / "synth" / f"{top}_ecp5" / f"{top}.v"
-    if res.is_file() and work_v.is_file() and work_v.read_text() == render(model, lanes, top)[0]:
-        d = json.loads(res.read_text())
+    from hw.synth import SynthError, reusable_result, synth
+    res = _synth_path(build, top)
+    d = reusable_result(res, model, lanes, top)
+    if d is not None:
         print(f"{top}: using the synthesis result {res} (same netlist): {d.get('status')}"
               + (f", Fmax {d['fmax_mhz']:.1f} MHz" if d.get("status") == "ok" else ""))
         return res
