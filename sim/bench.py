@@ -2,7 +2,9 @@
 
 Uses the demo model (build/models/digits_rate_t8.npz) when it exists, else a fixed-seed 64-128-10
 rate network; builds from scratch in a temporary build root (so the build time is real), then
-streams the whole digits test split. Target: the 360 samples simulate in under 60 s.
+streams the whole digits test split. Target: the 360 samples simulate in under 60 s. Throughput is
+reported twice: over the simulation proper (the harness streaming the samples) and over the whole job
+with the simulator's start-up.
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ def main(argv=None) -> int:
     out = {"benchmark": "rtl", "model": str(demo) if demo.exists() else "fixed-seed 64-128-10 (golden.bench)",
            "lanes": a.lanes, "samples": len(x), "generate_seconds": gen_s, "build_seconds": b.seconds,
            "sim_seconds": sim_s, "samples_per_s": len(x) / sim_s, "simulated_cycles": cycles,
-           "simulated_cycles_per_s": cycles / sim_s, "exact_vs_golden": exact,
+           "run_seconds": float(rtl["run_seconds"]),
+           "simulated_cycles_per_s": cycles / float(rtl["run_seconds"]),
+           "simulated_cycles_per_s_with_startup": cycles / sim_s, "exact_vs_golden": exact,
            "target_sim_seconds": TARGET_S, "meets_target": sim_s < TARGET_S and exact}
     with OutputSet() as files:
         files.add_text(a.out, json.dumps(out, indent=2))
         files.commit()
     print(f"RTL: build {b.seconds:.1f} s, {len(x)} samples in {sim_s:.1f} s ({out['samples_per_s']:.1f} samples/s, "
-          f"{out['simulated_cycles_per_s']:.0f} cycles/s), exact={exact}; target < {TARGET_S:.0f} s: "
+          f"{out['simulated_cycles_per_s']:.0f} cycles/s, {out['simulated_cycles_per_s_with_startup']:.0f} with "
+          f"start-up), exact={exact}; target < {TARGET_S:.0f} s: "
           f"{'met' if out['meets_target'] else 'NOT met'}; wrote {a.out}")
     return 0 if out["meets_target"] else 1
 

@@ -1,17 +1,21 @@
-"""Functional coverage of the spiking core, sampled from what the hardware did.
+"""Coverage of the spiking core: functional bins sampled from what the hardware did, and a separate
+table of the network configurations a campaign ran.
 
-The bins live in ``cocotb_coverage`` cover points. Every bin is hit from an observation of the
-running netlist, never from the stimulus plan:
+**Functional bins** (``POINTS``) live in ``cocotb_coverage`` cover points. Every one is hit from an
+observation of the running netlist, counted by the harness's monitors (``sim.harness``) or seen by the
+Python-driven fault test, never from the stimulus plan or the manifest:
 
-- ``config.*``: the configuration of the netlist that ran (its manifest, which is generated from the
-  same object as the Verilog), sampled once the netlist has completed a sample;
-- ``x.*`` / ``result.*``: the stream handshakes seen by the source and sink models (a beat offered
-  while the core was busy, the core waiting for input, the core holding a beat against a stall, the
-  values of the beats that were actually accepted);
-- ``spk.*``: the spike monitor port (every neuron-group update and its spike mask);
+- ``x.*`` / ``result.*``: the stream handshakes at the core's ports (a beat offered while the core was
+  busy, the core waiting for input inside a sample, the core holding a beat against a stall, the values
+  of the beats the core actually accepted, a sample accepted right after the previous result);
+- ``spk.*``: the spike monitor port (every neuron-group update and its spike mask, its layer);
 - ``st.*``: the state-memory trace port (read and write addresses, written words);
 - ``op.*``: the op trace port (accumulation ops, null ops, group ends);
 - ``fault.*``: the error flags and ``ready`` seen around injected protocol faults.
+
+**Configuration coverage** (``CONFIG_POINTS``) is what it is: the shapes of the networks a campaign
+built (coding, encoding, readout, lanes, layers, lane edges, STEB kernel), read from each netlist's
+manifest. It is reported as its own table and never counted among the functional bins.
 
 Each simulator run exports its hits (:func:`export`); a campaign adds them up (:func:`merge`) and
 compares them with the bins its configuration can reach (:func:`goal`), so a tsc-only campaign is
@@ -22,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["POINTS", "CampaignConfig", "goal", "hit", "export", "merge", "missed", "describe"]
+__all__ = ["POINTS", "CONFIG_POINTS", "CampaignConfig", "goal", "hit", "export", "merge", "missed", "describe",
+           "config_hits", "config_goal", "config_missed"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,35 @@ _FAULTS = lambda c: c.faults                  # noqa: E731
 _SPIKING = _codings("rate", "stcb")
 
 #: point -> {bin: (reachable(config), what hits it)}
+#: functional point -> {bin: (reachable(config), what hardware event hits it)}
 POINTS: dict[str, dict[str, tuple]] = {
+    "x": {"offered-while-busy": (_any, "x__valid high while x__ready low at a clock edge"),
+          "starved": (_STALLS, "x__ready high while x__valid low within a sample"),
+          "back-to-back": (_any, "a sample's first beat taken at the first edge the core was ready"),
+          "all-zero-sample": (_any, "every accepted beat of a sample was 0"),
+          "saturated-sample": (_any, "every accepted beat of a sample was input_max")},
+    "result": {"held": (_STALLS, "result__valid high while result__ready low at a clock edge")},
+    "spk": {"several-in-one-update": (_any, "an update whose mask has >= 2 bits"),
+            "encoder-rows": (_any, "the encoder or input generator emitted"),
+            "no-encoder-rows": (_SPIKING, "a direct-input netlist ran without encoder rows"),
+            "tsc-off-at-Q": (_codings("tsc"), "an OFF event at t = Q (the clip)"),
+            "buffer-B-written": (_SPIKING, "a spike of an odd hidden layer that feeds another layer: it lands in "
+                                           "event buffer B")},
+    "st": {"raw-at-minimum-distance": (_codings("tsc"), "a state read one cycle after the write of the same "
+                                                         "word (the tightest a synchronous read allows)"),
+           "residual-above-threshold": (_SPIKING, "a written membrane still >= threshold after firing"),
+           "tsc-negative-V": (_codings("tsc"), "a negative membrane written in a tsc layer")},
+    "op": {"null-op": (_any, "a group update with no input event"),
+           "many-events": (_any, "a group with >= 4 events"),
+           "groups-back-to-back": (_any, "a group's first op right after the previous group's last")},
+    "fault": {"reset-while-busy": (_FAULTS, "reset asserted while the core was busy"),
+              "wrong-last-flagged": (_FAULTS, "err_protocol seen high after a misplaced last"),
+              "out-of-range-flagged": (_FAULTS, "err_range seen high after an out-of-range value"),
+              "flags-clear-after-reset": (_FAULTS, "both flags seen low after the reset")},
+}
+
+#: configuration point -> {bin: (reachable(config), which netlists have it)}: shapes, not behaviour
+CONFIG_POINTS: dict[str, dict[str, tuple]] = {
     "config.coding": {"rate": (_codings("rate"), "a rate netlist ran"),
                       "stcb": (_codings("stcb"), "an stcb netlist ran"),
                       "tsc": (_codings("tsc"), "a tsc netlist ran")},
@@ -62,28 +95,6 @@ POINTS: dict[str, dict[str, tuple]] = {
                          "n_in%P!=0": (_any, "the input's last word is partial")},
     "config.kernel": {"kernel": (_codings("stcb"), "an STEB kernel h != [1]"),
                       "negative-tap": (_codings("stcb"), "a kernel with a negative tap")},
-    "config.buffers": {"A-and-B": (_SPIKING, ">= 3 layers: both hidden event buffers")},
-    "x": {"offered-while-busy": (_any, "x__valid high while x__ready low at a clock edge"),
-          "starved": (_STALLS, "x__ready high while x__valid low within a sample"),
-          "back-to-back": (_any, "a sample's first beat taken at the first edge the core was ready"),
-          "all-zero-sample": (_any, "every accepted beat of a sample was 0"),
-          "saturated-sample": (_any, "every accepted beat of a sample was input_max")},
-    "result": {"held": (_STALLS, "result__valid high while result__ready low at a clock edge")},
-    "spk": {"several-in-one-update": (_any, "an update whose mask has >= 2 bits"),
-            "encoder-rows": (_any, "the encoder or input generator emitted"),
-            "no-encoder-rows": (_SPIKING, "a direct-input netlist ran without encoder rows"),
-            "tsc-off-at-Q": (_codings("tsc"), "an OFF event at t = Q (the clip)")},
-    "st": {"raw-at-minimum-distance": (_codings("tsc"), "a state read one cycle after the write of the same "
-                                                         "word (the tightest a synchronous read allows)"),
-           "residual-above-threshold": (_SPIKING, "a written membrane still >= threshold after firing"),
-           "tsc-negative-V": (_codings("tsc"), "a negative membrane written in a tsc layer")},
-    "op": {"null-op": (_any, "a group update with no input event"),
-           "many-events": (_any, "a group with >= 4 events"),
-           "groups-back-to-back": (_any, "a group's first op right after the previous group's last")},
-    "fault": {"reset-while-busy": (_FAULTS, "reset asserted while the core was busy"),
-              "wrong-last-flagged": (_FAULTS, "err_protocol seen high after a misplaced last"),
-              "out-of-range-flagged": (_FAULTS, "err_range seen high after an out-of-range value"),
-              "flags-clear-after-reset": (_FAULTS, "both flags seen low after the reset")},
 }
 
 _samplers: dict = {}
@@ -121,13 +132,51 @@ def export() -> dict:
     return out
 
 
-def merge(total: dict | None, part: dict) -> dict:
-    """Add the hits of ``part`` into ``total`` (a fresh zeroed dict when None)."""
-    total = total or {p: {b: 0 for b in bins} for p, bins in POINTS.items()}
+def merge(total: dict | None, part: dict, points: dict | None = None) -> dict:
+    """Add the hits of ``part`` into ``total`` (a fresh zeroed dict of ``points``, default the functional
+    ones, when None)."""
+    total = total or {p: {b: 0 for b in bins} for p, bins in (points or POINTS).items()}
     for p, bins in part.items():
         for b, n in bins.items():
             total[p][b] += int(n)
     return total
+
+
+def config_hits(params: dict) -> dict:
+    """The configuration bins of one netlist, from its manifest's parameters: {point: {bin: 1}}."""
+    sizes, P = params["sizes"], params["lanes"]
+    L = len(sizes) - 1
+    out = {p: {b: 0 for b in bins} for p, bins in CONFIG_POINTS.items()}
+
+    def on(point, b):
+        out[point][b] = 1
+    on("config.coding", params["coding"])
+    on("config.encoding", params["encoding"])
+    on("config.readout", params["readout"])
+    on("config.lanes", "1" if P == 1 else "64" if P == 64 else "2-32")
+    on("config.layers", "1" if L == 1 else "4" if L == 4 else "2-3")
+    if any(n % P for n in sizes[1:]):
+        on("config.lane_edge", "n_out%P!=0")
+    if any(n < P for n in sizes[1:]):
+        on("config.lane_edge", "n_out<P")
+    if sizes[0] % P:
+        on("config.lane_edge", "n_in%P!=0")
+    kernels = params.get("kernels") or []
+    if any(list(h) != [1] for h in kernels):
+        on("config.kernel", "kernel")
+    if any(v < 0 for h in kernels for v in h):
+        on("config.kernel", "negative-tap")
+    return out
+
+
+def config_goal(config: "CampaignConfig") -> dict:
+    """{point: [configuration bins this campaign can reach]}."""
+    return {p: [b for b, (reach, _) in bins.items() if reach(config)] for p, bins in CONFIG_POINTS.items()}
+
+
+def config_missed(hits: dict, config: "CampaignConfig") -> list[str]:
+    """Reachable configuration bins no netlist of the campaign had, as ``point/bin``."""
+    return [f"{p}/{b}" for p, bins in config_goal(config).items() for b in bins if not hits.get(p, {}).get(b)]
 
 
 def goal(config: CampaignConfig) -> dict:
@@ -141,4 +190,4 @@ def missed(hits: dict, config: CampaignConfig) -> list[str]:
 
 
 def describe(point: str, bin_: str) -> str:
-    return POINTS[point][bin_][1]
+    return {**POINTS, **CONFIG_POINTS}[point][bin_][1]

@@ -129,6 +129,7 @@ class Campaign:
     mismatches: int = 0
     config: cov.CampaignConfig = field(default_factory=lambda: cov.CampaignConfig(frozenset({"rate", "stcb", "tsc"})))
     coverage: dict = field(default_factory=lambda: cov.merge(None, {}))
+    shapes: dict = field(default_factory=lambda: cov.merge(None, {}, cov.CONFIG_POINTS))
     failures: list = field(default_factory=list)
     per_network: list = field(default_factory=list)
     seconds: float = 0.0
@@ -137,10 +138,16 @@ class Campaign:
         goal = cov.goal(self.config)
         total = sum(len(b) for b in goal.values())
         missed = cov.missed(self.coverage, self.config)
+        sgoal = cov.config_goal(self.config)
+        stotal = sum(len(b) for b in sgoal.values())
+        smissed = cov.config_missed(self.shapes, self.config)
         return {"networks": self.networks, "samples": self.samples, "faults_injected": self.faults_injected,
                 "lint_clean": self.lint_clean, "mismatches": self.mismatches,
                 "coverage_hit": total - len(missed), "coverage_total": total,
                 "coverage": self.coverage, "coverage_goal": goal, "missed_coverage": missed,
+                # the network shapes the campaign built (manifests): a table of its own, not functional bins
+                "shapes_hit": stotal - len(smissed), "shapes_total": stotal, "shapes": self.shapes,
+                "shapes_goal": sgoal, "missed_shapes": smissed,
                 "campaign": {"codings": sorted(self.config.codings), "stalls": self.config.stalls,
                              "faults": self.config.faults},
                 "failures": self.failures, "seconds": self.seconds}
@@ -161,7 +168,7 @@ def check_network(model: Model, x: np.ndarray, lanes: int, info: dict, *, stall_
     """Lint, build, run with stalls (and faults); returns (run facts, first mismatch or None)."""
     from hw.generate import generate
     from .regress import compare
-    from .runner import build, cycle_budget, run_job
+    from .runner import SimHang, build, cycle_budget, run_job
     from .tb import state_words
     from .toolchain import lint
     vdir = ROOT / "build" / "fuzz-verilog" / name
@@ -176,10 +183,14 @@ def check_network(model: Model, x: np.ndarray, lanes: int, info: dict, *, stall_
     budget = cycle_budget(int(g.counters["cycles"].sum()), len(x) * (model.n_in + model.n_out), stall_prob)
     job = {"manifest": man, "inputs_array": x, "stall_prob": stall_prob, "seed": info["seed"],
            "max_cycles": budget, "coverage": True, "state_words": state_words(model, lanes)}
-    rtl = run_job(b, job)
+    try:
+        rtl = run_job(b, job)
+    except SimHang as e:
+        return run, f"hang: {e}"
     run["stall_cycles"] = int(rtl["stall_cycles"])
     run["busy_offers"] = int(rtl["busy_offers"])
     run["coverage"] = rtl["coverage"]
+    run["shapes"] = cov.config_hits(man["parameters"])
     verdicts, bad = compare(model, lanes, rtl, g)
     if any(bad.values()):
         i = next(k for k, v in enumerate(verdicts) if v)
@@ -189,8 +200,11 @@ def check_network(model: Model, x: np.ndarray, lanes: int, info: dict, *, stall_
     if int(rtl["err_range"]) or int(rtl["err_protocol"]):
         return run, "error flag raised on valid input"
     if faults:
-        r = run_job(b, {**job, "inputs_array": x[:1], "reset_after": 3 + info["seed"] % 11, "stall_prob": 0.0},
-                    testcase="protocol_abuse")
+        try:
+            r = run_job(b, {**job, "inputs_array": x[:1], "reset_after": 3 + info["seed"] % 11, "stall_prob": 0.0},
+                        testcase="protocol_abuse")
+        except SimHang as e:
+            return run, f"hang in the protocol-fault test: {e}"
         run["coverage"] = cov.merge(cov.merge(None, run["coverage"]), r["coverage"])
         g1 = golden.run(model, x[:1], lanes=lanes)
         ok = (r["after_reset_flags"].tolist() == [0, 0] and r["membranes"].tolist() == g1.membranes.tolist()
@@ -242,6 +256,7 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
         c.lint_clean += int(r["run"]["lint_clean"])
         c.faults_injected += len(r["run"]["faults"])
         c.coverage = cov.merge(c.coverage, r["coverage"])
+        c.shapes = cov.merge(c.shapes, r["run"].get("shapes") or {}, cov.CONFIG_POINTS)
         c.per_network.append({**r["info"], "n_samples": r["samples"], "ok": r["why"] is None})
         if r["failure"]:
             c.mismatches += 1
@@ -308,15 +323,21 @@ def main(argv=None) -> int:
         files.commit()
     print(f"{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
           f"lint clean {s['lint_clean']}/{s['networks']}, mismatches {s['mismatches']}, "
-          f"coverage {s['coverage_hit']}/{s['coverage_total']} ({s['seconds']:.0f} s); wrote {a.json}")
+          f"functional coverage {s['coverage_hit']}/{s['coverage_total']} bins, network shapes "
+          f"{s['shapes_hit']}/{s['shapes_total']} ({s['seconds']:.0f} s); wrote {a.json}")
     for point, bins in s["coverage_goal"].items():
         for b in bins:
             n = s["coverage"][point][b]
             print(f"  {'hit ' if n else 'MISS'} {n:>6}  {point}/{b}")
+    for point, bins in s["shapes_goal"].items():
+        for b in bins:
+            n = s["shapes"][point][b]
+            print(f"  {'ran ' if n else 'MISS'} {n:>6}  {point}/{b} (networks)")
     if s["mismatches"]:
         return 1
-    if s["missed_coverage"] and not a.no_coverage_check:
-        sys.stderr.write(error_line("sim.fuzz", f"coverage incomplete: {', '.join(s['missed_coverage'])}"))
+    missed = s["missed_coverage"] + s["missed_shapes"]
+    if missed and not a.no_coverage_check:
+        sys.stderr.write(error_line("sim.fuzz", f"coverage incomplete: {', '.join(missed)}"))
         return 1
     return 0
 

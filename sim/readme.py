@@ -252,7 +252,10 @@ def _robust(src, foot):
              f"{d['faults_injected']} |",
              f"| random valid/ready stalls | p = {d['stall_prob']} on every stream |",
              f"| lint clean | {d['lint_clean']}/{d['networks']} |",
-             f"| functional coverage points hit (sampled from the hardware) | {d['coverage_hit']}/{d['coverage_total']} |",
+             f"| functional coverage bins hit (each a hardware event at the core's ports) | "
+             f"{d['coverage_hit']}/{d['coverage_total']} |",
+             *([f"| network shapes exercised (configuration bins, from the manifests) | "
+                f"{d['shapes_hit']}/{d['shapes_total']} |"] if "shapes_hit" in d else []),
              f"| bad inputs tried / rejected | {d['bad_inputs_tried']} / {d['bad_inputs_rejected']} |",
              f"| mismatches | **{d['mismatches']}** |",
              f"| time (two workers, the 2-core machine) | {d['seconds']:,.0f} s |"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -25,13 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from . import simcache
+from .harness import HANG_FILE, Harness, harness
 from .toolchain import LINT_WAIVERS, ToolchainError, ensure_verilator, verilator_version
 
 __all__ = ["Build", "build", "run_job", "SimError", "BUILD_ARGS", "SIMULATORS", "estimate_seconds",
-           "icarus_version", "ensure_simulator", "cycle_budget"]
+           "icarus_version", "ensure_simulator", "cycle_budget", "SimHang", "wall_limit"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_ARGS = (*LINT_WAIVERS, "--x-assign", "fast", "--x-initial", "fast", "-O3")
+# cocotb's runner builds with --public-flat-rw, which keeps every signal of every module visible to VPI
+# and stops Verilator from inlining and optimising them away: the core ran 3.5x slower. The testbench
+# reads only the harness (sim.harness), so only the harness's signals are made public (public.vlt), and
+# --timing lets the harness make its own clock.
+VERILATOR_VISIBILITY = ("--no-public-flat-rw", "--timing")
 SIMULATORS = ("verilator", "icarus")
 # 4-state simulators: X and Z exist there, so the testbench checks the outputs for them
 FOUR_STATE = ("icarus",)
@@ -46,6 +53,21 @@ class SimError(RuntimeError):
     """The simulator could not be built or did not complete a job."""
 
 
+class SimHang(SimError):
+    """The core (or the simulation) stopped making progress: the message names the sample and the phase."""
+
+
+# the slowest simulation speed (cycles per second) still taken for progress, per simulator
+_MIN_RATE = {"verilator": 20_000, "icarus": 300}
+
+
+def wall_limit(max_cycles, simulator: str) -> int | None:
+    """Seconds a job of ``max_cycles`` may take on ``simulator`` before it is killed as hung."""
+    if not max_cycles:
+        return None
+    return int(120 + int(max_cycles) / _MIN_RATE[simulator])
+
+
 @dataclass
 class Build:
     dir: Path
@@ -54,6 +76,7 @@ class Build:
     seconds: float
     waves: bool
     simulator: str = "verilator"
+    core: str = ""          # the core's module; ``top`` is the harness around it (sim.harness)
 
 
 def icarus_version() -> str:
@@ -77,14 +100,20 @@ def ensure_simulator(simulator: str) -> str:
 
 
 def _build_args(simulator: str) -> tuple:
-    return BUILD_ARGS if simulator == "verilator" else ()
+    return (*BUILD_ARGS, *VERILATOR_VISIBILITY) if simulator == "verilator" else ()
+
+
+def _cxx_opt(fast: bool) -> str:
+    """The C++ optimisation of a Verilator build: none for ``fast`` builds, else the model's hot code at
+    -O2 instead of verilated.mk's -Os (it simulates faster)."""
+    return "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0" if fast else "OPT_FAST=-O2"
 
 
 def _key(verilog_text: str, top: str, waves: bool, fast: bool = False, simulator: str = "verilator") -> str:
     import cocotb
     h = hashlib.sha256()
     parts = [verilog_text, top, repr(_build_args(simulator)), str(waves), str(fast), cocotb.__version__,
-             ensure_simulator(simulator)]
+             ensure_simulator(simulator), _cxx_opt(fast)]
     if simulator != "verilator":     # keeps the keys of existing Verilator builds valid
         parts.append(simulator)
     for part in parts:
@@ -129,15 +158,16 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     ensure_simulator(simulator)
     verilog = Path(verilog).resolve()
     text = verilog.read_text()
+    hv = harness(_manifest_of(verilog, top))
     build_root = Path(build_root or ROOT / "build" / "sim")
-    bdir = build_root / f"{top}-{_key(text, top, waves, fast, simulator)}"
-    product = "sim.vvp" if simulator == "icarus" else top
+    bdir = build_root / f"{top}-{_key(text + hv.verilog, top, waves, fast, simulator)}"
+    product = "sim.vvp" if simulator == "icarus" else hv.top
     name = "Icarus Verilog" if simulator == "icarus" else "Verilator"
     if (bdir / _STAMP).exists() and (bdir / product).exists():
         simcache.touch(bdir)
         if log:
             log(f"using the cached {name} build {_rel(bdir)}")
-        return Build(bdir, top, True, 0.0, waves, simulator)
+        return Build(bdir, hv.top, True, 0.0, waves, simulator, top)
     if log:
         log(f"building the netlist with {name}, about {max(1, round(estimate_seconds(build_root, simulator, fast)))} s "
             f"(cached in {_rel(bdir)} for the next run)")
@@ -146,8 +176,8 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     build_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".build-{bdir.name}-", dir=build_root.parent))
     try:
-        seconds = _run_build(work, text, top, waves, quiet, fast, simulator)
-        _trim(work, {product, f"{top}.v", "build.log"})
+        seconds = _run_build(work, text, top, hv, waves, quiet, fast, simulator)
+        _trim(work, {product, f"{top}.v", f"{hv.top}.v", "build.log"})
         (work / _STAMP).write_text(json.dumps({"seconds": seconds, "simulator": simulator, "fast": fast}))
         simcache.touch(work)
         if bdir.exists():
@@ -164,14 +194,30 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
         log(f"simulator cache: removed {len(gone)} least recently used builds "
             f"({sum(e.bytes for e in gone) / (1 << 20):.0f} MB) to stay under "
             f"{simcache.cap_bytes() / (1 << 20):.0f} MB")
-    return Build(bdir, top, False, seconds, waves, simulator)
+    return Build(bdir, hv.top, False, seconds, waves, simulator, top)
 
 
-def _run_build(bdir: Path, text: str, top: str, waves: bool, quiet: bool, fast: bool, simulator: str) -> float:
+def _manifest_of(verilog: Path, top: str) -> dict:
+    """The manifest ``hw.generate`` wrote next to ``verilog`` (the harness is generated from it)."""
+    j = verilog.with_suffix(".json")
+    try:
+        man = json.loads(j.read_text())
+    except (OSError, ValueError) as e:
+        raise SimError(f"{verilog}: no readable manifest {j.name} next to it ({e}); generate with hw.generate") \
+            from None
+    if man.get("top") != top:
+        raise SimError(f"{j}: describes top {man.get('top')!r}, not {top!r}")
+    return man
+
+
+def _run_build(bdir: Path, text: str, top: str, hv: Harness, waves: bool, quiet: bool, fast: bool,
+               simulator: str) -> float:
     from cocotb_tools.runner import get_runner
     # sources are copied in so the build does not depend on where the netlist came from
     src = bdir / f"{top}.v"
     src.write_text(text)
+    hsrc = bdir / f"{hv.top}.v"
+    hsrc.write_text(hv.verilog)
     runner = get_runner(simulator)
     blog = bdir / "build.log"
     # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ takes the precompiled
@@ -181,11 +227,19 @@ def _run_build(bdir: Path, text: str, top: str, waves: bool, quiet: bool, fast: 
     if "CFG_CXXFLAGS_PCH_I" not in flags:
         flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = flags + (" OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0" if fast else "")
+    # ... and CFG_CXXFLAGS_COROUTINES empty, which --timing (the harness's clock) needs
+    if "CFG_CXXFLAGS_COROUTINES" not in flags:
+        flags += " CFG_CXXFLAGS_COROUTINES=-fcoroutines"
+    os.environ["MAKEFLAGS"] = flags + " " + _cxx_opt(fast)
     t0 = time.perf_counter()
     try:
         kw = {"timescale": TIMESCALE} if simulator == "icarus" else {}
-        runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, build_args=list(_build_args(simulator)),
+        sources = [src, hsrc]
+        if simulator == "verilator":
+            vlt = bdir / "public.vlt"
+            vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{hv.top}" -var "*"\n')
+            sources.append(vlt)
+        runner.build(sources=sources, hdl_toplevel=hv.top, build_dir=bdir, build_args=list(_build_args(simulator)),
                      waves=waves, log_file=blog if quiet else None, **kw)
     except (SystemExit, Exception) as e:  # cocotb's runner raises SystemExit on tool failure
         tail = blog.read_text()[-2000:] if blog.exists() else ""
@@ -234,13 +288,23 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
         jpath = work / "job.json"
         jpath.write_text(json.dumps(job))
         runner = get_runner(b.simulator)
+        limit = wall_limit(job.get("max_cycles"), b.simulator)
+        if limit is not None:
+            # a simulation that stops advancing time (a zero-delay loop) never reaches the testbench's
+            # cycle budget: the simulator process gets a wall-clock limit of its own
+            cmds = runner._test_command
+            runner._test_command = lambda: [["timeout", "-k", "5", str(limit), *c] for c in cmds()]
         env = {"SPIKEFORGE_JOB": str(jpath), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
         results_xml = work / "results.xml"
         log = work / "sim.log"
         kw = {"timescale": TIMESCALE} if b.simulator == "icarus" else {}
+        # the harness's files (sim.harness): stimulus and state info in, records out
+        kw["plusargs"] = [f"+{n}={work / (n + '.hex')}" for n in ("stim", "stinfo", "res", "rcyc", "cnt", "scyc")]
         if b.simulator == "icarus" and b.waves:   # the dump module's default path is the (moved) build's
-            kw["plusargs"] = [f"+dumpfile_path={work / 'dump.fst'}"]
+            kw["plusargs"].append(f"+dumpfile_path={work / 'dump.fst'}")
+        # the runner logs a failed test as an error on stderr; we report every failure ourselves, in one line
+        runner.log.setLevel(logging.CRITICAL)
         try:
             with simcache.lease(b.dir):
                 runner.test(test_module="sim.tb", hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
@@ -249,7 +313,15 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
                             log_file=log, **kw)
         except (SystemExit, Exception) as e:
             tail = log.read_text()[-3000:] if log.exists() else ""
+            if (work / HANG_FILE).exists():       # the testbench's own verdict (under pytest the runner exits)
+                raise SimHang((work / HANG_FILE).read_text().strip().splitlines()[0]) from None
+            if isinstance(e, SystemExit) and e.code == 124:
+                raise SimHang(f"the simulator ran past its wall-clock limit of {limit} s (a hung simulation)"
+                              f"{timeout_note}") from None
             raise SimError(f"cocotb run failed ({e}){timeout_note}\n{tail}") from None
+        hang = work / HANG_FILE
+        if hang.exists():
+            raise SimHang(hang.read_text().strip().splitlines()[0])
         xml = results_xml.read_text() if results_xml.exists() else ""
         if "<failure" in xml or "<error" in xml or not Path(job["out"]).exists():
             tail = log.read_text()[-3000:] if log.exists() else ""

@@ -51,17 +51,22 @@ class _Observed:
 
 
 class _Port:
-    def __init__(self, dut, prefix: str):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
+    """``<prefix>__{valid,ready,payload}``; the signals this side drives may carry a prefix of their own
+    (``drive``): the harness (sim.harness) takes a Python-driven stream on its ``py_*`` inputs."""
+
+    def __init__(self, dut, prefix: str, driven: tuple = (), drive: str = ""):
+        def sig(name):
+            return getattr(dut, f"{drive if name in driven else ''}{prefix}__{name}")
+        self.valid, self.ready, self.payload = sig("valid"), sig("ready"), sig("payload")
 
 
 class _Endpoint:
     """What a source and a sink share: the port, the clock, their own random stalls, the observations."""
 
-    def __init__(self, dut, prefix: str, clk, *, stall_prob: float, seed: int, period_ns: float):
-        self.port = _Port(dut, prefix)
+    DRIVEN: tuple = ()
+
+    def __init__(self, dut, prefix: str, clk, *, stall_prob: float, seed: int, period_ns: float, drive: str = ""):
+        self.port = _Port(dut, prefix, self.DRIVEN, drive)
         self.clk = clk
         self.stall_prob = stall_prob
         self.rng = random.Random(seed)
@@ -83,8 +88,11 @@ class StreamSource(_Endpoint):
     ``valid`` is low; the random generator is the source's own, independent of the sink's.
     """
 
-    def __init__(self, dut, prefix: str, clk, *, stall_prob: float = 0.0, seed: int = 0, period_ns: float = 10.0):
-        super().__init__(dut, prefix, clk, stall_prob=stall_prob, seed=seed, period_ns=period_ns)
+    DRIVEN = ("valid", "payload")
+
+    def __init__(self, dut, prefix: str, clk, *, stall_prob: float = 0.0, seed: int = 0, period_ns: float = 10.0,
+                 drive: str = ""):
+        super().__init__(dut, prefix, clk, stall_prob=stall_prob, seed=seed, period_ns=period_ns, drive=drive)
 
     def idle(self):
         self.port.valid.value = 0
@@ -126,8 +134,11 @@ class StreamSink(_Endpoint):
     during them, that is recorded as a held beat (the device must keep it stable until taken).
     """
 
-    def __init__(self, dut, prefix: str, clk, *, stall_prob: float = 0.0, seed: int = 1, period_ns: float = 10.0):
-        super().__init__(dut, prefix, clk, stall_prob=stall_prob, seed=seed, period_ns=period_ns)
+    DRIVEN = ("ready",)
+
+    def __init__(self, dut, prefix: str, clk, *, stall_prob: float = 0.0, seed: int = 1, period_ns: float = 10.0,
+                 drive: str = ""):
+        super().__init__(dut, prefix, clk, stall_prob=stall_prob, seed=seed, period_ns=period_ns, drive=drive)
 
     def idle(self):
         self.port.ready.value = 0

@@ -128,11 +128,13 @@ def test_energy_block_renders_the_sweeps_categories(tmp_path):
 
 def test_robust_block_counts_networks_by_coding(tmp_path):
     import json
-    d = {"networks": 3, "samples": 96, "faults_injected": 1, "stall_prob": 0.3, "lint_clean": 3, "coverage_hit": 39,
-         "coverage_total": 40, "bad_inputs_tried": 5, "bad_inputs_rejected": 5, "mismatches": 0, "seconds": 12.4,
+    d = {"networks": 3, "samples": 96, "faults_injected": 1, "stall_prob": 0.3, "lint_clean": 3, "coverage_hit": 20,
+         "coverage_total": 21, "shapes_hit": 18, "shapes_total": 19, "bad_inputs_tried": 5, "bad_inputs_rejected": 5, "mismatches": 0, "seconds": 12.4,
          "networks_detail": [{"coding": "tsc"}, {"coding": "rate"}, {"coding": "tsc"}]}
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "robustness.json").write_text(json.dumps(d))
     body = render_block("robust", tmp_path)
     assert "| random networks on Verilator (rate 1, tsc 2) | 3 |" in body
-    assert "| functional coverage points hit (sampled from the hardware) | 39/40 |" in body and "| **0** |" in body
+    assert "| functional coverage bins hit (each a hardware event at the core's ports) | 20/21 |" in body
+    assert "| network shapes exercised (configuration bins, from the manifests) | 18/19 |" in body
+    assert "| **0** |" in body
