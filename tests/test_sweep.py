@@ -291,3 +291,27 @@ def test_codings_plot_names_each_best_lanes_and_zooms_accuracy():
     lo, hi = min(100 * r["accuracy"] for r in rows), max(100 * r["accuracy"] for r in rows)
     pad = max(0.5, 0.6 * (hi - lo))
     assert a1.get_ylim() == pytest.approx((max(0.0, lo - pad), min(100.0, hi + pad)))   # zoomed to the values
+
+
+def test_codings_retarget_every_model_and_each_row_is_golden_under_that_coding():
+    # review of issue 17, item 4: `for coding in [m0.coding]` (codings ignored) must fail here
+    m = digits_model()
+    x = np.random.default_rng(5).integers(0, 17, (6, 64))
+    y = np.arange(6) % 10
+    s = sw.sweep([("a", m), ("b", m.replace(T=2))], x, y, lanes=[1, 4], codings=["tsc", "rate", "stcb"],
+                 progress=False)
+    rows = s["rows"]
+    assert [(r["model"], r["coding"], r["T"], r["lanes"]) for r in rows] == [
+        (lb, cd, T, P) for lb, T in (("a", 4), ("b", 2)) for cd in ("tsc", "rate", "stcb") for P in (1, 4)]
+    assert set(s["models"]) == {(lb, cd, T) for lb, T in (("a", 4), ("b", 2)) for cd in ("tsc", "rate", "stcb")}
+    for r in rows:
+        mm = s["models"][(r["model"], r["coding"], r["T"])]
+        assert mm.coding == r["coding"] and mm.T == r["T"]
+        assert mm == sw.retarget(m if r["model"] == "a" else m.replace(T=2), r["coding"], r["T"])
+        g = golden.run(mm, x, lanes=r["lanes"])
+        assert r["cycles_mean"] == float(g.counters["cycles"].mean())
+        assert r["weight_reads"] == float(g.counters["weight_reads"].mean())
+        assert r["accuracy"] == float((g.predictions == y).mean())
+    # the codings really differ in cost, so a row computed under the wrong coding cannot pass by chance
+    by = {(r["coding"], r["lanes"]): r["cycles_mean"] for r in rows if r["model"] == "a"}
+    assert len({by[(cd, 1)] for cd in ("tsc", "rate", "stcb")}) == 3
