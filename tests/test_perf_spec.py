@@ -89,3 +89,23 @@ def test_breakdown_refuses_counters_that_do_not_add_up():
                           counters={**r.counters, "cycles": r.counters["cycles"] + 1})
     with pytest.raises(AssertionError, match="cycle breakdown .* != cycles counter"):
         perf.breakdown_totals(m, 2, off)
+
+
+@pytest.mark.parametrize("coding, encoding, term", [("rate", "rate", 0), ("rate", "direct", 1), ("stcb", "rate", 0),
+                                                    ("stcb", "direct", 1), ("tsc", "tsc", 1)])
+def test_layer_drain_is_the_specs_sum(coding, encoding, term):
+    # spec §3: layer_drain = ACCUMULATE_STAGE + term_stage + UPDATE_STAGES, term_stage = 1 for direct input
+    # and tsc, 0 otherwise
+    assert perf.term_stage(coding, encoding) == term
+    assert perf.layer_drain(coding, encoding) == 3 + term + 2
+
+
+def test_stcb_weight_reads_count_trains_not_train_words():
+    # spec §3, stcb: per group, each active input train costs one weight-word read; with P = 2 two active
+    # trains share one train word (one event-buffer entry), so weight reads and event reads differ
+    m = Model([Dense(np.ones((3, 4), int), 0, 1, 0), Dense(np.ones((2, 3), int), 0, 9, 0)],
+              coding="stcb", T=2, input_max=3)
+    r = golden.run(m, np.array([[3, 3, 0, 3]]), lanes=2)       # 3 active trains in 2 words
+    c0 = r.layer_counters[0]
+    G = 2
+    assert (c0["weight_reads"].tolist(), c0["event_reads"].tolist()) == ([G * 3], [G * 2])
