@@ -3,8 +3,9 @@
 For every configuration (coding x T x lanes) it runs ``golden.run`` on a dataset split and reports
 cycles per inference, latency and throughput (at the Fmax that ``hw.synth`` measured for that lane
 count, given with ``--fmax-json``, else at ``--clock-mhz``; a row clocked by an Fmax measured on another
-netlist than its own core's says so, in the table, the JSON/CSV and on stderr), memory sizes (``golden.geometry.CoreGeometry.memories()``)
-and energy per inference (``golden.energy``, with the same network's ANN energy beside it).
+netlist than its own core's says so, in the table, the JSON/CSV and on stderr), memory sizes
+(``golden.geometry.CoreGeometry.memories()``) and energy per inference (``golden.energy``, with the same
+network's ANN energy beside it).
 
 ``--out DIR/NAME.json`` names the main output; next to it go ``NAME.csv`` and three PNG plots:
 ``NAME_cycles.png`` (cycles against lanes), ``NAME_pareto.png`` (energy against latency, Pareto front
