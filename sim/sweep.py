@@ -148,7 +148,8 @@ def fmax_netlist(entry: dict, model, P: int) -> str:
     return "same" if same_netlist(entry, model, P) else "other"
 
 
-NETLIST_NOTES = {"other": "synthesised from another netlist", "unknown": "records no netlist hash"}
+NETLIST_NOTES = {"other": ("synthesised from another netlist", "of another core"),
+                 "unknown": ("records no netlist hash", "it cannot be matched to")}
 
 
 def fmax_notes(rows: list) -> list[str]:
@@ -161,8 +162,9 @@ def fmax_notes(rows: list) -> list[str]:
     out = []
     for (f, kind), rs in by_file.items():
         cfgs = ", ".join(f"{r['model']} {r['coding']} T={r['T']} P={r['lanes']}" for r in rs)
-        out.append(f"--fmax-json {f}: {NETLIST_NOTES[kind]}: its Fmax clocks {len(rs)} configuration"
-                   f"{'s' if len(rs) > 1 else ''} of another core ({cfgs}); their latency is an estimate")
+        what, whose = NETLIST_NOTES[kind]
+        out.append(f"--fmax-json {f}: {what}: its Fmax clocks {len(rs)} configuration"
+                   f"{'s' if len(rs) > 1 else ''} {whose} ({cfgs}); their latency is an estimate")
     return out
 
 

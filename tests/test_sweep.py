@@ -346,8 +346,8 @@ def test_fmax_of_another_netlist_is_said(tmp_path):
     assert sw.fmax_notes(rows) == [
         f"--fmax-json {files[1]}: synthesised from another netlist: its Fmax clocks 2 configurations of another "
         f"core (model rate T=4 P=1, model rate T=2 P=1); their latency is an estimate",
-        f"--fmax-json {files[2]}: records no netlist hash: its Fmax clocks 2 configurations of another core "
-        f"(model rate T=4 P=4, model rate T=2 P=4); their latency is an estimate",
+        f"--fmax-json {files[2]}: records no netlist hash: its Fmax clocks 2 configurations it cannot be matched "
+        f"to (model rate T=4 P=4, model rate T=2 P=4); their latency is an estimate",
         f"--fmax-json {files[0]}: synthesised from another netlist: its Fmax clocks 1 configuration of another "
         f"core (model rate T=2 P=2); their latency is an estimate"]
     lines = sw.table_markdown(rows).splitlines()[2:]
