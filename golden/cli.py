@@ -13,6 +13,7 @@ import re
 import sys
 from typing import Callable, NoReturn
 
+from .errors import UsageError
 from .options import (check, choice_list, finite_float, int_list, int_range, lanes_arg, lanes_list,
                       nonneg_int, positive_float, positive_int, probability, seed_int)
 from .outputs import Output, OutputSet, check_outputs, main_output
@@ -23,10 +24,6 @@ __all__ = ["UsageError", "ArgumentParser", "guard", "error_line", "short_prog",
            "Output", "OutputSet", "check_outputs", "main_output", "add_data_options"]
 
 prob_arg = probability        # the older name, kept for callers outside this package
-
-
-class UsageError(Exception):
-    """A bad option or input detected by a CLI after parsing; reported as one line, exit 2."""
 
 
 def short_prog(prog: str) -> str:

@@ -13,6 +13,8 @@ import argparse
 import math
 from typing import Callable, Sequence
 
+from .errors import UsageError
+
 __all__ = ["int_range", "positive_int", "nonneg_int", "seed_int", "probability", "finite_float",
            "positive_float", "lanes_arg", "int_list", "lanes_list", "choice_list", "check"]
 
@@ -141,8 +143,7 @@ def choice_list(choices: Sequence[str], *, what: str = "names") -> Callable[[str
 
 
 def check(parse: Callable[[str], object], text: str, option: str):
-    """Run a validator outside argparse; a bad value raises ``golden.cli.UsageError`` naming ``option``."""
-    from .cli import UsageError
+    """Run a validator outside argparse; a bad value raises ``golden.errors.UsageError`` naming ``option``."""
     try:
         return parse(text)
     except argparse.ArgumentTypeError as e:

@@ -5,7 +5,7 @@ extension; the CLI's other files go next to it and are named after its stem (``x
 ``x.md``, ``x_cycles.png``, work directory ``x/``). Options that name one more file each (``--json``,
 ``--junit``) name that file. No file option ever names a directory.
 
-:func:`check_outputs` raises :class:`golden.cli.UsageError` naming the option at fault when a path could
+:func:`check_outputs` raises :class:`golden.errors.UsageError` naming the option at fault when a path could
 not be written: it is an existing directory (or ends with ``/``), an ancestor is a regular file, the
 nearest existing ancestor is not writable, two options name the same path, or one output would have to
 be both a file and a directory. :class:`OutputSet` then writes every file of the run to a temporary file
@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from .errors import UsageError
 
 __all__ = ["Output", "check_outputs", "main_output", "OutputSet"]
 
@@ -39,8 +41,7 @@ class Output:
             raise ValueError(f"kind must be 'file' or 'dir', not {self.kind!r}")
 
 
-def _usage(msg: str):
-    from .cli import UsageError
+def _usage(msg: str) -> UsageError:
     return UsageError(msg)
 
 

@@ -174,7 +174,7 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     # The build runs outside the cache, where its objects and precompiled headers (140 MB for a demo-sized
     # core) never count against the cap; only the trimmed result moves in.
     build_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".build-{bdir.name}-", dir=build_root.parent))
+    work = simcache.work_dir(build_root, bdir.name)    # removes killed builds' leftovers first
     try:
         seconds = _run_build(work, text, top, hv, waves, quiet, fast, simulator)
         _trim(work, {product, f"{top}.v", f"{hv.top}.v", "build.log"})

@@ -2,8 +2,10 @@
 
 For every configuration (coding x T x lanes) it runs ``golden.run`` on a dataset split and reports
 cycles per inference, latency and throughput (at the Fmax that ``hw.synth`` measured for that lane
-count, given with ``--fmax-json``, else at ``--clock-mhz``), memory sizes (``golden.geometry.CoreGeometry.memories()``)
-and energy per inference (``golden.energy``, with the same network's ANN energy beside it).
+count, given with ``--fmax-json``, else at ``--clock-mhz``; a row clocked by an Fmax measured on another
+netlist than its own core's says so, in the table, the JSON/CSV and on stderr), memory sizes
+(``golden.geometry.CoreGeometry.memories()``) and energy per inference (``golden.energy``, with the same
+network's ANN energy beside it).
 
 ``--out DIR/NAME.json`` names the main output; next to it go ``NAME.csv`` and three PNG plots:
 ``NAME_cycles.png`` (cycles against lanes), ``NAME_pareto.png`` (energy against latency, Pareto front
@@ -39,13 +41,13 @@ from golden.progress import Progress
 from golden.progress import progress as progress_of
 
 __all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "verify", "retarget", "pareto_front",
-           "table_markdown", "CSV_FIELDS"]
+           "table_markdown", "fmax_netlist", "fmax_notes", "CSV_FIELDS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LANES = "1,2,4,8,16,32,64"
 
 CSV_FIELDS = ("model", "coding", "T", "lanes", "samples", "accuracy", "cycles_mean", "cycles_min", "cycles_max",
-              "clock_mhz", "clock_source", "latency_us", "throughput_per_s", "cycle_efficiency",
+              "clock_mhz", "clock_source", "clock_netlist", "latency_us", "throughput_per_s", "cycle_efficiency",
               "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops", "neuron_updates",
               "event_reads", "event_writes", "spikes", "memory_bits", "weight_memory_bits",
               "energy_pj", *[f"energy_{c}_pj" for c in en.CATEGORIES], "ann_float32_pj", "ann_int8_pj",
@@ -114,7 +116,9 @@ def load_fmax(paths, models) -> list[dict]:
                              f"({[layers[0]['n_in']] + [l['n_out'] for l in layers]}, not "
                              f"{' or '.join(str(m.sizes) for _, m in _as_list(models))})")
         e = {"lanes": int(d["lanes"]), "layers": layers, "coding": meta.get("coding"), "T": meta.get("T"),
-             "fmax_mhz": float(d["fmax_mhz"]), "file": str(p), "part": d.get("part"), "target": d.get("target")}
+             "fmax_mhz": float(d["fmax_mhz"]), "file": str(p), "part": d.get("part"), "target": d.get("target"),
+             # which netlist was synthesised (hw.synth records it): checked against each core it clocks
+             "top": d.get("top"), "verilog_sha256": d.get("verilog_sha256")}
         for o in out:
             if (o["lanes"], o["layers"], o["coding"]) == (e["lanes"], e["layers"], e["coding"]):
                 raise UsageError(f"--fmax-json: two files for lanes={e['lanes']} of the same network "
@@ -131,6 +135,37 @@ def _fmax_for(fmax, model, P):
         if e["lanes"] == P and e["layers"] in (None, model.meta()["layers"]) and e["coding"] in (None, model.coding):
             return e
     return None
+
+
+def fmax_netlist(entry: dict, model, P: int) -> str:
+    """Whether the Fmax ``entry`` was measured on the very netlist hw.generate writes for ``model`` at ``P``
+    lanes: "same", "other" (another core: another T, an older gateware, a core hw cannot build) or
+    "unknown" (the file records no netlist hash). The network, lanes and coding are already checked;
+    this elaborates the core, so it is asked once per configuration that an Fmax file clocks."""
+    from hw.synth import same_netlist
+    if not isinstance(entry.get("top"), str) or not isinstance(entry.get("verilog_sha256"), str):
+        return "unknown"
+    return "same" if same_netlist(entry, model, P) else "other"
+
+
+NETLIST_NOTES = {"other": ("synthesised from another netlist", "of another core"),
+                 "unknown": ("records no netlist hash", "it cannot be matched to")}
+
+
+def fmax_notes(rows: list) -> list[str]:
+    """One line per Fmax file that clocks a configuration whose netlist it does not describe (or cannot
+    say which it describes): the rows are clocked with it all the same, and this says so."""
+    by_file: dict = {}
+    for r in rows:
+        if r.get("clock_netlist") in NETLIST_NOTES:
+            by_file.setdefault((r["fmax_file"], r["clock_netlist"]), []).append(r)
+    out = []
+    for (f, kind), rs in by_file.items():
+        cfgs = ", ".join(f"{r['model']} {r['coding']} T={r['T']} P={r['lanes']}" for r in rs)
+        what, whose = NETLIST_NOTES[kind]
+        out.append(f"--fmax-json {f}: {what}: its Fmax clocks {len(rs)} configuration"
+                   f"{'s' if len(rs) > 1 else ''} {whose} ({cfgs}); their latency is an estimate")
+    return out
 
 
 def pareto_front(points) -> list[bool]:
@@ -158,7 +193,7 @@ def retarget(model, coding: str, T: int):
     return model.replace(**kw) if kw else model
 
 
-def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model") -> dict:
+def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", netlist=None, fmax_file=None) -> dict:
     c = {k: v.astype(np.float64) for k, v in g.counters.items()}
     cyc = g.counters["cycles"]
 
@@ -168,7 +203,7 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model") -
     row = {"model": label, "coding": coding, "T": T, "lanes": P, "samples": int(g.batch),
            "accuracy": float((g.predictions == y).mean()) if y is not None and len(y) else None,
            "cycles_mean": float(cyc.mean()), "cycles_min": int(cyc.min()), "cycles_max": int(cyc.max()),
-           "clock_mhz": clock, "clock_source": clock_source,
+           "clock_mhz": clock, "clock_source": clock_source, "clock_netlist": netlist, "fmax_file": fmax_file,
            "latency_us": float(cyc.mean()) / clock, "throughput_per_s": clock * 1e6 / float(cyc.mean()),
            "cycle_efficiency": float((c["weight_reads"] + c["state_writes"]).sum() / c["cycles"].sum()),
            **{k: mean(k) for k in ("weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops",
@@ -216,9 +251,10 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
         f = _fmax_for(fmax, m, P)
         if f is not None:
             clock, src = f["fmax_mhz"], f"fmax {Path(f['file']).name}"
+            netlist, ffile = fmax_netlist(f, m, P), f["file"]
         else:
-            clock, src = float(clock_mhz), "--clock-mhz"
-        rows.append(_row(m, cd, T, P, g, y, clock, src, table, label))
+            clock, src, netlist, ffile = float(clock_mhz), "--clock-mhz", None, None
+        rows.append(_row(m, cd, T, P, g, y, clock, src, table, label, netlist, ffile))
         if keep_results:
             results[(label, cd, T, P)] = g
         bar.update(1)
@@ -304,9 +340,16 @@ def clock_note(rows: list) -> str:
     if not measured:
         return f"at an assumed {', '.join(f'{c:g}' for c in assumed)} MHz clock (no hw.synth Fmax given)"
     if not assumed:
-        return "at each core's measured Fmax (hw.synth)"
+        return "at each core's measured Fmax (hw.synth)" + _other_netlist(rows)
     return (f"at the measured Fmax for P={','.join(map(str, measured))}, else an assumed "
-            f"{', '.join(f'{c:g}' for c in assumed)} MHz")
+            f"{', '.join(f'{c:g}' for c in assumed)} MHz" + _other_netlist(rows))
+
+
+def _other_netlist(rows: list) -> str:
+    bad = [r for r in rows if r.get("clock_netlist") in NETLIST_NOTES]
+    if not bad:
+        return ""
+    return f"; {len(bad)} configuration{'s' if len(bad) > 1 else ''} clocked by an Fmax of another netlist (estimate)"
 
 
 def _energy_stack(ax, labels, rows_at, width=0.7):
@@ -472,10 +515,16 @@ def table_markdown(rows: list) -> str:
         e = "-" if r["energy_pj"] is None else f"{r['energy_pj'] / 1e3:.2f}"
         lines.append((f"| {r['model']} " if multi else "") +
                      f"| {r['coding']} | {r['T']} | {r['lanes']} | {acc} | {r['cycles_mean']:.1f} | "
-                     f"{r['clock_mhz']:.2f} | {r['latency_us']:.2f} | {r['throughput_per_s']:.0f} | "
+                     f"{r['clock_mhz']:.2f}{_clock_mark(r)} | {r['latency_us']:.2f} | {r['throughput_per_s']:.0f} | "
                      f"{r['memory_bits'] if r['memory_bits'] is not None else '-'} | {e} | "
                      f"{'*' if r['pareto'] else ''} |")
     return "\n".join(lines)
+
+
+def _clock_mark(r: dict) -> str:
+    """The table's note on a clock measured on another netlist than the row's core."""
+    kind = r.get("clock_netlist")
+    return {"other": " (Fmax of another netlist)", "unknown": " (Fmax, netlist unknown)"}.get(kind, "")
 
 
 def _label(path: str, taken: set) -> str:
@@ -553,6 +602,9 @@ def main(argv=None) -> int:
     s = sweep(models, x, y, lanes=lanes, codings=codings, Ts=Ts, clock_mhz=a.clock_mhz, fmax=fmax, table=table,
               progress=not a.no_progress)
     rows = s["rows"]
+    notes = fmax_notes(rows)
+    for n in notes:                    # said, never silent: these latencies are clocked by another core's Fmax
+        sys.stderr.write(f"sim.sweep: note: {n}\n")
     print(table_markdown(rows))
     verdicts = []
     if a.verify:
@@ -565,7 +617,8 @@ def main(argv=None) -> int:
                   f"cycles/inference; {v['seconds']} s)")
     doc = {"models": {label: {"path": str(path), "meta": m.meta()} for (label, m), path in zip(models, a.model)},
            "dataset": a.dataset, "split": a.split, "samples": int(len(x)), "lanes": lanes, "codings": codings,
-           "T": Ts, "clock_mhz": a.clock_mhz, "clock_note": clock_note(rows), "fmax": fmax, "energy_table": table,
+           "T": Ts, "clock_mhz": a.clock_mhz, "clock_note": clock_note(rows), "fmax": fmax, "fmax_notes": notes,
+           "energy_table": table,
            "rows": rows, "verify": verdicts, "seconds": round(time.perf_counter() - t0, 1)}
     with OutputSet() as files:         # the JSON, the CSV and the plots: all five or none
         doc["plots"] = _plots(out, rows, stem, files)

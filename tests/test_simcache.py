@@ -122,3 +122,135 @@ def test_make_clean_sim_exists():
     text = (ROOT / "Makefile").read_text()
     assert "\nclean-sim:\n\trm -rf build/sim\n" in text
     assert "SPIKEFORGE_SIM_CACHE_MB" in text
+
+
+# --- leftovers of killed builds (review of issue 17, item 6) ---------------------------------------------
+
+DEAD = 2 ** 22 + 4242               # above the largest pid_max: no such process
+
+
+def leftover(path: Path, mb: float = 1, age: float = 0.0) -> Path:
+    """A half-made build at ``path``: objects, no ``.built`` stamp; every entry last changed ``age`` s ago."""
+    (path / "obj_dir").mkdir(parents=True)
+    (path / "obj_dir" / "Vtop__ALL.o").write_bytes(b"\1" * int(mb * MB))
+    t = time.time() - age
+    for p in (path / "obj_dir" / "Vtop__ALL.o", path / "obj_dir", path):
+        os.utime(p, (t, t))
+    return path
+
+
+def test_the_runner_and_the_cache_agree_on_the_stamp():
+    import sim.runner
+    assert simcache.BUILT == sim.runner._STAMP == ".built"
+
+
+def test_a_killed_builds_work_directory_goes_a_live_ones_stays(tmp_path):
+    root = tmp_path / "sim"
+    root.mkdir()
+    dead = leftover(tmp_path / f".build-core_p8-0123456789abcdef-pid{DEAD}-k3j_x9ab")
+    mine = leftover(tmp_path / f".build-core_p8-0123456789abcdef-pid{os.getpid()}-a1b2c3d4")
+    assert [(e.path, e.bytes >= MB) for e in simcache.incomplete(root)] == [(dead, True)]
+    assert simcache.incomplete(root)[0].why == f"incomplete build; its process {DEAD} is gone"
+    gone = simcache.remove_incomplete(root)
+    assert [e.path for e in gone] == [dead] and not dead.exists() and mine.exists()
+
+
+def test_a_build_in_progress_in_another_live_process_is_never_removed(tmp_path):
+    import subprocess
+    import sys
+    root = tmp_path / "sim"
+    root.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # its work directory, a cache entry it holds a lease on; both hours old, neither stamped
+        work = leftover(tmp_path / f".build-x-0000000000000000-pid{p.pid}-zz", age=7200)
+        entry = leftover(root / "x-1111111111111111", age=7200)
+        (entry / f".lease-{p.pid}-abcd1234").touch()
+        assert simcache.incomplete(root, now=time.time() + 1e6) == []
+        assert simcache.remove_incomplete(root, now=time.time() + 1e6) == [] and work.exists() and entry.exists()
+    finally:
+        p.kill()
+        p.wait()
+    # the same two once that process is gone
+    assert sorted(e.path.name for e in simcache.remove_incomplete(root)) == [work.name, entry.name]
+    assert not work.exists() and not entry.exists()
+
+
+def test_cache_entries_without_the_stamp(tmp_path):
+    root = tmp_path / "sim"
+    done = leftover(root / "done-1", age=7200)
+    (done / ".built").write_text("{}")
+    (done / f".lease-{DEAD}-aaaa").touch()                 # complete: the LRU's business, not a leftover
+    dead_lease = leftover(root / "half-2")
+    (dead_lease / f".lease-{DEAD}-bbbb").touch()
+    young = leftover(root / "young-3", age=simcache.ORPHAN_AGE_S - 60)      # no owner, recently written
+    old = leftover(root / "old-4", age=simcache.ORPHAN_AGE_S + 60)          # no owner, long still
+    hidden = leftover(root / ".tmp-5", age=7200)                            # not a cache entry
+    found = {e.path.name: e.why for e in simcache.incomplete(root)}
+    assert found == {"half-2": f"incomplete build; its process {DEAD} is gone",
+                     "old-4": "incomplete build with no owner recorded, unchanged for 1.0 h"}
+    simcache.remove_incomplete(root)
+    assert [d.exists() for d in (done, dead_lease, young, old, hidden)] == [True, False, True, False, True]
+    # an ownerless directory goes by its newest change at any depth, not its own mtime: a compiler writing
+    # deep down keeps it
+    t = time.time() - 7200
+    for p in (young, young / "obj_dir"):
+        os.utime(p, (t, t))
+    assert simcache.incomplete(root) == []
+    os.utime(young / "obj_dir" / "Vtop__ALL.o", (t, t))
+    assert [e.path.name for e in simcache.incomplete(root)] == ["young-3"]
+
+
+def test_an_ownerless_directory_a_live_process_works_in_stays(tmp_path):
+    import subprocess
+    import sys
+    root = tmp_path / "sim"
+    root.mkdir()
+    cwd = leftover(tmp_path / ".build-a-0000000000000000-q1w2e3r4", age=7200)     # an older runner's
+    opened = leftover(tmp_path / ".build-b-0000000000000000-t5y6u7i8", age=7200)
+    idle = leftover(tmp_path / ".build-c-0000000000000000-o9p0a1s2", age=7200)
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=cwd),
+             subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'rb'); "
+                               "print('open', flush=True); time.sleep(60)", str(opened / "obj_dir" / "Vtop__ALL.o")],
+                              stdout=subprocess.PIPE, text=True)]
+    try:
+        assert procs[1].stdout.readline() == "open\n"
+        assert [e.path for e in simcache.remove_incomplete(root)] == [idle]
+        assert cwd.exists() and opened.exists()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert sorted(e.path for e in simcache.remove_incomplete(root)) == [cwd, opened]
+
+
+def test_work_dir_names_its_owner_and_clears_leftovers_first(tmp_path):
+    root = tmp_path / "sim"
+    dead = leftover(tmp_path / f".build-core-0123456789abcdef-pid{DEAD}-deadbeef")
+    w = simcache.work_dir(root, "core-0123456789abcdef")
+    assert not dead.exists() and w.is_dir() and w.parent == tmp_path
+    assert w.name.startswith(f".build-core-0123456789abcdef-pid{os.getpid()}-")
+    assert simcache.incomplete(root, now=time.time() + 1e6) == []         # ours, while we live
+
+
+def test_the_runner_builds_in_a_work_dir_and_clears_leftovers(tmp_path, monkeypatch):
+    """sim.runner.build with the compile step stood in for: the leftover of a killed build is gone before
+    the next build starts, which runs in a work directory named after its process."""
+    import sim.runner as runner
+    root = tmp_path / "sim"
+    dead = leftover(tmp_path / f".build-old-0123456789abcdef-pid{DEAD}-x1y2z3w4", mb=2)
+    seen = []
+
+    def compile_step(work, text, top, *rest):
+        seen.append((work.name, dead.exists()))
+        (work / top).write_text("#!/bin/sh\n")
+        (work / f"{top}.v").write_text(text)
+        (work / "obj_dir").mkdir()
+        return 0.5
+
+    monkeypatch.setattr(runner, "_run_build", compile_step)
+    m, v, _, name = _core(7, tmp_path)
+    b = runner.build(v, name, build_root=root, fast=True)
+    assert len(seen) == 1 and seen[0][0].startswith(f".build-{b.dir.name}-pid{os.getpid()}-") and seen[0][1] is False
+    assert (b.dir / ".built").exists() and not (b.dir / "obj_dir").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]

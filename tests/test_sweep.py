@@ -291,3 +291,88 @@ def test_codings_plot_names_each_best_lanes_and_zooms_accuracy():
     lo, hi = min(100 * r["accuracy"] for r in rows), max(100 * r["accuracy"] for r in rows)
     pad = max(0.5, 0.6 * (hi - lo))
     assert a1.get_ylim() == pytest.approx((max(0.0, lo - pad), min(100.0, hi + pad)))   # zoomed to the values
+
+
+def test_codings_retarget_every_model_and_each_row_is_golden_under_that_coding():
+    # review of issue 17, item 4: `for coding in [m0.coding]` (codings ignored) must fail here
+    m = digits_model()
+    x = np.random.default_rng(5).integers(0, 17, (6, 64))
+    y = np.arange(6) % 10
+    s = sw.sweep([("a", m), ("b", m.replace(T=2))], x, y, lanes=[1, 4], codings=["tsc", "rate", "stcb"],
+                 progress=False)
+    rows = s["rows"]
+    assert [(r["model"], r["coding"], r["T"], r["lanes"]) for r in rows] == [
+        (lb, cd, T, P) for lb, T in (("a", 4), ("b", 2)) for cd in ("tsc", "rate", "stcb") for P in (1, 4)]
+    assert set(s["models"]) == {(lb, cd, T) for lb, T in (("a", 4), ("b", 2)) for cd in ("tsc", "rate", "stcb")}
+    for r in rows:
+        mm = s["models"][(r["model"], r["coding"], r["T"])]
+        assert mm.coding == r["coding"] and mm.T == r["T"]
+        assert mm == sw.retarget(m if r["model"] == "a" else m.replace(T=2), r["coding"], r["T"])
+        g = golden.run(mm, x, lanes=r["lanes"])
+        assert r["cycles_mean"] == float(g.counters["cycles"].mean())
+        assert r["weight_reads"] == float(g.counters["weight_reads"].mean())
+        assert r["accuracy"] == float((g.predictions == y).mean())
+    # the codings really differ in cost, so a row computed under the wrong coding cannot pass by chance
+    by = {(r["coding"], r["lanes"]): r["cycles_mean"] for r in rows if r["model"] == "a"}
+    assert len({by[(cd, 1)] for cd in ("tsc", "rate", "stcb")}) == 3
+
+
+def _synth_file(path, m, lanes, sha="render", top="t"):
+    """An ok hw.synth result of ``m`` at ``lanes``: of today's netlist (sha="render"), of another one
+    (a given hash) or of an unknown one (sha=None: no hash recorded)."""
+    from hw.generate import render
+    d = {"status": "ok", "lanes": lanes, "fmax_mhz": 50.0 + lanes, "model_meta": json.loads(json.dumps(m.meta())),
+         "part": "LFE5U-25F", "target": "ecp5", "top": top}
+    if sha is not None:
+        d["verilog_sha256"] = render(m, lanes, top)[1]["verilog_sha256"] if sha == "render" else sha
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_fmax_of_another_netlist_is_said(tmp_path):
+    # review of issue 17, item 5: an Fmax measured on another netlist (another T of the same network,
+    # an older core) still clocks the row, but the row, the table, the clock note and the notes say so
+    m = digits_model()
+    files = [_synth_file(tmp_path / "p2.json", m, 2), _synth_file(tmp_path / "p1.json", m, 1, sha="0" * 64),
+             _synth_file(tmp_path / "p4.json", m, 4, sha=None)]
+    fmax = sw.load_fmax(files, m)
+    x = np.random.default_rng(0).integers(0, 17, (3, 64))
+    rows = sw.sweep(m, x, None, lanes=[1, 2, 4, 8], Ts=[4, 2], fmax=fmax, progress=False)["rows"]
+    got = [(r["T"], r["lanes"], r["clock_mhz"], r["clock_netlist"], r["fmax_file"]) for r in rows]
+    assert got == [(4, 1, 51.0, "other", str(files[1])), (4, 2, 52.0, "same", str(files[0])),
+                   (4, 4, 54.0, "unknown", str(files[2])), (4, 8, 100.0, None, None),
+                   (2, 1, 51.0, "other", str(files[1])), (2, 2, 52.0, "other", str(files[0])),
+                   (2, 4, 54.0, "unknown", str(files[2])), (2, 8, 100.0, None, None)]
+    assert sw.fmax_notes(rows) == [
+        f"--fmax-json {files[1]}: synthesised from another netlist: its Fmax clocks 2 configurations of another "
+        f"core (model rate T=4 P=1, model rate T=2 P=1); their latency is an estimate",
+        f"--fmax-json {files[2]}: records no netlist hash: its Fmax clocks 2 configurations it cannot be matched "
+        f"to (model rate T=4 P=4, model rate T=2 P=4); their latency is an estimate",
+        f"--fmax-json {files[0]}: synthesised from another netlist: its Fmax clocks 1 configuration of another "
+        f"core (model rate T=2 P=2); their latency is an estimate"]
+    lines = sw.table_markdown(rows).splitlines()[2:]
+    assert [(" (Fmax of another netlist)" in l, " (Fmax, netlist unknown)" in l) for l in lines] == [
+        (True, False), (False, False), (False, True), (False, False),
+        (True, False), (True, False), (False, True), (False, False)]
+    assert "| 52.00 |" in lines[1] and "| 51.00 (Fmax of another netlist) |" in lines[0]
+    assert sw.clock_note(rows).endswith("; 5 configurations clocked by an Fmax of another netlist (estimate)")
+    same = [r for r in rows if r["clock_netlist"] in ("same", None)]
+    assert sw.fmax_notes(same) == [] and "netlist" not in sw.clock_note(same)
+
+
+def test_cli_notes_an_fmax_of_another_netlist_on_stderr_and_in_the_json(model_path, tmp_path):
+    m = golden.load_model(model_path)
+    _synth_file(tmp_path / "old.json", m, 2, sha="f" * 64)
+    out = tmp_path / "o.json"
+    r = cli("--model", model_path, "--lanes", "2", "--limit", "4", "--fmax-json", tmp_path / "old.json",
+            "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    note = (f"sim.sweep: note: --fmax-json {tmp_path / 'old.json'}: synthesised from another netlist: its Fmax "
+            f"clocks 1 configuration of another core (dm rate T=4 P=2); their latency is an estimate")
+    assert r.stderr.splitlines() == [note]
+    d = json.loads(out.read_text())
+    assert d["fmax_notes"] == [note[len("sim.sweep: note: "):]]
+    assert (d["rows"][0]["clock_mhz"], d["rows"][0]["clock_netlist"]) == (52.0, "other")
+    assert "| 52.00 (Fmax of another netlist) |" in r.stdout
+    (row,) = csv.DictReader((tmp_path / "o.csv").open())
+    assert row["clock_netlist"] == "other"
