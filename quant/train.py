@@ -17,6 +17,8 @@ levels) and exports a golden TSC model (encoding tsc, membrane readout).
 ``--arch`` builds convolutional networks (``16c3-mp2-32c3-10``: conv2d, maxpool2d and dense layers,
 see :mod:`quant.arch`) for every coding; ``--bn`` adds BatchNorm, folded into weights, biases and
 thresholds at export; ``--reset`` and ``--leak`` (optionally ``--learn-leak``) choose the neuron.
+``--recipe`` (:mod:`quant.recipe`) fills the training flags the user did not give: a conv arch trains
+with the documented conv recipe of its coding by default, a dense one with the plain defaults.
 
 Every bad option exits with code 2 and one line on stderr before any training starts. Torch is
 imported only after the options have been checked, so that is fast.
