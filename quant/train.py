@@ -17,6 +17,8 @@ levels) and exports a golden TSC model (encoding tsc, membrane readout).
 ``--arch`` builds convolutional networks (``16c3-mp2-32c3-10``: conv2d, maxpool2d and dense layers,
 see :mod:`quant.arch`) for every coding; ``--bn`` adds BatchNorm, folded into weights, biases and
 thresholds at export; ``--reset`` and ``--leak`` (optionally ``--learn-leak``) choose the neuron.
+``--recipe`` (:mod:`quant.recipe`) fills the training flags the user did not give: a conv arch trains
+with the documented conv recipe of its coding by default, a dense one with the plain defaults.
 
 Every bad option exits with code 2 and one line on stderr before any training starts. Torch is
 imported only after the options have been checked, so that is fast.
@@ -26,16 +28,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_list, int_range,
                         main_output, positive_float, positive_int, seed_int)
+from golden.datasets import DATASETS
 from golden.options import finite_float
+
+from .recipe import CONV, PLAIN, RECIPES, describe, recipe_for, resolve
 
 PROG = "python -m quant.train"
 
-# defaults chosen so the digits targets hold with --seed 0 (see docs/quant.md)
-DEFAULT_EPOCHS = 20
+# defaults chosen so the digits targets hold with --seed 0 (see docs/quant.md); --epochs, --augment,
+# --label-smoothing and --bn default to the recipe's values (quant.recipe: PLAIN for dense archs)
+DEFAULT_EPOCHS = PLAIN.epochs
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH = 32
 TRAINABLE_CODINGS = ("rate", "stcb", "tsc")
@@ -84,7 +91,7 @@ def device_arg(text: str) -> str:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits", help="digits (default), mnist, fashion-mnist or cifar10")
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
     p.add_argument("--data-dir", default=None, help="directory with the MNIST/Fashion-MNIST/CIFAR-10 files")
     p.add_argument("--coding", default="rate",
                    help="neural coding: rate (default), stcb (spike-train level, optional temporal "
@@ -106,19 +113,26 @@ def build_parser() -> ArgumentParser:
                    help="learn each layer's leak NUM (starting from --leak, at its SHIFT)")
     p.add_argument("--scale", default="layer", choices=SCALES,
                    help="power-of-two quantization scale per layer (default) or per output channel")
-    p.add_argument("--bn", action="store_true",
-                   help="BatchNorm on every hidden layer, folded into weights, biases and thresholds at export")
-    p.add_argument("--augment", type=augment_arg, default=0, metavar="PIXELS",
-                   help="shift training images by up to PIXELS in y and x (default 0)")
+    p.add_argument("--recipe", default="auto", choices=RECIPES,
+                   help="training recipe for the flags not given: 'conv' (docs/quant.md's tuned conv recipe; "
+                   f"rate/stcb with rate encoding: {describe(asdict(CONV['rate']))}; --encoding direct: "
+                   f"{describe(asdict(CONV['direct']))}; tsc: {describe(asdict(CONV['tsc']))}), 'none' (the plain "
+                   f"defaults: --epochs {PLAIN.epochs}, no augmentation, label smoothing or BN) or 'auto' (default: "
+                   "conv when --arch has a conv layer, else none); a flag given explicitly always wins")
+    p.add_argument("--bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm on every hidden layer, folded into weights, biases and thresholds at export "
+                   "(default: the recipe's; --no-bn turns it off)")
+    p.add_argument("--augment", type=augment_arg, default=None, metavar="PIXELS",
+                   help="shift training images by up to PIXELS in y and x (default: the recipe's, else 0)")
     p.add_argument("--weight-decay", type=nonneg_float, default=0.0,
                    help="AdamW weight decay of the synaptic weights (default 0: plain Adam)")
-    p.add_argument("--label-smoothing", type=smoothing_arg, default=0.0,
-                   help="label smoothing of the cross-entropy loss, in [0, 1) (default 0)")
+    p.add_argument("--label-smoothing", type=smoothing_arg, default=None,
+                   help="label smoothing of the cross-entropy loss, in [0, 1) (default: the recipe's, else 0)")
     p.add_argument("--device", type=device_arg, default="cpu",
                    help="torch device for training: cpu (default), cuda or cuda:N; evaluation, export and "
                    "the golden check run on the CPU")
     p.add_argument("--readout", default=None, choices=("count", "membrane"),
-                   help="readout (default: count for --coding rate, membrane for --coding tsc)")
+                   help="readout (default: the recipe's, else count for --coding rate, membrane for --coding tsc)")
     p.add_argument("--weight-bits", type=bits_arg, default=8, help="signed weight width, 2..16 (default 8)")
     p.add_argument("--surrogate", default="arctan", choices=("arctan", "triangle"),
                    help="surrogate gradient of the spike (default arctan)")
@@ -128,8 +142,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--grad", default="bptt", choices=GRAD_RULES,
                    help="training rule: bptt (surrogate-gradient BPTT, default) or stl (stcb only: "
                    "spike-train-level equivalent gradient)")
-    p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                   help=f"epochs per network (default {DEFAULT_EPOCHS})")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"epochs per network (default: the recipe's, else {DEFAULT_EPOCHS})")
     p.add_argument("--lr", type=pos_float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR})")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH,
                    help=f"mini-batch size (default {DEFAULT_BATCH})")
@@ -177,7 +191,6 @@ def main(argv=None) -> int:
         raise UsageError(f"unknown coding {a.coding!r}; choose from {', '.join(CODINGS)}")
     tsc = a.coding == "tsc"
     encoding = a.encoding or ("tsc" if tsc else "rate")
-    readout = a.readout or ("membrane" if tsc else "count")
     if tsc and encoding != "tsc":
         raise UsageError(f"coding 'tsc' needs --encoding tsc (its own ON/OFF input events), got {encoding!r}")
     if not tsc and encoding == "tsc":
@@ -188,8 +201,6 @@ def main(argv=None) -> int:
         raise UsageError(f"--kernel {a.kernel} has more taps than --T {a.T} time steps")
     if a.grad == "stl" and a.coding != "stcb":
         raise UsageError(f"--grad stl needs --coding stcb, got coding {a.coding!r}")
-    if tsc and readout != "membrane":
-        raise UsageError(f"coding 'tsc' needs --readout membrane (the last layer's V is the output), got {readout!r}")
     if tsc and (a.leak is not None or a.reset != "subtract"):
         raise UsageError("coding 'tsc' has no membrane dynamics to leak or reset; drop --leak / --reset")
     if a.learn_leak and a.leak is None:
@@ -204,6 +215,13 @@ def main(argv=None) -> int:
         specs = build_arch(arch, datasets.input_shape(a.dataset), datasets.N_CLASSES[a.dataset])
     except ArchError as e:
         raise UsageError(str(e)) from None
+    recipe, settings = recipe_for(a.recipe, conv_arch=any(sp.kind == "conv2d" for sp in specs), coding=a.coding,
+                                  encoding=encoding)
+    run, taken = resolve(settings, {"epochs": a.epochs, "augment": a.augment, "label_smoothing": a.label_smoothing,
+                                    "bn": a.bn, "readout": a.readout})
+    readout = run.readout or ("membrane" if tsc else "count")
+    if tsc and readout != "membrane":
+        raise UsageError(f"coding 'tsc' needs --readout membrane (the last layer's V is the output), got {readout!r}")
     if encoding == "direct" and specs[0].kind == "maxpool2d":
         raise UsageError(f"--encoding direct feeds the integer inputs to layer 0, which must be dense or conv, "
                          f"not {specs[0].token!r}")
@@ -226,13 +244,15 @@ def main(argv=None) -> int:
     from .trainer import Config, metrics_path, train  # imports torch
 
     cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, arch=arch_string(specs),
-                 readout=readout, weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=a.epochs, lr=a.lr,
+                 readout=readout, weight_bits=a.weight_bits, surrogate=a.surrogate, epochs=run.epochs, lr=a.lr,
                  batch_size=a.batch_size, seed=a.seed, float_ref=not a.no_float_ref, limit=a.limit,
                  threads=a.threads, grad=a.grad, kernel=a.kernel, reset=a.reset,
-                 leak=None if a.leak is None else list(a.leak), learn_leak=a.learn_leak, scale=a.scale, bn=a.bn,
-                 augment=a.augment, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing,
+                 leak=None if a.leak is None else list(a.leak), learn_leak=a.learn_leak, scale=a.scale, bn=run.bn,
+                 augment=run.augment, weight_decay=a.weight_decay, label_smoothing=run.label_smoothing,
                  device=a.device)
     log = (lambda *args, **kw: None) if a.quiet else (lambda msg: print(msg, flush=True))
+    if describe(taken):  # say what the recipe chose, so a run can be repeated with explicit flags
+        log(f"recipe {recipe}: {describe(taken)}")
     r = train(cfg, (x_tr, y_tr, x_te, y_te), out, resume=a.resume, stop_after=a.stop_after, log=log)
     if r.stopped:
         return 0

