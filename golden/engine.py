@@ -125,22 +125,35 @@ def _tsc_event_counts(a: np.ndarray, T: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # layer arithmetic (shared by every coding)
+#
+# Exactness. Every operand is an integer. A floating-point sum of integers is exact while every
+# partial sum (and every product) is an integer the format represents: |n| <= 2**24 in float32,
+# |n| <= 2**53 in float64. For a product a @ W.T with |a_i| <= amax, any partial sum of output j,
+# in whatever order BLAS adds (FMA included: it rounds once, to the exact value), is bounded by
+# ``bound = amax * max_j sum_i |W_ji|``; so the product is exact in the narrowest float format whose
+# limit ``bound`` does not exceed, and in int64 (numpy's own loops, no BLAS) beyond 2**53.
 
-# float32 represents every integer below 2**24 exactly; a product whose terms' absolute sum stays
-# below that is exact in float32 whatever order BLAS adds in
-_F32_EXACT = 1 << 24
+_EXACT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
+_INT64_LIMIT = (1 << 63) - 1
+# conv2d as one product with the layer's (n_in, n_out) convolution matrix while that matrix is at
+# most this many elements (16 MiB of float32); beyond it, im2col patches
+_CONV_MATRIX_MAX = 1 << 22
 
 
-def _exact_matmul(a: np.ndarray, w: np.ndarray, bound: int | None = None) -> np.ndarray:
-    """Integer a @ w.T through BLAS; exact because the model's width analysis bounds every partial
-    sum by 2**48 (float64) or, when ``bound`` (the largest sum of |a_i w_ji|) is below 2**24, in
-    float32."""
-    dt = np.float32 if bound is not None and bound < _F32_EXACT else np.float64
-    return (a.astype(dt) @ w.T.astype(dt)).astype(np.int64)
+def exact_dtype(bound: int) -> np.dtype:
+    """The narrowest dtype that sums integer terms whose absolute values add up to at most ``bound``
+    exactly: float32 up to 2**24, float64 up to 2**53, else int64 (exact below 2**63)."""
+    bound = int(bound)
+    for dt, limit in _EXACT_LIMITS:
+        if bound <= limit:
+            return dt
+    if bound > _INT64_LIMIT:
+        raise OverflowError(f"a synaptic sum bounded by {bound} does not fit int64")
+    return np.dtype(np.int64)
 
 
-def _abs_bound(layer, amax: int) -> int:
-    """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax."""
+def synaptic_bound(layer, amax: int) -> int:
+    """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax (Python int: exact)."""
     w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
     return int(w.sum(axis=1).max()) * int(amax)
 
@@ -157,21 +170,57 @@ def _patches(a: np.ndarray, layer) -> np.ndarray:
     return win.transpose(0, 1, 4, 5, 2, 3).reshape(img.shape[0], C * K * K, Ho * Wo)
 
 
-def synaptic(layer, a: np.ndarray, amax: int = 1) -> np.ndarray:
-    """The synaptic sum of one step, without bias: (N, n_in) inputs -> (N, n_out) int64, exactly.
+def conv_matrix(layer, dtype=np.int64) -> np.ndarray:
+    """The conv2d layer as a dense (n_in, n_out) matrix M, so that the synaptic sum is ``a @ M``:
+    M[(c, iy, ix), (o, y, x)] = W[o, c, ky, kx] where iy = y*S + ky - p, ix = x*S + kx - p is inside
+    the map (zero padding contributes nothing, so those terms are simply absent)."""
+    C, H, W = layer.in_shape
+    Co, Ho, Wo = layer.out_shape
+    K, S, p = layer.kernel, layer.stride, layer.padding
+    ky = np.arange(K)
+    iy = np.arange(Ho)[None, :] * S + ky[:, None] - p                  # (K, Ho): input row of (ky, y)
+    ix = np.arange(Wo)[None, :] * S + ky[:, None] - p                  # (K, Wo): input column of (kx, x)
+    # every (c, ky, kx, y, x) whose input pixel is inside the map
+    c, ky5, kx5, y, x = np.meshgrid(np.arange(C), ky, ky, np.arange(Ho), np.arange(Wo), indexing="ij")
+    r, q = iy[ky5, y], ix[kx5, x]
+    ok = (r >= 0) & (r < H) & (q >= 0) & (q < W)
+    c, ky5, kx5, y, x, r, q = (v[ok] for v in (c, ky5, kx5, y, x, r, q))
+    m = np.zeros((C * H * W, Co * Ho * Wo), dtype=dtype)
+    rows = (c * H + r) * W + q                                          # (E,)
+    cols = np.arange(Co)[:, None] * (Ho * Wo) + (y * Wo + x)[None, :]   # (Co, E)
+    m[rows[None, :], cols] = layer.weight[:, c, ky5, kx5]
+    return m
 
-    Dense: ``a @ W.T``. Conv2d: ``sum_{c,ky,kx} W[o,c,ky,kx] a[c, y*S+ky-p, x*S+kx-p]`` (zero
-    padding), flattened (o, y, x). ``amax`` bounds |a| (1 for spikes and events).
-    """
-    bound = _abs_bound(layer, amax)
+
+def _product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """a @ W.T (dense) or the convolution (conv2d), computed in ``dt``: (N, n_in) -> (N, n_out) dt."""
+    a = a.astype(dt, copy=False)
     if layer.kind == "dense":
-        return _exact_matmul(a, layer.weight, bound)
-    N = a.shape[0]
-    dt = np.float32 if bound < _F32_EXACT else np.float64
-    cols = _patches(a.astype(dt, copy=False), layer)                          # (N, C*K*K, Ho*Wo)
+        return a @ layer.weight.T.astype(dt)
+    if layer.n_in * layer.n_out <= _CONV_MATRIX_MAX:
+        return a @ conv_matrix(layer, dt)
+    cols = _patches(a, layer)                                           # (N, C*K*K, Ho*Wo)
     # (Co, C*K*K) @ each sample's patches: the result is already in (o, y, x) order
     out = np.matmul(layer.weight.reshape(layer.weight.shape[0], -1).astype(dt), cols)
-    return out.reshape(N, -1).astype(np.int64)
+    return out.reshape(a.shape[0], -1)
+
+
+def synaptic(layer, a: np.ndarray, amax: int = 1, dtype=None) -> np.ndarray:
+    """The synaptic sum of one step, without bias: (N, n_in) inputs -> (N, n_out), exactly.
+
+    Dense: ``a @ W.T``. Conv2d: ``sum_{c,ky,kx} W[o,c,ky,kx] a[c, y*S+ky-p, x*S+kx-p]`` (zero
+    padding), flattened (o, y, x). ``amax`` bounds |a| (1 for spikes and events). The product runs
+    in :func:`exact_dtype` of :func:`synaptic_bound`; ``dtype`` forces one (int64: the exact
+    fallback; a float only where it is exact, else ValueError). The result is int64, or the float
+    dtype holding the exact integers when ``dtype`` names one.
+    """
+    need = exact_dtype(synaptic_bound(layer, amax))
+    if dtype is None:
+        return _product(layer, a, need).astype(np.int64, copy=False)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and (need.kind != "f" or need.itemsize > dtype.itemsize):
+        raise ValueError(f"{dtype} is not exact for this layer: its synaptic sums need {need}")
+    return _product(layer, a, dtype)
 
 
 def maxpool(layer, a: np.ndarray) -> np.ndarray:
@@ -199,26 +248,70 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
-    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max."""
+    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. (B, T, n) bool."""
     u = np.zeros_like(x)
-    out = np.empty((x.shape[0], T, x.shape[1]), dtype=np.uint8)
+    out = np.empty((x.shape[0], T, x.shape[1]), dtype=bool)
     for t in range(T):
         u += x
-        s = u >= input_max
-        u -= input_max * s
-        out[:, t] = s
+        s = out[:, t]
+        np.greater_equal(u, input_max, out=s)
+        np.subtract(u, input_max, out=u, where=s)
     return out
+
+
+def neuron_dtype(layer, widths) -> np.dtype | None:
+    """The float dtype in which a layer's whole recurrence is exact, or None for int64.
+
+    The width analysis bounds every value the recurrence forms (the synaptic sum, the current, V
+    before and after the reset, the threshold) by ``widths``; a float format represents each of
+    them, and every sum and difference of them that stays within the bounds, exactly when the
+    largest magnitude is within its limit (:func:`exact_dtype`). The leak (shifts and masks) and the
+    STEB kernel (products over time) stay in int64."""
+    if layer.leak is not None or layer.has_kernel:
+        return None
+    m = max(abs(int(v)) for v in (widths.acc_lo, widths.acc_hi, widths.current_lo, widths.current_hi,
+                                  widths.v_lo, widths.v_hi, int(layer.threshold.max())))
+    dt = exact_dtype(m)
+    return dt if dt.kind == "f" else None
+
+
+def _neuron_float(current: np.ndarray, layer, fire: bool, T: int):
+    """:func:`_neuron_layer` in the float dtype of ``current`` (:func:`neuron_dtype`: exact), in place.
+
+    ``current`` is (B, T, n), or (B, 1, n) for the same current every step (direct input); bias
+    included. Returns (spikes bool (B, T, n), final V int64 (B, n))."""
+    B, _, n = current.shape
+    dt = current.dtype
+    threshold = layer.per_neuron(layer.threshold).astype(dt)
+    v = np.empty((B, n), dtype=dt)
+    v[...] = layer.per_neuron(layer.v_init)
+    spikes = np.zeros((B, T, n), dtype=bool)
+    zero = layer.reset == "zero"
+    # the reset as a product with the spike mask: numpy's masked (where=) loops are several times slower
+    tmp = np.empty((B, n), dtype=dt if not zero else bool)
+    for t in range(T):
+        np.add(v, current[:, t if current.shape[1] > 1 else 0], out=v)
+        if fire:
+            s = spikes[:, t]
+            np.greater_equal(v, threshold, out=s)
+            if zero:
+                np.logical_not(s, out=tmp)
+                np.multiply(v, tmp, out=v)
+            else:
+                np.multiply(s, threshold, out=tmp)
+                np.subtract(v, tmp, out=v)
+    return spikes, v.astype(np.int64)
 
 
 def _neuron_layer(current: np.ndarray, layer, fire: bool):
     """The neuron recurrence over T for currents (B, T, n): leak, add, fire, reset.
 
-    Returns (spikes uint8 (B, T, n), final V int64 (B, n)).
+    Returns (spikes bool (B, T, n), final V int64 (B, n)).
     """
     B, T, n = current.shape
     threshold = layer.per_neuron(layer.threshold)
     v = np.broadcast_to(layer.per_neuron(layer.v_init), (B, n)).astype(np.int64).copy()
-    spikes = np.zeros((B, T, n), dtype=np.uint8)
+    spikes = np.zeros((B, T, n), dtype=bool)
     zero = layer.reset == "zero"
     for t in range(T):
         if layer.leak is not None:
@@ -232,6 +325,25 @@ def _neuron_layer(current: np.ndarray, layer, fire: bool):
                 v -= threshold * s
             spikes[:, t] = s
     return spikes, v
+
+
+def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray):
+    """Layer ``li``'s currents (bias included, STEB kernel applied) and the dtype they are exact in:
+    (B, T, n), or (B, 1, n) when they are the same every step (direct input, no kernel)."""
+    B, T = x.shape[0], model.T
+    dt = neuron_dtype(layer, model.widths[li])
+    if layer_in is None:  # direct encoding: the same integer current every step
+        pdt = exact_dtype(synaptic_bound(layer, model.input_max))
+        cur = _product(layer, x, pdt)[:, None, :]
+    else:
+        pdt = exact_dtype(synaptic_bound(layer, 1))
+        cur = _product(layer, layer_in.reshape(B * T, -1), pdt).reshape(B, T, -1)
+    # the sums are exact integers in pdt; they (and the bias) fit the recurrence's dtype by the widths
+    cur = cur.astype(dt if dt is not None else np.int64, copy=False)
+    cur += layer.per_neuron(layer.bias).astype(cur.dtype)
+    if layer.has_kernel:
+        cur = apply_kernel(np.broadcast_to(cur, (B, T, cur.shape[2])), layer.h)
+    return cur, dt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,9 +405,9 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     B, T, P = x.shape[0], model.T, int(lanes)
     input_spikes = None
     if model.encoding == "rate":
-        input_spikes = _rate_encode(x, model.input_max, T)
-        events = input_spikes.sum(axis=2, dtype=np.int64)               # (B, T)
-        act = perf.Activity(input_spikes.astype(bool), [])
+        input_spikes = _rate_encode(x, model.input_max, T)              # (B, T, n_in) bool
+        events = perf.events_per_step(input_spikes)                     # (B, T)
+        act = perf.Activity(input_spikes, [])
         layer_in = input_spikes
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
@@ -313,21 +425,17 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
             s = maxpool(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
             v = None
         else:
-            if layer_in is None:  # direct encoding: the same integer current every step
-                cur = synaptic(layer, x, amax=model.input_max)
-                cur = np.repeat(cur[:, None, :], T, axis=1)
+            cur, dt = _layer_currents(model, li, layer, layer_in, x)
+            if dt is not None:
+                s, v = _neuron_float(cur, layer, fire, T)
             else:
-                cur = synaptic(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
-            cur += layer.per_neuron(layer.bias)
-            if layer.has_kernel:
-                cur = apply_kernel(cur, layer.h)
-            s, v = _neuron_layer(cur, layer, fire)
-        step_spikes = s.sum(axis=2, dtype=np.int64)                       # (B, T)
-        act.layers.append(s.astype(bool))
+                s, v = _neuron_layer(np.broadcast_to(cur, (B, T, cur.shape[2])), layer, fire)
+        step_spikes = perf.events_per_step(s)                             # (B, T)
+        act.layers.append(s)
         events_in.append(events)
         v_final.append(v)
         if record:
-            spikes_rec.append(s)
+            spikes_rec.append(s.view(np.uint8))
         layer_in, events = s, step_spikes
 
     counts = s.sum(axis=1, dtype=np.int64)
@@ -342,4 +450,5 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
-                  input_spikes=input_spikes if record else None, events_in=events_in, coding=model.coding)
+                  input_spikes=input_spikes.view(np.uint8) if record and input_spikes is not None else None,
+                  events_in=events_in, coding=model.coding)
