@@ -9,7 +9,10 @@ independent step-major oracles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -248,35 +251,42 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
-    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. (B, T, n) bool."""
-    u = np.zeros_like(x)
+    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. (B, T, n) bool.
+
+    u < input_max before the add and x <= input_max, so u + x < 2 * input_max < 2**17: int32 holds it."""
+    u = np.zeros(x.shape, dtype=np.int32)
+    x = x.astype(np.int32)
     out = np.empty((x.shape[0], T, x.shape[1]), dtype=bool)
+    sub = np.empty(x.shape, dtype=np.int32)
     for t in range(T):
         u += x
         s = out[:, t]
         np.greater_equal(u, input_max, out=s)
-        np.subtract(u, input_max, out=u, where=s)
+        np.multiply(s, input_max, out=sub)
+        u -= sub
     return out
 
 
-def neuron_dtype(layer, widths) -> np.dtype | None:
-    """The float dtype in which a layer's whole recurrence is exact, or None for int64.
+_INT_DTYPES = tuple(np.dtype(t) for t in (np.int16, np.int32, np.int64))
+
+
+def neuron_dtype(layer, widths) -> np.dtype:
+    """The narrowest integer dtype that holds every value of a layer's recurrence (int16, int32 or
+    int64): narrower words make the elementwise steps over T, the bulk of golden's time, faster.
 
     The width analysis bounds every value the recurrence forms (the synaptic sum, the current, V
-    before and after the reset, the threshold) by ``widths``; a float format represents each of
-    them, and every sum and difference of them that stays within the bounds, exactly when the
-    largest magnitude is within its limit (:func:`exact_dtype`). The leak (shifts and masks) and the
-    STEB kernel (products over time) stay in int64."""
-    if layer.leak is not None or layer.has_kernel:
-        return None
+    before and after the reset, the threshold, and so ``threshold * spike``) by ``widths``, so none
+    of its sums or differences can leave that range: the narrow dtype is exact, nothing wraps."""
     m = max(abs(int(v)) for v in (widths.acc_lo, widths.acc_hi, widths.current_lo, widths.current_hi,
                                   widths.v_lo, widths.v_hi, int(layer.threshold.max())))
-    dt = exact_dtype(m)
-    return dt if dt.kind == "f" else None
+    for dt in _INT_DTYPES:
+        if m <= np.iinfo(dt).max:
+            return dt
+    raise OverflowError(f"a membrane range of {m} does not fit int64")
 
 
-def _neuron_float(current: np.ndarray, layer, fire: bool, T: int):
-    """:func:`_neuron_layer` in the float dtype of ``current`` (:func:`neuron_dtype`: exact), in place.
+def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int):
+    """:func:`_neuron_layer` (no leak) in the integer dtype of ``current`` (:func:`neuron_dtype`).
 
     ``current`` is (B, T, n), or (B, 1, n) for the same current every step (direct input); bias
     included. Returns (spikes bool (B, T, n), final V int64 (B, n))."""
@@ -327,23 +337,31 @@ def _neuron_layer(current: np.ndarray, layer, fire: bool):
     return spikes, v
 
 
-def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray):
-    """Layer ``li``'s currents (bias included, STEB kernel applied) and the dtype they are exact in:
+def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np.ndarray:
+    """Layer ``li``'s currents, bias included and STEB kernel applied, in its :func:`neuron_dtype`:
     (B, T, n), or (B, 1, n) when they are the same every step (direct input, no kernel)."""
     B, T = x.shape[0], model.T
     dt = neuron_dtype(layer, model.widths[li])
     if layer_in is None:  # direct encoding: the same integer current every step
         pdt = exact_dtype(synaptic_bound(layer, model.input_max))
-        cur = _product(layer, x, pdt)[:, None, :]
+        acc = _product(layer, x, pdt)[:, None, :]
     else:
         pdt = exact_dtype(synaptic_bound(layer, 1))
-        cur = _product(layer, layer_in.reshape(B * T, -1), pdt).reshape(B, T, -1)
-    # the sums are exact integers in pdt; they (and the bias) fit the recurrence's dtype by the widths
-    cur = cur.astype(dt if dt is not None else np.int64, copy=False)
-    cur += layer.per_neuron(layer.bias).astype(cur.dtype)
+        acc = _product(layer, layer_in.reshape(B * T, -1), pdt).reshape(B, T, -1)
+    bias = layer.per_neuron(layer.bias)
     if layer.has_kernel:
-        cur = apply_kernel(np.broadcast_to(cur, (B, T, cur.shape[2])), layer.h)
-    return cur, dt
+        cur = apply_kernel(np.broadcast_to(acc.astype(np.int64) + bias, (B, T, acc.shape[2])), layer.h)
+        return cur.astype(dt)                     # within the current range: exact in dt
+    cur = np.empty(acc.shape, dtype=dt)
+    if pdt.kind == "i" or exact_dtype(int(np.abs(bias).max()) + synaptic_bound(layer, 1 if layer_in is not None
+                                                                             else model.input_max)) != pdt:
+        # acc + bias might leave pdt's exact range: add in the integer dtype (acc fits it by the widths)
+        np.copyto(cur, acc, casting="unsafe")
+        cur += bias.astype(dt)
+    else:
+        # |acc| + |bias| within pdt's exact range: the float sum is the exact integer, cast once
+        np.add(acc, bias.astype(pdt), out=cur, casting="unsafe")
+    return cur
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,19 +408,78 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
                   input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
 
 
-def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
+def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int | None = None) -> Result:
     """Run ``model`` on integer inputs ``x`` (B, n_in), flattened C-major, and return outputs and counters.
 
-    ``lanes`` is the hardware's P; it changes only the counters, never the outputs.
+    ``lanes`` is the hardware's P; it changes only the counters, never the outputs. ``threads``
+    splits the batch into that many parts run side by side (default: one per CPU, at most one per
+    ``MIN_SAMPLES_PER_THREAD`` samples); samples are independent, so the result is the same for
+    every split.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a golden.Model, not {type(model).__name__}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
     x = check_inputs(model, x)
+    n = threads if threads is not None else min(os.cpu_count() or 1, len(x) // MIN_SAMPLES_PER_THREAD)
+    n = max(1, min(int(n), len(x)))
+    if n == 1:
+        return _run_batch(model, x, int(lanes), record)
+    parts = np.array_split(x, n)
+    with _one_blas_thread():
+        results = list(_pool(n).map(lambda part: _run_batch(model, part, int(lanes), record), parts))
+    return _concat(results)
+
+
+# below this many samples per part the fixed cost of a run outweighs a second core
+MIN_SAMPLES_PER_THREAD = 64
+_POOLS: dict = {}
+_BLAS: list = []
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of n worker threads, made once (numpy releases the GIL in its loops and BLAS)."""
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="golden")
+    return _POOLS[n]
+
+
+def _one_blas_thread():
+    """BLAS limited to one thread while golden's own workers run: each worker's products then run
+    in the worker, instead of every worker's BLAS spawning (and spinning) threads for all cores."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:               # without it the BLAS threads only oversubscribe the cores
+            _BLAS.append(None)
+    return _BLAS[0].limit(limits=1, user_api="blas") if _BLAS[0] is not None else contextlib.nullcontext()
+
+
+def _concat(parts: list):
+    """Results (or their fields) of consecutive parts of a batch joined into one, sample-wise."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, Result):
+        return Result(**{f.name: _concat([getattr(p, f.name) for p in parts]) for f in fields(Result)})
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    if isinstance(first, list):
+        return [_concat(list(items)) for items in zip(*parts)]
+    if isinstance(first, dict):
+        return {k: _concat([p[k] for p in parts]) for k in first}
+    return first                          # lanes, coding: the same in every part
+
+
+def _run_batch(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
+    """:func:`run` on one batch of checked inputs, in this thread."""
     if model.coding == "tsc":
-        return _run_tsc(model, x, int(lanes), record)
-    B, T, P = x.shape[0], model.T, int(lanes)
+        return _run_tsc(model, x, P, record)
+    B, T = x.shape[0], model.T
     input_spikes = None
     if model.encoding == "rate":
         input_spikes = _rate_encode(x, model.input_max, T)              # (B, T, n_in) bool
@@ -425,11 +502,11 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
             s = maxpool(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
             v = None
         else:
-            cur, dt = _layer_currents(model, li, layer, layer_in, x)
-            if dt is not None:
-                s, v = _neuron_float(cur, layer, fire, T)
-            else:
-                s, v = _neuron_layer(np.broadcast_to(cur, (B, T, cur.shape[2])), layer, fire)
+            cur = _layer_currents(model, li, layer, layer_in, x)
+            if layer.leak is None:
+                s, v = _neuron_narrow(cur, layer, fire, T)
+            else:                                 # the leak's split product needs int64
+                s, v = _neuron_layer(np.broadcast_to(cur, (B, T, cur.shape[2])).astype(np.int64), layer, fire)
         step_spikes = perf.events_per_step(s)                             # (B, T)
         act.layers.append(s)
         events_in.append(events)

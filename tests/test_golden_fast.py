@@ -148,7 +148,12 @@ def _nets():
         for enc in ("rate", "direct"):
             for readout in ("count", "membrane"):
                 nets.append(Model([c1, pool, c2, d], coding=coding, T=5, encoding=enc, input_max=9, readout=readout))
-    # float64 tier: 16-bit weights, membranes beyond 2**24
+    # an STEB kernel (stcb) and a leak
+    kd = Dense(rng.integers(-60, 60, (4, 45)), rng.integers(-5, 5, 4), 70, 0, h=[2, -1, 1])
+    nets.append(Model([c1, pool, c2, kd], coding="stcb", T=5, input_max=9))
+    ld = Dense(rng.integers(-60, 60, (4, 45)), rng.integers(-5, 5, 4), 70, 0, leak=(3, 2), reset="zero")
+    nets.append(Model([c1, pool, c2, ld], T=5, input_max=9))
+    # wide membranes: 16-bit weights
     nets.append(Model([big, last], T=6, input_max=9, weight_bits=16))
     nets.append(Model([big, last], T=6, encoding="direct", input_max=9, weight_bits=16, readout="membrane"))
     return nets
@@ -171,17 +176,16 @@ def _same_result(a, b):
         assert np.array_equal(ea, eb)
 
 
-def test_float_recurrence_equals_int64_recurrence(monkeypatch):
+def test_narrow_recurrence_and_float_products_equal_int64(monkeypatch):
     nets = _nets()
     rng = np.random.default_rng(5)
     fast = []
     for m in nets:
         x = rng.integers(0, m.input_max + 1, (17, m.n_in))
         fast.append((m, x, golden.run(m, x, lanes=4, record=True)))
-    dts = [[engine.neuron_dtype(l, w) for l, w in zip(m.layers, m.widths) if l.kind != "maxpool2d"]
-           for m in nets]
-    assert {np.dtype(np.float32), np.dtype(np.float64)} <= {d for ds in dts for d in ds}
-    monkeypatch.setattr(engine, "neuron_dtype", lambda layer, widths: None)
+    dts = {engine.neuron_dtype(l, w) for m in nets for l, w in zip(m.layers, m.widths) if l.kind != "maxpool2d"}
+    assert dts == {np.dtype(np.int16), np.dtype(np.int32)}
+    monkeypatch.setattr(engine, "neuron_dtype", lambda layer, widths: np.dtype(np.int64))
     monkeypatch.setattr(engine, "_EXACT_LIMITS", ())                       # every product in int64
     for m, x, r in fast:
         _same_result(r, golden.run(m, x, lanes=4, record=True))
@@ -190,20 +194,23 @@ def test_float_recurrence_equals_int64_recurrence(monkeypatch):
 def test_neuron_dtype_follows_the_widths():
     rng = np.random.default_rng(2)
     small = Dense(rng.integers(-9, 9, (3, 4)), 0, 10, 0)
-    m = Model([small], T=4, input_max=3)
-    assert engine.neuron_dtype(small, m.widths[0]) == np.float32
-    # a membrane range just past 2**24: float64
-    edge = Dense([[1 << 14]], 0, 1 << 24, 0)
-    w = Model([edge], T=1 << 10, input_max=1, weight_bits=16).widths[0]
-    assert max(abs(w.v_lo), abs(w.v_hi)) == 1 << 24
-    assert engine.neuron_dtype(edge, w) == np.float32
-    over = Dense([[(1 << 14) + 1]], 0, 1 << 24, 0)
-    w2 = Model([over], T=1 << 10, input_max=1, weight_bits=16).widths[0]
-    assert max(abs(w2.v_lo), abs(w2.v_hi)) == (1 << 24) + (1 << 10)
-    assert engine.neuron_dtype(over, w2) == np.float64
-    # leak and the STEB kernel stay in int64
-    assert engine.neuron_dtype(Dense([[1]], leak=(1, 1)), w) is None
-    assert engine.neuron_dtype(Dense([[1]], h=[1, 1]), w) is None
+    assert engine.neuron_dtype(small, Model([small], T=4, input_max=3).widths[0]) == np.int16
+    # V reaching exactly 2**15 - 1 stays in int16; one more is int32
+    edge = Dense([[(1 << 15) - 1]], 0, 1, 0)
+    w = Model([edge], T=1, input_max=1, weight_bits=16).widths[0]
+    assert max(abs(w.v_lo), abs(w.v_hi)) == (1 << 15) - 1
+    assert engine.neuron_dtype(edge, w) == np.int16
+    w = Model([edge], T=2, input_max=1, weight_bits=16).widths[0]
+    assert max(abs(w.v_lo), abs(w.v_hi)) == 2 * ((1 << 15) - 1)
+    assert engine.neuron_dtype(edge, w) == np.int32
+    # a threshold alone can decide it
+    thr = Dense([[1]], 0, 1 << 15, 0)
+    assert engine.neuron_dtype(thr, Model([thr], T=1, input_max=1).widths[0]) == np.int32
+    # past int32: int64
+    big = Dense([[(1 << 15) - 1]], 0, 1 << 31, 0)
+    assert engine.neuron_dtype(big, Model([big], T=4, input_max=1, weight_bits=16).widths[0]) == np.int64
+    with pytest.raises(OverflowError):
+        engine.neuron_dtype(big, type(w)(0, 0, 0, 0, 0, 1 << 63, 2, 65))
 
 
 # ---------------------------------------------------------------------------------------------
