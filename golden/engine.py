@@ -139,7 +139,7 @@ def _tsc_event_counts(a: np.ndarray, T: int) -> np.ndarray:
 _EXACT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
 _INT64_LIMIT = (1 << 63) - 1
 # conv2d as one product with the layer's (n_in, n_out) convolution matrix while that matrix is at
-# most this many elements (16 MiB of float32); beyond it, im2col patches
+# most this many elements (16 MiB of float32); beyond it, a product with the patches
 _CONV_MATRIX_MAX = 1 << 22
 
 
@@ -161,16 +161,22 @@ def synaptic_bound(layer, amax: int) -> int:
     return int(w.sum(axis=1).max()) * int(amax)
 
 
-def _patches(a: np.ndarray, layer) -> np.ndarray:
-    """im2col: (N, C*H*W) -> (N, C*K*K, Ho*Wo), rows in (c, ky, kx) order, zero padding."""
+def _patch_product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The convolution as one product ``W (Co, C*K*K) @ patches (C*K*K, N*Ho*Wo)``: (N, n_in) ->
+    (N, Co, Ho*Wo) in ``dt``, a transposed view of the (Co, N, Ho*Wo) product (the caller's cast
+    writes it out in (o, y, x) order, so the transpose costs no pass of its own)."""
     C, H, W = layer.in_shape
-    _, Ho, Wo = layer.out_shape
+    Co, Ho, Wo = layer.out_shape
     K, S, p = layer.kernel, layer.stride, layer.padding
-    img = a.reshape(-1, C, H, W)
-    if p:
-        img = np.pad(img, ((0, 0), (0, 0), (p, p), (p, p)))
-    win = np.lib.stride_tricks.sliding_window_view(img, (K, K), axis=(2, 3))[:, :, ::S, ::S][:, :, :Ho, :Wo]
-    return win.transpose(0, 1, 4, 5, 2, 3).reshape(img.shape[0], C * K * K, Ho * Wo)
+    N = a.shape[0]
+    img = np.zeros((C, N, H + 2 * p, W + 2 * p), dtype=dt)          # channel-major: the patches' order
+    img[:, :, p:p + H, p:p + W] = a.reshape(N, C, H, W).transpose(1, 0, 2, 3)
+    cols = np.empty((C, K, K, N, Ho, Wo), dtype=dt)
+    for ky in range(K):
+        for kx in range(K):
+            cols[:, ky, kx] = img[:, :, ky:ky + S * (Ho - 1) + 1:S, kx:kx + S * (Wo - 1) + 1:S]
+    out = layer.weight.reshape(Co, C * K * K).astype(dt) @ cols.reshape(C * K * K, N * Ho * Wo)
+    return out.reshape(Co, N, Ho * Wo).transpose(1, 0, 2)
 
 
 def conv_matrix(layer, dtype=np.int64) -> np.ndarray:
@@ -196,16 +202,23 @@ def conv_matrix(layer, dtype=np.int64) -> np.ndarray:
 
 
 def _product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """a @ W.T (dense) or the convolution (conv2d), computed in ``dt``: (N, n_in) -> (N, n_out) dt."""
-    a = a.astype(dt, copy=False)
+    """a @ W.T (dense) or the convolution (conv2d), computed in ``dt``: (N, n_in) -> (N, n_out), or
+    for a conv2d layer possibly (N, Co, Ho*Wo) (:func:`_patch_product`), the same values.
+
+    A conv2d layer runs as one product with its convolution matrix while that matrix is small and
+    at least a quarter full (each output reads C*K*K of the n_in inputs); otherwise as a product
+    with its patches, which does only the C*K*K multiplications per output."""
     if layer.kind == "dense":
-        return a @ layer.weight.T.astype(dt)
-    if layer.n_in * layer.n_out <= _CONV_MATRIX_MAX:
-        return a @ conv_matrix(layer, dt)
-    cols = _patches(a, layer)                                           # (N, C*K*K, Ho*Wo)
-    # (Co, C*K*K) @ each sample's patches: the result is already in (o, y, x) order
-    out = np.matmul(layer.weight.reshape(layer.weight.shape[0], -1).astype(dt), cols)
-    return out.reshape(a.shape[0], -1)
+        return a.astype(dt, copy=False) @ layer.weight.T.astype(dt)
+    taps = layer.weight[0].size
+    if layer.n_in * layer.n_out <= _CONV_MATRIX_MAX and 4 * taps >= layer.n_in:
+        return a.astype(dt, copy=False) @ conv_matrix(layer, dt)
+    return _patch_product(layer, a, dt)
+
+
+def _flat(acc: np.ndarray) -> np.ndarray:
+    """A product from :func:`_product` as (N, n_out)."""
+    return acc if acc.ndim == 2 else np.ascontiguousarray(acc).reshape(acc.shape[0], -1)
 
 
 def synaptic(layer, a: np.ndarray, amax: int = 1, dtype=None) -> np.ndarray:
@@ -219,11 +232,11 @@ def synaptic(layer, a: np.ndarray, amax: int = 1, dtype=None) -> np.ndarray:
     """
     need = exact_dtype(synaptic_bound(layer, amax))
     if dtype is None:
-        return _product(layer, a, need).astype(np.int64, copy=False)
+        return _flat(_product(layer, a, need)).astype(np.int64, copy=False)
     dtype = np.dtype(dtype)
     if dtype.kind == "f" and (need.kind != "f" or need.itemsize > dtype.itemsize):
         raise ValueError(f"{dtype} is not exact for this layer: its synaptic sums need {need}")
-    return _product(layer, a, dtype)
+    return _flat(_product(layer, a, dtype))
 
 
 def maxpool(layer, a: np.ndarray) -> np.ndarray:
@@ -342,25 +355,30 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np
     (B, T, n), or (B, 1, n) when they are the same every step (direct input, no kernel)."""
     B, T = x.shape[0], model.T
     dt = neuron_dtype(layer, model.widths[li])
+    amax = model.input_max if layer_in is None else 1
+    pdt = exact_dtype(synaptic_bound(layer, amax))
     if layer_in is None:  # direct encoding: the same integer current every step
-        pdt = exact_dtype(synaptic_bound(layer, model.input_max))
-        acc = _product(layer, x, pdt)[:, None, :]
+        acc = _product(layer, x, pdt)
+        steps = 1
     else:
-        pdt = exact_dtype(synaptic_bound(layer, 1))
-        acc = _product(layer, layer_in.reshape(B * T, -1), pdt).reshape(B, T, -1)
-    bias = layer.per_neuron(layer.bias)
+        acc = _product(layer, layer_in.reshape(B * T, -1), pdt)
+        steps = T
+    acc = acc.reshape(B, steps, *acc.shape[1:])               # a view, also of a transposed product
     if layer.has_kernel:
-        cur = apply_kernel(np.broadcast_to(acc.astype(np.int64) + bias, (B, T, acc.shape[2])), layer.h)
+        cur = np.ascontiguousarray(acc).reshape(B, steps, -1).astype(np.int64) + layer.per_neuron(layer.bias)
+        cur = apply_kernel(np.broadcast_to(cur, (B, T, cur.shape[2])), layer.h)
         return cur.astype(dt)                     # within the current range: exact in dt
-    cur = np.empty(acc.shape, dtype=dt)
-    if pdt.kind == "i" or exact_dtype(int(np.abs(bias).max()) + synaptic_bound(layer, 1 if layer_in is not None
-                                                                             else model.input_max)) != pdt:
+    cur = np.empty((B, steps, layer.n_out), dtype=dt)
+    out = cur.reshape(acc.shape)
+    # per output channel for a (.., Co, Ho*Wo) product, per neuron otherwise
+    bias = layer.bias[:, None] if acc.ndim == 4 else layer.per_neuron(layer.bias)
+    if pdt.kind == "i" or exact_dtype(int(np.abs(bias).max()) + synaptic_bound(layer, amax)) != pdt:
         # acc + bias might leave pdt's exact range: add in the integer dtype (acc fits it by the widths)
-        np.copyto(cur, acc, casting="unsafe")
-        cur += bias.astype(dt)
+        np.copyto(out, acc, casting="unsafe")
+        out += bias.astype(dt)
     else:
         # |acc| + |bias| within pdt's exact range: the float sum is the exact integer, cast once
-        np.add(acc, bias.astype(pdt), out=cur, casting="unsafe")
+        np.add(acc, bias.astype(pdt), out=out, casting="unsafe")
     return cur
 
 

@@ -164,7 +164,8 @@ def _same_result(a, b):
     assert np.array_equal(a.counts, b.counts) and np.array_equal(a.membranes, b.membranes)
     for va, vb in zip(a.v_final, b.v_final):
         assert (va is None and vb is None) or (va.dtype == vb.dtype == np.int64 and np.array_equal(va, vb))
-    for sa, sb in zip(a.spikes, b.spikes):
+    assert (a.spikes is None) == (b.spikes is None)
+    for sa, sb in zip(a.spikes or [], b.spikes or []):
         assert sa.dtype == sb.dtype == np.uint8 and np.array_equal(sa, sb)
     assert a.counters.keys() == b.counters.keys()
     for k in a.counters:
@@ -311,3 +312,55 @@ def test_bench_needs_five_repeats(tmp_path):
     assert p.returncode == 2 and not out.exists()
     assert p.stderr.splitlines() == [p.stderr.strip()] and p.stderr.startswith("golden.bench: error: ")
     assert "--repeats" in p.stderr and "5" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# batch parts on threads
+
+def test_threads_split_the_batch_without_changing_anything():
+    rng = np.random.default_rng(9)
+    nets = _nets()
+    tsc = Model([Dense(rng.integers(-9, 9, (6, 45)), 0, 7, 0), Dense(rng.integers(-9, 9, (3, 6)))],
+                coding="tsc", encoding="tsc", T=5, input_max=9, readout="membrane")
+    for m in (nets[0], nets[5], nets[-1], tsc):
+        x = rng.integers(0, m.input_max + 1, (23, m.n_in))
+        one = golden.run(m, x, lanes=2, record=True, threads=1)
+        for n in (2, 3, 23, 40):
+            many = golden.run(m, x, lanes=2, record=True, threads=n)
+            _same_result(one, many)
+            if m.coding == "tsc":
+                for a, b in zip(one.activations + one.events, many.activations + many.events):
+                    assert np.array_equal(a, b)
+                assert np.array_equal(one.input_events, many.input_events)
+            else:
+                assert np.array_equal(one.input_spikes, many.input_spikes) or one.input_spikes is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_threads_must_be_a_positive_integer(bad):
+    m = _nets()[0]
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        golden.run(m, np.zeros((2, m.n_in), dtype=np.int64), threads=bad)
+
+
+def test_counts_memo_is_per_call():
+    """perf.count computes each event map's entries once per call, and nothing survives the call."""
+    m = _nets()[0]
+    x = np.random.default_rng(1).integers(0, m.input_max + 1, (5, m.n_in))
+    a = golden.run(m, x, lanes=4)
+    assert perf._MEMO.get() is None
+    b = golden.run(m, x[::-1].copy(), lanes=4)
+    assert np.array_equal(a.counters["cycles"], b.counters["cycles"][::-1])
+
+
+def test_counts_with_and_without_the_memo_agree():
+    for m in _nets()[:4]:
+        x = np.random.default_rng(2).integers(0, m.input_max + 1, (6, m.n_in))
+        r = golden.run(m, x, lanes=4, record=True)
+        inputs = (r.input_spikes.view(bool) if r.input_spikes is not None
+                  else np.broadcast_to((x != 0)[:, None, :], (len(x), m.T, m.n_in)))
+        act = perf.Activity(inputs, [s.view(bool) for s in r.spikes])
+        memo = perf.count(m, 4, act)
+        plain = perf._count(m, 4, act)                       # outside count(): no memo
+        for a, b in [(memo[0], plain[0]), (memo[2], plain[2])] + list(zip(memo[1], plain[1])):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
