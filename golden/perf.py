@@ -17,6 +17,7 @@ costs one (null) op.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
     "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
     "stcb_group_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals",
+    "events_per_step", "shared_counts",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,13 +205,25 @@ def kernel_taps(model) -> int:
     return max(len(l.h) for l in model.layers if hasattr(l, "h"))
 
 
-def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
-    """The counters of a batch: (totals, per-layer counters, the encoder's share)."""
+@contextlib.contextmanager
+def shared_counts():
+    """Within this block (in this thread), :func:`events_per_step` and the entries of an event map
+    are computed once per array: golden.engine counts its spikes per step with the same function,
+    so a run that holds the block for its whole batch counts every map once."""
+    if _MEMO.get() is not None:           # already inside one: share it
+        yield
+        return
     token = _MEMO.set({})
     try:
-        return _count(model, lanes, act)
+        yield
     finally:
         _MEMO.reset(token)
+
+
+def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
+    """The counters of a batch: (totals, per-layer counters, the encoder's share)."""
+    with shared_counts():
+        return _count(model, lanes, act)
 
 
 def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:

@@ -364,3 +364,21 @@ def test_counts_with_and_without_the_memo_agree():
         plain = perf._count(m, 4, act)                       # outside count(): no memo
         for a, b in [(memo[0], plain[0]), (memo[2], plain[2])] + list(zip(memo[1], plain[1])):
             assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 8])
+def test_maxpool_on_spikes_is_the_or_of_each_window(K):
+    rng = np.random.default_rng(K)
+    C, H, W = 3, 2 * K, 3 * K
+    layer = MaxPool2d(K, in_shape=(C, H, W))
+    for density in (0.02, 0.3):
+        s = rng.random((5, C * H * W)) < density
+        img = s.reshape(5, C, H, W)
+        want = np.array([[[[img[n, c, y * K:(y + 1) * K, x * K:(x + 1) * K].any() for x in range(W // K)]
+                           for y in range(H // K)] for c in range(C)] for n in range(5)]).reshape(5, -1)
+        got = engine.maxpool(layer, s)
+        assert got.dtype == np.bool_ and np.array_equal(got, want)
+        # integer values (tsc): the maximum, unchanged
+        v = rng.integers(0, 9, (5, C * H * W))
+        assert np.array_equal(engine.maxpool(layer, v), v.reshape(5, C, H // K, K, W // K, K).max(axis=(3, 5))
+                              .reshape(5, -1))
