@@ -127,11 +127,13 @@ def compare(name: str, model: Model, x: np.ndarray, repeats: int, lanes: int, ga
     one run of each, golden first on even repeats and SpikingJelly first on odd ones, so a burst of
     load on the shared machine hits both sides of a pair alike. The verdict is the median over the
     repeats of each pair's ratio (SpikingJelly's seconds / golden's: golden's speed in SpikingJelly's
-    units). ``gap_s`` of idle time before every timed run lets the other side's spinning worker
-    threads (OpenBLAS, OpenMP) go to sleep first, so neither is timed against the other's."""
+    units). Before every timed run, ``gap_s`` of idle time lets the other side's spinning worker
+    threads (OpenBLAS, OpenMP) go to sleep, so neither is timed against the other's, and an untimed
+    run of the same side wakes its own threads and caches again after the idle time."""
     rec = engine.run(model, x, lanes=lanes, record=True)     # SpikingJelly's input spikes, and the outputs
     out = {"network": name, "T": model.T, "input_shape": list(model.input_shape), "coding": model.coding,
            "lanes": lanes, "samples": len(x), "repeats": repeats, "gap_seconds": gap_s,
+           "protocol": "per pair, each side: idle gap, untimed run, timed run; order alternates",
            "mean_spikes": float(rec.counters["spikes"].mean()),
            "firing_rates": [float(s.mean()) for s in rec.spikes]}
     # torch logs a warning about Triton (a GPU compiler) on import; it says nothing about this CPU run
@@ -160,7 +162,8 @@ def compare(name: str, model: Model, x: np.ndarray, repeats: int, lanes: int, ga
             order = (golden, sj) if i % 2 == 0 else (sj, golden)
             t = {}
             for f in order:
-                time.sleep(gap_s)
+                time.sleep(gap_s)         # the other side's worker threads stop spinning
+                f()                       # then this side's threads, caches and clock are warm again
                 t[f] = _timed(f)
             pairs.append({"golden_seconds": t[golden], "spikingjelly_seconds": t[sj],
                           "golden_over_spikingjelly": t[sj] / t[golden]})

@@ -437,9 +437,9 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
     """Run ``model`` on integer inputs ``x`` (B, n_in), flattened C-major, and return outputs and counters.
 
     ``lanes`` is the hardware's P; it changes only the counters, never the outputs. ``threads``
-    splits the batch into that many parts run side by side (default: one per CPU, at most one per
-    ``MIN_SAMPLES_PER_THREAD`` samples); samples are independent, so the result is the same for
-    every split.
+    splits the batch into that many parts run side by side (default: one per CPU, but no more than
+    one per ``WORK_PER_THREAD`` synapse-steps, see :func:`_work`); samples are independent, so the
+    result is the same for every split.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a golden.Model, not {type(model).__name__}")
@@ -449,7 +449,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
                                 or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
     x = check_inputs(model, x)
-    n = threads if threads is not None else min(os.cpu_count() or 1, len(x) // MIN_SAMPLES_PER_THREAD)
+    n = threads if threads is not None else min(os.cpu_count() or 1, len(x) * _work(model) // WORK_PER_THREAD)
     n = max(1, min(int(n), len(x)))
     if n == 1:
         return _run_batch(model, x, int(lanes), record)
@@ -459,10 +459,20 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
     return _concat(results)
 
 
-# below this many samples per part the fixed cost of a run outweighs a second core
-MIN_SAMPLES_PER_THREAD = 64
+# a part smaller than this many synapse-steps (see _work) costs more in fixed overheads (thread
+# hand-off, numpy call overheads paid twice, the GIL between calls) than a second core saves:
+# measured on the 2-core machine, the 64-128-10 demo net at T=8 (27M for 360 samples) ran slower
+# on two threads, the 16c3-mp2-32c3-10 conv net (253M) 1.25x faster
+WORK_PER_THREAD = 1 << 26
 _POOLS: dict = {}
 _BLAS: list = []
+
+
+def _work(model: Model) -> int:
+    """Synapse-steps of one sample: every neuron's fan-in (a conv2d neuron's C*K*K), times T."""
+    per_step = sum(l.n_out * (l.weight[0].size if l.kind == "conv2d" else l.n_in)
+                   for l in model.layers if l.kind != "maxpool2d")
+    return per_step * model.T
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

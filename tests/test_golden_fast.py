@@ -382,3 +382,19 @@ def test_maxpool_on_spikes_is_the_or_of_each_window(K):
         v = rng.integers(0, 9, (5, C * H * W))
         assert np.array_equal(engine.maxpool(layer, v), v.reshape(5, C, H // K, K, W // K, K).max(axis=(3, 5))
                               .reshape(5, -1))
+
+
+def test_default_threads_follow_the_work(monkeypatch):
+    m = _nets()[0]                      # conv 4x1x3x3 on 6x6, pool, conv 5x4x3x3 on 3x3, dense 45 -> 4
+    assert engine._work(m) == (144 * 9 + 45 * 36 + 4 * 45) * 5
+    x = np.random.default_rng(0).integers(0, m.input_max + 1, (10, m.n_in))
+    used = []
+    real = engine._pool
+    monkeypatch.setattr(engine, "_pool", lambda n: used.append(n) or real(n))
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 3)
+    golden.run(m, x)                                       # 10 samples: far below WORK_PER_THREAD
+    assert used == []
+    monkeypatch.setattr(engine, "WORK_PER_THREAD", 4 * engine._work(m))
+    golden.run(m, x)                                       # 10 samples: 2 parts' worth of work
+    golden.run(m, np.concatenate([x, x]))                  # 20: 5 parts' worth, but 3 CPUs
+    assert used == [2, 3]
