@@ -1,10 +1,12 @@
 """Bit-accurate execution of an integer model, vectorised over the batch, with the RTL's counters.
 
-The network is feed-forward, so the engine processes layer by layer over all T steps: one exact
-float64 matrix product per layer (integer operands, every partial sum far below 2**53; a conv2d
-layer is a product over its im2col patches) and an elementwise neuron recurrence over t. The
-hardware processes step by step; both orders give the same result, which the tests check against
-independent step-major oracles.
+The network is feed-forward, so the engine processes layer by layer over all T steps: one matrix
+product per layer for the synaptic sums of every sample and step (a conv2d layer: with its
+convolution matrix or its patches), in the narrowest dtype in which it is provably exact (float32,
+float64 or int64, from the layer's bound on partial sums), then the neuron recurrence over t in the
+narrowest integer dtype the width analysis allows. The hardware processes step by step; both
+orders give the same result, which the tests check against independent step-major oracles.
+docs/spec.md ("How golden computes exactly") gives the argument.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from . import perf
 from .model import Model, leak_apply
 
 __all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events", "apply_kernel",
-           "synaptic", "maxpool"]
+           "synaptic", "synaptic_bound", "exact_dtype", "conv_matrix", "neuron_dtype", "maxpool"]
 
 
 class InputError(ValueError):

@@ -103,7 +103,7 @@ def _conv_layers(rng):
     return out
 
 
-@pytest.mark.parametrize("conv_matrix_max", [1 << 22, 0], ids=["conv-matrix", "im2col"])
+@pytest.mark.parametrize("conv_matrix_max", [1 << 22, 0], ids=["matrix-where-dense", "patches"])
 def test_float_and_int64_products_agree_with_python(monkeypatch, conv_matrix_max):
     monkeypatch.setattr(engine, "_CONV_MATRIX_MAX", conv_matrix_max)
     rng = np.random.default_rng(7)
@@ -398,3 +398,14 @@ def test_default_threads_follow_the_work(monkeypatch):
     golden.run(m, x)                                       # 10 samples: 2 parts' worth of work
     golden.run(m, np.concatenate([x, x]))                  # 20: 5 parts' worth, but 3 CPUs
     assert used == [2, 3]
+
+
+def test_bias_that_leaves_float32_is_added_in_integers():
+    """The product is exact in float32 (bound 2**24), but adding the bias would leave float32's exact
+    range (2**24 + 1): the engine must add it in the integer dtype, not in the float cast."""
+    layer = Dense([[1 << 12, 1 << 12]], 1, 1 << 30, 0)
+    m = Model([layer], T=1, encoding="direct", input_max=1 << 11, weight_bits=14, readout="membrane")
+    assert engine.exact_dtype(engine.synaptic_bound(layer, m.input_max)) == np.float32
+    assert int(np.float32(1 << 24) + np.float32(1)) == 1 << 24
+    r = golden.run(m, np.array([[1 << 11, 1 << 11]]))
+    assert r.membranes[0, 0] == (1 << 24) + 1
