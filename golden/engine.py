@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
@@ -467,7 +468,10 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
 # on two threads, the 16c3-mp2-32c3-10 conv net (253M) 1.25x faster
 WORK_PER_THREAD = 1 << 26
 _POOLS: dict = {}
-_BLAS: list = []
+_LOCK = threading.Lock()
+# the BLAS limit is process-wide: concurrent run() calls share one, set by the first to enter and
+# lifted by the last to leave (nested save/restore pairs could otherwise restore each other's limit)
+_BLAS = {"controller": None, "loaded": False, "users": 0, "limit": None}
 
 
 def _work(model: Model) -> int:
@@ -479,21 +483,37 @@ def _work(model: Model) -> int:
 
 def _pool(n: int) -> ThreadPoolExecutor:
     """A pool of n worker threads, made once (numpy releases the GIL in its loops and BLAS)."""
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="golden")
-    return _POOLS[n]
+    with _LOCK:
+        if n not in _POOLS:
+            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="golden")
+        return _POOLS[n]
 
 
+@contextlib.contextmanager
 def _one_blas_thread():
     """BLAS limited to one thread while golden's own workers run: each worker's products then run
     in the worker, instead of every worker's BLAS spawning (and spinning) threads for all cores."""
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS.append(ThreadpoolController())
-        except ImportError:               # without it the BLAS threads only oversubscribe the cores
-            _BLAS.append(None)
-    return _BLAS[0].limit(limits=1, user_api="blas") if _BLAS[0] is not None else contextlib.nullcontext()
+    with _LOCK:
+        if not _BLAS["loaded"]:
+            _BLAS["loaded"] = True
+            try:
+                from threadpoolctl import ThreadpoolController
+                _BLAS["controller"] = ThreadpoolController()
+            except ImportError:           # without it the BLAS threads only oversubscribe the cores
+                pass
+        if _BLAS["controller"] is not None:
+            if _BLAS["users"] == 0:
+                _BLAS["limit"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+            _BLAS["users"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            if _BLAS["controller"] is not None:
+                _BLAS["users"] -= 1
+                if _BLAS["users"] == 0:
+                    _BLAS["limit"].restore_original_limits()
+                    _BLAS["limit"] = None
 
 
 def _concat(parts: list):

@@ -409,3 +409,32 @@ def test_bias_that_leaves_float32_is_added_in_integers():
     assert int(np.float32(1 << 24) + np.float32(1)) == 1 << 24
     r = golden.run(m, np.array([[1 << 11, 1 << 11]]))
     assert r.membranes[0, 0] == (1 << 24) + 1
+
+
+def test_blas_limit_is_held_while_a_run_is_threaded_and_lifted_after(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    m = _nets()[0]
+    x = np.random.default_rng(3).integers(0, m.input_max + 1, (8, m.n_in))
+    seen = []
+    real = engine._run_batch
+
+    def spy(*a):
+        seen.append(blas_threads())
+        return real(*a)
+    monkeypatch.setattr(engine, "_run_batch", spy)
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):     # whatever the environment says
+        before = blas_threads()
+        assert before and all(n == 3 for n in before)
+        one = golden.run(m, x, threads=2)
+        assert len(seen) == 2 and all(s == [1] * len(before) for s in seen)
+        assert blas_threads() == before
+        # three callers at once: the limit is shared, and lifted once, by the last to leave
+        with ThreadPoolExecutor(3) as ex:
+            results = list(ex.map(lambda _: golden.run(m, x, threads=2), range(3)))
+        assert blas_threads() == before and engine._BLAS["users"] == 0
+    for r in results:
+        _same_result(one, r)
