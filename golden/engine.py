@@ -1,15 +1,21 @@
 """Bit-accurate execution of an integer model, vectorised over the batch, with the RTL's counters.
 
-The network is feed-forward, so the engine processes layer by layer over all T steps: one exact
-float64 matrix product per layer (integer operands, every partial sum far below 2**53; a conv2d
-layer is a product over its im2col patches) and an elementwise neuron recurrence over t. The
-hardware processes step by step; both orders give the same result, which the tests check against
-independent step-major oracles.
+The network is feed-forward, so the engine processes layer by layer over all T steps: one matrix
+product per layer for the synaptic sums of every sample and step (a conv2d layer: with its
+convolution matrix or its patches), in the narrowest dtype in which it is provably exact (float32,
+float64 or int64, from the layer's bound on partial sums), then the neuron recurrence over t in the
+narrowest integer dtype the width analysis allows. The hardware processes step by step; both
+orders give the same result, which the tests check against independent step-major oracles.
+docs/spec.md ("How golden computes exactly") gives the argument.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -17,7 +23,7 @@ from . import perf
 from .model import Model, leak_apply
 
 __all__ = ["Result", "InputError", "run", "check_inputs", "tsc_quantize", "tsc_events", "apply_kernel",
-           "synaptic", "maxpool"]
+           "synaptic", "synaptic_bound", "exact_dtype", "conv_matrix", "neuron_dtype", "maxpool"]
 
 
 class InputError(ValueError):
@@ -125,53 +131,115 @@ def _tsc_event_counts(a: np.ndarray, T: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # layer arithmetic (shared by every coding)
+#
+# Exactness. Every operand is an integer. A floating-point sum of integers is exact while every
+# partial sum (and every product) is an integer the format represents: |n| <= 2**24 in float32,
+# |n| <= 2**53 in float64. For a product a @ W.T with |a_i| <= amax, any partial sum of output j,
+# in whatever order BLAS adds (FMA included: it rounds once, to the exact value), is bounded by
+# ``bound = amax * max_j sum_i |W_ji|``; so the product is exact in the narrowest float format whose
+# limit ``bound`` does not exceed, and in int64 (numpy's own loops, no BLAS) beyond 2**53.
 
-# float32 represents every integer below 2**24 exactly; a product whose terms' absolute sum stays
-# below that is exact in float32 whatever order BLAS adds in
-_F32_EXACT = 1 << 24
+_EXACT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
+_INT64_LIMIT = (1 << 63) - 1
+# conv2d as one product with the layer's (n_in, n_out) convolution matrix while that matrix is at
+# most this many elements (16 MiB of float32); beyond it, a product with the patches
+_CONV_MATRIX_MAX = 1 << 22
 
 
-def _exact_matmul(a: np.ndarray, w: np.ndarray, bound: int | None = None) -> np.ndarray:
-    """Integer a @ w.T through BLAS; exact because the model's width analysis bounds every partial
-    sum by 2**48 (float64) or, when ``bound`` (the largest sum of |a_i w_ji|) is below 2**24, in
-    float32."""
-    dt = np.float32 if bound is not None and bound < _F32_EXACT else np.float64
-    return (a.astype(dt) @ w.T.astype(dt)).astype(np.int64)
+def exact_dtype(bound: int) -> np.dtype:
+    """The narrowest dtype that sums integer terms whose absolute values add up to at most ``bound``
+    exactly: float32 up to 2**24, float64 up to 2**53, else int64 (exact below 2**63)."""
+    bound = int(bound)
+    for dt, limit in _EXACT_LIMITS:
+        if bound <= limit:
+            return dt
+    if bound > _INT64_LIMIT:
+        raise OverflowError(f"a synaptic sum bounded by {bound} does not fit int64")
+    return np.dtype(np.int64)
 
 
-def _abs_bound(layer, amax: int) -> int:
-    """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax."""
+def synaptic_bound(layer, amax: int) -> int:
+    """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax (Python int: exact)."""
     w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
     return int(w.sum(axis=1).max()) * int(amax)
 
 
-def _patches(a: np.ndarray, layer) -> np.ndarray:
-    """im2col: (N, C*H*W) -> (N, C*K*K, Ho*Wo), rows in (c, ky, kx) order, zero padding."""
+def _patch_product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The convolution as one product ``W (Co, C*K*K) @ patches (C*K*K, N*Ho*Wo)``: (N, n_in) ->
+    (N, Co, Ho*Wo) in ``dt``, a transposed view of the (Co, N, Ho*Wo) product (the caller's cast
+    writes it out in (o, y, x) order, so the transpose costs no pass of its own)."""
     C, H, W = layer.in_shape
-    _, Ho, Wo = layer.out_shape
+    Co, Ho, Wo = layer.out_shape
     K, S, p = layer.kernel, layer.stride, layer.padding
-    img = a.reshape(-1, C, H, W)
-    if p:
-        img = np.pad(img, ((0, 0), (0, 0), (p, p), (p, p)))
-    win = np.lib.stride_tricks.sliding_window_view(img, (K, K), axis=(2, 3))[:, :, ::S, ::S][:, :, :Ho, :Wo]
-    return win.transpose(0, 1, 4, 5, 2, 3).reshape(img.shape[0], C * K * K, Ho * Wo)
+    N = a.shape[0]
+    img = np.zeros((C, N, H + 2 * p, W + 2 * p), dtype=dt)          # channel-major: the patches' order
+    img[:, :, p:p + H, p:p + W] = a.reshape(N, C, H, W).transpose(1, 0, 2, 3)
+    cols = np.empty((C, K, K, N, Ho, Wo), dtype=dt)
+    for ky in range(K):
+        for kx in range(K):
+            cols[:, ky, kx] = img[:, :, ky:ky + S * (Ho - 1) + 1:S, kx:kx + S * (Wo - 1) + 1:S]
+    out = layer.weight.reshape(Co, C * K * K).astype(dt) @ cols.reshape(C * K * K, N * Ho * Wo)
+    return out.reshape(Co, N, Ho * Wo).transpose(1, 0, 2)
 
 
-def synaptic(layer, a: np.ndarray, amax: int = 1) -> np.ndarray:
-    """The synaptic sum of one step, without bias: (N, n_in) inputs -> (N, n_out) int64, exactly.
+def conv_matrix(layer, dtype=np.int64) -> np.ndarray:
+    """The conv2d layer as a dense (n_in, n_out) matrix M, so that the synaptic sum is ``a @ M``:
+    M[(c, iy, ix), (o, y, x)] = W[o, c, ky, kx] where iy = y*S + ky - p, ix = x*S + kx - p is inside
+    the map (zero padding contributes nothing, so those terms are simply absent)."""
+    C, H, W = layer.in_shape
+    Co, Ho, Wo = layer.out_shape
+    K, S, p = layer.kernel, layer.stride, layer.padding
+    ky = np.arange(K)
+    iy = np.arange(Ho)[None, :] * S + ky[:, None] - p                  # (K, Ho): input row of (ky, y)
+    ix = np.arange(Wo)[None, :] * S + ky[:, None] - p                  # (K, Wo): input column of (kx, x)
+    # every (c, ky, kx, y, x) whose input pixel is inside the map
+    c, ky5, kx5, y, x = np.meshgrid(np.arange(C), ky, ky, np.arange(Ho), np.arange(Wo), indexing="ij")
+    r, q = iy[ky5, y], ix[kx5, x]
+    ok = (r >= 0) & (r < H) & (q >= 0) & (q < W)
+    c, ky5, kx5, y, x, r, q = (v[ok] for v in (c, ky5, kx5, y, x, r, q))
+    m = np.zeros((C * H * W, Co * Ho * Wo), dtype=dtype)
+    rows = (c * H + r) * W + q                                          # (E,)
+    cols = np.arange(Co)[:, None] * (Ho * Wo) + (y * Wo + x)[None, :]   # (Co, E)
+    m[rows[None, :], cols] = layer.weight[:, c, ky5, kx5]
+    return m
+
+
+def _product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """a @ W.T (dense) or the convolution (conv2d), computed in ``dt``: (N, n_in) -> (N, n_out), or
+    for a conv2d layer possibly (N, Co, Ho*Wo) (:func:`_patch_product`), the same values.
+
+    A conv2d layer runs as one product with its convolution matrix while that matrix is small and
+    at least a quarter full (each output reads C*K*K of the n_in inputs); otherwise as a product
+    with its patches, which does only the C*K*K multiplications per output."""
+    if layer.kind == "dense":
+        return a.astype(dt, copy=False) @ layer.weight.T.astype(dt)
+    taps = layer.weight[0].size
+    if layer.n_in * layer.n_out <= _CONV_MATRIX_MAX and 4 * taps >= layer.n_in:
+        return a.astype(dt, copy=False) @ conv_matrix(layer, dt)
+    return _patch_product(layer, a, dt)
+
+
+def _flat(acc: np.ndarray) -> np.ndarray:
+    """A product from :func:`_product` as (N, n_out)."""
+    return acc if acc.ndim == 2 else np.ascontiguousarray(acc).reshape(acc.shape[0], -1)
+
+
+def synaptic(layer, a: np.ndarray, amax: int = 1, dtype=None) -> np.ndarray:
+    """The synaptic sum of one step, without bias: (N, n_in) inputs -> (N, n_out), exactly.
 
     Dense: ``a @ W.T``. Conv2d: ``sum_{c,ky,kx} W[o,c,ky,kx] a[c, y*S+ky-p, x*S+kx-p]`` (zero
-    padding), flattened (o, y, x). ``amax`` bounds |a| (1 for spikes and events).
+    padding), flattened (o, y, x). ``amax`` bounds |a| (1 for spikes and events). The product runs
+    in :func:`exact_dtype` of :func:`synaptic_bound`; ``dtype`` forces one (int64: the exact
+    fallback; a float only where it is exact, else ValueError). The result is int64, or the float
+    dtype holding the exact integers when ``dtype`` names one.
     """
-    bound = _abs_bound(layer, amax)
-    if layer.kind == "dense":
-        return _exact_matmul(a, layer.weight, bound)
-    N = a.shape[0]
-    dt = np.float32 if bound < _F32_EXACT else np.float64
-    cols = _patches(a.astype(dt, copy=False), layer)                          # (N, C*K*K, Ho*Wo)
-    # (Co, C*K*K) @ each sample's patches: the result is already in (o, y, x) order
-    out = np.matmul(layer.weight.reshape(layer.weight.shape[0], -1).astype(dt), cols)
-    return out.reshape(N, -1).astype(np.int64)
+    need = exact_dtype(synaptic_bound(layer, amax))
+    if dtype is None:
+        return _flat(_product(layer, a, need)).astype(np.int64, copy=False)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and (need.kind != "f" or need.itemsize > dtype.itemsize):
+        raise ValueError(f"{dtype} is not exact for this layer: its synaptic sums need {need}")
+    return _flat(_product(layer, a, dtype))
 
 
 def maxpool(layer, a: np.ndarray) -> np.ndarray:
@@ -179,6 +247,13 @@ def maxpool(layer, a: np.ndarray) -> np.ndarray:
     C, H, W = layer.in_shape
     K = layer.kernel
     img = a.reshape(-1, C, H, W)
+    if a.dtype == np.bool_ and K in (2, 4, 8):
+        # spikes: OR the K rows of each window, then read the K neighbours in a row as one K-byte
+        # word, non-zero when any of them spiked (two passes over ever smaller maps)
+        rows = img[:, :, ::K, :].view(np.uint8).copy()
+        for dy in range(1, K):
+            np.bitwise_or(rows, img[:, :, dy::K, :].view(np.uint8), out=rows)
+        return (rows.view(np.dtype(f"u{K}")) != 0).reshape(a.shape[0], -1)
     # K*K strided views combined elementwise: much faster than a reduction over two inner axes
     out = img[:, :, ::K, ::K].copy()
     for dy in range(K):
@@ -199,26 +274,77 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
-    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max."""
-    u = np.zeros_like(x)
-    out = np.empty((x.shape[0], T, x.shape[1]), dtype=np.uint8)
+    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. (B, T, n) bool.
+
+    u < input_max before the add and x <= input_max, so u + x < 2 * input_max < 2**17: int32 holds it."""
+    u = np.zeros(x.shape, dtype=np.int32)
+    x = x.astype(np.int32)
+    out = np.empty((x.shape[0], T, x.shape[1]), dtype=bool)
+    sub = np.empty(x.shape, dtype=np.int32)
     for t in range(T):
         u += x
-        s = u >= input_max
-        u -= input_max * s
-        out[:, t] = s
+        s = out[:, t]
+        np.greater_equal(u, input_max, out=s)
+        np.multiply(s, input_max, out=sub)
+        u -= sub
     return out
+
+
+_INT_DTYPES = tuple(np.dtype(t) for t in (np.int16, np.int32, np.int64))
+
+
+def neuron_dtype(layer, widths) -> np.dtype:
+    """The narrowest integer dtype that holds every value of a layer's recurrence (int16, int32 or
+    int64): narrower words make the elementwise steps over T, the bulk of golden's time, faster.
+
+    The width analysis bounds every value the recurrence forms (the synaptic sum, the current, V
+    before and after the reset, the threshold, and so ``threshold * spike``) by ``widths``, so none
+    of its sums or differences can leave that range: the narrow dtype is exact, nothing wraps."""
+    m = max(abs(int(v)) for v in (widths.acc_lo, widths.acc_hi, widths.current_lo, widths.current_hi,
+                                  widths.v_lo, widths.v_hi, int(layer.threshold.max())))
+    for dt in _INT_DTYPES:
+        if m <= np.iinfo(dt).max:
+            return dt
+    raise OverflowError(f"a membrane range of {m} does not fit int64")
+
+
+def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int):
+    """:func:`_neuron_layer` (no leak) in the integer dtype of ``current`` (:func:`neuron_dtype`).
+
+    ``current`` is (B, T, n), or (B, 1, n) for the same current every step (direct input); bias
+    included. Returns (spikes bool (B, T, n), final V int64 (B, n))."""
+    B, _, n = current.shape
+    dt = current.dtype
+    threshold = layer.per_neuron(layer.threshold).astype(dt)
+    v = np.empty((B, n), dtype=dt)
+    v[...] = layer.per_neuron(layer.v_init)
+    spikes = np.zeros((B, T, n), dtype=bool)
+    zero = layer.reset == "zero"
+    # the reset as a product with the spike mask: numpy's masked (where=) loops are several times slower
+    tmp = np.empty((B, n), dtype=dt if not zero else bool)
+    for t in range(T):
+        np.add(v, current[:, t if current.shape[1] > 1 else 0], out=v)
+        if fire:
+            s = spikes[:, t]
+            np.greater_equal(v, threshold, out=s)
+            if zero:
+                np.logical_not(s, out=tmp)
+                np.multiply(v, tmp, out=v)
+            else:
+                np.multiply(s, threshold, out=tmp)
+                np.subtract(v, tmp, out=v)
+    return spikes, v.astype(np.int64)
 
 
 def _neuron_layer(current: np.ndarray, layer, fire: bool):
     """The neuron recurrence over T for currents (B, T, n): leak, add, fire, reset.
 
-    Returns (spikes uint8 (B, T, n), final V int64 (B, n)).
+    Returns (spikes bool (B, T, n), final V int64 (B, n)).
     """
     B, T, n = current.shape
     threshold = layer.per_neuron(layer.threshold)
     v = np.broadcast_to(layer.per_neuron(layer.v_init), (B, n)).astype(np.int64).copy()
-    spikes = np.zeros((B, T, n), dtype=np.uint8)
+    spikes = np.zeros((B, T, n), dtype=bool)
     zero = layer.reset == "zero"
     for t in range(T):
         if layer.leak is not None:
@@ -232,6 +358,38 @@ def _neuron_layer(current: np.ndarray, layer, fire: bool):
                 v -= threshold * s
             spikes[:, t] = s
     return spikes, v
+
+
+def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np.ndarray:
+    """Layer ``li``'s currents, bias included and STEB kernel applied, in its :func:`neuron_dtype`:
+    (B, T, n), or (B, 1, n) when they are the same every step (direct input, no kernel)."""
+    B, T = x.shape[0], model.T
+    dt = neuron_dtype(layer, model.widths[li])
+    amax = model.input_max if layer_in is None else 1
+    pdt = exact_dtype(synaptic_bound(layer, amax))
+    if layer_in is None:  # direct encoding: the same integer current every step
+        acc = _product(layer, x, pdt)
+        steps = 1
+    else:
+        acc = _product(layer, layer_in.reshape(B * T, -1), pdt)
+        steps = T
+    acc = acc.reshape(B, steps, *acc.shape[1:])               # a view, also of a transposed product
+    if layer.has_kernel:
+        cur = np.ascontiguousarray(acc).reshape(B, steps, -1).astype(np.int64) + layer.per_neuron(layer.bias)
+        cur = apply_kernel(np.broadcast_to(cur, (B, T, cur.shape[2])), layer.h)
+        return cur.astype(dt)                     # within the current range: exact in dt
+    cur = np.empty((B, steps, layer.n_out), dtype=dt)
+    out = cur.reshape(acc.shape)
+    # per output channel for a (.., Co, Ho*Wo) product, per neuron otherwise
+    bias = layer.bias[:, None] if acc.ndim == 4 else layer.per_neuron(layer.bias)
+    if pdt.kind == "i" or exact_dtype(int(np.abs(bias).max()) + synaptic_bound(layer, amax)) != pdt:
+        # acc + bias might leave pdt's exact range: add in the integer dtype (acc fits it by the widths)
+        np.copyto(out, acc, casting="unsafe")
+        out += bias.astype(dt)
+    else:
+        # |acc| + |bias| within pdt's exact range: the float sum is the exact integer, cast once
+        np.add(acc, bias.astype(pdt), out=out, casting="unsafe")
+    return cur
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,24 +436,117 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
                   input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
 
 
-def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
+def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int | None = None) -> Result:
     """Run ``model`` on integer inputs ``x`` (B, n_in), flattened C-major, and return outputs and counters.
 
-    ``lanes`` is the hardware's P; it changes only the counters, never the outputs.
+    ``lanes`` is the hardware's P; it changes only the counters, never the outputs. ``threads``
+    splits the batch into that many parts run side by side (default: one per CPU, but no more than
+    one per ``WORK_PER_THREAD`` synapse-steps, see :func:`_work`); samples are independent, so the
+    result is the same for every split.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a golden.Model, not {type(model).__name__}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
     x = check_inputs(model, x)
+    n = threads if threads is not None else min(os.cpu_count() or 1, len(x) * _work(model) // WORK_PER_THREAD)
+    n = max(1, min(int(n), len(x)))
+    if n == 1:
+        return _run_batch(model, x, int(lanes), record)
+    parts = np.array_split(x, n)
+    with _one_blas_thread():
+        results = list(_pool(n).map(lambda part: _run_batch(model, part, int(lanes), record), parts))
+    return _concat(results)
+
+
+# a part smaller than this many synapse-steps (see _work) costs more in fixed overheads (thread
+# hand-off, numpy call overheads paid twice, the GIL between calls) than a second core saves:
+# measured on the 2-core machine, the 64-128-10 demo net at T=8 (27M for 360 samples) ran slower
+# on two threads, the 16c3-mp2-32c3-10 conv net (253M) 1.25x faster
+WORK_PER_THREAD = 1 << 26
+_POOLS: dict = {}
+_LOCK = threading.Lock()
+# the BLAS limit is process-wide: concurrent run() calls share one, set by the first to enter and
+# lifted by the last to leave (nested save/restore pairs could otherwise restore each other's limit)
+_BLAS = {"controller": None, "loaded": False, "users": 0, "limit": None}
+
+
+def _work(model: Model) -> int:
+    """Synapse-steps of one sample: every neuron's fan-in (a conv2d neuron's C*K*K), times T."""
+    per_step = sum(l.n_out * (l.weight[0].size if l.kind == "conv2d" else l.n_in)
+                   for l in model.layers if l.kind != "maxpool2d")
+    return per_step * model.T
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of n worker threads, made once (numpy releases the GIL in its loops and BLAS)."""
+    with _LOCK:
+        if n not in _POOLS:
+            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="golden")
+        return _POOLS[n]
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS limited to one thread while golden's own workers run: each worker's products then run
+    in the worker, instead of every worker's BLAS spawning (and spinning) threads for all cores."""
+    with _LOCK:
+        if not _BLAS["loaded"]:
+            _BLAS["loaded"] = True
+            try:
+                from threadpoolctl import ThreadpoolController
+                _BLAS["controller"] = ThreadpoolController()
+            except ImportError:           # without it the BLAS threads only oversubscribe the cores
+                pass
+        if _BLAS["controller"] is not None:
+            if _BLAS["users"] == 0:
+                _BLAS["limit"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+            _BLAS["users"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            if _BLAS["controller"] is not None:
+                _BLAS["users"] -= 1
+                if _BLAS["users"] == 0:
+                    _BLAS["limit"].restore_original_limits()
+                    _BLAS["limit"] = None
+
+
+def _concat(parts: list):
+    """Results (or their fields) of consecutive parts of a batch joined into one, sample-wise."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, Result):
+        return Result(**{f.name: _concat([getattr(p, f.name) for p in parts]) for f in fields(Result)})
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    if isinstance(first, list):
+        return [_concat(list(items)) for items in zip(*parts)]
+    if isinstance(first, dict):
+        return {k: _concat([p[k] for p in parts]) for k in first}
+    return first                          # lanes, coding: the same in every part
+
+
+def _run_batch(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
+    """:func:`run` on one batch of checked inputs, in this thread."""
+    with perf.shared_counts():            # the per-step spike counts below are the counters' too
+        return _run_arrays(model, x, P, record)
+
+
+def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
     if model.coding == "tsc":
-        return _run_tsc(model, x, int(lanes), record)
-    B, T, P = x.shape[0], model.T, int(lanes)
+        return _run_tsc(model, x, P, record)
+    B, T = x.shape[0], model.T
     input_spikes = None
     if model.encoding == "rate":
-        input_spikes = _rate_encode(x, model.input_max, T)
-        events = input_spikes.sum(axis=2, dtype=np.int64)               # (B, T)
-        act = perf.Activity(input_spikes.astype(bool), [])
+        input_spikes = _rate_encode(x, model.input_max, T)              # (B, T, n_in) bool
+        events = perf.events_per_step(input_spikes)                     # (B, T)
+        act = perf.Activity(input_spikes, [])
         layer_in = input_spikes
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
@@ -313,21 +564,17 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
             s = maxpool(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
             v = None
         else:
-            if layer_in is None:  # direct encoding: the same integer current every step
-                cur = synaptic(layer, x, amax=model.input_max)
-                cur = np.repeat(cur[:, None, :], T, axis=1)
-            else:
-                cur = synaptic(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
-            cur += layer.per_neuron(layer.bias)
-            if layer.has_kernel:
-                cur = apply_kernel(cur, layer.h)
-            s, v = _neuron_layer(cur, layer, fire)
-        step_spikes = s.sum(axis=2, dtype=np.int64)                       # (B, T)
-        act.layers.append(s.astype(bool))
+            cur = _layer_currents(model, li, layer, layer_in, x)
+            if layer.leak is None:
+                s, v = _neuron_narrow(cur, layer, fire, T)
+            else:                                 # the leak's split product needs int64
+                s, v = _neuron_layer(np.broadcast_to(cur, (B, T, cur.shape[2])).astype(np.int64), layer, fire)
+        step_spikes = perf.events_per_step(s)                             # (B, T)
+        act.layers.append(s)
         events_in.append(events)
         v_final.append(v)
         if record:
-            spikes_rec.append(s)
+            spikes_rec.append(s.view(np.uint8))
         layer_in, events = s, step_spikes
 
     counts = s.sum(axis=1, dtype=np.int64)
@@ -342,4 +589,5 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False) -> Result:
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
-                  input_spikes=input_spikes if record else None, events_in=events_in, coding=model.coding)
+                  input_spikes=input_spikes.view(np.uint8) if record and input_spikes is not None else None,
+                  events_in=events_in, coding=model.coding)

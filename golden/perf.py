@@ -17,6 +17,9 @@ costs one (null) op.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +28,7 @@ __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
     "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
     "stcb_group_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals",
+    "events_per_step", "shared_counts",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,15 +125,59 @@ def _zeros(B: int) -> dict:
     return {k: np.zeros(B, dtype=np.int64) for k in COUNTERS}
 
 
+# Within one count(), the same event maps are counted more than once (a layer's output is the next
+# layer's input); a per-call memo, keyed by the array's identity and holding the array so that
+# identity stays unique, computes each once. A context variable keeps concurrent counts apart.
+_MEMO: contextvars.ContextVar = contextvars.ContextVar("golden_perf_memo", default=None)
+
+
+def _memo(fn):
+    @functools.wraps(fn)
+    def cached(ev, *args):
+        memo = _MEMO.get()
+        if memo is None:
+            return fn(ev, *args)
+        key = (fn.__name__, id(ev)) + tuple(None if a is None else tuple(a) if isinstance(a, (list, tuple)) else a
+                                            for a in args)
+        if key not in memo:
+            memo[key] = (ev, fn(ev, *args))
+        return memo[key][1]
+    return cached
+
+
+@_memo
+def events_per_step(ev: np.ndarray) -> np.ndarray:
+    """(B, T, n) events -> (B, T) int64: how many are set at each step (``ev.sum(axis=2)``). A bool
+    map is read 8 lanes at a time, as 64-bit words whose set bits are its events."""
+    if ev.dtype == np.bool_ and ev.flags.c_contiguous and ev.shape[2] % 8 == 0:
+        return np.bitwise_count(ev.view(np.uint64)).sum(axis=2, dtype=np.int64)
+    return ev.sum(axis=2, dtype=np.int64)
+
+
+@_memo
 def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
     """(B, T, n) events -> (B, T) event-buffer entries: the words of P lanes with at least one event.
     A flat map's words are P consecutive neurons; a [C, H, W] map written by a conv2d or maxpool2d
     layer (``shape`` given) has one word per P channels at each position."""
     B, T, n = ev.shape
+    if ev.dtype != np.bool_:
+        ev = ev != 0
     if shape is not None and len(shape) == 3:
         C, H, W = shape
-        g = np.pad(ev.reshape(B, T, C, H * W), ((0, 0), (0, 0), (0, (-C) % P), (0, 0)))
-        return g.reshape(B, T, -1, P, H * W).any(axis=3).sum(axis=(2, 3), dtype=np.int64)
+        g = ev.reshape(B, T, C, H * W)
+        if C % P:
+            g = np.concatenate([g, np.zeros((B, T, (-C) % P, H * W), dtype=bool)], axis=2)
+        g = g.reshape(B, T, -1, P, H * W)
+        # OR of the P channel planes, plane by plane: contiguous loops (a reduction over the short
+        # lane axis is several times slower)
+        word = g[:, :, :, 0].copy()
+        for k in range(1, P):
+            np.logical_or(word, g[:, :, :, k], out=word)
+        return np.count_nonzero(word.reshape(B, T, -1), axis=2).astype(np.int64)
+    if n % P == 0 and P in (1, 2, 4, 8):
+        # P consecutive bools are one P-byte word, non-zero when any lane has an event
+        words = np.ascontiguousarray(ev).view(np.uint8).view(np.dtype(f"u{P}"))
+        return np.count_nonzero(words, axis=2).astype(np.int64)
     pad = (-n) % P
     g = np.pad(ev, ((0, 0), (0, 0), (0, pad))).reshape(B, T, -1, P).any(axis=3)
     return g.sum(axis=2, dtype=np.int64)
@@ -157,8 +205,28 @@ def kernel_taps(model) -> int:
     return max(len(l.h) for l in model.layers if hasattr(l, "h"))
 
 
+@contextlib.contextmanager
+def shared_counts():
+    """Within this block (in this thread), :func:`events_per_step` and the entries of an event map
+    are computed once per array: golden.engine counts its spikes per step with the same function,
+    so a run that holds the block for its whole batch counts every map once."""
+    if _MEMO.get() is not None:           # already inside one: share it
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
 def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
     """The counters of a batch: (totals, per-layer counters, the encoder's share)."""
+    with shared_counts():
+        return _count(model, lanes, act)
+
+
+def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
     P, T = int(lanes), model.T
     B = act.inputs.shape[0]
     coding, direct = model.coding, model.encoding == "direct"
@@ -166,7 +234,7 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
 
     # ---- the input: encoder / loader / input generator
     enc = _zeros(B)
-    in_events = act.inputs.sum(axis=2, dtype=np.int64)                    # (B, T)
+    in_events = events_per_step(act.inputs)                               # (B, T)
     # the input map is laid out for its consumer: by channel words when layer 0 is spatial
     in_shape = tuple(model.input_shape) if _spatial(model.layers[0]) else None
     g_in = map_words(model.n_in, P, in_shape)
@@ -224,7 +292,7 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
             if not last:
                 c["event_writes"] = _trains(out, P)[1]
         else:
-            E = src.sum(axis=2, dtype=np.int64)                               # (B, T) input events
+            E = events_per_step(src)                                          # (B, T) input events
             c["cycles"] = (T * (LAYER_SETUP + layer_drain(coding, model.encoding)) + G * np.maximum(E, 1).sum(axis=1))
             c["weight_reads"] = G * E.sum(axis=1)
             c["event_reads"] = G * src_entries.sum(axis=1)
@@ -241,7 +309,7 @@ def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
                     c[k] = c[k] + G * T
                 c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
         c["neuron_updates"] = c["neuron_updates"] + layer.n_out * T
-        c["spikes"] = out.sum(axis=(1, 2), dtype=np.int64)
+        c["spikes"] = events_per_step(out).sum(axis=1)
         layers.append(c)
         src, src_shape = out, None
         src_entries = _entries(out, P)
@@ -264,9 +332,11 @@ def conv_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For input events (..., n_in): the valid (event, kernel offset) pairs ``X`` and the events that
     reach no output at all ``Z`` (docs/spec.md section 3), each (...,)."""
     nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0])       # (n_in,) in (c, y, x) order
-    weights = np.stack([nv, (nv == 0).astype(np.int64)], axis=1).astype(np.float64)
-    flat = events.reshape(-1, events.shape[-1]).astype(np.float64)
-    xz = (flat @ weights).astype(np.int64)                                    # exact: < 2**53
+    # a row's sums are at most n_in * K*K (every event, every offset): exact in float32 up to 2**24
+    dt = np.float32 if nv.size * layer.kernel ** 2 <= 1 << 24 else np.float64
+    weights = np.stack([nv, (nv == 0).astype(np.int64)], axis=1).astype(dt)
+    flat = events.reshape(-1, events.shape[-1]).astype(dt)
+    xz = (flat @ weights).astype(np.int64)                                    # exact: see dt
     return xz[:, 0].reshape(events.shape[:-1]), xz[:, 1].reshape(events.shape[:-1])
 
 
@@ -280,7 +350,7 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
     _, Ho, Wo = layer.out_shape
     N, n = Gc * Ho * Wo, layer.n_out
     drain = layer_drain(model.coding, model.encoding)      # the scatter's and the sweep's pipelines
-    c["spikes"] = out.sum(axis=(1, 2), dtype=np.int64)
+    c["spikes"] = events_per_step(out).sum(axis=1)
     if model.coding == "stcb":                 # one phase: active trains, then one sweep
         active, in_entries = _trains(src, P, src_shape)
         if conv:
@@ -301,7 +371,7 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
         c["event_reads"] = in_entries
         c["event_writes"] = _trains(out, P, out_shape)[1]
         return c
-    E = src.sum(axis=2, dtype=np.int64)                    # (B, T) input events per step
+    E = events_per_step(src)                               # (B, T) input events per step
     c["event_reads"] = _entries(src, P, src_shape).sum(axis=1)
     c["event_writes"] = _entries(out, P, out_shape).sum(axis=1)
     if conv:                                   # rate, direct and tsc: a scatter and a sweep per step

@@ -77,7 +77,7 @@ ROWS = [
     ("bench-repeats-zero", "golden.bench", "--repeats 0 --out {out}.json", ["{out}.json"]),
     ("bench-repeats-not-int", "golden.bench", "--repeats many --out {out}.json", ["{out}.json"]),
     ("bench-lanes-zero", "golden.bench", "--lanes 0 --out {out}.json", ["{out}.json"]),
-    ("bench-out-unwritable", "golden.bench", "--repeats 1 --out {blocker}/b.json", ["{blocker}/b.json"]),
+    ("bench-out-unwritable", "golden.bench", "--repeats 5 --out {blocker}/b.json", ["{blocker}/b.json"]),
     # --- quant.train (all fail before torch is imported)
     ("train-missing-out", "quant.train", "--T 4", []),
     ("train-unknown-option", "quant.train", "--out {out}.npz --bogus", ["{out}.npz"]),
@@ -211,7 +211,7 @@ ROWS = [
      ["{jsondir}.csv", "{jsondir}_cycles.png"]),
     ("qbench-seed-negative", "quant.bench", "--seed -1 --only rate-T8-w8 --out {out}.json --models {out}-models",
      ["{out}.json", "{out}-models/rate-T8-w8.npz"]),
-    ("bench-lanes-not-pow2", "golden.bench", "--lanes 3 --repeats 1 --out {out}.json", ["{out}.json"]),
+    ("bench-lanes-not-pow2", "golden.bench", "--lanes 3 --repeats 5 --out {out}.json", ["{out}.json"]),
     # --- issue 14: every option checked, every output path checked before any work, one error style
     ("fuzz-stall-prob-one", "sim.fuzz", "--stall-prob 1.0 --seeds 1 --json {out}.json", ["{out}.json"],
      "--stall-prob"),
@@ -264,8 +264,8 @@ ROWS = [
     ("robust-first-seed-negative", "sim.robust", "--seeds 1 --first-seed -3 --out {out}-r.json", ["{out}-r.json"],
      "--first-seed"),
     ("robust-out-is-directory", "sim.robust", "--seeds 1 --out {jsondir}.json", ["{jsondir}.md"], "--out"),
-    ("bench-out-is-directory", "golden.bench", "--repeats 1 --out {empty}", [], "--out"),
-    ("bench-out-not-json", "golden.bench", "--repeats 1 --out {out}.txt", ["{out}.txt"], "--out"),
+    ("bench-out-is-directory", "golden.bench", "--repeats 5 --out {empty}", [], "--out"),
+    ("bench-out-not-json", "golden.bench", "--repeats 5 --out {out}.txt", ["{out}.txt"], "--out"),
     ("simbench-out-is-directory", "sim.bench", "--out {jsondir}.json", [], "--out"),
     ("qbench-out-is-directory", "quant.bench", "--out {jsondir}.json --models {out}-models", ["{out}-models"],
      "--out"),
