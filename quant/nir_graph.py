@@ -106,25 +106,26 @@ def _str(v) -> str:
 
 def read_graph(path):
     """``nir.read`` of ``path`` without type inference (we infer shapes ourselves, and say where they
-    break). Unknown node types, MaxPool among them, are refused by name first."""
+    break). Unknown node types, MaxPool among them, are refused by name first. Messages do not repeat
+    the path: the caller names the file."""
     import h5py
     import nir
 
     try:
         with h5py.File(path, "r") as f:
             if "node" not in f:
-                raise NirError(f"{path}: not a NIR graph (no 'node' group)")
+                raise NirError("not a NIR graph (no 'node' group)")
             _scan_types(f["node"])
     except NirError:
         raise
     except OSError as e:
-        raise NirError(f"{path}: not a readable NIR (HDF5) file: {e}") from None
+        raise NirError(f"not a readable NIR (HDF5) file: {e}") from None
     try:
         graph = nir.read(path, type_check=False)
     except Exception as e:  # nir raises AssertionError, KeyError, ValueError... on malformed files
-        raise NirError(f"{path}: not a valid NIR graph: {type(e).__name__}: {e}") from None
+        raise NirError(f"not a valid NIR graph: {type(e).__name__}: {e}") from None
     if not isinstance(graph, nir.NIRGraph):
-        raise NirError(f"{path}: the file holds a single {type(graph).__name__} node, not a NIR graph")
+        raise NirError(f"the file holds a single {type(graph).__name__} node, not a NIR graph")
     return graph
 
 
@@ -407,6 +408,9 @@ class _Walker:
                                   f"{list(shape)} (shape mismatch)")
             return a
 
+        for attr in ("r", "tau", "v_threshold", "v_leak", "v_reset"):    # shapes first, in one order
+            if hasattr(node, attr):
+                param(attr)
         fires = kind in ("IF", "LIF")
         if kind in ("LI", "I") and not last:
             raise _node_error(name, kind, "a non-spiking neuron passes its membrane on as an analog value; the core's "
