@@ -26,7 +26,7 @@ import golden  # noqa: E402
 from golden import Conv2d, Dense, MaxPool2d, Model, datasets  # noqa: E402
 from golden.cli import guard  # noqa: E402
 from quant import nir as qnir  # noqa: E402
-from quant.nir_convert import PTQConfig, float_run, leak_report, quantize, to_nir  # noqa: E402
+from quant.nir_convert import CLIPS, PTQConfig, calibrate, float_run, leak_report, quantize, to_nir  # noqa: E402
 from quant.nir_graph import plan, read_graph  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,33 @@ def test_quantize_dyadic_graph_gives_the_expected_integers_and_float_equals_gold
     f = float_run(p, X_TE, input_scale=1.0, T=4)
     r = golden.run(m, X_TE)
     assert np.array_equal(f["membranes"] * 8, r.membranes) and np.array_equal(f["predictions"], r.predictions)
+
+
+def test_quantize_rounds_to_nearest_and_keeps_thresholds_positive():
+    rng = np.random.default_rng(0)
+    g = dense_graph(rng, neuron=if_node((6,), 20.4 / 64.0))
+    g.nodes["fc1"].bias = np.array([0.6, -0.6, 1.4, -1.4, 2.5, 0.2]) / 64.0
+    cfg = PTQConfig(input_scale=1.0, T=4, weight_bits=8, input_max=16, input_shape=(64,))
+    m = quantize(plan(g, dt=DT), cfg)
+    assert m.layers[0].bias.tolist() == [1, -1, 1, -1, 2, 0] and m.layers[0].threshold.tolist() == [20] * 6
+    g = dense_graph(rng, neuron=if_node((6,), 0.2 / 64.0))
+    assert quantize(plan(g, dt=DT), cfg).layers[0].threshold.tolist() == [1] * 6     # never 0
+
+
+def test_calibrate_keeps_the_exact_scale_and_otherwise_picks_the_best_clip():
+    rng = np.random.default_rng(0)
+    cfg = PTQConfig(input_scale=1.0, T=4, weight_bits=8, input_max=16, input_shape=(64,))
+    p = plan(dense_graph(rng), dt=DT)
+    assert calibrate(p, cfg, X_TE[:100]) == ([1.0, 1.0], 1.0)
+    # 3-bit weights: every candidate is tried, and the chosen clips agree at least as often as no clip
+    cfg3 = PTQConfig(**{**cfg.__dict__, "weight_bits": 3})
+    p = plan(dense_graph(np.random.default_rng(21)), dt=DT)
+    x = X_TE[:200]
+    clips, agree = calibrate(p, cfg3, x)
+    ref = float_run(p, x, input_scale=1.0, T=4)["predictions"]
+    got = lambda c: float((golden.run(quantize(p, cfg3, c), x).predictions == ref).mean())  # noqa: E731
+    assert agree == got(clips) and all(agree >= got([clips[0], c]) for c in CLIPS)
+    assert agree >= got([1.0, 1.0])
 
 
 def test_input_scale_multiplies_layer_0_weights_only():
