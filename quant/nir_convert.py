@@ -74,10 +74,16 @@ def _syn_float(st: Stage, w: np.ndarray, a: np.ndarray) -> np.ndarray:
     return out.reshape(a.shape[0], -1).numpy()
 
 
-def float_run(plan: Plan, x: np.ndarray, *, input_scale: float, T: int) -> dict:
+def float_run(plan: Plan, x: np.ndarray, *, input_scale: float, T: int, batch_size: int = 256) -> dict:
     """The source network in float64 over T steps. Returns ``predictions``, ``counts`` and
-    ``membranes`` of the last layer (count readout: argmax of (count, V), like the core)."""
+    ``membranes`` of the last layer (count readout: argmax of (count, V), like the core). Runs
+    ``batch_size`` samples at a time: a layer's spikes take B x T x n floats."""
     x = np.asarray(x, dtype=np.float64)
+    parts = [_float_batch(plan, x[i:i + batch_size], input_scale, T) for i in range(0, max(len(x), 1), batch_size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _float_batch(plan: Plan, x: np.ndarray, input_scale: float, T: int) -> dict:
     B = x.shape[0]
     spikes = None
     for i, st in enumerate(plan.stages):

@@ -130,6 +130,24 @@ def test_calibrate_keeps_the_exact_scale_and_otherwise_picks_the_best_clip():
     assert agree >= got([1.0, 1.0])
 
 
+def test_float_run_in_batches_is_the_same_run():
+    p = plan(dense_graph(np.random.default_rng(1)), dt=DT)
+    a = float_run(p, X_TE, input_scale=1.0, T=3)
+    b = float_run(p, X_TE, input_scale=1.0, T=3, batch_size=7)
+    assert all(np.array_equal(a[k], b[k]) for k in ("predictions", "counts", "membranes"))
+    assert a["membranes"].shape == (360, 10)
+
+
+def test_golden_limits_are_reported_at_the_node():
+    """golden refuses the layer (padding 3 > K - 1); the message names the NIR node."""
+    rng = np.random.default_rng(15)
+    g = graph_of([1, 8, 8], ("conv", _conv(rng.normal(size=(2, 1, 3, 3)), padding=3)), ("sp", if_node((2, 12, 12), 1)),
+                 ("fc", nir.Affine(rng.normal(size=(10, 288)), np.zeros(10))))
+    cfg = PTQConfig(input_scale=1.0, T=2, weight_bits=8, input_max=16, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"^node 'conv' \(layer 0\): padding must be an integer in 0\.\.2, got 3$"):
+        quantize(plan(g, dt=DT), cfg)
+
+
 def test_input_scale_multiplies_layer_0_weights_only():
     rng = np.random.default_rng(1)
     p = plan(dense_graph(rng), dt=DT)
