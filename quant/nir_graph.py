@@ -195,8 +195,11 @@ def chain(graph) -> tuple[tuple[int, ...], list[tuple[str, object]]]:
     if off:
         raise _node_error(off[0], type(nodes[off[0]]).__name__, "it is not on the path from the Input to the "
                           f"Output; {why}")
-    shape = nodes[inputs[0]].input_type["input"]
-    in_shape = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+    shape = (nodes[inputs[0]].input_type or {}).get("input")
+    try:
+        in_shape = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+    except (TypeError, ValueError):
+        raise _node_error(inputs[0], "Input", f"shape {shape!r} is not a list of integers") from None
     return in_shape, [(k, nodes[k]) for k in order[:-1]]
 
 
@@ -498,7 +501,7 @@ def plan(graph, *, dt: float = 1e-4) -> Plan:
     import nir
 
     in_shape, nodes = chain(graph)
-    if len(in_shape) not in (1, 3):
+    if not in_shape or len(in_shape) not in (1, 3):
         raise NirError(f"the Input has shape {list(in_shape)}; expected [n] or [C, H, W]")
     w = _Walker(in_shape, dt)
     for i, (name, node) in enumerate(nodes):
@@ -506,16 +509,22 @@ def plan(graph, *, dt: float = 1e-4) -> Plan:
         last = i == len(nodes) - 1
         if kind in _UNSUPPORTED:
             raise _node_error(name, kind, _UNSUPPORTED[kind])
-        if isinstance(node, nir.Flatten):
-            w.flatten(name, node)
-        elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-            w.pool(name, node, kind)
-        elif isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)):
-            w.weight_node(name, node, kind)
-        elif isinstance(node, (nir.IF, nir.LIF, nir.LI, nir.I)):
-            w.neuron(name, node, kind, last)
-        else:
-            raise _node_error(name, kind, "not a node the core can run")
+        try:
+            if isinstance(node, nir.Flatten):
+                w.flatten(name, node)
+            elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+                w.pool(name, node, kind)
+            elif isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)):
+                w.weight_node(name, node, kind)
+            elif isinstance(node, (nir.IF, nir.LIF, nir.LI, nir.I)):
+                w.neuron(name, node, kind, last)
+            else:
+                raise _node_error(name, kind, "not a node the core can run")
+        except NirError:
+            raise
+        except (TypeError, ValueError, IndexError, AttributeError, KeyError) as e:
+            # the fields come from a file: a malformed one is a refusal of that node, not a crash
+            raise _node_error(name, kind, f"malformed node: {type(e).__name__}: {e}") from None
     w.finish()
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     return Plan(in_shape, w.stages, dict(meta))

@@ -138,6 +138,14 @@ def test_float_run_in_batches_is_the_same_run():
     assert a["membranes"].shape == (360, 10)
 
 
+def test_a_malformed_node_is_refused_by_name():
+    g = graph_of([64], ("fc", nir.Affine(np.ones((10, 64)), np.zeros(10))),
+                 ("lif", nir.LIF(tau=np.array(["x"] * 10), r=full(10, 1), v_leak=full(10, 0), v_threshold=full(10, 1),
+                                 v_reset=full(10, 0))))
+    with pytest.raises(ValueError, match=r"^node 'lif' \(LIF\): malformed node: ValueError: could not convert"):
+        plan(g, dt=DT)
+
+
 def test_golden_limits_are_reported_at_the_node():
     """golden refuses the layer (padding 3 > K - 1); the message names the NIR node."""
     rng = np.random.default_rng(15)
