@@ -36,8 +36,10 @@ DEFAULT_CALIB = 512
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{import,export}")
-    i = sub.add_parser("import", prog=PROG, help="NIR graph -> integer model (.npz)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="import or export")
+    # prog stays the module's name: every error line starts "quant.nir: error:"
+    i = sub.add_parser("import", prog=PROG, usage=f"{PROG} import SRC.nir [options] --out M.npz",
+                       help="NIR graph -> integer model (.npz)")
     i.add_argument("src", metavar="SRC.nir", help="the NIR graph (HDF5)")
     i.add_argument("--dataset", default=None, help="calibration and evaluation data (digits, mnist, ...); not "
                    "needed for a graph that carries spikeforge integer metadata")
@@ -55,7 +57,8 @@ def build_parser() -> ArgumentParser:
                    help=f"calibration samples from the training split (default {DEFAULT_CALIB})")
     i.add_argument("--limit", type=positive_int, default=None, help="evaluate on the first N test samples only")
     i.add_argument("--out", required=True, help="integer model to write (.npz); NAME.json (metrics) goes next to it")
-    e = sub.add_parser("export", prog=PROG, help="integer model (.npz) -> NIR graph")
+    e = sub.add_parser("export", prog=PROG, usage=f"{PROG} export M.npz [--dt DT] --out F.nir",
+                       help="integer model (.npz) -> NIR graph")
     e.add_argument("model", metavar="M.npz", help="integer model file")
     e.add_argument("--dt", type=dt_arg, default=DEFAULT_DT, help=f"time step the graph's tau and r assume "
                    f"(default {DEFAULT_DT:g})")
@@ -78,6 +81,12 @@ def cmd_import(a) -> int:
     src = Path(a.src)
     if not src.is_file():
         raise UsageError(f"SRC.nir: {src}: no such file")
+    if a.dataset is not None:
+        from golden.datasets import DatasetError, input_max
+        try:
+            input_max(a.dataset)
+        except DatasetError as e:
+            raise UsageError(f"--dataset: {e}") from None
 
     import numpy as np
 

@@ -480,6 +480,8 @@ def test_maxpool_node_is_refused_by_name(tmp_path, capsys):
     (["import", "{missing}", "--dataset", "digits", "--input-scale", "1", "--T", "2"], "SRC.nir: {missing}: no such"),
     (["import", "{junk}", "--dataset", "digits", "--input-scale", "1", "--T", "2"], "{junk}: not a readable NIR"),
     (["export", "{src}"], "--out: required option missing"),
+    (["import", "{src}", "--dataset", "nope", "--input-scale", "1", "--T", "2"], "--dataset: unknown dataset 'nope'"),
+    (["frob"], "COMMAND: invalid choice: 'frob'"),
 ])
 def test_bad_options_and_files(tmp_path, capsys, argv, expected):
     src = write(dense_graph(np.random.default_rng(11)), tmp_path / "g.nir")
