@@ -10,6 +10,10 @@ stream (nothing lost, nothing duplicated) and its latency checked against golden
   K, S, padding, non-square maps, channel counts not multiples of P, two layers; without stalls the
   first op comes ``ACCUMULATE_STAGE - MEM_READ_LATENCY`` cycles after its event, the ops follow one
   per cycle with no bubble, and a step's op count is golden.perf's ``Gc*X + Z``.
+- ``AccumulatorMemory``: random op sequences (add, OR, max, sweep, clear) crowded onto a few words,
+  with and without bubbles, against a dict; every old word as if each op ran alone after the previous
+  one (forwarding), a sweep's word ``MEM_READ_LATENCY`` cycles after its op, ``forwarded`` exactly
+  when one of the two ops before it hit the same word, and the read and write increments.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from golden import Conv2d, perf
+from hw.accmem import AccKind, AccumulatorMemory
 from hw.conv_addrgen import ConvAddressGen, ConvLayerGeom
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,3 +212,96 @@ def test_conv_addrgen_rejects_bad_arguments():
             with pytest.raises(TypeError, match=msg):
                 ConvAddressGen(**kw)
         gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------------
+# AccumulatorMemory
+
+
+def wrap(v: int, bits: int) -> int:
+    """``v`` as a two's-complement ``bits``-bit value."""
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def acc_reference(ops, lanes: int, width: int):
+    """A dict of words updated by each op in turn (no pipeline at all): each op's old word, and the
+    words at the end."""
+    mem, olds = {}, []
+    for op in ops:
+        old = mem.get(op["addr"], [0] * lanes)
+        olds.append(old)
+        k, t = op["kind"], op["terms"]
+        if k == AccKind.ADD:
+            new = [wrap(a + b, width) for a, b in zip(old, t)]
+        elif k == AccKind.OR:
+            new = [wrap((a | b) & ((1 << width) - 1), width) for a, b in zip(old, t)]
+        elif k == AccKind.MAX:
+            new = [max(a, b) for a, b in zip(old, t)]
+        else:
+            new = [0] * lanes
+        mem[op["addr"]] = new
+    return olds, mem
+
+
+def drive_acc(dut, frames):
+    """One frame per cycle (an op dict, or None for a bubble); samples every output in every cycle."""
+    trace = []
+
+    async def bench(ctx):
+        for frame in frames:
+            ctx.set(dut.ops.valid, int(frame is not None))
+            if frame is not None:
+                ctx.set(dut.ops.payload, frame)
+            trace.append({"swept": ctx.get(dut.swept.valid), "sw": py(ctx.get(dut.swept.payload)),
+                          "fwd": ctx.get(dut.forwarded), "rd": ctx.get(dut.acc_read), "wr": ctx.get(dut.acc_write)})
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return trace
+
+
+@pytest.mark.parametrize("lanes, width", [(1, 4), (3, 5), (8, 12)])
+@pytest.mark.parametrize("bubbles", [0.0, 0.3])
+def test_accmem_read_modify_write_with_forwarding(lanes, width, bubbles):
+    rng = random.Random(lanes * 100 + width + int(bubbles * 10))
+    depth = 6
+    acc = AccumulatorMemory(lanes=lanes, width=width, depth=depth)
+    assert acc.LATENCY == perf.MEM_READ_LATENCY
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    kinds = [AccKind.ADD] * 6 + [AccKind.OR, AccKind.MAX, AccKind.SWEEP, AccKind.SWEEP, AccKind.CLEAR]
+    ops = []
+    for _ in range(600):
+        addr = rng.choice([0, 0, 0, 1, 1, rng.randrange(depth)])      # mostly two words: many hazards
+        ops.append({"addr": addr, "kind": rng.choice(kinds), "terms": [rng.randint(lo, hi) for _ in range(lanes)]})
+    # read every word back, twice: the second round sees the zeros the first wrote
+    ops += [{"addr": a, "kind": AccKind.SWEEP, "terms": [0] * lanes} for a in list(range(depth)) * 2]
+    frames, issued = [], []
+    for op in ops:
+        while rng.random() < bubbles:
+            frames.append(None)
+        issued.append(len(frames))
+        frames.append(op)
+    frames += [None] * (acc.LATENCY + 2)
+    trace = drive_acc(acc, frames)
+    olds, _ = acc_reference(ops, lanes, width)
+    L = acc.LATENCY
+    # the sweeps: each in its cycle + LATENCY, with the word left by every earlier op
+    expect_sweeps = [(c + L, {"addr": op["addr"], "word": old}) for c, op, old in zip(issued, ops, olds)
+                     if op["kind"] == AccKind.SWEEP]
+    got_sweeps = [(n, row["sw"]) for n, row in enumerate(trace) if row["swept"]]
+    assert got_sweeps == expect_sweeps
+    # forwarded: one of the ops one or two cycles earlier wrote the same word (not for a clear)
+    by_cycle = {c: op for c, op in zip(issued, ops)}
+    expect_fwd = [n for n, _ in enumerate(trace)
+                  if (op := by_cycle.get(n - L)) is not None and op["kind"] != AccKind.CLEAR
+                  and any(by_cycle.get(n - L - d, {}).get("addr") == op["addr"] for d in (1, 2))]
+    assert [n for n, row in enumerate(trace) if row["fwd"]] == expect_fwd
+    assert len(expect_fwd) > len(ops) // 4                               # the hazards were exercised
+    # the counter increments: a read per op but a clear, in its cycle; a write per op, LATENCY later
+    assert [n for n, row in enumerate(trace) if row["rd"]] == [c for c, op in zip(issued, ops)
+                                                               if op["kind"] != AccKind.CLEAR]
+    assert [n for n, row in enumerate(trace) if row["wr"]] == [c + L for c in issued]
