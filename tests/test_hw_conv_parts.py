@@ -14,6 +14,13 @@ stream (nothing lost, nothing duplicated) and its latency checked against golden
   with and without bubbles, against a dict; every old word as if each op ran alone after the previous
   one (forwarding), a sweep's word ``MEM_READ_LATENCY`` cycles after its op, ``forwarded`` exactly
   when one of the two ops before it hit the same word, and the read and write increments.
+- ``PoolScatter``: each event (c, y, x) becomes one op on word (c // P, y // K, x // K), lane c mod P:
+  OR of the spike bit (rate) or the train (stcb), max with t (tsc OFF), a null op for a tsc ON;
+  random stalls, ``ACCUMULATE_STAGE - MEM_READ_LATENCY`` cycles without them.
+- ``PoolScatter`` + ``AccumulatorMemory`` + ``PoolSweep``, a whole maxpool2d layer over every step:
+  the entries are the OR pooling of each step's map (rate), of the trains (stcb), and the stored
+  values the max of the window's values (tsc), entries ``ENTRY_LATENCY`` cycles after their sweep op,
+  and the accumulator reads and writes equal golden.perf's counters of the same activity.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ import warnings
 
 import numpy as np
 import pytest
+from amaranth import Elaboratable, Module, Mux
 from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from golden import Conv2d, perf
+from golden import Conv2d, Dense, MaxPool2d, Model, perf
 from hw.accmem import AccKind, AccumulatorMemory
 from hw.conv_addrgen import ConvAddressGen, ConvLayerGeom
+from hw.pool import PoolLayerGeom, PoolScatter, PoolSweep
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
@@ -305,3 +314,231 @@ def test_accmem_read_modify_write_with_forwarding(lanes, width, bubbles):
     assert [n for n, row in enumerate(trace) if row["rd"]] == [c for c, op in zip(issued, ops)
                                                                if op["kind"] != AccKind.CLEAR]
     assert [n for n, row in enumerate(trace) if row["wr"]] == [c + L for c in issued]
+
+
+# ---------------------------------------------------------------------------------------------------
+# maxpool2d: PoolScatter, PoolSweep
+
+
+def pool_width(coding, T):
+    return {"rate": 1, "stcb": T, "tsc": (T - 1).bit_length() + 1}[coding]
+
+
+def random_pool(rng):
+    K = rng.randint(1, 3)
+    C, H, W = rng.randint(1, 7), K * rng.randint(1, 4), K * rng.randint(1, 4)
+    return PoolLayerGeom((C, H, W), K)
+
+
+def reference_pool_op(geom, P, coding, t, c, y, x, train=0):
+    """The op of one pool event, from the spec: word (c // P, y // K, x // K), lane c mod P."""
+    _, Hp, Wp = geom.out_shape
+    K = geom.kernel
+    addr = ((c // P) * Hp + y // K) * Wp + x // K
+    value = {"rate": 1, "stcb": train, "tsc": t}[coding]
+    terms = [value if p == c % P else 0 for p in range(P)]
+    kind = AccKind.MAX if coding == "tsc" else AccKind.OR
+    return {"addr": addr, "kind": kind, "terms": terms, "null": int(coding == "tsc" and t == 0)}
+
+
+def signed_lanes(values, width):
+    return [wrap(v, width) for v in values]
+
+
+@pytest.mark.parametrize("coding", ["rate", "stcb", "tsc"])
+@pytest.mark.parametrize("P", [1, 4])
+def test_pool_scatter_ops_under_random_stalls(coding, P):
+    rng = random.Random(hash((coding, P)) % 1000)
+    T = 5
+    geoms = [random_pool(rng), random_pool(rng)]
+    width = pool_width(coding, T)
+    sc = PoolScatter(layers=geoms, lanes=P, coding=coding, T=T, width=width, addr_bits=8)
+    assert sc.LATENCY == perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY
+    for li, geom in enumerate(geoms):
+        C, H, W = geom.in_shape
+        t = rng.randrange(T) if coding == "tsc" else 0
+        evs = [(rng.randrange(C), rng.randrange(H), rng.randrange(W), rng.randrange(1, 1 << T)) for _ in range(60)]
+        inputs = [{"c": c, "y": y, "x": x, "payload": tr if coding == "stcb" else 0} for c, y, x, tr in evs]
+        expect = []
+        for c, y, x, tr in evs:
+            op = reference_pool_op(geom, P, coding, t, c, y, x, tr)
+            op["terms"] = signed_lanes(op["terms"], width)
+            expect.append(op)
+        got, taken, _ = run_streams(sc, inputs, sink=sc.ops, in_prob=0.7, out_prob=0.5, seed=li,
+                                    extra={"layer": li, "t": t})
+        assert [op for _, op in got] == expect
+        # without stalls: the op LATENCY cycles after its event, one per cycle
+        got, taken, _ = run_streams(sc, inputs, sink=sc.ops, extra={"layer": li, "t": t})
+        assert [c for c, _ in got] == [c + sc.LATENCY for c in taken] == list(range(sc.LATENCY, len(evs) + 1))
+
+
+class PoolLayer(Elaboratable):
+    """A maxpool2d layer as the core will wire it: the scatter's ops (null ops dropped) or the sweep's
+    into one accumulator memory, its swept words back into the sweep."""
+
+    def __init__(self, geom, P, coding, T):
+        width = pool_width(coding, T)
+        self.acc = AccumulatorMemory(lanes=P, width=width, depth=geom.words(P))
+        kw = dict(layers=[geom], lanes=P, coding=coding, T=T, width=width, addr_bits=self.acc.addr_bits)
+        self.sc, self.sw = PoolScatter(**kw), PoolSweep(**kw)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.acc, m.submodules.sc, m.submodules.sw = acc, sc, sw = self.acc, self.sc, self.sw
+        use_sc = sc.ops.valid
+        m.d.comb += [sc.ops.ready.eq(1), sw.ops.ready.eq(~use_sc),
+                     acc.ops.valid.eq(Mux(use_sc, ~sc.ops.payload.null, sw.ops.valid))]
+        for f in ("addr", "kind", "terms"):
+            m.d.comb += getattr(acc.ops.payload, f).eq(Mux(use_sc, getattr(sc.ops.payload, f),
+                                                           getattr(sw.ops.payload, f)))
+        m.d.comb += [sw.swept.valid.eq(acc.swept.valid), sw.swept.payload.eq(acc.swept.payload)]
+        return m
+
+
+def run_pool_layer(dut, phases):
+    """phases: ("scatter", events, t) or ("sweep", clear). Returns per-cycle samples."""
+    trace = []
+
+    async def bench(ctx):
+        async def cycle():
+            trace.append({"ent": ctx.get(dut.sw.entries.valid), "entry": py(ctx.get(dut.sw.entries.payload)),
+                          "op": ctx.get(dut.sw.ops.valid) and ctx.get(dut.sw.ops.ready),
+                          "op_addr": ctx.get(dut.sw.ops.payload.addr),
+                          "swept": ctx.get(dut.acc.swept.valid), "word": py(ctx.get(dut.acc.swept.payload)),
+                          "rd": ctx.get(dut.acc.acc_read), "wr": ctx.get(dut.acc.acc_write),
+                          "taken": ctx.get(dut.sc.events.valid) and ctx.get(dut.sc.events.ready)})
+            await ctx.tick()
+
+        for phase in phases:
+            if phase[0] == "scatter":
+                _, events, t = phase
+                ctx.set(dut.sc.t, t)
+                for ev in events:
+                    ctx.set(dut.sc.events.valid, 1)
+                    ctx.set(dut.sc.events.payload, ev)
+                    assert ctx.get(dut.sc.events.ready)
+                    await cycle()
+                ctx.set(dut.sc.events.valid, 0)
+            else:
+                ctx.set(dut.sw.start, 1)
+                ctx.set(dut.sw.clear, int(phase[1]))
+                await cycle()
+                ctx.set(dut.sw.start, 0)
+                while ctx.get(dut.sw.busy):
+                    await cycle()
+            for _ in range(perf.layer_drain("rate", "rate")):       # the drain the spec allows
+                await cycle()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return trace
+
+
+def golden_pool_counters(geom, P, coding, T, ev_in, ev_out):
+    """golden.perf's counters of a maxpool2d layer 0 (then a dense layer) with this activity."""
+    pool = MaxPool2d(geom.kernel, in_shape=geom.in_shape)
+    model = Model([pool, Dense(np.zeros((2, pool.n_out), np.int64))], coding=coding, T=T,
+                  encoding="tsc" if coding == "tsc" else "rate", input_max=T,
+                  readout="membrane" if coding == "tsc" else "count")
+    act = perf.Activity(inputs=ev_in[None], layers=[ev_out[None], np.zeros((1, T, 2), bool)])
+    return perf.count(model, P, act)[1][0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("P", [1, 2, 4])
+@pytest.mark.parametrize("coding", ["rate", "stcb", "tsc"])
+def test_pool_layer_against_reference_and_golden_counters(coding, P, seed):
+    rng = random.Random(hash((coding, P, seed)) % 10_000)
+    geom, T = random_pool(rng), rng.randint(2, 5)
+    C, H, W = geom.in_shape
+    _, Hp, Wp = geom.out_shape
+    K, N = geom.kernel, geom.words(P)
+    dut = PoolLayer(geom, P, coding, T)
+    density = rng.choice([0.05, 0.3, 0.7])
+    idx = [(c, y, x) for c in range(C) for y in range(H) for x in range(W)]
+    if coding == "tsc":
+        # two windows (two samples): the first leaves its values behind, the second's clear sweep at
+        # t = 0 must remove them
+        phases, reads, writes = [], 0, 0
+        for _ in range(2):
+            q = {i: (rng.randrange(T) if rng.random() < density * 1.5 else 0) for i in idx}
+            # t = 0 clears the words, then each step's events: ON at t = 0 for q >= 1, OFF at t = q
+            phases.append(("sweep", True))
+            ev_in = np.zeros((T, C * H * W), bool)
+            for t in range(T):
+                evs = [i for i in idx if (t == 0 and q[i] >= 1) or (t >= 1 and q[i] == t)]
+                rng.shuffle(evs)
+                for c, y, x in evs:
+                    ev_in[t, (c * H + y) * W + x] = True
+                phases.append(("scatter", [{"c": c, "y": y, "x": x, "payload": 0} for c, y, x in evs], t))
+            # golden: the pool's state reads (OFF events) and writes (clear sweep + OFF events), less
+            # the generator's share (N*T each), which is not this part's
+            g = golden_pool_counters(geom, P, coding, T, ev_in, np.zeros((T, C * Hp * Wp), bool))
+            reads, writes = reads + g["state_reads"] - N * T, writes + g["state_writes"] - N * T
+        phases.append(("sweep", False))                    # read the stored values back (test only)
+        trace = run_pool_layer(dut, phases)
+        words = [row["word"] for row in trace if row["swept"]]
+        assert [w["addr"] for w in words] == list(range(N))
+        for w in words:
+            og, oy, ox = w["addr"] // (Hp * Wp), w["addr"] // Wp % Hp, w["addr"] % Wp
+            for p in range(P):
+                c = og * P + p
+                expect = max((q[(c, oy * K + dy, ox * K + dx)] for dy in range(K) for dx in range(K)),
+                             default=0) if c < C else 0
+                assert w["word"][p] == expect, (w["addr"], p)
+        assert sum(row["rd"] for row in trace) - N == reads         # minus the test's read-back sweep
+        assert sum(row["wr"] for row in trace) - N == writes
+        return
+    steps = 1 if coding == "stcb" else T
+    trains = {i: (rng.randrange(1 << T) if rng.random() < density else 0) for i in idx}
+    ev_in = np.array([[bool(trains[i] >> t & 1) for i in idx] for t in range(T)])
+    phases, expect_entries = [], []
+    for s in range(steps):
+        if coding == "stcb":
+            active = [i for i in idx if trains[i]]
+            evs = [{"c": c, "y": y, "x": x, "payload": trains[(c, y, x)]} for c, y, x in active]
+        else:
+            evs = [{"c": c, "y": y, "x": x, "payload": 0} for c, y, x in idx if trains[(c, y, x)] >> s & 1]
+        rng.shuffle(evs)
+        phases += [("scatter", evs, 0), ("sweep", False)]
+        for a in range(N):
+            og, oy, ox = a // (Hp * Wp), a // Wp % Hp, a % Wp
+            lanes = []
+            for p in range(P):
+                c = og * P + p
+                v = 0
+                if c < C:
+                    for dy in range(K):
+                        for dx in range(K):
+                            tr = trains[(c, oy * K + dy, ox * K + dx)]
+                            v |= tr if coding == "stcb" else tr >> s & 1
+                lanes.append(v)
+            if any(lanes):
+                e = {"group": a, "mask": sum(1 << p for p, v in enumerate(lanes) if v)}
+                if coding == "stcb":
+                    e["payload"] = lanes
+                expect_entries.append(e)
+    trace = run_pool_layer(dut, phases)
+    got = [row["entry"] for row in trace if row["ent"]]
+    assert got == expect_entries
+    # each entry ENTRY_LATENCY cycles after its word's sweep op, and within the drain
+    op_cycles = [n for n, row in enumerate(trace) if row["op"]]
+    ent_cycles = [n for n, row in enumerate(trace) if row["ent"]]
+    lat = dut.sw.ENTRY_LATENCY
+    assert lat == perf.MEM_READ_LATENCY + 1 <= perf.layer_drain(coding, "rate")
+    sweep_ops = [(n, trace[n]["op_addr"]) for n in op_cycles]
+    assert len(sweep_ops) == N * steps
+    by_step = [sweep_ops[k * N:(k + 1) * N] for k in range(steps)]
+    assert all([a for _, a in ops] == list(range(N)) for ops in by_step)
+    assert all(b - a == 1 for ops in by_step for (a, _), (b, _) in zip(ops, ops[1:]))   # one per cycle
+    op_at = dict(sweep_ops)
+    assert all(op_at.get(n - lat) == trace[n]["entry"]["group"] for n in ent_cycles)
+    # golden.perf's accumulator counters for the same activity
+    pooled = np.array([[any(ev_in[t, (c * H + y) * W + x] for y in range(oy * K, oy * K + K)
+                            for x in range(ox * K, ox * K + K))
+                        for c in range(C) for oy in range(Hp) for ox in range(Wp)] for t in range(T)])
+    g = golden_pool_counters(geom, P, coding, T, ev_in, pooled)
+    assert sum(row["rd"] for row in trace) == g["acc_reads"]
+    assert sum(row["wr"] for row in trace) == g["acc_writes"]
