@@ -41,6 +41,17 @@ class ConvLayerGeom:
     padding: int
     wbase: int = 0
 
+    def __post_init__(self):
+        (_, H, W), (_, Ho, Wo), K, S, p = self.in_shape, self.out_shape, self.kernel, self.stride, self.padding
+        if K < 1 or S < 1 or not 0 <= p < K or self.wbase < 0:
+            raise ValueError(f"kernel {K}, stride {S}, padding {p}, wbase {self.wbase}: need K >= 1, S >= 1, "
+                             f"0 <= p < K, wbase >= 0")
+        # the ROMs are built from the shapes, so a wrong out_shape would silently drop or invent ops
+        want = ((H + 2 * p - K) // S + 1, (W + 2 * p - K) // S + 1)
+        if (Ho, Wo) != want or min(want) < 1:
+            raise ValueError(f"out_shape {list(self.out_shape)} does not follow from in_shape {list(self.in_shape)}, "
+                             f"K={K}, S={S}, p={p} (Ho, Wo = {list(want)})")
+
     @classmethod
     def of(cls, layer, wbase: int = 0) -> "ConvLayerGeom":
         """From a ``golden.Conv2d``."""

@@ -225,6 +225,10 @@ def test_conv_addrgen_rejects_bad_arguments():
             with pytest.raises(TypeError, match=msg):
                 ConvAddressGen(**kw)
         gc.collect()
+    with pytest.raises(ValueError, match=r"out_shape \[2, 2, 3\] does not follow"):
+        ConvLayerGeom((1, 3, 3), (2, 2, 3), 3, 1, 1)
+    with pytest.raises(ValueError, match="0 <= p < K"):
+        ConvLayerGeom((1, 3, 3), (2, 3, 3), 3, 1, 3)
 
 
 # ---------------------------------------------------------------------------------------------------
