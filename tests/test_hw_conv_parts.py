@@ -177,7 +177,8 @@ def test_conv_addrgen_latency_and_op_count_match_golden_perf(P, seed):
     spikes = np.array([rng.random() < 0.4 for _ in range(C * H * W)])
     spikes[rng.randrange(spikes.size)] = True
     events = [{"c": i // (H * W), "y": i // W % H, "x": i % W, "payload": 0} for i in np.flatnonzero(spikes)]
-    got, taken, trace = run_streams(agen, events, sink=agen.ops, probes={"busy": agen.busy})
+    got, taken, trace = run_streams(agen, events, sink=agen.ops,
+                                    probes={"busy": agen.busy, "ready": agen.events.ready})
     X, Z = perf.conv_taps(layer, spikes[None, :])
     Gc = geom.channel_groups(P)
     assert len(got) == Gc * int(X[0]) + int(Z[0])                     # golden.perf's scatter cycles
@@ -189,6 +190,10 @@ def test_conv_addrgen_latency_and_op_count_match_golden_perf(P, seed):
     assert firsts == [t + agen.LATENCY for t in taken]
     assert [r["busy"] for r in trace[cycles[0]:cycles[-1] + 1]] == [1] * len(got)
     assert not trace[cycles[-1] + 1]["busy"]
+    # the reader is held while an event expands: ready only when idle or as the event's last op leaves
+    lasts = {c for c, op in got if op["last"]}
+    assert [n for n, r in enumerate(trace) if r["ready"]] == [n for n, r in enumerate(trace)
+                                                              if not r["busy"] or n in lasts]
 
 
 # fixed geometries for the edges: inputs no output uses (null ops), a kernel larger than the map with
