@@ -1,0 +1,135 @@
+"""The accumulator memory of conv2d and maxpool2d layers: read-modify-write, one op per cycle.
+
+The scatter adds P weights into an accumulator word (pools OR their spikes or trains in), and the
+fire sweep reads every word and writes zero back, so the memory is all-zero between phases
+(docs/spec.md section 3). An op issued in cycle c reads its word through the block RAM and a fabric
+register (its old word is there in cycle c + ``MEM_READ_LATENCY``), and writes the new word in that
+same cycle. The block RAM reads without write-through, so the two ops after it would read a stale
+word: the new word of each of the last two writes is kept beside its address and *forwarded* to an op
+on the same address (the nearer write wins). Back-to-back ops on one word therefore see each other's
+sums, whatever the order of events.
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden import perf
+
+__all__ = ["AccKind", "acc_op_layout", "swept_layout", "AccumulatorMemory"]
+
+
+class AccKind(enum.Enum, shape=3):
+    """What an op does with its word (``old``) and its terms."""
+    ADD = 0     # conv scatter: old + terms, lane by lane
+    OR = 1      # rate/stcb pool scatter: old | terms, bit by bit (a spike bit, or a T-bit train, per lane)
+    MAX = 2     # lane by lane max(old, terms) (a tsc pool storing t: t only grows over a window)
+    SWEEP = 3   # read old, send it on ``swept``, write zero
+    CLEAR = 4   # write zero without reading (tsc pool's clear sweep)
+
+
+def acc_op_layout(*, addr_bits: int, word: data.Layout) -> data.StructLayout:
+    return data.StructLayout({"addr": unsigned(addr_bits), "kind": AccKind, "terms": word})
+
+
+def swept_layout(*, addr_bits: int, word: data.Layout) -> data.StructLayout:
+    return data.StructLayout({"addr": unsigned(addr_bits), "word": word})
+
+
+class AccumulatorMemory(wiring.Component):
+    """Accumulator words of ``lanes`` signed lanes of ``width`` bits, updated in place.
+
+    Parameters
+    ----------
+    lanes : int
+        Lanes per word: P (stcb conv: P x T slots, slot t of lane p at element p*T + t).
+    width : int
+        Bits per lane (``acc_bits``; a pool uses 1, or T for stcb trains, in lane 0's bits upward).
+        Sums wrap at ``width`` bits: the core sizes it so that they cannot.
+    depth : int
+        Words (``max_l N_l``).
+
+    Members
+    -------
+    ops : In(stream.Signature(acc_op_layout, always_ready=True))
+        One op per cycle at most; the memory never holds the producer (a fixed-latency pipeline).
+    swept : Out(stream.Signature(swept_layout, always_ready=True))
+        The old word of a ``SWEEP`` op issued in cycle c, in cycle c + ``LATENCY``.
+    forwarded : Out(1)
+        In cycle c + ``LATENCY``: the old word of the op issued in cycle c came from one of the two
+        writes before it, not from the RAM (a coverage point).
+    acc_read, acc_write : Out(1)
+        Counter increments: a word read (every op but ``CLEAR``), in the cycle it is issued; a word
+        written (every op), in the cycle it is written (c + ``LATENCY``).
+
+    ``LATENCY`` is ``perf.MEM_READ_LATENCY``.
+    """
+
+    LATENCY = perf.MEM_READ_LATENCY
+
+    def __init__(self, *, lanes: int, width: int, depth: int):
+        for name, v in (("lanes", lanes), ("width", width), ("depth", depth)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TypeError(f"{name} must be a positive integer, not {v!r}")
+        self._lanes, self._width, self._depth = lanes, width, max(2, depth)
+        self._abits = max(1, perf.ceil_log2(self._depth))
+        self.word_layout = data.ArrayLayout(signed(width), lanes)
+        super().__init__({
+            "ops": In(stream.Signature(acc_op_layout(addr_bits=self._abits, word=self.word_layout),
+                                       always_ready=True)),
+            "swept": Out(stream.Signature(swept_layout(addr_bits=self._abits, word=self.word_layout),
+                                          always_ready=True)),
+            "forwarded": Out(1), "acc_read": Out(1), "acc_write": Out(1)})
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def addr_bits(self) -> int:
+        return self._abits
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=self.word_layout, depth=self._depth, init=[])
+        rd, wr = mem.read_port(), mem.write_port()
+        op = self.ops.payload
+        m.d.comb += [rd.addr.eq(op.addr), self.acc_read.eq(self.ops.valid & (op.kind != AccKind.CLEAR))]
+
+        # the op travels beside its read: RAM (1), fabric register (2)
+        v1, op1 = Signal(), Signal.like(op)
+        v2, op2 = Signal(), Signal.like(op)
+        ram = Signal(self.word_layout)
+        m.d.sync += [v1.eq(self.ops.valid), op1.eq(op), v2.eq(v1), op2.eq(op1), ram.eq(rd.data)]
+
+        # the last two writes (one and two cycles ago): the RAM read of op2 missed both
+        w1_en, w2_en = Signal(), Signal()
+        w1_addr, w2_addr = Signal(self._abits), Signal(self._abits)
+        w1_data, w2_data = Signal(self.word_layout), Signal(self.word_layout)
+        hit1 = w1_en & (w1_addr == op2.addr)
+        hit2 = w2_en & (w2_addr == op2.addr)
+        old = Signal(self.word_layout)
+        m.d.comb += old.eq(Mux(hit1, w1_data, Mux(hit2, w2_data, ram)))
+        uses_old = op2.kind != AccKind.CLEAR
+        m.d.comb += self.forwarded.eq(v2 & uses_old & (hit1 | hit2))
+
+        new = Signal(self.word_layout)
+        with m.Switch(op2.kind):
+            with m.Case(AccKind.ADD):
+                m.d.comb += [new[i].eq(old[i] + op2.terms[i]) for i in range(self._lanes)]
+            with m.Case(AccKind.OR):
+                m.d.comb += new.eq(old.as_value() | op2.terms.as_value())
+            with m.Case(AccKind.MAX):
+                m.d.comb += [new[i].eq(Mux(op2.terms[i] > old[i], op2.terms[i], old[i]))
+                             for i in range(self._lanes)]
+            with m.Default():                          # SWEEP and CLEAR write zero
+                m.d.comb += new.eq(0)
+        m.d.comb += [wr.en.eq(v2), wr.addr.eq(op2.addr), wr.data.eq(new), self.acc_write.eq(v2),
+                     self.swept.valid.eq(v2 & (op2.kind == AccKind.SWEEP)),
+                     self.swept.payload.addr.eq(op2.addr), self.swept.payload.word.eq(old)]
+        m.d.sync += [w1_en.eq(v2), w1_addr.eq(op2.addr), w1_data.eq(new),
+                     w2_en.eq(w1_en), w2_addr.eq(w1_addr), w2_data.eq(w1_data)]
+        return m
