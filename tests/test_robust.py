@@ -63,8 +63,6 @@ def test_short_campaign_every_coding_on_verilator():
     assert hits["x"]["offered-while-busy"] > 0 and hits["result"]["held"] > 0 and hits["x"]["back-to-back"] > 0
     assert hits["op"]["null-op"] > 0 and hits["fault"]["wrong-last-flagged"] == 1
     assert {b for b, n in s["shapes"]["config.coding"].items() if n} == {"rate", "stcb", "tsc"}
-    # the hazard checks ran (they always do) and found nothing; coverage counts are hardware events
-    assert hits["st"]["raw-at-minimum-distance"] > 0
 
 
 def test_every_bad_input_is_rejected():

@@ -100,7 +100,7 @@ def test_real_builds_stay_under_the_cap_and_say_what_they_do(tmp_path, monkeypat
         assert lines[n0].startswith("building the netlist with Verilator, about ")
         # only what a simulation needs is kept: no objects, no precompiled headers, no generated C++
         assert sorted(p.name for p in b.dir.iterdir() if not p.name.startswith(".")) == \
-            sorted(["build.log", name, f"{name}.v"])
+            sorted(["build.log", f"{name}_tb", f"{name}.v", f"{name}_tb.v"])   # the harness executable, sources
         sizes.append(simcache.dir_bytes(b.dir))
         if seed == 0:
             again = build(v, name, build_root=root, fast=True, log=lines.append)
