@@ -59,7 +59,8 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # schema 2 is golden-only for now: the core runs dense IF layers (docs/spec.md, status)
+        # the core runs dense IF layers, reset by subtraction or to zero; conv, pool and leak are golden-only
+        # for now (docs/spec.md, status)
         for i, l in enumerate(model.layers):
             if l.kind != "dense":
                 raise ConfigError(f"layer {i}: {l.kind} layers are not supported by the hardware core yet "
@@ -67,9 +68,7 @@ class CoreGeometry:
             if l.leak is not None:
                 raise ConfigError(f"layer {i}: leak={list(l.leak)} is not supported by the hardware core yet "
                                   f"(IF neurons only)")
-            if l.reset != "subtract":
-                raise ConfigError(f"layer {i}: reset {l.reset!r} is not supported by the hardware core yet "
-                                  f"(reset by subtraction only)")
+            # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit); tsc layers have no reset
         self.model = model
         self.coding = model.coding
         self.tsc = model.coding == "tsc"
@@ -206,4 +205,5 @@ class CoreGeometry:
                 "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
                 "kernels": [l.h.tolist() for l in self.model.layers], "taps": self.taps,
+                "resets": [l.reset for l in self.model.layers],
                 "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}

@@ -108,6 +108,7 @@ class SpikeCore(wiring.Component):
         SBASE, GROUPS = per_layer([l.sbase for l in cfg.layers]), per_layer([l.groups for l in cfg.layers])
         LAST_LANES = per_layer([l.last_lanes for l in cfg.layers])
         FIRES = per_layer([int(l.fires) for l in cfg.layers])
+        ZERO = per_layer([int(l.reset == "zero") for l in cfg.model.layers])
 
         def real_lanes(group):
             return Mux(group == GROUPS[layer] - 1, LAST_LANES[layer], P)
@@ -150,7 +151,7 @@ class SpikeCore(wiring.Component):
                      fetch.negate.eq(~t0 if cfg.tsc else 0)]        # tsc: events after step 0 are OFFs
         op = fetch.out_op
         m.d.comb += [self.op.valid.eq(fetch.out_valid), self.op.null.eq(op.null), self.op.last.eq(op.last)]
-        upd = self._neuron_unit(m, seq, store, fetch, real_lanes, FIRES)
+        upd = self._neuron_unit(m, seq, store, fetch, real_lanes, FIRES, ZERO)
 
         # ---- the state memory's clients: the address generator, the tsc generator, the readout
         res_g = cfg.layers[-1]
@@ -245,7 +246,7 @@ class SpikeCore(wiring.Component):
                      self.spk.mask.eq(enc.spk_mask)]
         return enc
 
-    def _neuron_unit(self, m, seq, store, fetch, real_lanes, FIRES) -> dict:
+    def _neuron_unit(self, m, seq, store, fetch, real_lanes, FIRES, ZERO) -> dict:
         """The coding's neuron unit after the fetch; returns its update signals."""
         cfg = self._cfg
         op = fetch.out_op
@@ -269,6 +270,7 @@ class SpikeCore(wiring.Component):
                          unit.hand_valid.eq(acc.hand_valid), unit.hand_group.eq(acc.hand_group),
                          unit.hand_slots.eq(acc.hand_slots), unit.hand_params.eq(acc.hand_params),
                          unit.layer.eq(seq.layer), unit.fires.eq(FIRES[seq.layer]),
+                         unit.zero_reset.eq(ZERO[seq.layer]),
                          unit.real_lanes.eq(real_lanes(acc.hand_group))]
         else:
             if cfg.tsc:
@@ -279,7 +281,8 @@ class SpikeCore(wiring.Component):
             m.d.comb += [unit.op_valid.eq(fetch.out_valid), unit.first.eq(op.first), unit.last.eq(op.last),
                          unit.next_first.eq(fetch.next_first), unit.group.eq(op.group), unit.terms.eq(fetch.terms),
                          unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
-                         unit.fires.eq(FIRES[seq.layer]), unit.real_lanes.eq(real_lanes(op.group))]
+                         unit.fires.eq(FIRES[seq.layer]), unit.zero_reset.eq(ZERO[seq.layer]),
+                         unit.real_lanes.eq(real_lanes(op.group))]
         return {"valid": unit.upd_valid, "group": unit.upd_group, "state": unit.upd_state, "mask": unit.upd_mask,
                 "unit": unit}
 

@@ -61,7 +61,7 @@ class _Unit(wiring.Component):
         self._P, self._acc, self._delay = lanes, acc_bits, base_delay
         members = {"op_valid": In(1), "first": In(1), "last": In(1), "next_first": In(1), "group": In(group_bits),
                    "terms": In(term_layout), "state": In(state_layout), "params": In(param_layout),
-                   "t0": In(1), "fires": In(1), "real_lanes": In(range(lanes + 1)),
+                   "t0": In(1), "fires": In(1), "zero_reset": In(1), "real_lanes": In(range(lanes + 1)),
                    **update_members(lanes, group_bits, state_layout, mask_bits)}
         members.update(extra or {})
         super().__init__(members)
@@ -107,7 +107,8 @@ class _Unit(wiring.Component):
 
 
 class IfUnit(_Unit):
-    """Rate coding's accumulate-and-fire (reset by subtraction).
+    """Rate coding's accumulate-and-fire: reset by subtraction, or to zero while ``zero_reset`` is high
+    (the layer's ``reset: zero``).
 
     Parameters
     ----------
@@ -141,7 +142,7 @@ class IfUnit(_Unit):
             m.d.comb += fire[p].eq(self.fires & (p < freal) & (f2[p] >= 0))
             up = self.upd_state[p]
             with m.If(fv):
-                m.d.sync += up.v.eq(Mux(fire[p], f2[p], f1[p]))
+                m.d.sync += up.v.eq(Mux(fire[p], Mux(self.zero_reset, 0, f2[p]), f1[p]))
             if self._counts:         # the group's count: taken at its first op, kept with the sums
                 cnt, fcnt = Signal.like(cnt0[p], name=f"cnt_{p}"), Signal.like(cnt0[p], name=f"fcnt_{p}")
                 with m.If(self.op_valid & self.first):
@@ -235,6 +236,7 @@ class SlotUnit(wiring.Component):
     hand_* : In   the group from the :class:`SlotAccumulator`
     layer : In    the phase's layer (selects the kernel taps)
     fires, real_lanes : In
+    zero_reset : In   the layer resets a firing neuron to 0 instead of subtracting its threshold
     upd_* : Out   the final V (state lanes) and the P trains (``upd_mask``: lane p, slot t at bit p*T + t)
     """
 
@@ -246,7 +248,7 @@ class SlotUnit(wiring.Component):
         self._acc, self._tap_bits = acc_bits, tap_bits
         self._state_fields = set(state_layout.elem_shape.members) if hasattr(state_layout, "elem_shape") else set()
         members = {"hand_valid": In(1), "hand_group": In(group_bits), "hand_slots": In(slots_layout),
-                   "hand_params": In(param_layout), "layer": In(layer_bits), "fires": In(1),
+                   "hand_params": In(param_layout), "layer": In(layer_bits), "fires": In(1), "zero_reset": In(1),
                    "real_lanes": In(range(lanes + 1)), "busy": Out(1), "inc_spikes": Out(range(lanes + 1)),
                    **update_members(lanes, group_bits, state_layout, lanes * T)}
         super().__init__(members)
@@ -377,7 +379,7 @@ class SlotUnit(wiring.Component):
             fire = Signal(name=f"fire{p}")
             m.d.comb += fire.eq(self.fires & c4.real[p] & (diff >= 0))
             fires.append(fire)
-            v_next = Mux(fire, diff, vsum)
+            v_next = Mux(fire, Mux(self.zero_reset, 0, diff), vsum)
             with m.If(preload):
                 m.d.sync += V[p].eq(s3[3].v_init[p])
             with m.Elif(s4_valid):

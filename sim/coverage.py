@@ -93,6 +93,7 @@ CONFIG_POINTS: dict[str, dict[str, tuple]] = {
     "config.lane_edge": {"n_out%P!=0": (_any, "a layer's last group has padding lanes"),
                          "n_out<P": (_any, "a layer narrower than the lanes"),
                          "n_in%P!=0": (_any, "the input's last word is partial")},
+    "config.reset": {"zero": (_SPIKING, "a layer that resets to zero (reset: zero)")},
     "config.kernel": {"kernel": (_codings("stcb"), "an STEB kernel h != [1]"),
                       "negative-tap": (_codings("stcb"), "a kernel with a negative tap")},
 }
@@ -161,6 +162,8 @@ def config_hits(params: dict) -> dict:
         on("config.lane_edge", "n_out<P")
     if sizes[0] % P:
         on("config.lane_edge", "n_in%P!=0")
+    if "zero" in (params.get("resets") or []):
+        on("config.reset", "zero")
     kernels = params.get("kernels") or []
     if any(list(h) != [1] for h in kernels):
         on("config.kernel", "kernel")

@@ -737,7 +737,6 @@ def test_schema1_layer_entries_are_strict(tmp_path):
     (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, input_max=1),
      "layer 0: maxpool2d layers are not supported by the hardware core yet"),
     (Model([Dense([[1]], leak=(1, 1))], T=2, input_max=1), r"layer 0: leak=\[1, 1\] is not supported"),
-    (Model([Dense([[1]]), Dense([[1]], reset="zero")], T=2, input_max=1), "layer 1: reset 'zero' is not supported"),
 ])
 def test_core_geometry_refuses_schema2_features(model, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -747,6 +746,9 @@ def test_core_geometry_refuses_schema2_features(model, msg):
 def test_core_geometry_still_builds_dense_models(tmp_path):
     m = golden.load_model(schema1_file("rate_count", tmp_path / "rc.npz"))
     assert CoreGeometry(m, 4).weight_depth > 0
+    # reset "zero" runs on the core (a multiplexer in the neuron units) and the manifest says which layers
+    z = Model([Dense([[1]]), Dense([[1]], reset="zero")], T=2, input_max=1)
+    assert CoreGeometry(z, 4).parameters()["resets"] == ["subtract", "zero"]
 
 
 def test_first_spike_mismatch_names_the_position():

@@ -251,13 +251,14 @@ def test_weight_fetch_terms_and_latency(P, coding, encoding):
 N_OPS = 5             # most ops per group in these tests
 
 
-def if_reference(t0, fires, real, st, prm, sums, counts):
-    """docs/spec.md section 2, IF layer: V += b + sum(W s); s = V >= theta; V -= theta * s."""
+def if_reference(t0, fires, real, st, prm, sums, counts, zero=0):
+    """docs/spec.md section 2, IF layer: V += b + sum(W s); s = V >= theta; V -= theta * s (reset
+    "subtract") or V = 0 where s (reset "zero")."""
     out, mask = [], 0
     for p, (s, r, total) in enumerate(zip(st, prm, sums)):
         v = (r["v_init"] if t0 else s["v"]) + r["bias"] + total
         spike = int(bool(fires) and p < real and v >= r["thr"])
-        v -= r["thr"] * spike
+        v = 0 if spike and zero else v - r["thr"] * spike
         lane = {"v": v}
         if counts:
             lane["cnt"] = (0 if t0 else s["cnt"]) + spike
@@ -324,12 +325,14 @@ def unit_case(kind, P, base_delay, counts, seed):
         return {"op_valid": 0, "first": rng.randrange(2), "last": rng.randrange(2), "next_first": 0,
                 "group": rng.randrange(8), "terms": [rng.randint(tlo, thi) for _ in range(P)],
                 "state": rand_state(), "params": rand_params(), "t0": rng.randrange(2),
-                "fires": rng.randrange(2), "real_lanes": rng.randint(0, P)}
+                "fires": rng.randrange(2), "zero_reset": rng.randrange(2), "real_lanes": rng.randint(0, P)}
 
     plan, expect = [], {}
     c = base_delay + 1
-    phases = [(1, 1), (0, 1), (0, 0), (1, 0), (0, 1)] if kind == "if" else [(1, 1), (0, 1), (0, 0), (1, 1)]
-    for t0, fires in phases:
+    # (t0, fires, zero reset): a layer resets by subtraction or to zero
+    phases = [(1, 1, 0), (0, 1, 1), (0, 0, 0), (1, 0, 1), (0, 1, 0), (1, 1, 1)] if kind == "if" else \
+        [(1, 1, 0), (0, 1, 0), (0, 0, 0), (1, 1, 0)]
+    for t0, fires, zero in phases:
         G = rng.randint(1, 4)
         n = rng.choice([1, 1, 2, N_OPS, rng.randint(1, N_OPS)])
         null = rng.random() < 0.2                                  # no input event: one null op per group
@@ -344,7 +347,7 @@ def unit_case(kind, P, base_delay, counts, seed):
                     v = (prm[p]["v_init"] if t0 else st[p]["v"]) + prm[p]["bias"] + sums[p]
                     if rng.random() < 0.3 and 1 <= v <= thmax:
                         prm[p]["thr"], prm[p]["bmt"] = v, prm[p]["bias"] - v
-                new, mask = if_reference(t0, fires, real, st, prm, sums, counts)
+                new, mask = if_reference(t0, fires, real, st, prm, sums, counts, zero)
             else:
                 new, mask = tsc_reference(t0, st, prm, sums)
             f = c                                                  # the group's first op
@@ -357,7 +360,7 @@ def unit_case(kind, P, base_delay, counts, seed):
             expect[last + perf.UPDATE_STAGES] = (g, new, mask)
             c = last + 1                                           # the next group's ops follow at once
         end = c - 1 + perf.UPDATE_STAGES
-        plan += [(k, {"t0": t0, "fires": fires}) for k in range(start, end + 1)]   # phase registers
+        plan += [(k, {"t0": t0, "fires": fires, "zero_reset": zero}) for k in range(start, end + 1)]   # phase
         c += base_delay + perf.UPDATE_STAGES + rng.randint(0, 2)   # the phase drains before the next
     frames = [garbage() for _ in range(c + 3)]
     for k, settings in plan:
@@ -455,9 +458,10 @@ def test_slot_accumulator_slots_and_handoff(P, T, direct):
 # ---------------------------------------------------------------------------------------------------
 # SlotUnit
 
-def slot_reference(slots, prm, h, T, fires, real):
+def slot_reference(slots, prm, h, T, fires, real, zero=0):
     """docs/spec.md section 2, stcb: I[t] = b + sum(W s[t]); I'[t] = sum_k h[k] I[t - k] (I[t < 0] = 0);
-    V from v_init: V += I'; s = V >= theta; V -= theta * s. Returns V, the trains and the counts."""
+    V from v_init: V += I'; s = V >= theta; V -= theta * s (reset "zero": V = 0 where s). Returns V, the
+    trains and the counts."""
     vs, trains, counts = [], [], []
     for p in range(len(slots)):
         cur = [prm[p]["bias"] + slots[p][t] for t in range(T)]
@@ -465,7 +469,7 @@ def slot_reference(slots, prm, h, T, fires, real):
         for t in range(T):
             v += sum(h[k] * cur[t - k] for k in range(len(h)) if t - k >= 0)
             spike = int(bool(fires) and p < real and v >= prm[p]["thr"])
-            v -= prm[p]["thr"] * spike
+            v = 0 if spike and zero else v - prm[p]["thr"] * spike
             train.append(spike)
         vs.append(v)
         trains.append(train)
@@ -512,11 +516,11 @@ def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts):
     def garbage():
         return {"hand_valid": 0, "hand_group": rng.randrange(8), "hand_slots": rand_slots(),
                 "hand_params": rand_params(), "layer": rng.randrange(2), "fires": rng.randrange(2),
-                "real_lanes": rng.randint(0, P)}
+                "zero_reset": rng.randrange(2), "real_lanes": rng.randint(0, P)}
 
     plan, expect = [], []                     # expect: (handoff cycle, group, V, trains, counts)
     c = 1
-    for li, fires in [(0, 1), (1, 1), (0, 0), (1, 1), (0, 1)]:
+    for li, fires, zero in [(0, 1, 0), (1, 1, 1), (0, 0, 0), (1, 1, 0), (0, 1, 1)]:   # zero: reset "zero"
         li %= len(kernels)
         start = c
         G = rng.randint(1, 3)
@@ -530,10 +534,10 @@ def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts):
                         prm[p]["v_init"] = v_init
             plan.append((c, {"hand_valid": 1, "hand_group": g, "hand_slots": slots, "hand_params": prm,
                              "real_lanes": real}))
-            expect.append((c, g, *slot_reference(slots, prm, kernels[li], T, fires, real)))
+            expect.append((c, g, *slot_reference(slots, prm, kernels[li], T, fires, real, zero)))
             c += spacing + rng.choice([0, 0, 1, 3])
         end = expect[-1][0] + latency + 1
-        plan += [(k, {"layer": li, "fires": fires}) for k in range(start, end + 1)]   # phase registers
+        plan += [(k, {"layer": li, "fires": fires, "zero_reset": zero}) for k in range(start, end + 1)]  # phase
         c = end + 1 + rng.randint(0, 2)                                 # the phase drains first
     frames = [garbage() for _ in range(c + 3)]
     for k, settings in plan:

@@ -137,3 +137,47 @@ def test_import_golden_within_one_point_and_round_trip_exact(trained, capsys):
     r = golden.run(m, trained["x"], record=True)
     assert np.array_equal(r2.predictions, r.predictions) and np.array_equal(r2.membranes, r.membranes)
     assert all(np.array_equal(a, b) for a, b in zip(r.v_final, r2.v_final))
+
+
+def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path, capsys):
+    """The whole path on hardware: SpikingJelly Linear + IFNode(v_reset=0) + Linear, trained here, exported by
+    SpikingJelly, imported (reset zero), then verified on Verilator: every sample and counter equals golden."""
+    from sim.regress import regress
+    from sim.toolchain import ensure_verilator
+    ensure_verilator()
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    x_tr, y_tr = datasets.load("digits", "train")
+    x_te, y_te = datasets.load("digits", "test")
+    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 24),
+                              neuron.IFNode(v_reset=0.0, surrogate_function=surrogate.ATan()), layer.Linear(24, 10))
+    functional.set_step_mode(net, "m")
+
+    def forward(xs):
+        p = next(net.parameters())
+        xin = torch.tensor(xs, dtype=p.dtype).reshape(-1, 1, 8, 8) * SCALE
+        out = net(xin.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)
+        functional.reset_net(net)
+        return out
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for epoch in range(4):
+        perm = np.random.RandomState(epoch).permutation(len(x_tr))
+        for i in range(0, len(x_tr), 64):
+            idx = perm[i:i + 64]
+            loss = torch.nn.functional.cross_entropy(forward(x_tr[idx]), torch.tensor(y_tr[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net = net.double()
+    src = tmp_path / "dense.nir"
+    export_to_nir(net, torch.zeros(T, 2, 1, 8, 8, dtype=torch.float64), save_path=src)
+    code, _, err = run_cli(capsys, "import", src, "--dataset", "digits", "--input-scale", "0.0625", "--T", T,
+                           "--weight-bits", "8", "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    m = golden.load_model(tmp_path / "m.npz")
+    assert [(l.kind, l.reset) for l in m.layers] == [("dense", "zero"), ("dense", "zero")] and m.readout == "membrane"
+    g = golden.run(m, x_te)
+    assert (g.predictions == y_te).mean() > 0.8
+    res = regress(m, x_te[:48], y_te[:48], lanes=8, name="nir_dense", log=lambda *_: None, fast_build=True)
+    assert res.first_mismatch is None, res.first_mismatch
+    assert res.summary["matching_samples"] == 48

@@ -21,13 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 GEN = ROOT / "build" / "test-verilog"
 
 
-def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7, coding=None, h=(1,)):
+def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7, coding=None, h=(1,), zero=()):
+    """``zero``: the layers that reset to zero (the others subtract their threshold)."""
     rng = np.random.default_rng(seed)
     lim = 1 << (wb - 1)
     tsc = encoding == "tsc"
     layers = [Dense(rng.integers(-lim, lim, (n_out, n_in)), rng.integers(-4, 5, n_out),
-                    rng.integers(1, 2 * lim + 1, n_out), 0 if tsc else rng.integers(-4, 5, n_out), h=h)
-              for n_in, n_out in zip(sizes, sizes[1:])]
+                    rng.integers(1, 2 * lim + 1, n_out), 0 if tsc else rng.integers(-4, 5, n_out), h=h,
+                    reset="zero" if i in zero else "subtract")
+              for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
     model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb,
                   coding=coding or ("tsc" if tsc else "rate"))
     x = rng.integers(0, input_max + 1, (12, sizes[0]))
@@ -50,13 +52,18 @@ CONFIGS = [
 ]
 
 
+# layers that reset to zero (reset: zero) in some configurations: rate, direct and stcb, hidden and last
+ZERO_RESET = {"r_cnt_p1": (1,), "d_cnt_p8": (0, 2), "stcb_k_p2_3l": (1,)}
+
+
 @pytest.fixture(scope="module")
 def cores():
     ensure_verilator()
     out = {}
     for name, seed, sizes, enc, ro, T, wb, lanes, *extra in CONFIGS:
         coding, h = extra if extra else (None, (1,))
-        model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb, coding=coding, h=h)
+        model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb, coding=coding, h=h,
+                                zero=ZERO_RESET.get(name, ()))
         v, j = generate(model, lanes, GEN / name, name)
         # C++ at -O0: builds several times faster, and these simulations are tiny
         out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name, fast=True))
