@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from amaranth import *
+from amaranth.utils import ceil_log2
 
-__all__ = ["balanced_sum", "popcount"]
+__all__ = ["balanced_sum", "popcount", "bits_for"]
 
 
 def balanced_sum(values) -> Value:
@@ -22,3 +23,8 @@ def popcount(value) -> Value:
     """The number of set bits of ``value``."""
     value = Value.cast(value)
     return balanced_sum(value[i] for i in range(len(value)))
+
+
+def bits_for(n: int) -> int:
+    """Bits of an unsigned field that holds 0..n (at least 1)."""
+    return max(1, ceil_log2(n + 1))

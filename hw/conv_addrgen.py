@@ -22,6 +22,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden import perf
 
+from .bits import bits_for
+
 __all__ = ["ConvLayerGeom", "axis_rom", "conv_event_layout", "conv_op_layout", "ConvAddressGen"]
 
 
@@ -94,10 +96,6 @@ def conv_op_layout(*, waddr_bits: int, aaddr_bits: int, payload_bits: int = 0) -
                               "first": unsigned(1), "last": unsigned(1), "null": unsigned(1)})
 
 
-def _bits(n: int) -> int:
-    return max(1, perf.ceil_log2(n + 1))
-
-
 class ConvAddressGen(wiring.Component):
     """The scatter's address generator for conv2d layers.
 
@@ -143,14 +141,14 @@ class ConvAddressGen(wiring.Component):
             raise TypeError(f"zero_word must be a non-negative integer, not {zero_word!r}")
         self._layers, self._P, self._zero, self._pw = layers, lanes, zero_word, payload_bits
         top = max(zero_word, max(l.wbase + l.weight_words(lanes) for l in layers))
-        self._wbits = _bits(top)
-        self._abits = _bits(max(l.acc_words(lanes) for l in layers))
-        self._cbits = _bits(max(l.in_shape[0] - 1 for l in layers))
-        self._ybits = _bits(max(l.in_shape[1] - 1 for l in layers))
-        self._xbits = _bits(max(l.in_shape[2] - 1 for l in layers))
-        self._kbits = _bits(max(l.kernel for l in layers))
-        self._obits = _bits(max(max(l.out_shape[1:]) for l in layers))
-        self._gbits = _bits(max(l.channel_groups(lanes) for l in layers))
+        self._wbits = bits_for(top)
+        self._abits = bits_for(max(l.acc_words(lanes) for l in layers))
+        self._cbits = bits_for(max(l.in_shape[0] - 1 for l in layers))
+        self._ybits = bits_for(max(l.in_shape[1] - 1 for l in layers))
+        self._xbits = bits_for(max(l.in_shape[2] - 1 for l in layers))
+        self._kbits = bits_for(max(l.kernel for l in layers))
+        self._obits = bits_for(max(max(l.out_shape[1:]) for l in layers))
+        self._gbits = bits_for(max(l.channel_groups(lanes) for l in layers))
         self._lbits = max(1, perf.ceil_log2(len(layers)))
         self.event_layout = conv_event_layout(c_bits=self._cbits, y_bits=self._ybits, x_bits=self._xbits,
                                               payload_bits=payload_bits)

@@ -28,6 +28,7 @@ from amaranth.utils import exact_log2
 from golden import perf
 
 from .accmem import AccKind, swept_layout
+from .bits import bits_for
 from .conv_addrgen import conv_event_layout
 from .events import entry_layout
 
@@ -86,10 +87,6 @@ def _check(lanes, coding, T, width, layers):
     return layers
 
 
-def _bits(n: int) -> int:
-    return max(1, perf.ceil_log2(n + 1))
-
-
 class PoolScatter(wiring.Component):
     """Input events of a maxpool2d layer into accumulator ops, one per event.
 
@@ -128,9 +125,9 @@ class PoolScatter(wiring.Component):
         self._P, self._coding, self._T, self._width = lanes, coding, T, width
         self.word_layout = data.ArrayLayout(signed(width), lanes)
         self.event_layout = conv_event_layout(
-            c_bits=_bits(max(l.in_shape[0] - 1 for l in self._layers)),
-            y_bits=_bits(max(l.in_shape[1] - 1 for l in self._layers)),
-            x_bits=_bits(max(l.in_shape[2] - 1 for l in self._layers)),
+            c_bits=bits_for(max(l.in_shape[0] - 1 for l in self._layers)),
+            y_bits=bits_for(max(l.in_shape[1] - 1 for l in self._layers)),
+            x_bits=bits_for(max(l.in_shape[2] - 1 for l in self._layers)),
             payload_bits=T if coding == "stcb" else 0)
         self.op_layout = pool_op_layout(addr_bits=addr_bits, word=self.word_layout)
         # y -> (y // K) * Wp and x -> x // K, the layers' ROMs one after the other
@@ -142,7 +139,7 @@ class PoolScatter(wiring.Component):
             self.y_rom += [(y // K) * Wp for y in range(H)]
             self.x_rom += [x // K for x in range(W)]
         super().__init__({"events": In(stream.Signature(self.event_layout)),
-                          "layer": In(max(1, perf.ceil_log2(len(self._layers)))), "t": In(_bits(T - 1)),
+                          "layer": In(max(1, perf.ceil_log2(len(self._layers)))), "t": In(bits_for(T - 1)),
                           "ops": Out(stream.Signature(self.op_layout))})
 
     def elaborate(self, platform):

@@ -174,14 +174,13 @@ def harness(manifest: dict) -> Harness:
     w("  reg [15:0] epoch = 16'd1;")
     w("  reg rst_q = 1'b0;")
     # status
-    w("  reg [31:0] h_sent, h_samples_in, h_results, h_snaps;")
+    # every 32-bit status register, cleared when a chunk is loaded: progress, coverage events, violations
+    # (count, first cycle, first address), X/Z checks, stall cycles the core saw
+    status = ["h_sent", "h_samples_in", "h_results", "h_snaps", *COVER_EVENTS,
+              *(f"{n}{sfx}" for n in VIOLATIONS for sfx in ("", "_cycle", "_addr")),
+              "xz_checks", "xz_failed", "xz_first_beat", "xz_first_port", "s_src_idle", "s_snk_idle"]
+    w(f"  reg [31:0] {', '.join(status)};")
     w("  reg h_all_done;")
-    for n in COVER_EVENTS:
-        w(f"  reg [31:0] {n};")
-    for n in VIOLATIONS:
-        w(f"  reg [31:0] {n}; reg [31:0] {n}_cycle; reg [31:0] {n}_addr;")
-    w("  reg [31:0] xz_checks, xz_failed, xz_first_beat, xz_first_port;")
-    w("  reg [31:0] s_src_idle, s_snk_idle;    // stall cycles the harness injected that the core saw")
     # source
     w("  reg xv; reg [31:0] xi; reg [31:0] rs_src, rs_snk; reg rr; reg src_stalled, snk_stalled;")
     w("  wire [31:0] rs_src_n = xs(rs_src), rs_snk_n = xs(rs_snk);")
@@ -209,15 +208,10 @@ def harness(manifest: dict) -> Harness:
     w("      if (f_stim != 0) $readmemh(f_stim, xmem);")
     w("      if (f_stinfo != 0) $readmemh(f_stinfo, stinfo);")
     w("      xi <= 32'd0; xv <= 1'b0; rr <= 1'b0; src_stalled <= 1'b0; snk_stalled <= 1'b0; rs_src <= src_seed | 32'd1; rs_snk <= snk_seed | 32'd1;")
-    w("      h_sent <= 32'd0; h_samples_in <= 32'd0; h_results <= 32'd0; h_snaps <= 32'd0; h_all_done <= 1'b0;")
-    w("      in_sample <= 1'b0; all0 <= 1'b1; allm <= 1'b1; waited <= 1'b0; held <= 1'b0;")
+    w("      h_all_done <= 1'b0; in_sample <= 1'b0; all0 <= 1'b1; allm <= 1'b1; waited <= 1'b0; held <= 1'b0;")
     w("      prev_last <= 1'b0; ops_in_group <= 32'd0;")
-    for n in COVER_EVENTS:
+    for n in status:
         w(f"      {n} <= 32'd0;")
-    for n in VIOLATIONS:
-        w(f"      {n} <= 32'd0; {n}_cycle <= 32'd0; {n}_addr <= 32'd0;")
-    w("      xz_checks <= 32'd0; xz_failed <= 32'd0; xz_first_beat <= 32'd0; xz_first_port <= 32'd0;")
-    w("      s_src_idle <= 32'd0; s_snk_idle <= 32'd0;")
     w("    end else begin")
     # a stall cycle: the core was ready for a beat the harness held back, or offered one it refused
     w("      if (hx_enable && src_stalled && x__ready) s_src_idle <= s_src_idle + 32'd1;")
