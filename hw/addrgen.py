@@ -32,45 +32,47 @@ class DenseAddressGen(wiring.Component):
     Members
     -------
     events : In(stream)      from the :class:`hw.events.EventReader` (always ready)
-    layer : In(layer_bits)   the phase's layer (held through the phase)
-    grp_rd : Out(1), grp_addr : Out(saddr_bits)
-        Read the state/parameter words of a group: on the cycle its first event arrives.
+    layer : In(layer_bits)   the phase's layer (held through the phase; it travels with the op)
+    wbase, n_in, sbase : In  the layer's descriptor fields (held through the phase)
+    state_from_memory : In(1)
+        The phase's groups start from their stored state (low at step 0, which starts from v_init, and
+        for stcb, which keeps no state between phases).
+    grp_rd : Out(1), st_rd : Out(1), grp_addr : Out(saddr_bits)
+        Read a group's parameter word (``grp_rd``) and, when it starts from memory, its state word
+        (``st_rd``): on the cycle its first event arrives.
     op : Out(op_layout), op_valid : Out(1)
         The op one cycle later, with its weight address (presented to the weight memory by the fetch).
 
-    ``wbase``, ``n_in`` and ``sbase`` per layer are constants of the netlist.
     """
 
     LATENCY = 1
 
-    def __init__(self, *, event_layout, layers, waddr_bits: int, saddr_bits: int, layer_bits: int,
+    def __init__(self, *, event_layout, n_in_bits: int, waddr_bits: int, saddr_bits: int, layer_bits: int,
                  payload_bits: int, zero_word: int):
-        self._layers = tuple(layers)
         self._zero = zero_word
         self.op_layout = op_layout(waddr_bits=waddr_bits, group_bits=Shape.cast(event_layout["group"].shape).width,
                                    layer_bits=layer_bits, payload_bits=payload_bits)
         self._pw = payload_bits
         super().__init__({"events": In(stream.Signature(event_layout)), "layer": In(layer_bits),
-                          "grp_rd": Out(1), "grp_addr": Out(saddr_bits),
+                          "wbase": In(waddr_bits), "n_in": In(n_in_bits), "sbase": In(saddr_bits),
+                          "state_from_memory": In(1), "grp_rd": Out(1), "st_rd": Out(1), "grp_addr": Out(saddr_bits),
                           "op": Out(self.op_layout), "op_valid": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         ev = self.events.payload
-        WBASE = Array(Const(l.wbase) for l in self._layers)
-        NIN = Array(Const(l.n_in) for l in self._layers)
-        SBASE = Array(Const(l.sbase) for l in self._layers)
         m.d.comb += self.events.ready.eq(1)
         fire = self.events.valid
         # the weight base of the current group: wbase + group * n_in, advanced by n_in per group
         gbase = Signal(len(self.op.waddr) + 1)
         base_now = Signal.like(gbase)
-        m.d.comb += base_now.eq(Mux(ev.first & (ev.group == 0), WBASE[self.layer], gbase))
+        m.d.comb += base_now.eq(Mux(ev.first & (ev.group == 0), self.wbase, gbase))
         with m.If(fire & ev.last):
-            m.d.sync += gbase.eq(base_now + NIN[self.layer])
+            m.d.sync += gbase.eq(base_now + self.n_in)
         with m.Elif(fire):
             m.d.sync += gbase.eq(base_now)
-        m.d.comb += [self.grp_rd.eq(fire & ev.first), self.grp_addr.eq(SBASE[self.layer] + ev.group)]
+        m.d.comb += [self.grp_rd.eq(fire & ev.first), self.st_rd.eq(fire & ev.first & self.state_from_memory),
+                     self.grp_addr.eq(self.sbase + ev.group)]
         # a null op reads the weight memory's last word, which is zero
         m.d.sync += [self.op_valid.eq(fire), self.op.waddr.eq(Mux(ev.null, self._zero, base_now + ev.index)),
                      self.op.group.eq(ev.group),

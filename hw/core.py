@@ -103,15 +103,10 @@ class SpikeCore(wiring.Component):
         P, L = cfg.P, cfg.L
         sub = m.submodules
         sub.seq = seq = Sequencer(cfg)
-        layer, t0 = seq.layer, seq.t0
-        per_layer = lambda values: Array(Const(v) for v in values)   # noqa: E731
-        SBASE, GROUPS = per_layer([l.sbase for l in cfg.layers]), per_layer([l.groups for l in cfg.layers])
-        LAST_LANES = per_layer([l.last_lanes for l in cfg.layers])
-        FIRES = per_layer([int(l.fires) for l in cfg.layers])
-        ZERO = per_layer([int(l.reset == "zero") for l in cfg.model.layers])
+        layer, t0, desc = seq.layer, seq.t0, seq.desc        # desc: the running layer's descriptor
 
         def real_lanes(group):
-            return Mux(group == GROUPS[layer] - 1, LAST_LANES[layer], P)
+            return Mux(group == desc.groups - 1, desc.last_lanes, P)
 
         # ---- memories of the groups, event buffers, input side
         sub.store = store = GroupStore(lanes=P, depth=cfg.state_depth, addr_bits=cfg.saddr_bits,
@@ -134,16 +129,18 @@ class SpikeCore(wiring.Component):
             m.d.comb += b.rd_addr.eq(reader.rd_addr)
         m.d.comb += [reader.rd_data.eq(Array(b.rd_data.as_value() for b in bufs)[src]),
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
-                     reader.groups.eq(GROUPS[layer]),
+                     reader.groups.eq(desc.groups),
                      reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1),
                      seq.reader_last.eq(reader.events.valid & reader.events.payload.last
-                                        & (reader.events.payload.group == GROUPS[layer] - 1))]
-        sub.agen = agen = DenseAddressGen(event_layout=reader.event_layout, layers=cfg.layers,
+                                        & (reader.events.payload.group == desc.groups - 1))]
+        sub.agen = agen = DenseAddressGen(event_layout=reader.event_layout,
+                                          n_in_bits=Shape.cast(seq.desc_layout["n_in"].shape).width,
                                           waddr_bits=cfg.waddr_bits, saddr_bits=cfg.saddr_bits,
                                           layer_bits=cfg.layer_bits, payload_bits=max(cfg.payload_in, cfg.payload_ab),
                                           zero_word=cfg.weight_depth)
         wiring.connect(m, reader.events, agen.events)
-        m.d.comb += agen.layer.eq(layer)
+        m.d.comb += [agen.layer.eq(layer), agen.wbase.eq(desc.wbase), agen.n_in.eq(desc.n_in),
+                     agen.sbase.eq(desc.sbase), agen.state_from_memory.eq(~t0 if not cfg.stcb else 0)]
         sub.fetch = fetch = WeightFetch(op_layout=agen.op_layout, lanes=P, weight_bits=cfg.wbits,
                                         depth=cfg.weight_depth + 1, init=cfg.weight_init() + [0],
                                         multiply_bits=cfg.xbits if cfg.direct else 0, negates=cfg.tsc)
@@ -151,7 +148,7 @@ class SpikeCore(wiring.Component):
                      fetch.negate.eq(~t0 if cfg.tsc else 0)]        # tsc: events after step 0 are OFFs
         op = fetch.out_op
         m.d.comb += [self.op.valid.eq(fetch.out_valid), self.op.null.eq(op.null), self.op.last.eq(op.last)]
-        upd = self._neuron_unit(m, seq, store, fetch, real_lanes, FIRES, ZERO)
+        upd = self._neuron_unit(m, seq, store, fetch, real_lanes)
 
         # ---- the state memory's clients: the address generator, the tsc generator, the readout
         res_g = cfg.layers[-1]
@@ -162,16 +159,7 @@ class SpikeCore(wiring.Component):
         m.d.comb += [readout.state.eq(store.state), readout.start.eq(seq.readout_start),
                      seq.readout_done.eq(readout.done)]
         gen = enc if cfg.tsc else None
-        rd_addr = Mux(seq.phase == Phase.READOUT, readout.rd_addr, agen.grp_addr)
-        if gen is not None:
-            rd_addr = Mux(seq.phase == Phase.ENCODE, gen.st_rd_addr, rd_addr)
-        m.d.comb += store.rd_addr.eq(rd_addr)
-        wr_gen = gen.st_wr_en if gen is not None else C(0, 1)
-        m.d.comb += [store.wr_en.eq(upd["valid"] | wr_gen),
-                     store.wr_addr.eq(Mux(wr_gen, gen.st_wr_addr if gen is not None else 0,
-                                          SBASE[layer] + upd["group"])),
-                     store.wr_data.eq(Mux(wr_gen, gen.st_wr_data.as_value() if gen is not None else 0,
-                                          upd["state"].as_value()))]
+        st_rd, wr_gen = self._store_clients(m, seq, store, agen, gen, readout, upd)
 
         # ---- the layer's spikes into the next layer's buffer; the argmax
         self._outputs(m, seq, bufs, upd, real_lanes)
@@ -186,16 +174,39 @@ class SpikeCore(wiring.Component):
             if not cfg.membrane_readout:
                 m.d.comb += argmax.in_cnt[p].eq(upd["state"][p].cnt)
 
-        # ---- monitors and counters
-        gen_rd = C(0, 1)
-        st_rd = agen.grp_rd & ~t0 if not cfg.stcb else C(0, 1)
-        if gen is not None:
-            gen_rd = (seq.phase == Phase.ENCODE) & (layer != 0) & gen.issuing
-            st_rd = st_rd | gen_rd
-        m.d.comb += [self.st.rd.eq(st_rd), self.st.raddr.eq(store.rd_addr), self.st.wr.eq(store.wr_en),
+        # ---- monitors (the state memory's own ports) and counters
+        m.d.comb += [self.st.rd.eq(st_rd), self.st.raddr.eq(store.state_rd_addr), self.st.wr.eq(store.wr_en),
                      self.st.waddr.eq(store.wr_addr), self.st.wdata.eq(store.wr_data), self.st.upd.eq(~wr_gen)]
-        self._counters(m, seq, bufs, reader, agen, fetch, upd, enc, readout, st_rd, gen_rd, real_lanes)
+        self._counters(m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes)
         return m
+
+    def _store_clients(self, m, seq, store, agen, gen, readout, upd):
+        """The state and parameter memories' clients, arbitrated here and nowhere else: the address
+        generator (a group's words before its first op), the tsc generator (the source layer's words,
+        in ENCODE), the readout (the last layer's words, in READOUT); the neuron updates and the tsc
+        generator's countdowns write. Returns the state reads that feed an update or the generator (the
+        readout's are not neuron traffic) and the generator's write strobe."""
+        desc = seq.desc
+        encode, readout_phase = seq.phase == Phase.ENCODE, seq.phase == Phase.READOUT
+        st_en, st_addr = agen.st_rd, agen.grp_addr
+        pr_en, pr_addr = agen.grp_rd, agen.grp_addr
+        wr_gen = C(0, 1)
+        if gen is not None:
+            gen_rd = encode & (seq.layer != 0) & gen.issuing
+            st_en, st_addr = st_en | gen_rd, Mux(encode, gen.st_rd_addr, st_addr)
+            pr_en, pr_addr = pr_en | gen_rd, Mux(encode, gen.st_rd_addr, pr_addr)
+            wr_gen = gen.st_wr_en
+        st_rd = Signal()
+        m.d.comb += [st_rd.eq(st_en),
+                     store.state_rd_en.eq(st_en | readout_phase),
+                     store.state_rd_addr.eq(Mux(readout_phase, readout.rd_addr, st_addr)),
+                     store.param_rd_en.eq(pr_en), store.param_rd_addr.eq(pr_addr),
+                     store.wr_en.eq(upd["valid"] | wr_gen),
+                     store.wr_addr.eq(Mux(wr_gen, gen.st_wr_addr if gen is not None else 0,
+                                          desc.sbase + upd["group"])),
+                     store.wr_data.eq(Mux(wr_gen, gen.st_wr_data.as_value() if gen is not None else 0,
+                                          upd["state"].as_value()))]
+        return st_rd, wr_gen
 
     # ------------------------------------------------------------------------------------------
     def _input_side(self, m, seq, store, buf_in):
@@ -225,12 +236,9 @@ class SpikeCore(wiring.Component):
                                max_words=max([cfg.G_in] + [l.groups for l in cfg.layers]), entry=self.entry,
                                group_bits=gbits, saddr_bits=cfg.saddr_bits, state_layout=store.state_layout,
                                param_layout=store.param_layout, v_bits=cfg.vbits)
-            src_words = Array(Const(w) for w in [cfg.G_in] + [l.groups for l in cfg.layers[:-1]])
-            src_last = Array(Const(v) for v in [cfg.n_in - (cfg.G_in - 1) * P] + [l.last_lanes for l in cfg.layers[:-1]])
-            src_base = Array(Const(v) for v in [0] + [l.sbase for l in cfg.layers[:-1]])
             m.d.comb += [enc.t0.eq(seq.t0), enc.tq.eq(seq.tlast), enc.src_in.eq(seq.layer == 0),
-                         enc.words.eq(src_words[seq.layer]), enc.real_last.eq(src_last[seq.layer]),
-                         enc.src_base.eq(src_base[seq.layer]), enc.state.eq(store.state), enc.params.eq(store.params)]
+                         enc.words.eq(seq.desc.src_words), enc.real_last.eq(seq.desc.src_last),
+                         enc.src_base.eq(seq.desc.src_base), enc.state.eq(store.state), enc.params.eq(store.params)]
         elif cfg.stcb:
             enc = TrainEncoder(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, lane_layout=value, T=cfg.T,
                                entry=self.entry, group_bits=gbits)
@@ -246,7 +254,7 @@ class SpikeCore(wiring.Component):
                      self.spk.mask.eq(enc.spk_mask)]
         return enc
 
-    def _neuron_unit(self, m, seq, store, fetch, real_lanes, FIRES, ZERO) -> dict:
+    def _neuron_unit(self, m, seq, store, fetch, real_lanes) -> dict:
         """The coding's neuron unit after the fetch; returns its update signals."""
         cfg = self._cfg
         op = fetch.out_op
@@ -269,8 +277,8 @@ class SpikeCore(wiring.Component):
                          acc.params.eq(store.params),
                          unit.hand_valid.eq(acc.hand_valid), unit.hand_group.eq(acc.hand_group),
                          unit.hand_slots.eq(acc.hand_slots), unit.hand_params.eq(acc.hand_params),
-                         unit.layer.eq(seq.layer), unit.fires.eq(FIRES[seq.layer]),
-                         unit.zero_reset.eq(ZERO[seq.layer]),
+                         unit.layer.eq(seq.layer), unit.fires.eq(seq.desc.fires),
+                         unit.zero_reset.eq(seq.desc.zero_reset),
                          unit.real_lanes.eq(real_lanes(acc.hand_group))]
         else:
             if cfg.tsc:
@@ -281,7 +289,7 @@ class SpikeCore(wiring.Component):
             m.d.comb += [unit.op_valid.eq(fetch.out_valid), unit.first.eq(op.first), unit.last.eq(op.last),
                          unit.next_first.eq(fetch.next_first), unit.group.eq(op.group), unit.terms.eq(fetch.terms),
                          unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
-                         unit.fires.eq(FIRES[seq.layer]), unit.zero_reset.eq(ZERO[seq.layer]),
+                         unit.fires.eq(seq.desc.fires), unit.zero_reset.eq(seq.desc.zero_reset),
                          unit.real_lanes.eq(real_lanes(op.group))]
         return {"valid": unit.upd_valid, "group": unit.upd_group, "state": unit.upd_state, "mask": unit.upd_mask,
                 "unit": unit}
@@ -309,7 +317,7 @@ class SpikeCore(wiring.Component):
                          self.spk.mask.eq(upd["mask"])]
         m.d.comb += [self.spk.layer.eq(seq.layer), self.spk.t.eq(seq.t)]
 
-    def _counters(self, m, seq, bufs, reader, agen, fetch, upd, enc, readout, st_rd, gen_rd, real_lanes):
+    def _counters(self, m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes):
         cfg = self._cfg
         T, L = cfg.T, cfg.L
         op = fetch.out_op
@@ -330,9 +338,8 @@ class SpikeCore(wiring.Component):
             inc["syn_ops"].append(lanes_r * slots_r)
         else:
             inc["syn_ops"].append(Mux(rd_op, real_op, 0))
-        inc["param_reads"].append(agen.grp_rd)
-        if not cfg.stcb:
-            inc["state_reads"].append(agen.grp_rd & ~seq.t0)        # step 0 starts from v_init
+        inc["param_reads"].append(store.param_rd_en)
+        inc["state_reads"].append(st_rd)                            # step 0 starts from v_init
         inc["state_writes"].append(upd["valid"])
         inc["neuron_updates"].append(Mux(upd["valid"], real_lanes(upd["group"]) * (T if cfg.stcb else 1), 0))
         if not cfg.tsc:
@@ -348,12 +355,13 @@ class SpikeCore(wiring.Component):
         if not cfg.direct:
             # the encoder, or the tsc generator: one word read (and, but for stcb, written) per issue
             inc["input_writes"].append(loader.wr_en)
-            inc["state_reads"].append(enc.issuing)
+            # its own memory's words (tsc: the input's countdowns; a hidden source is read from the
+            # state memory, so its reads are already in st_rd)
+            inc["state_reads"].append(enc.issuing & (seq.layer == 0) if cfg.tsc else enc.issuing)
             if not cfg.stcb:
                 inc["state_writes"].append(enc.spk_valid)
             inc["neuron_updates"].append(enc.inc_updates)
             if cfg.tsc:
-                inc["param_reads"].append(gen_rd)
                 inc["spikes_enc"].append(Mux(seq.layer == 0, enc.inc_spikes, 0))
                 for li in range(L - 1):
                     inc[f"spikes_l{li}"].append(Mux(seq.layer == li + 1, enc.inc_spikes, 0))

@@ -6,6 +6,10 @@ single pass, then one phase per layer; tsc: per layer and step the ON/OFF genera
 the layer's phase), FINISH (the argmax settles), READOUT. Every phase but ISSUE and READOUT has a
 fixed length from golden.perf; ISSUE lasts until the event reader's last op, READOUT until the last
 result beat. The phase is a registered state, so everything that selects on it starts at a flop.
+
+The sequencer also holds the running layer's descriptor (:mod:`hw.descriptor`): ``desc`` is loaded
+from the layer table in the same edge as ``layer``, so the two always agree, and every part reads the
+layer's bases and sizes from these flops.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import perf
+
+from .descriptor import LayerTable, encode_cycles
 
 __all__ = ["Sequencer", "Phase"]
 
@@ -35,26 +41,24 @@ class Sequencer(wiring.Component):
     -------
     loader_done, reader_last, readout_done : In(1)
     phase : Out(Phase), layer : Out, t : Out, t0, tlast : Out(1)
+    desc : Out(descriptor layout)   the descriptor of ``layer`` (a register, loaded with it)
     encode_start, reader_start, readout_start, sample_start : Out(1)   one-cycle pulses
     counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
     """
 
     def __init__(self, cfg):
         self._cfg = cfg
+        self._table = LayerTable(cfg)
+        self.desc_layout = self._table.layout
         super().__init__({"loader_done": In(1), "reader_last": In(1), "readout_done": In(1),
                           "phase": Out(Phase), "layer": Out(cfg.layer_bits), "t": Out(cfg.tbits),
+                          "desc": Out(self.desc_layout, init=self._table.words[0]),
                           "t0": Out(1), "tlast": Out(1), "encode_start": Out(1), "reader_start": Out(1),
                           "readout_start": Out(1), "sample_start": Out(1), "counted": Out(1)})
 
     def encode_cycles(self, layer: int) -> int:
         """Length of an ENCODE phase before layer ``layer`` (its source's words plus the drain)."""
-        cfg = self._cfg
-        if cfg.tsc:
-            words = cfg.G_in if layer == 0 else cfg.layers[layer - 1].groups
-            return words + perf.GEN_DRAIN
-        if cfg.stcb:
-            return cfg.G_in + perf.train_encoder_drain(cfg.T)
-        return cfg.G_in + perf.ENC_DRAIN
+        return encode_cycles(self._cfg, layer)
 
     def drain_cycles(self) -> int:
         cfg = self._cfg
@@ -67,7 +71,11 @@ class Sequencer(wiring.Component):
         cfg = self._cfg
         L, T = cfg.L, cfg.T
         encodes = not cfg.direct          # rate encoder, train encoder or tsc generator
-        ENC_LEN = Array(Const(self.encode_cycles(li)) for li in range(L))
+        # the layer (and its descriptor) of the next cycle: this one unless a phase moves on
+        m.submodules.table = table = self._table
+        layer_next = Signal.like(self.layer)
+        m.d.comb += [layer_next.eq(self.layer), table.layer.eq(layer_next)]
+        m.d.sync += [self.layer.eq(layer_next), self.desc.eq(table.desc)]
         wait = self._wait = Signal(range(max(max(self.encode_cycles(li) for li in range(L)), self.drain_cycles(),
                                              perf.LOAD_DRAIN, perf.LAYER_SETUP, perf.finish_cycles(cfg.P)) + 1))
         m.d.comb += [self.t0.eq(self.t == 0), self.tlast.eq((self.t == T - 1) | C(int(cfg.stcb), 1))]
@@ -76,16 +84,17 @@ class Sequencer(wiring.Component):
         # the readout starts in FINISH's last cycle, so its two read cycles follow with no gap
         m.d.comb += self.readout_start.eq((self.phase == Phase.FINISH) & (wait == 0))
 
-        def enter_encode(layer):
-            m.d.sync += [self.phase.eq(Phase.ENCODE), self.encode_start.eq(1), wait.eq(ENC_LEN[layer] - 1)]
+        def enter_encode():               # the ENCODE phase before layer_next
+            m.d.sync += [self.phase.eq(Phase.ENCODE), self.encode_start.eq(1), wait.eq(table.desc.enc_len - 1)]
 
         def enter_setup():
             m.d.sync += [self.phase.eq(Phase.SETUP), self.reader_start.eq(1), wait.eq(perf.LAYER_SETUP - 1)]
 
         def begin_step(t_next):
-            m.d.sync += [self.t.eq(t_next), self.layer.eq(0)]
+            m.d.sync += self.t.eq(t_next)
+            m.d.comb += layer_next.eq(0)
             if encodes:
-                enter_encode(0)
+                enter_encode()
             else:
                 enter_setup()
 
@@ -109,7 +118,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.phase.eq(Phase.DRAIN), wait.eq(self.drain_cycles() - 1)]
             with m.Case(Phase.DRAIN):
                 with m.If(wait == 0):
-                    self._next_phase(m, begin_step, enter_encode, enter_setup)
+                    self._next_phase(m, layer_next, begin_step, enter_encode, enter_setup)
             with m.Case(Phase.FINISH):
                 with m.If(wait == 0):
                     m.d.sync += self.phase.eq(Phase.READOUT)
@@ -119,7 +128,7 @@ class Sequencer(wiring.Component):
         m.d.comb += self.counted.eq(~self.phase.as_value().matches(Phase.LOAD, Phase.READOUT))
         return m
 
-    def _next_phase(self, m, begin_step, enter_encode, enter_setup):
+    def _next_phase(self, m, layer_next, begin_step, enter_encode, enter_setup):
         cfg = self._cfg
         L, T = cfg.L, cfg.T
         last_layer = self.layer == L - 1
@@ -127,21 +136,22 @@ class Sequencer(wiring.Component):
         if cfg.tsc:          # layer after layer: each step of a window starts with the generator
             with m.If(~last_t):
                 m.d.sync += self.t.eq(self.t + 1)
-                enter_encode(self.layer)
+                enter_encode()
             with m.Elif(~last_layer):
-                m.d.sync += [self.t.eq(0), self.layer.eq(self.layer + 1)]
-                enter_encode(self.layer + 1)
+                m.d.sync += self.t.eq(0)
+                m.d.comb += layer_next.eq(self.layer + 1)
+                enter_encode()
             with m.Else():
                 self._finish(m)
         elif cfg.stcb:       # one phase per layer covers the window
             with m.If(~last_layer):
-                m.d.sync += self.layer.eq(self.layer + 1)
+                m.d.comb += layer_next.eq(self.layer + 1)
                 enter_setup()
             with m.Else():
                 self._finish(m)
         else:
             with m.If(~last_layer):
-                m.d.sync += self.layer.eq(self.layer + 1)
+                m.d.comb += layer_next.eq(self.layer + 1)
                 enter_setup()
             with m.Elif(~last_t):
                 begin_step(self.t + 1)

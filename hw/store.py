@@ -38,10 +38,14 @@ class GroupStore(wiring.Component):
 
     Members
     -------
-    rd_addr : In            read address (state and parameters alike)
+    state_rd_en, state_rd_addr : In     read a state word (the port holds its word while ``en`` is low)
+    param_rd_en, param_rd_addr : In     read a parameter word; the two read ports are independent
     state : Out(ArrayLayout(state lane, P)), params : Out(ArrayLayout(param lane, P))
-        The words read two cycles earlier.
+        The words read two cycles earlier (held until the next enabled read).
     wr_en, wr_addr, wr_data : In    write a state word
+
+    The memory's own ports are the truth of its traffic: the core's state trace and its
+    ``state_reads`` counter both come from ``state_rd_en``.
     """
 
     def __init__(self, *, lanes: int, depth: int, addr_bits: int, state_lane: data.Layout, param_lane: data.Layout,
@@ -50,7 +54,9 @@ class GroupStore(wiring.Component):
         self.state_layout = data.ArrayLayout(state_lane, lanes)
         self.param_layout = data.ArrayLayout(param_lane, lanes)
         self._param_init = list(param_init) + [0] * (self._depth - len(param_init))
-        super().__init__({"rd_addr": In(addr_bits), "state": Out(self.state_layout), "params": Out(self.param_layout),
+        super().__init__({"state_rd_en": In(1), "state_rd_addr": In(addr_bits),
+                          "param_rd_en": In(1), "param_rd_addr": In(addr_bits),
+                          "state": Out(self.state_layout), "params": Out(self.param_layout),
                           "wr_en": In(1), "wr_addr": In(addr_bits), "wr_data": In(self.state_layout)})
 
     @property
@@ -63,8 +69,15 @@ class GroupStore(wiring.Component):
         m.submodules.pmem = pmem = Memory(shape=Shape.cast(self.param_layout).width, depth=self._depth,
                                           init=self._param_init)
         s_rd, s_wr, p_rd = smem.read_port(), smem.write_port(), pmem.read_port()
-        m.d.comb += [s_rd.addr.eq(self.rd_addr), p_rd.addr.eq(self.rd_addr),
+        m.d.comb += [s_rd.addr.eq(self.state_rd_addr), s_rd.en.eq(self.state_rd_en),
+                     p_rd.addr.eq(self.param_rd_addr), p_rd.en.eq(self.param_rd_en),
                      s_wr.addr.eq(self.wr_addr), s_wr.data.eq(self.wr_data), s_wr.en.eq(self.wr_en)]
-        # the fabric registers after the block RAMs (their output is slow; nothing else follows it)
-        m.d.sync += [self.state.eq(s_rd.data), self.params.eq(p_rd.data)]
+        # the fabric registers after the block RAMs (their output is slow; nothing else follows it),
+        # enabled a cycle after their port, so a word stays until the next read of its port
+        s_en, p_en = Signal(), Signal()
+        m.d.sync += [s_en.eq(self.state_rd_en), p_en.eq(self.param_rd_en)]
+        with m.If(s_en):
+            m.d.sync += self.state.eq(s_rd.data)
+        with m.If(p_en):
+            m.d.sync += self.params.eq(p_rd.data)
         return m

@@ -59,10 +59,14 @@ def _ladder(src, foot):
     (r,) = src
     a, ag = r["accuracy"], r["agreement"]
     n_ctr = len(ag["mismatches_by_field"]) - 3
+    # say which counters stayed at zero on every sample: they were compared, but proved nothing here
+    idle = [k for k in ("acc_reads", "acc_writes") if r["per_inference"].get(k, 0) == 0]
+    idle_note = (f" ({' and '.join(f'`{k}`' for k in idle)} {'are' if len(idle) > 1 else 'is'} 0 on both sides: "
+                 f"the accumulator memory serves conv and pool layers, and this network is dense)") if idle else ""
     lines = ["| float | quantized | golden | RTL |", "| --- | --- | --- | --- |",
              f"| {_pct(a['float'])} | {_pct(a['quantized'])} | {_pct(a['golden'])} | {_pct(a['rtl'])} |", "",
              f"RTL vs golden: **{ag['matching']}/{ag['samples']}** samples identical in prediction, spike counts, "
-             f"membranes and all {n_ctr} counters. Quantized torch vs golden: agreement "
+             f"membranes and all {n_ctr} counters{idle_note}. Quantized torch vs golden: agreement "
              f"{ag['quant_vs_golden']:.4f}."]
     return "\n".join(lines + ["", foot])
 

@@ -54,6 +54,7 @@ from golden import Dense, Model, perf
 from golden.model import signed_bits, unsigned_bits
 from hw.config import CoreConfig
 from hw.counters import Counters
+from hw.descriptor import LayerTable, descriptor_words
 from hw.encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
 from hw.events import entry_layout
 from hw.readout import Readout
@@ -767,6 +768,7 @@ def test_sequencer_phases_and_perf_cycles(kind):
     issues = [c for _, walk, _, _ in samples for ph, c, _, _ in walk if ph == Phase.ISSUE]
     loads, readouts = [s[2] for s in samples], [s[3] for s in samples]
     seq = Sequencer(cfg)
+    words = descriptor_words(cfg)
     got = []
 
     async def bench(ctx):
@@ -784,6 +786,9 @@ def test_sequencer_phases_and_perf_cycles(kind):
             ctx.set(seq.readout_done, rd)
             li, t = ctx.get(seq.layer), ctx.get(seq.t)
             assert ctx.get(seq.t0) == (t == 0) and ctx.get(seq.tlast) == (t == T - 1 or cfg.stcb)
+            # the descriptor register always holds the running layer's word of the layer table
+            desc = ctx.get(seq.desc)
+            assert {f: getattr(desc, f) for f in words[li]} == words[li], f"layer {li}"
             assert ctx.get(seq.counted) == (phase not in (Phase.LOAD, Phase.READOUT))
             got.append((phase, li, t, ctx.get(seq.encode_start), ctx.get(seq.reader_start),
                         ctx.get(seq.readout_start), ctx.get(seq.sample_start)))
@@ -799,6 +804,50 @@ def test_sequencer_phases_and_perf_cycles(kind):
     act, walk, load, readout = samples[0]
     totals, _, _ = perf.count(model, P, act)
     assert load + sum(c for _, c, _, _ in walk) + readout == int(totals["cycles"][0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# LayerTable (the per-layer descriptor ROM)
+
+@pytest.mark.parametrize("coding, encoding, P", [("rate", "rate", 4), ("tsc", "tsc", 2), ("stcb", "rate", 8),
+                                                 ("rate", "direct", 1)])
+def test_layer_table_holds_every_layer_descriptor(coding, encoding, P):
+    rng = np.random.default_rng(7)
+    sizes = [11, 9, 6, 5]
+    layers = []
+    for i in range(3):
+        reset = "zero" if i == 1 and coding != "tsc" else "subtract"
+        layers.append(Dense(rng.integers(-3, 4, (sizes[i + 1], sizes[i])), 0, 5, 0, reset=reset))
+    model = Model(layers, T=4, input_max=3, encoding=encoding, coding=coding,
+                         readout="membrane" if coding == "tsc" else "count")
+    cfg = CoreConfig(model, P)
+    G = [-(-n // P) for n in sizes]
+    want = []
+    for i in range(3):
+        wbase = sum(G[k + 1] * sizes[k] for k in range(i))
+        enc = 0 if encoding == "direct" else (G[i] + perf.GEN_DRAIN if coding == "tsc" else
+                                               G[0] + perf.train_encoder_drain(4) if coding == "stcb" else
+                                               G[0] + perf.ENC_DRAIN)
+        want.append({"wbase": wbase, "n_in": sizes[i], "sbase": sum(G[1:i + 1]), "groups": G[i + 1],
+                     "last_lanes": sizes[i + 1] - (G[i + 1] - 1) * P, "fires": 1,
+                     "zero_reset": int(i == 1 and coding != "tsc"), "enc_len": enc, "src_words": G[i],
+                     "src_last": sizes[i] - (G[i] - 1) * P, "src_base": sum(G[1:i])})
+    want[-1]["fires"] = int(coding != "tsc")           # the membrane readout's last layer never fires
+    assert descriptor_words(cfg) == want
+    table = LayerTable(cfg)
+    got = []
+
+    async def bench(ctx):                                # a ROM read without a clock
+        for li in range(3):
+            ctx.set(table.layer, li)
+            await ctx.delay(1e-9)
+            d = ctx.get(table.desc)
+            got.append({f: getattr(d, f) for f in want[li]})
+
+    sim = Simulator(table)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -826,15 +875,27 @@ def test_group_store_read_latency_and_write_then_read(P, depth, seed):
         # reads in a write's own cycle and right after it, besides random ones
         rd = wr[1] if r < 0.25 else prev_wr[1] if r < 0.5 else rng.randrange(depth)
         plan.append((rd, wr))
+    # the parameter port reads its own addresses; either port may skip a cycle (en low): its word stays
+    pplan = [(int(rng.random() < 0.8), rng.randrange(depth)) for _ in plan]
+    splan = [int(rng.random() < 0.8) for _ in plan]
     want, got = {}, []
+    s_word = p_word = None
     for c, (rd, (en, wa, wd)) in enumerate(plan):
-        want[c + perf.MEM_READ_LATENCY] = (mem[rd], pinit[rd])      # the word as it is in the read's cycle
+        if splan[c]:
+            s_word = mem[rd]                                         # the word as it is in the read's cycle
+        if pplan[c][0]:
+            p_word = pinit[pplan[c][1]]
+        want[c + perf.MEM_READ_LATENCY] = (s_word, p_word)
         if en:
             mem[wa] = wd
 
     async def bench(ctx):
-        for rd, (en, wa, wd) in plan + [(0, (0, 0, 0))] * perf.MEM_READ_LATENCY:
-            ctx.set(store.rd_addr, rd)
+        for c, (rd, (en, wa, wd)) in enumerate(plan + [(0, (0, 0, 0))] * perf.MEM_READ_LATENCY):
+            pen, pa = pplan[c] if c < len(plan) else (0, 0)
+            ctx.set(store.state_rd_en, splan[c] if c < len(plan) else 0)
+            ctx.set(store.state_rd_addr, rd)
+            ctx.set(store.param_rd_en, pen)
+            ctx.set(store.param_rd_addr, pa)
             ctx.set(store.wr_en, en)
             ctx.set(store.wr_addr, wa)
             ctx.set(store.wr_data.as_value(), wd)
@@ -843,13 +904,14 @@ def test_group_store_read_latency_and_write_then_read(P, depth, seed):
 
     simulate(store, bench)
     for c, w in want.items():
-        assert got[c] == w, f"cycle {c}"
+        if None not in w:
+            assert got[c] == w, f"cycle {c}"
     # the read-after-write distance the core relies on: the write's own cycle reads the old word,
     # MIN_STATE_RAW_DISTANCE later the new one
     checked = 0
     for c, (rd, (en, wa, wd)) in enumerate(plan):
         if c >= depth and en and c + perf.MIN_STATE_RAW_DISTANCE < len(plan) and \
-                plan[c + perf.MIN_STATE_RAW_DISTANCE][0] == wa:
+                plan[c + perf.MIN_STATE_RAW_DISTANCE][0] == wa and splan[c + perf.MIN_STATE_RAW_DISTANCE]:
             assert got[c + perf.MIN_STATE_RAW_DISTANCE + perf.MEM_READ_LATENCY][0] == wd
             checked += 1
     assert checked >= 3

@@ -142,7 +142,7 @@ def test_address_generator_addresses_and_timing(P, pw):
     ibits = max(l.n_in for l in layers).bit_length()
     gbits = max(l.groups for l in layers).bit_length()
     evl = event_layout(ibits, gbits, pw)
-    agen = DenseAddressGen(event_layout=evl, layers=layers, waddr_bits=(zero + 1).bit_length(),
+    agen = DenseAddressGen(event_layout=evl, n_in_bits=ibits, waddr_bits=(zero + 1).bit_length(),
                            saddr_bits=max(1, (sbase - 1).bit_length()), layer_bits=2, payload_bits=pw,
                            zero_word=zero)
     assert agen.LATENCY == ADDRESS_STAGE                  # the part's stated latency is golden.perf's
@@ -163,7 +163,8 @@ def test_address_generator_addresses_and_timing(P, pw):
             for k, (i, null) in enumerate(evs):
                 for _ in range(rng.choice([0, 0, 0, 1, 3])):          # bubbles (stcb's group spacing)
                     frames.append({"events.valid": 0, "events.payload": garbage_event(),
-                                   "layer": rng.randrange(4)})
+                                   "layer": rng.randrange(4), "wbase": rng.randrange(zero + 1),
+                                   "n_in": rng.randrange(1 << ibits), "sbase": rng.randrange(max(1, sbase))})
                 pl = pick(rng, 0, (1 << pw) - 1) if pw else 0
                 ev = {"index": i, "payload": pl, "group": g, "first": int(k == 0), "last": int(k == len(evs) - 1),
                       "null": null}
@@ -172,7 +173,8 @@ def test_address_generator_addresses_and_timing(P, pw):
                                "op": {"waddr": zero if null else lh.wbase + g * lh.n_in + i, "group": g, "layer": li,
                                       "payload": pl if pw else 0, "first": ev["first"], "last": ev["last"],
                                       "null": null}})
-                frames.append({"events.valid": 1, "events.payload": ev, "layer": li})
+                frames.append({"events.valid": 1, "events.payload": ev, "layer": li, "wbase": lh.wbase,
+                               "n_in": lh.n_in, "sbase": lh.sbase})
     frames += [{"events.valid": 0, "events.payload": garbage_event()} for _ in range(4)]
     trace = play(agen, frames, {"ready": agen.events.ready, "grp_rd": agen.grp_rd, "grp_addr": agen.grp_addr,
                                 "op_valid": agen.op_valid, "op": agen.op})
