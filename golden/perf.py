@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
     "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
-    "stcb_group_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals",
+    "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals",
     "events_per_step", "shared_counts",
 ]
 
@@ -77,6 +77,14 @@ def stcb_layer_drain(T: int, taps: int, direct: bool) -> int:
     """After an stcb phase's last op: the fetch (and direct input's term stage), the handoff, the slot
     unit's T*taps cycles and its pipeline, then the state and train writes."""
     return ACCUMULATE_STAGE + int(direct) + 1 + stcb_group_cycles(T, taps) + SLOT_PIPELINE
+
+
+def stcb_sweep_cycles(words: int, T: int, taps: int, direct: bool) -> int:
+    """The fire sweep of an stcb conv2d layer, with its drain: one output word per slot-unit pass,
+    so words issue ``max(1, T*taps)`` cycles apart, and after the last one the slot unit's pipeline
+    drains as after a dense stcb phase's last group (:func:`stcb_layer_drain`, which holds the last
+    word's own T*taps cycles)."""
+    return (words - 1) * max(1, stcb_group_cycles(T, taps)) + 1 + stcb_layer_drain(T, taps, direct)
 
 
 def finish_cycles(lanes: int) -> int:
@@ -363,11 +371,16 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
             c["state_writes"][:] = N
             c["param_reads"][:] = N
             c["neuron_updates"][:] = n * T
+            # the slot unit runs the kernel and the IF over the T slots of one output word at a time,
+            # one tap of one slot per cycle: sweep words issue T*taps cycles apart, and the last
+            # word's slot unit is in its drain, exactly as the dense stcb phase's last group
+            sweep = stcb_sweep_cycles(N, T, kernel_taps(model), model.encoding == "direct")
         else:
             scatter = active
             c["acc_reads"] = active + N
+            sweep = N + drain                  # a pool's sweep only ORs trains: one word per cycle
         c["acc_writes"] = c["acc_reads"].copy()
-        c["cycles"] = LAYER_SETUP + scatter + drain + N + drain
+        c["cycles"] = LAYER_SETUP + scatter + drain + sweep
         c["event_reads"] = in_entries
         c["event_writes"] = _trains(out, P, out_shape)[1]
         return c

@@ -109,3 +109,24 @@ def test_stcb_weight_reads_count_trains_not_train_words():
     c0 = r.layer_counters[0]
     G = 2
     assert (c0["weight_reads"].tolist(), c0["event_reads"].tolist()) == ([G * 3], [G * 2])
+
+
+def test_stcb_event_reads_are_train_words_as_the_spec_says():
+    # spec §4, stcb: weight_reads = Σ G·A (active trains), event_reads = Σ G·K^A (the train words holding
+    # them); the conv2d and maxpool2d tables say K^A too. An earlier text had event_reads = Σ G·A, which
+    # golden never computed. P = 2: the dense layer's 3 active trains sit in 2 words; the pool's 4 active
+    # trains (2 channels at 2 positions) in 2
+    text = SPEC.read_text()
+    assert "`event_reads = Σ_l G_l·K^A_l`" in text and "weight_reads = event_reads" not in text
+    assert text.count("| `event_reads` | `K` | `K^A` | `K` |") == 2
+    m = Model([Dense(np.ones((3, 4), int), 0, 1, 0), Dense(np.ones((2, 3), int), 0, 9, 0)],
+              coding="stcb", T=2, input_max=3)
+    c0 = golden.run(m, np.array([[3, 3, 0, 3]]), lanes=2).layer_counters[0]
+    assert (c0["weight_reads"].tolist(), c0["event_reads"].tolist()) == ([2 * 3], [2 * 2])
+    conv = golden.Conv2d([[[[1]]], [[[1]]]], 0, [1, 2], 0, in_shape=(1, 4, 4))
+    pm = Model([conv, golden.MaxPool2d(2, in_shape=(2, 4, 4)), Dense(np.ones((1, 8), int), 0, 100, 0)],
+               coding="stcb", T=2, encoding="direct", input_max=1, readout="membrane")
+    x = np.zeros((1, 16), int)
+    x[0, 0] = x[0, 15] = 1
+    pool = golden.run(pm, x, lanes=2).layer_counters[1]
+    assert pool["acc_reads"].tolist() == [4 + 4] and pool["event_reads"].tolist() == [2]   # A = 4, K^A = 2
