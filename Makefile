@@ -27,7 +27,7 @@ help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
 	@echo "make test    the whole pytest suite (creates .venv first)"
 	@echo "make setup   create .venv and install the pinned toolchain"
-	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, NAME=)"
+	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
 
@@ -56,7 +56,8 @@ golden: $(STAMP)
 	    --json build/golden/$(NAME).json
 
 verilog: $(STAMP)
-	$(PY) -m hw.generate --model $(MODEL) --lanes $(LANES) --out build/verilog/$(NAME)/$(NAME).v
+	$(PY) -m hw.generate --model $(MODEL) --lanes $(LANES) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
+	    --out build/verilog/$(NAME)/$(NAME).v
 
 regress: $(STAMP)
 	$(PY) -m sim.regress --model $(MODEL) --dataset digits --split test --lanes $(LANES) \
@@ -88,7 +89,7 @@ synth-table: $(STAMP) $(SYNTH_MODELS)
 	    --model stcb=build/models/digits_rate_t8.npz@stcb --lanes 1,8,16 --also 85k:8:8 --out build/synth/codings.json
 
 synth: $(STAMP)
-	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) \
+	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
 	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET).json
 
 setup-fpga: $(STAMP)

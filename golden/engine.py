@@ -63,6 +63,9 @@ class Result:
         tsc, ``record=True``: the input generator's events.
     activations : list of (B, n_l) int64 or None
         tsc: the value every layer but the last sends (maxpool2d: the maximum).
+    phase_activity : list of dict name -> int64 array, or None
+        Per layer, the activity its cycles depend on (:func:`golden.perf.phase_activity`), from
+        which :func:`golden.perf.breakdown_parts` splits and checks the cycles counter.
     """
 
     predictions: np.ndarray
@@ -80,6 +83,7 @@ class Result:
     input_events: np.ndarray | None = None
     activations: list | None = None
     coding: str = "rate"
+    phase_activity: list | None = None
 
     @property
     def batch(self) -> int:
@@ -433,7 +437,8 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
     return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   events_in=events_in, events=events_rec if record else None,
-                  input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc")
+                  input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc",
+                  phase_activity=perf.phase_activity(model, P, act))
 
 
 def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int | None = None) -> Result:
@@ -590,4 +595,4 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
                   input_spikes=input_spikes.view(np.uint8) if record and input_spikes is not None else None,
-                  events_in=events_in, coding=model.coding)
+                  events_in=events_in, coding=model.coding, phase_activity=perf.phase_activity(model, P, act))

@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
     "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
-    "stcb_group_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals",
+    "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "breakdown", "breakdown_totals", "breakdown_parts", "phase_activity",
     "events_per_step", "shared_counts",
 ]
 
@@ -77,6 +77,14 @@ def stcb_layer_drain(T: int, taps: int, direct: bool) -> int:
     """After an stcb phase's last op: the fetch (and direct input's term stage), the handoff, the slot
     unit's T*taps cycles and its pipeline, then the state and train writes."""
     return ACCUMULATE_STAGE + int(direct) + 1 + stcb_group_cycles(T, taps) + SLOT_PIPELINE
+
+
+def stcb_sweep_cycles(words: int, T: int, taps: int, direct: bool) -> int:
+    """The fire sweep of an stcb conv2d layer, with its drain: one output word per slot-unit pass,
+    so words issue ``max(1, T*taps)`` cycles apart, and after the last one the slot unit's pipeline
+    drains as after a dense stcb phase's last group (:func:`stcb_layer_drain`, which holds the last
+    word's own T*taps cycles)."""
+    return (words - 1) * max(1, stcb_group_cycles(T, taps)) + 1 + stcb_layer_drain(T, taps, direct)
 
 
 def finish_cycles(lanes: int) -> int:
@@ -340,6 +348,18 @@ def conv_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xz[:, 0].reshape(events.shape[:-1]), xz[:, 1].reshape(events.shape[:-1])
 
 
+def _shared_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`conv_taps`, computed once per event map and layer within :func:`shared_counts` (the
+    counters and :func:`phase_activity` both need it)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return conv_taps(layer, events)
+    key = ("conv_taps", id(events), id(layer))
+    if key not in memo:
+        memo[key] = ((events, layer), conv_taps(layer, events))      # held, so the ids stay unique
+    return memo[key][1]
+
+
 def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direct_in: bool) -> dict:
     """Counters of conv2d or maxpool2d layer ``li``: ``src`` (B, T, n_in) are its input events, ``out``
     (B, T, n_out) what it sends. These layers are never last."""
@@ -363,11 +383,16 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
             c["state_writes"][:] = N
             c["param_reads"][:] = N
             c["neuron_updates"][:] = n * T
+            # the slot unit runs the kernel and the IF over the T slots of one output word at a time,
+            # one tap of one slot per cycle: sweep words issue T*taps cycles apart, and the last
+            # word's slot unit is in its drain, exactly as the dense stcb phase's last group
+            sweep = stcb_sweep_cycles(N, T, kernel_taps(model), model.encoding == "direct")
         else:
             scatter = active
             c["acc_reads"] = active + N
+            sweep = N + drain                  # a pool's sweep only ORs trains: one word per cycle
         c["acc_writes"] = c["acc_reads"].copy()
-        c["cycles"] = LAYER_SETUP + scatter + drain + N + drain
+        c["cycles"] = LAYER_SETUP + scatter + drain + sweep
         c["event_reads"] = in_entries
         c["event_writes"] = _trains(out, P, out_shape)[1]
         return c
@@ -375,7 +400,7 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
     c["event_reads"] = _entries(src, P, src_shape).sum(axis=1)
     c["event_writes"] = _entries(out, P, out_shape).sum(axis=1)
     if conv:                                   # rate, direct and tsc: a scatter and a sweep per step
-        Xs, Zs = conv_taps(layer, src)
+        Xs, Zs = _shared_taps(layer, src)
         X, Z = Xs.sum(axis=1), Zs.sum(axis=1)
         c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + Gc * X + Z
         c["weight_reads"] = Gc * X
@@ -406,28 +431,123 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
     return c
 
 
-def breakdown_totals(model, lanes: int, result) -> dict:
-    """Cycles summed over the batch, split by what the core does; the parts add up to the cycles
-    counter exactly (checked)."""
-    P, T = int(lanes), model.T
-    direct = model.encoding == "direct"
-    taps = kernel_taps(model)
-    B = result.batch
-    out = {"load": B * (model.n_in * LOAD_CYCLES_PER_BEAT + LOAD_DRAIN),
-           "encode" if model.coding != "tsc" else "input generator": int(result.encoder_counters["cycles"].sum())}
-    for li, (layer, c) in enumerate(zip(model.layers, result.layer_counters)):
+# ---------------------------------------------------------------------------------------------
+# the cycle breakdown: every part from docs/spec.md's formulas, from the activity alone, and
+# checked against the cycles counter :func:`count` computed; the two are written apart so that a
+# wrong part (or a wrong counter) shows as a mismatch
+
+def phase_activity(model, lanes: int, act: Activity) -> list:
+    """Per layer, the activity its phases' cycles depend on (docs/spec.md sections 3 and 4), as a dict
+    of int64 arrays over the batch: ``E`` (B, T) input events per step; stcb: ``A`` (B,) active input
+    trains; conv2d: ``X``, ``Z`` (B, T) valid event-offset pairs and events with no valid offset
+    (stcb: ``XA``, ``ZA`` (B,) over the active trains). Counts no cycle: :func:`breakdown_totals`
+    turns these into the parts of ``cycles``."""
+    with shared_counts():
+        out = []
+        src = act.inputs
+        for li, layer in enumerate(model.layers):
+            a = {"E": events_per_step(src)}
+            if model.coding == "stcb":
+                trains = src.any(axis=1)
+                a["A"] = trains.sum(axis=1, dtype=np.int64)
+            if getattr(layer, "kind", "dense") == "conv2d":
+                if model.coding == "stcb":
+                    a["XA"], a["ZA"] = conv_taps(layer, trains)
+                else:
+                    a["X"], a["Z"] = _shared_taps(layer, src)
+            out.append(a)
+            src = act.layers[li]
+        return out
+
+
+def _layer_parts(model, li: int, P: int, a: dict) -> dict:
+    """The parts of layer ``li``'s cycles, per sample (B,), from docs/spec.md's formulas."""
+    layer, T, coding = model.layers[li], model.T, model.coding
+    kind = getattr(layer, "kind", "dense")
+    last = li == len(model.layers) - 1
+    drain = layer_drain(coding, model.encoding)
+    slot = max(1, T * kernel_taps(model))                 # the slot unit's cycles per group or word
+    sdrain = stcb_layer_drain(T, kernel_taps(model), model.encoding == "direct")
+    zero = np.zeros(a["E"].shape[0], dtype=np.int64)
+    if kind == "dense":
         G = groups(layer.n_out, P)
-        fixed = LAYER_SETUP + stcb_layer_drain(T, taps, direct) if model.coding == "stcb" else \
-            T * (LAYER_SETUP + layer_drain(model.coding, model.encoding))
-        gen = T * (G + GEN_DRAIN) if model.coding == "tsc" and li < len(model.layers) - 1 else 0
-        out[f"layer {li} ops"] = int(c["cycles"].sum()) - B * (fixed + gen)
-        out[f"layer {li} setup+drain"] = B * fixed
-        if gen:
-            out[f"layer {li} ON/OFF generator"] = B * gen
-    out["finish+readout"] = B * (finish_cycles(P) + groups(model.n_out, P) * READ_CYCLES_PER_GROUP + model.n_out)
-    if sum(out.values()) != int(result.counters["cycles"].sum()):
-        raise AssertionError(f"cycle breakdown {sum(out.values())} != cycles counter {int(result.counters['cycles'].sum())}")
+        if coding == "stcb":                              # one phase: groups of max(1, A) ops, T*taps apart
+            ops = np.maximum(a["A"], 1)
+            parts = {"setup": zero + LAYER_SETUP, "ops": G * ops,
+                     "slot wait": (G - 1) * np.maximum(slot - ops, 0), "drain": zero + sdrain}
+        else:
+            parts = {"setup": zero + T * LAYER_SETUP, "ops": G * np.maximum(a["E"], 1).sum(axis=1),
+                     "drain": zero + T * drain}
+            if coding == "tsc" and not last:
+                parts["ON/OFF generator"] = zero + T * (G + GEN_DRAIN)
+        return parts
+    C, Ho, Wo = layer.out_shape
+    N = groups(C, P) * Ho * Wo
+    Gc = groups(C, P)
+    if coding == "stcb":                                  # one phase: scatter, its drain, one sweep
+        if kind == "conv2d":
+            return {"setup": zero + LAYER_SETUP, "scatter": Gc * a["XA"] + a["ZA"], "sweep": zero + N,
+                    "slot wait": zero + (N - 1) * (slot - 1), "drain": zero + drain + sdrain}
+        return {"setup": zero + LAYER_SETUP, "scatter": a["A"].copy(), "sweep": zero + N,
+                "drain": zero + 2 * drain}
+    gen = {"ON/OFF generator": zero + T * (N + GEN_DRAIN)} if coding == "tsc" else {}
+    if kind == "conv2d":
+        scatter = Gc * a["X"].sum(axis=1) + a["Z"].sum(axis=1)
+    else:
+        scatter = a["E"].sum(axis=1)
+    if kind == "maxpool2d" and coding == "tsc":           # per step the events only; one clear sweep
+        return {"setup": zero + T * LAYER_SETUP, "scatter": scatter, "clear sweep": zero + N,
+                "drain": zero + T * drain, **gen}
+    return {"setup": zero + T * LAYER_SETUP, "scatter": scatter, "sweep": zero + T * N,
+            "drain": zero + 2 * T * drain, **gen}
+
+
+def breakdown_parts(model, lanes: int, result) -> dict:
+    """The cycles of every sample, split by what the core does, each part (B,) int64 computed from
+    docs/spec.md's formulas and the run's activity (``result.phase_activity``), not from the counters:
+    load; encode (tsc: the input generator; direct: 0); per layer its setup, ops (dense) or scatter and
+    sweep (conv2d, maxpool2d; tsc pool: its clear sweep), the slot unit's wait (stcb), the drains and
+    the ON/OFF generator (tsc); finish; readout. Raises AssertionError, naming the layer, when the
+    parts do not add up to the cycles counters of ``result`` sample by sample."""
+    P, T = int(lanes), model.T
+    acts = getattr(result, "phase_activity", None)
+    if acts is None:
+        raise ValueError("the result carries no phase activity (golden.run records it)")
+    B = result.batch
+    first = model.layers[0]
+    g_in = map_words(model.n_in, P, tuple(model.input_shape) if _spatial(first) else None)
+    zero = np.zeros(B, dtype=np.int64)
+    if model.coding == "tsc":
+        enc_name, enc = "input generator", T * (g_in + GEN_DRAIN)
+    elif model.encoding == "direct":
+        enc_name, enc = "encode", 0
+    elif model.coding == "stcb":
+        enc_name, enc = "encode", g_in + train_encoder_drain(T)
+    else:
+        enc_name, enc = "encode", T * (g_in + ENC_DRAIN)
+    out = {"load": zero + model.n_in * LOAD_CYCLES_PER_BEAT + LOAD_DRAIN, enc_name: zero + enc}
+    for li, a in enumerate(acts):
+        parts = _layer_parts(model, li, P, a)
+        have = sum(parts.values())
+        want = np.asarray(result.layer_counters[li]["cycles"])
+        if not np.array_equal(have, want):
+            s = int(np.flatnonzero(have != want)[0])
+            raise AssertionError(f"cycle breakdown of layer {li}: {int(have[s])} != its cycles counter "
+                                 f"{int(want[s])} (sample {s}; parts {({k: int(v[s]) for k, v in parts.items()})})")
+        out.update({f"layer {li} {k}": v for k, v in parts.items()})
+    out["finish"] = zero + finish_cycles(P)
+    out["readout"] = zero + groups(model.n_out, P) * READ_CYCLES_PER_GROUP + model.n_out
+    have, want = sum(out.values()), np.asarray(result.counters["cycles"])
+    if not np.array_equal(have, want):
+        s = int(np.flatnonzero(have != want)[0])
+        raise AssertionError(f"cycle breakdown {int(have[s])} != cycles counter {int(want[s])} (sample {s})")
     return out
+
+
+def breakdown_totals(model, lanes: int, result) -> dict:
+    """Cycles summed over the batch, split as :func:`breakdown_parts` splits them (and checked the same
+    way: the parts add up to the cycles counter of every sample and layer)."""
+    return {k: int(v.sum()) for k, v in breakdown_parts(model, lanes, result).items()}
 
 
 def breakdown(model, lanes: int, result) -> dict:

@@ -2,7 +2,9 @@
 
 ``--out DIR/NAME.v`` writes the Verilog (top module ``NAME``, or ``--name``) and, next to it,
 ``DIR/NAME.json`` (parameters, ports with directions, widths and payload field offsets, memory sizes in
-bits, and a hash of the Verilog); both or neither. The Verilog starts correctly on 4-state simulators
+bits, the block RAMs they take on the device, and a hash of the Verilog); both or neither. A model
+whose memories need more block RAM than ``--device`` has (``--target ecp5``: 25k by default) is
+refused before anything is written (exit 2, one line naming what it needs against what the device has). The Verilog starts correctly on 4-state simulators
 too (``hw.fourstate``).
 """
 
@@ -18,7 +20,9 @@ from amaranth.lib import wiring
 
 import golden
 from golden.cli import ArgumentParser, Output, OutputSet, UsageError, check_outputs, guard, lanes_arg, main_output
+from golden.geometry import CoreGeometry
 
+from .capacity import DEVICE_BLOCKS, CapacityError, check_capacity
 from .config import ConfigError
 from .core import SpikeCore
 from .fourstate import start_comb_blocks
@@ -26,6 +30,7 @@ from .fourstate import start_comb_blocks
 __all__ = ["generate", "render", "convert", "manifest", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
+DEFAULT_DEVICE = {"ecp5": "25k", "ice40": "up5k"}        # hw.synth's defaults
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -90,7 +95,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, metavar="FILE.v",
                    help="the Verilog file, e.g. build/verilog/NAME.v; the manifest NAME.json goes next to it")
     p.add_argument("--name", default=None, help="top module name (default: the file's stem)")
+    p.add_argument("--target", default="ecp5", help="FPGA family whose block RAM the core must fit: ecp5 or ice40")
+    p.add_argument("--device", default=None,
+                   help="device, as hw.synth spells it (ecp5: 25k (default), 45k, 85k, ...; ice40: up5k (default), hx8k, ...)")
     a = p.parse_args(argv)
+    if a.target not in DEVICE_BLOCKS:
+        raise UsageError(f"--target: expected one of {', '.join(DEVICE_BLOCKS)}, got {a.target!r}")
+    device = a.device if a.device is not None else DEFAULT_DEVICE[a.target]
+    if device not in DEVICE_BLOCKS[a.target]:
+        raise UsageError(f"--device: unknown {a.target} device {device!r} "
+                         f"(choose from {', '.join(DEVICE_BLOCKS[a.target])})")
     out = main_output("--out", a.out, ".v")
     if a.name is not None:
         name = a.name                      # explicit names are checked, not rewritten
@@ -104,9 +118,11 @@ def main(argv=None) -> int:
     check_outputs([Output("--out", v), Output("--out", j, note=f"the manifest, next to {v.name}")])
     model = golden.load_model(a.model)
     try:
+        fit = check_capacity(CoreGeometry(model, a.lanes), a.target, device)
         text, man = render(model, a.lanes, name)
-    except ConfigError as e:
+    except (ConfigError, CapacityError) as e:
         raise UsageError(str(e)) from None
+    man["block_rams"] = fit.as_dict()
     _write(v, j, text, man)
     print(f"wrote {v} ({len(text.splitlines())} lines, top module {name}) and {j}; "
           f"memories {man['memory_bits_total']} bits, lanes {a.lanes}")

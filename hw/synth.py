@@ -43,6 +43,7 @@ from pathlib import Path
 
 from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_range, lanes_arg,
                         main_output, positive_float, positive_int)
+from golden.blockram import BLOCK_RAMS
 from golden.io import atomic_write
 
 __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_nextpnr_report",
@@ -85,7 +86,7 @@ TARGETS = {
         devices=("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k"),
         default_device="25k", default_package="CABGA256", lut_bel="TRELLIS_COMB", ff_bel="TRELLIS_FF",
         ff_prefixes=("TRELLIS_FF",), lut_cells={"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 2},
-        bram_cells={"DP16KD": 18432}, dsp_cells=("MULT18X18D",),
+        bram_cells={"DP16KD": BLOCK_RAMS["ecp5"].bits}, dsp_cells=("MULT18X18D",),
         lutram_cells={"TRELLIS_DPR16X4": 64}, out_of_context=True,
         part={"12k": "LFE5U-12F", "25k": "LFE5U-25F", "45k": "LFE5U-45F", "85k": "LFE5U-85F"},
         # the 85k parts come in no 256-ball package (nextpnr: "Unsupported package 'CABGA256'")
@@ -96,7 +97,7 @@ TARGETS = {
         devices=("lp384", "lp1k", "lp4k", "lp8k", "hx1k", "hx4k", "hx8k", "up3k", "up5k", "u1k", "u2k", "u4k"),
         default_device="up5k", default_package="sg48", lut_bel="ICESTORM_LC", ff_bel=None,
         ff_prefixes=("SB_DFF",), lut_cells={"SB_LUT4": 1},
-        bram_cells={"SB_RAM40_4K": 4096}, dsp_cells=("SB_MAC16",),
+        bram_cells={"SB_RAM40_4K": BLOCK_RAMS["ice40"].bits}, dsp_cells=("SB_MAC16",),
         lutram_cells={}, out_of_context=False,
         part={"up5k": "iCE40UP5K", "up3k": "iCE40UP3K", "hx8k": "iCE40HX8K", "hx1k": "iCE40HX1K"}),
 }

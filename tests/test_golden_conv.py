@@ -320,14 +320,32 @@ def test_conv_and_pool_counters_stcb_hand_computed():
     x[0, 0] = x[0, 15] = 1
     r = golden.run(_pool_model("stcb"), x, lanes=2)
     D = drain("stcb", "direct")
+    # the conv's sweep: its 16 words go through the slot unit one at a time, T*taps = 2*1 cycles
+    # apart; the last word's slot unit runs in the drain: fetch 3, direct's term stage 1, the handoff
+    # 1, T*taps = 2, SLOT_PIPELINE 6 (the dense stcb phase's drain)
+    sweep = (16 - 1) * 2 + 1 + (3 + 1 + 1 + 2 + 6)
     # the conv's 4 active output trains sit at 2 positions: 2 entries (of both channels)
     c = {k: int(v[0]) for k, v in r.layer_counters[0].items()}
-    assert c == {"cycles": LS + 2 + D + 16 + D, "weight_reads": 2, "acc_reads": 2 + 16, "acc_writes": 2 + 16,
+    assert c == {"cycles": LS + 2 + D + sweep, "weight_reads": 2, "acc_reads": 2 + 16, "acc_writes": 2 + 16,
                  "event_reads": 2, "syn_ops": 2 * 2 * 2, "state_reads": 0, "state_writes": 16, "param_reads": 16,
                  "neuron_updates": 32 * 2, "event_writes": 2, "spikes": 6, "input_writes": 0}
     p = {k: int(v[0]) for k, v in r.layer_counters[1].items()}
+    # a pool's sweep uses no slot unit: one word per cycle, then the op pipeline's drain
     assert p["cycles"] == LS + 4 + D + 4 + D and p["acc_reads"] == p["acc_writes"] == 4 + 4
+    # event reads count train words: the 4 active trains sit in 2 entries (spec section 4: K^A, not A)
     assert p["event_reads"] == 2 and p["event_writes"] == 2 and p["spikes"] == 6 and p["weight_reads"] == 0
+
+
+def test_stcb_conv_sweep_waits_for_the_slot_unit():
+    # T = 3 and a 2-tap kernel: the slot unit takes T*taps = 6 cycles per output word. A 1x1 conv on a
+    # 1x2x2 map with P = 1: N = 4 words; a zero input has no active train, so the scatter is empty
+    # (no null op: there is no event) and the layer is LAYER_SETUP 3 + the scatter's drain (3 + 0 + 2)
+    # + 3 words at 6 cycles + the last word's issue 1 + its drain (3 + 0 + 1 + 6 + 6)
+    conv = Conv2d([[[[1]]]], 0, 1, 0, [2, -1], in_shape=(1, 2, 2))
+    m = Model([conv, Dense([[1, 1, 1, 1]], 0, 1, 0)], coding="stcb", T=3, input_max=1)
+    r = golden.run(m, np.zeros((1, 4), int), lanes=1)
+    assert r.layer_counters[0]["cycles"].tolist() == [3 + (3 + 2) + 3 * 6 + 1 + (3 + 1 + 6 + 6)]
+    assert r.layer_counters[0]["weight_reads"].tolist() == [0] and r.layer_counters[0]["acc_reads"].tolist() == [4]
 
 
 def test_conv_and_pool_counters_tsc_hand_computed():
@@ -396,7 +414,12 @@ def test_conv_scatter_counters_follow_the_events(mx, P):
         if model.coding == "stcb":
             XA, ZA = _brute_taps(layer, ev.any(axis=1).astype(int))
             assert c["weight_reads"].tolist() == (Gc * XA).tolist()
-            assert c["cycles"].tolist() == (LS + Gc * XA + ZA + D + N + D).tolist()
+            # the sweep: N words through the serial slot unit (T*taps cycles each, taps = the longest
+            # kernel of the model), the last one's slot unit in the dense stcb drain
+            slot = T * max(len(l.h) for l in model.layers if l.kind != "maxpool2d")
+            sweep = (N - 1) * slot + 1 + (perf.ACCUMULATE_STAGE + (model.encoding == "direct") + 1 + slot
+                                          + perf.SLOT_PIPELINE)
+            assert c["cycles"].tolist() == (LS + Gc * XA + ZA + D + sweep).tolist()
         else:
             assert c["weight_reads"].tolist() == (Gc * X.sum(1)).tolist()
             gen = T * (N + GD) if model.coding == "tsc" else 0

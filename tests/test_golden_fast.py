@@ -175,6 +175,9 @@ def _same_result(a, b):
             assert np.array_equal(la[k], lb[k]), k
     for ea, eb in zip(a.events_in, b.events_in):
         assert np.array_equal(ea, eb)
+    assert len(a.phase_activity) == len(b.phase_activity)
+    for pa, pb in zip(a.phase_activity, b.phase_activity):
+        assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
 
 
 def test_narrow_recurrence_and_float_products_equal_int64(monkeypatch):

@@ -24,8 +24,9 @@ def test_cycle_breakdown_adds_up_to_the_counter():
     assert sum(perf.breakdown_totals(m, 2, g).values()) == int(g.counters["cycles"].sum())
     cb = cycle_breakdown(m, g)
     # 5 beats and the load's drain; the argmax over 2 lanes, 2 groups of 3 outputs read, 3 beats
-    assert cb["load"] == 5 + perf.LOAD_DRAIN and cb["finish+readout"] == perf.finish_cycles(2) + 2 * 2 + 3
-    assert cb["layer 0 setup+drain"] == 4 * (perf.LAYER_SETUP + perf.layer_drain("rate", "rate"))
+    assert cb["load"] == 5 + perf.LOAD_DRAIN and cb["finish"] == perf.finish_cycles(2)
+    assert cb["readout"] == 2 * 2 + 3
+    assert cb["layer 0 setup"] == 4 * perf.LAYER_SETUP and cb["layer 0 drain"] == 4 * perf.layer_drain("rate", "rate")
     assert cb["encode"] == 4 * (3 + perf.ENC_DRAIN)
 
 
