@@ -16,7 +16,7 @@ import numpy as np
 from . import perf
 from .model import Model, signed_bits, unsigned_bits
 
-__all__ = ["CoreGeometry", "ConfigError", "LayerHW", "COUNTER_BITS", "MAX_LANES", "ceil_log2"]
+__all__ = ["CoreGeometry", "ConfigError", "LayerHW", "COUNTER_BITS", "MAX_LANES", "ceil_log2", "map_pack", "packed_to_flat"]
 
 COUNTER_BITS = 32
 MAX_LANES = 64
@@ -29,17 +29,50 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class LayerHW:
-    n_in: int
+    n_in: int              # dense: weight words per group (after a conv2d/maxpool2d source: its packed index space)
     n_out: int
-    groups: int
+    groups: int            # dense: neuron groups; conv2d, maxpool2d: channel groups Gc
     last_lanes: int        # real lanes in the last group
-    wbase: int             # weight word of (g, i) at wbase + g * n_in + i
-    sbase: int             # state/param word of group g at sbase + g
+    wbase: int             # dense: weight word of (g, i) at wbase + g * n_in + i; conv2d: (og, c, ky, kx) from wbase
+    sbase: int             # dense: state word of group g at sbase + g; conv2d: state word w at sbase + w
     fires: bool
+    kind: str = "dense"
+    pbase: int | None = None   # parameter word of group g (conv2d: channel group og) at pbase + g; None: sbase
+    words: int = 0         # conv2d, maxpool2d: N, the output map's words (Gc * Ho * Wo)
+    out_shape: tuple = ()  # conv2d, maxpool2d: (Co, Ho, Wo)
+    pack: tuple = ()       # conv2d, maxpool2d: (bx, by), the bits of ox and oy in the output's packed word index
+
+    @property
+    def param_base(self) -> int:
+        return self.sbase if self.pbase is None else self.pbase
+
+    @property
+    def spatial(self) -> bool:
+        return self.kind != "dense"
+
+
+def map_pack(shape, P: int) -> tuple[int, int, int]:
+    """How a [C, H, W] map's words are indexed by the core: word (og, y, x) of P channels at the *packed*
+    index ``(og << (bx + by)) | (y << bx) | x``; returns (bx, by, size of the packed index space). The
+    consumer then takes c = og * P + p, y and x from bit fields of an event's index, with no divider."""
+    C, H, W = shape
+    bx, by = max(1, ceil_log2(W)), max(1, ceil_log2(H))
+    return bx, by, perf.groups(C, P) << (bx + by)
 
 
 def _span(*ranges) -> tuple[int, int]:
     return min(int(r[0]) for r in ranges), max(int(r[1]) for r in ranges)
+
+
+def packed_to_flat(shape, P: int, word: int, lane: int) -> int:
+    """The flat C-major index ``(c * H + y) * W + x`` of lane ``lane`` of the word with packed index
+    ``word`` of a [C, H, W] map (:func:`map_pack`), or -1 where that names no neuron (a padding lane,
+    or a packed index past the map's rows or columns)."""
+    C, H, W = shape
+    bx, by, _ = map_pack(shape, P)
+    og, y, x = word >> (bx + by), (word >> bx) & ((1 << by) - 1), word & ((1 << bx) - 1)
+    c = og * P + lane
+    return (c * H + y) * W + x if c < C and y < H and x < W else -1
 
 
 class CoreGeometry:
@@ -59,12 +92,15 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # the core runs dense IF layers, reset by subtraction or to zero; conv, pool and leak are golden-only
-        # for now (docs/spec.md, status)
+        # the core runs IF layers, reset by subtraction or to zero; conv2d and maxpool2d in rate coding
+        # (rate or direct input); leak is golden-only for now (docs/spec.md, status)
         for i, l in enumerate(model.layers):
-            if l.kind != "dense":
-                raise ConfigError(f"layer {i}: {l.kind} layers are not supported by the hardware core yet "
-                                  f"(dense layers only)")
+            if l.kind != "dense" and model.coding != "rate":
+                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate coding only "
+                                  f"(not {model.coding} yet)")
+            if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
+                raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
+                                  f"hardware core, not {l.in_shape[0]}")
             if l.leak is not None:
                 raise ConfigError(f"layer {i}: leak={list(l.leak)} is not supported by the hardware core yet "
                                   f"(IF neurons only)")
@@ -78,30 +114,56 @@ class CoreGeometry:
         self.direct = model.encoding == "direct"
         self.membrane_readout = model.readout == "membrane"
         self.n_in, self.n_out, self.L = model.n_in, model.n_out, len(model.layers)
-        self.G_in = perf.groups(self.n_in, P)
+        # input words: P consecutive inputs, or P channels at one position when layer 0 is spatial
+        self.G_in = perf.map_words(self.n_in, P, model.input_shape if model.layers[0].kind != "dense" else None)
         self.wbits, self.vbits = model.weight_bits, model.v_bits
         M = model.input_max
         self.xbits = unsigned_bits(M)
         self.in_bits = self.xbits + 1                 # one spare bit so out-of-range values are visible
-        self.taps = max(len(l.h) for l in model.layers)
+        self.taps = max(len(l.h) for l in model.layers if hasattr(l, "h"))
         self.kernel = any(l.has_kernel for l in model.layers)
 
-        # ---- layers and memory bases
-        layers, wbase, sbase = [], 0, 0
+        # ---- layers and memory bases; a conv2d or maxpool2d map is stored by channel words, indexed
+        # by packed (og, y, x) (map_pack); a dense consumer of one has a weight column per packed index
+        layers, wbase, sbase, pbase = [], 0, 0, 0
+        src_pack = map_pack(model.input_shape, P) if model.layers[0].kind != "dense" else None
+        self.input_pack = src_pack
+        # the encoder's memories are indexed like the input's entries: by packed word index
+        self.enc_depth = src_pack[2] if src_pack is not None else self.G_in
         for li, l in enumerate(model.layers):
-            G = perf.groups(l.n_out, P)
             fires = not (li == self.L - 1 and self.membrane_readout)
-            layers.append(LayerHW(l.n_in, l.n_out, G, l.n_out - (G - 1) * P, wbase, sbase, fires))
-            wbase += G * l.n_in
-            sbase += G
+            if l.kind == "dense":
+                G = perf.groups(l.n_out, P)
+                n_in = l.n_in if src_pack is None else src_pack[2] * P
+                layers.append(LayerHW(n_in, l.n_out, G, l.n_out - (G - 1) * P, wbase, sbase, fires, "dense", pbase))
+                wbase, sbase, pbase = wbase + G * n_in, sbase + G, pbase + G
+                src_pack = None
+                continue
+            Co, Ho, Wo = l.out_shape
+            G = perf.groups(Co, P)
+            bx, by, _ = out_pack = map_pack(l.out_shape, P)
+            N = G * Ho * Wo
+            if l.kind == "conv2d":
+                layers.append(LayerHW(l.n_in, l.n_out, G, Co - (G - 1) * P, wbase, sbase, fires, "conv2d", pbase,
+                                      N, (Co, Ho, Wo), (bx, by)))
+                C, K = l.in_shape[0], l.kernel
+                wbase, sbase, pbase = wbase + G * C * K * K, sbase + N, pbase + G
+            else:
+                layers.append(LayerHW(l.n_in, l.n_out, G, Co - (G - 1) * P, wbase, sbase, fires, "maxpool2d",
+                                      pbase, N, (Co, Ho, Wo), (bx, by)))
+            src_pack = out_pack
         self.layers = tuple(layers)
-        self.weight_depth, self.state_depth = wbase, sbase
+        self.weight_depth, self.state_depth, self.param_depth = wbase, sbase, pbase
         self.max_groups = max(l.groups for l in layers)
+        self.spatial = any(l.spatial for l in layers)
+        self.acc_depth = max([l.words for l in layers if l.spatial], default=0)
 
         # ---- datapath widths from the worst-case ranges
         w = model.widths
         ranges = []
         for l, lw in zip(model.layers, w):
+            if l.kind == "maxpool2d":
+                continue
             b_lo, b_hi = int(l.bias.min()), int(l.bias.max())
             th_hi = int(l.threshold.max())
             if self.tsc:
@@ -120,16 +182,21 @@ class CoreGeometry:
                 lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
                 ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
         self.acc_bits = signed_bits(*_span(*ranges))
-        self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi) for lw in w) if self.tsc else 0
+        self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi)
+                            for l, lw in zip(model.layers, w) if l.kind != "maxpool2d") if self.tsc else 0
         self.state_lane_bits = self.vbits + self.cur_bits    # tsc keeps the current C above V
         self.pbits = self.vbits + 1                          # bias, threshold, v_init, bias - threshold
         self.cnt_bits = unsigned_bits(T)
         self.cls_bits = max(1, ceil_log2(self.n_out))
         self.layer_bits = max(1, ceil_log2(self.L))
         self.tbits = max(1, ceil_log2(T))
-        self.group_bits = max(1, ceil_log2(max(self.max_groups, self.G_in) + 1))
+        # a group index names a dense group, an input word, or a packed (og, y, x) word of a map
+        packed = [perf.groups(l.out_shape[0], P) << (l.pack[0] + l.pack[1]) for l in layers if l.spatial]
+        if self.input_pack is not None:
+            packed.append(self.input_pack[2])
+        self.group_bits = max(1, ceil_log2(max([self.max_groups, self.G_in] + packed) + 1))
         self.waddr_bits = max(1, ceil_log2(self.weight_depth + 1))     # + the zero word of null ops
-        self.saddr_bits = max(1, ceil_log2(self.state_depth))
+        self.saddr_bits = max(1, ceil_log2(max(self.state_depth, self.param_depth)))
 
         # ---- the input side
         if self.tsc:
@@ -145,13 +212,17 @@ class CoreGeometry:
             self.rbits = 0
         self.counter_bits = COUNTER_BITS
 
-        # ---- event buffers: entries {group, mask (P), payload (P lanes)}
-        hidden = [l.groups for l in layers[:-1]]
+        # ---- event buffers: entries {group, mask (P), payload (P lanes)}; a map's entries are named by
+        # packed word index, so their group field spans the packed space, while the depth is the words
+        hidden = [l.words if l.spatial else l.groups for l in layers[:-1]]
+        hidden_names = [(perf.groups(l.out_shape[0], P) << (l.pack[0] + l.pack[1])) if l.spatial else l.groups
+                        for l in layers[:-1]]
         # tsc runs layer after layer, so one buffer serves every layer's input
         self.ev_depth_in = max([self.G_in] + hidden) if self.tsc else self.G_in
         self.ev_depth_ab = max(hidden) if hidden else 1
-        self.ev_gbits_in = max(1, ceil_log2(self.ev_depth_in))
-        self.ev_gbits_ab = max(1, ceil_log2(self.ev_depth_ab))
+        in_names = self.input_pack[2] if self.input_pack is not None else self.G_in
+        self.ev_gbits_in = max(1, ceil_log2(max([in_names] + (hidden_names if self.tsc else []))))
+        self.ev_gbits_ab = max(1, ceil_log2(max(hidden_names) if hidden_names else 1))
         self.n_buffers = 1 if self.tsc else 1 + min(2, self.L - 1)
         self.payload_in = (self.xbits if self.direct else T if self.stcb else 0)    # per lane
         self.payload_ab = T if self.stcb else 0
@@ -179,16 +250,18 @@ class CoreGeometry:
         mems = {
             "weights": (P * self.wbits, self.weight_depth + 1),     # the last word is zero (null ops)
             "state": (P * self.state_lane_bits, self.state_depth),
-            "params": (P * 4 * self.pbits, self.state_depth),
+            "params": (P * 4 * self.pbits, self.param_depth),
         }
+        if self.spatial:
+            mems["acc"] = (P * self.acc_bits, self.acc_depth)
         if not self.membrane_readout:
             mems["counts"] = (P * self.cnt_bits, self.layers[-1].groups)
         if self.tsc:
-            mems["enc_r"] = (P * self.rbits, self.G_in)
+            mems["enc_r"] = (P * self.rbits, self.enc_depth)
         elif not self.direct:
-            mems["enc_x"] = (P * (self.xbits + self.xmbits), self.G_in)     # x and x - input_max
+            mems["enc_x"] = (P * (self.xbits + self.xmbits), self.enc_depth)     # x and x - input_max
             if not self.stcb:     # stcb encodes a whole train per input in one pass, keeping no u
-                mems["enc_u"] = (P * self.ubits, self.G_in)
+                mems["enc_u"] = (P * self.ubits, self.enc_depth)
         mems["events_in"] = (self.ev_in_bits, self.ev_depth_in)
         for name in ("events_a", "events_b")[: self.n_buffers - 1]:
             mems[name] = (self.ev_ab_bits, self.ev_depth_ab)
@@ -204,6 +277,7 @@ class CoreGeometry:
                 "weight_bits": self.wbits, "v_bits": self.vbits, "acc_bits": self.acc_bits,
                 "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
-                "kernels": [l.h.tolist() for l in self.model.layers], "taps": self.taps,
+                "kinds": [l.kind for l in self.model.layers],
+                "kernels": [l.h.tolist() if hasattr(l, "h") else [1] for l in self.model.layers], "taps": self.taps,
                 "resets": [l.reset for l in self.model.layers],
                 "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}

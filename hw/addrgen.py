@@ -37,9 +37,10 @@ class DenseAddressGen(wiring.Component):
     state_from_memory : In(1)
         The phase's groups start from their stored state (low at step 0, which starts from v_init, and
         for stcb, which keeps no state between phases).
-    grp_rd : Out(1), st_rd : Out(1), grp_addr : Out(saddr_bits)
-        Read a group's parameter word (``grp_rd``) and, when it starts from memory, its state word
-        (``st_rd``): on the cycle its first event arrives.
+    pbase : In               the layer's first parameter word
+    grp_rd : Out(1), st_rd : Out(1), grp_addr : Out(saddr_bits), prm_addr : Out(saddr_bits)
+        Read a group's parameter word (``grp_rd``, at ``prm_addr``) and, when it starts from memory, its
+        state word (``st_rd``, at ``grp_addr``): on the cycle its first event arrives.
     op : Out(op_layout), op_valid : Out(1)
         The op one cycle later, with its weight address (presented to the weight memory by the fetch).
 
@@ -55,6 +56,7 @@ class DenseAddressGen(wiring.Component):
         self._pw = payload_bits
         super().__init__({"events": In(stream.Signature(event_layout)), "layer": In(layer_bits),
                           "wbase": In(waddr_bits), "n_in": In(n_in_bits), "sbase": In(saddr_bits),
+                          "pbase": In(saddr_bits), "prm_addr": Out(saddr_bits),
                           "state_from_memory": In(1), "grp_rd": Out(1), "st_rd": Out(1), "grp_addr": Out(saddr_bits),
                           "op": Out(self.op_layout), "op_valid": Out(1)})
 
@@ -72,7 +74,7 @@ class DenseAddressGen(wiring.Component):
         with m.Elif(fire):
             m.d.sync += gbase.eq(base_now)
         m.d.comb += [self.grp_rd.eq(fire & ev.first), self.st_rd.eq(fire & ev.first & self.state_from_memory),
-                     self.grp_addr.eq(self.sbase + ev.group)]
+                     self.grp_addr.eq(self.sbase + ev.group), self.prm_addr.eq(self.pbase + ev.group)]
         # a null op reads the weight memory's last word, which is zero
         m.d.sync += [self.op_valid.eq(fire), self.op.waddr.eq(Mux(ev.null, self._zero, base_now + ev.index)),
                      self.op.group.eq(ev.group),

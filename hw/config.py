@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.geometry import COUNTER_BITS, MAX_LANES, ConfigError, CoreGeometry, LayerHW
+from golden.geometry import COUNTER_BITS, MAX_LANES, ConfigError, CoreGeometry, LayerHW, map_pack
 
-__all__ = ["CoreConfig", "ConfigError", "pack_lanes", "COUNTER_BITS", "MAX_LANES", "LayerHW"]
+__all__ = ["CoreConfig", "ConfigError", "pack_lanes", "packed_columns", "COUNTER_BITS", "MAX_LANES", "LayerHW"]
 
 
 def pack_lanes(values, width: int) -> int:
@@ -25,28 +25,60 @@ class CoreConfig(CoreGeometry):
     # memory images
 
     def weight_init(self) -> list[int]:
+        """Weight words, layer after layer (docs/spec.md section 3): a dense layer's word (g, i) holds
+        W[g*P + p, i] in lane p; after a conv2d or maxpool2d source, i is the source's packed index
+        ``packed_word * P + p`` (zero where the packed index names no neuron); a conv2d layer's word
+        (og, c, ky, kx) holds W[og*P + p, c, ky, kx]."""
         P, words = self.P, []
+        src_shape = tuple(self.model.input_shape) if self.model.layers[0].kind != "dense" else None
         for l, lh in zip(self.model.layers, self.layers):
-            w = np.zeros((lh.groups * P, l.n_in), dtype=np.int64)
-            w[: l.n_out] = l.weight
-            for g in range(lh.groups):
-                for i in range(l.n_in):
-                    words.append(pack_lanes(w[g * P:(g + 1) * P, i], self.wbits))
+            if l.kind == "conv2d":
+                Co, C, K, _ = l.weight.shape
+                w = np.zeros((lh.groups * P, C, K, K), dtype=np.int64)
+                w[:Co] = l.weight
+                for og in range(lh.groups):
+                    for c in range(C):
+                        for ky in range(K):
+                            for kx in range(K):
+                                words.append(pack_lanes(w[og * P:(og + 1) * P, c, ky, kx], self.wbits))
+            elif l.kind == "dense":
+                w = np.zeros((lh.groups * P, lh.n_in), dtype=np.int64)
+                if src_shape is None:                 # a flat source: P consecutive neurons per word
+                    w[: l.n_out] = l.weight
+                else:                                 # columns in the source map's packed order
+                    w[: l.n_out, packed_columns(src_shape, P)] = l.weight
+                for g in range(lh.groups):
+                    for i in range(lh.n_in):
+                        words.append(pack_lanes(w[g * P:(g + 1) * P, i], self.wbits))
+            src_shape = tuple(l.out_shape) if l.kind != "dense" else None
         return words
 
     def param_fields(self) -> list[tuple[str, int]]:
         return [("bias", self.pbits), ("thr", self.pbits), ("v_init", self.pbits), ("bmt", self.pbits)]
 
     def param_init(self) -> list[int]:
-        """Parameter words: per lane (bias, threshold, v_init, bias - threshold); padding lanes get
-        threshold 1 (their spikes are masked anyway)."""
+        """Parameter words: per lane (bias, threshold, v_init, bias - threshold) of a dense group's
+        neurons or a conv2d channel group's channels; padding lanes get threshold 1 (their spikes are
+        masked anyway). maxpool2d layers have none."""
         P, words, pb = self.P, [], self.pbits
         for l, lh in zip(self.model.layers, self.layers):
+            if l.kind == "maxpool2d":
+                continue
             n = lh.groups * P
+            real = l.out_shape[0] if l.kind == "conv2d" else l.n_out
             bias = np.zeros(n, np.int64); thr = np.ones(n, np.int64); v0 = np.zeros(n, np.int64)
-            bias[: l.n_out], thr[: l.n_out], v0[: l.n_out] = l.bias, l.threshold, l.v_init
+            bias[:real], thr[:real], v0[:real] = l.bias, l.threshold, l.v_init
             for g in range(lh.groups):
                 sl = slice(g * P, (g + 1) * P)
                 lanes = [pack_lanes([b, t, v, b - t], pb) for b, t, v in zip(bias[sl], thr[sl], v0[sl])]
                 words.append(pack_lanes(lanes, 4 * pb))
         return words
+
+
+def packed_columns(shape, P: int) -> np.ndarray:
+    """For a [C, H, W] map: the packed index (``hw`` event index ``packed_word * P + p``) of every neuron,
+    in the flat C-major order of golden (``(c * H + y) * W + x``)."""
+    C, H, W = shape
+    bx, by, _ = map_pack(shape, P)
+    c, y, x = np.meshgrid(np.arange(C), np.arange(H), np.arange(W), indexing="ij")
+    return ((((c // P) << (bx + by)) | (y << bx) | x) * P + c % P).reshape(-1)

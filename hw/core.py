@@ -17,7 +17,7 @@ from __future__ import annotations
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 import golden
 from golden import perf
@@ -27,15 +27,20 @@ from .argmax import Argmax
 from .bits import popcount
 from .config import CoreConfig
 from .counters import Counters
+from .accmem import AccKind, AccumulatorMemory
+from .conv_addrgen import ConvAddressGen, ConvLayerGeom
+from .descriptor import Kind
 from .encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
 from .events import EventBuffer, EventReader, entry_layout
 from .fetch import WeightFetch
 from .neuron import IfUnit, SlotAccumulator, SlotUnit, TscUnit
+from .pool import PoolLayerGeom, PoolScatter
 from .readout import Readout
 from .sequencer import Phase, Sequencer
 from .signatures import (CounterSignature, OpTraceSignature, SpikeMonitorSignature, StateTraceSignature,
                          counter_ports)
 from .store import GroupStore, param_lane_layout, state_lane_layout
+from .sweep import SweepGen, SweepLayer
 
 __all__ = ["SpikeCore", "COUNTER_NAMES"]
 
@@ -109,7 +114,8 @@ class SpikeCore(wiring.Component):
             return Mux(group == desc.groups - 1, desc.last_lanes, P)
 
         # ---- memories of the groups, event buffers, input side
-        sub.store = store = GroupStore(lanes=P, depth=cfg.state_depth, addr_bits=cfg.saddr_bits,
+        sub.store = store = GroupStore(lanes=P, depth=cfg.state_depth, param_depth=cfg.param_depth,
+                                       addr_bits=cfg.saddr_bits,
                                        state_lane=self.state_lane, param_lane=self.param_lane,
                                        param_init=cfg.param_init())
         bufs = [EventBuffer(self.entry, cfg.ev_depth_in)] + [EventBuffer(self.entry, cfg.ev_depth_ab)
@@ -127,28 +133,40 @@ class SpikeCore(wiring.Component):
         m.d.comb += src.eq(0 if cfg.tsc else Mux(layer == 0, 0, Mux(layer[0], 1, 2 if cfg.n_buffers > 2 else 1)))
         for b in bufs:
             m.d.comb += b.rd_addr.eq(reader.rd_addr)
+        dense = desc.kind == Kind.DENSE
+        rev = reader.events
+        dense_last = rev.valid & rev.payload.last & (rev.payload.group == desc.groups - 1)
         m.d.comb += [reader.rd_data.eq(Array(b.rd_data.as_value() for b in bufs)[src]),
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
-                     reader.groups.eq(desc.groups),
-                     reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1),
-                     seq.reader_last.eq(reader.events.valid & reader.events.payload.last
-                                        & (reader.events.payload.group == desc.groups - 1))]
+                     reader.groups.eq(Mux(dense, desc.groups, 1)),      # a scatter reads its source once
+                     reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1)]
+        pw = max(cfg.payload_in, cfg.payload_ab)
         sub.agen = agen = DenseAddressGen(event_layout=reader.event_layout,
                                           n_in_bits=Shape.cast(seq.desc_layout["n_in"].shape).width,
                                           waddr_bits=cfg.waddr_bits, saddr_bits=cfg.saddr_bits,
-                                          layer_bits=cfg.layer_bits, payload_bits=max(cfg.payload_in, cfg.payload_ab),
-                                          zero_word=cfg.weight_depth)
-        wiring.connect(m, reader.events, agen.events)
-        m.d.comb += [agen.layer.eq(layer), agen.wbase.eq(desc.wbase), agen.n_in.eq(desc.n_in),
-                     agen.sbase.eq(desc.sbase), agen.state_from_memory.eq(~t0 if not cfg.stcb else 0)]
-        sub.fetch = fetch = WeightFetch(op_layout=agen.op_layout, lanes=P, weight_bits=cfg.wbits,
+                                          layer_bits=cfg.layer_bits, payload_bits=pw, zero_word=cfg.weight_depth)
+        m.d.comb += [agen.events.valid.eq(rev.valid & dense), agen.events.payload.eq(rev.payload),
+                     agen.layer.eq(layer), agen.wbase.eq(desc.wbase), agen.n_in.eq(desc.n_in),
+                     agen.sbase.eq(desc.sbase), agen.pbase.eq(desc.pbase),
+                     agen.state_from_memory.eq(~t0 if not cfg.stcb else 0)]
+        # the fetch's op: the dense generator's fields, then (conv scatter) the accumulator word
+        abits = max(1, ceil_log2(max(2, cfg.acc_depth)))
+        fop_layout = data.StructLayout({**agen.op_layout.members, "aaddr": unsigned(abits), "og_last": unsigned(1),
+                                        "conv": unsigned(1)})
+        fop, fop_valid = Signal(fop_layout), Signal()
+        m.d.comb += [fop.as_value()[:Shape.cast(agen.op_layout).width].eq(agen.op.as_value()),
+                     fop_valid.eq(agen.op_valid)]
+        sub.fetch = fetch = WeightFetch(op_layout=fop_layout, lanes=P, weight_bits=cfg.wbits,
                                         depth=cfg.weight_depth + 1, init=cfg.weight_init() + [0],
                                         multiply_bits=cfg.xbits if cfg.direct else 0, negates=cfg.tsc)
-        m.d.comb += [fetch.op_valid.eq(agen.op_valid), fetch.op.eq(agen.op), fetch.scale.eq(layer == 0),
+        m.d.comb += [fetch.op_valid.eq(fop_valid), fetch.op.eq(fop), fetch.scale.eq(layer == 0),
                      fetch.negate.eq(~t0 if cfg.tsc else 0)]        # tsc: events after step 0 are OFFs
-        op = fetch.out_op
-        m.d.comb += [self.op.valid.eq(fetch.out_valid), self.op.null.eq(op.null), self.op.last.eq(op.last)]
-        upd = self._neuron_unit(m, seq, store, fetch, real_lanes)
+        sp = self._spatial_side(m, seq, rev, fop, fop_valid, fetch) if cfg.spatial else None
+        m.d.comb += [rev.ready.eq(sp["reader_ready"] if sp else 1),
+                     seq.reader_last.eq(Mux(dense, dense_last, sp["scatter_last"]) if sp else dense_last)]
+        upd = self._neuron_unit(m, seq, store, fetch, real_lanes, sp)
+        m.d.comb += [self.op.valid.eq(upd["op_valid"]), self.op.last.eq(upd["op_last"]),
+                     self.op.null.eq(upd["op_null"])]
 
         # ---- the state memory's clients: the address generator, the tsc generator, the readout
         res_g = cfg.layers[-1]
@@ -159,10 +177,10 @@ class SpikeCore(wiring.Component):
         m.d.comb += [readout.state.eq(store.state), readout.start.eq(seq.readout_start),
                      seq.readout_done.eq(readout.done)]
         gen = enc if cfg.tsc else None
-        st_rd, wr_gen = self._store_clients(m, seq, store, agen, gen, readout, upd)
+        st_rd, wr_gen = self._store_clients(m, seq, store, agen, gen, readout, upd, sp)
 
         # ---- the layer's spikes into the next layer's buffer; the argmax
-        self._outputs(m, seq, bufs, upd, real_lanes)
+        self._outputs(m, seq, bufs, upd, sp)
         sub.argmax = argmax = Argmax(lanes=P, v_bits=cfg.vbits, cnt_bits=0 if cfg.membrane_readout else cfg.cnt_bits,
                                      group_bits=len(upd["group"]), cls_bits=cfg.cls_bits)
         m.d.comb += [argmax.clear.eq(seq.sample_start), argmax.in_group.eq(upd["group"]),
@@ -177,10 +195,123 @@ class SpikeCore(wiring.Component):
         # ---- monitors (the state memory's own ports) and counters
         m.d.comb += [self.st.rd.eq(st_rd), self.st.raddr.eq(store.state_rd_addr), self.st.wr.eq(store.wr_en),
                      self.st.waddr.eq(store.wr_addr), self.st.wdata.eq(store.wr_data), self.st.upd.eq(~wr_gen)]
-        self._counters(m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes)
+        self._counters(m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes, sp)
         return m
 
-    def _store_clients(self, m, seq, store, agen, gen, readout, upd):
+    def _spatial_side(self, m, seq, rev, fop, fop_valid, fetch) -> dict:
+        """conv2d and maxpool2d layers (docs/spec.md section 3): the reader's events, decoded into (c, y, x)
+        from the source map's packed index, go to the conv address generator (its ops into the weight
+        fetch, then ADD into the accumulator memory) or to the pool scatter (OR into the accumulator
+        memory); the sweep then walks the layer's words: a conv2d word's state and parameters are read in
+        the walker's cycle and its accumulator word (SWEEP) a cycle later, so the word reaches the neuron
+        unit as a dense op's weights do; a maxpool2d word becomes an event entry."""
+        cfg = self._cfg
+        P, L = cfg.P, cfg.L
+        lp = exact_log2(P)
+        desc = seq.desc
+        sub = m.submodules
+        conv_ph, pool_ph = desc.kind == Kind.CONV, desc.kind == Kind.POOL
+        ts = perf.term_stage(cfg.coding, cfg.model.encoding)
+        spatial = [(li, lh) for li, lh in enumerate(cfg.layers) if lh.spatial]
+        convs = [(li, lh) for li, lh in spatial if lh.kind == "conv2d"]
+        pools = [(li, lh) for li, lh in spatial if lh.kind == "maxpool2d"]
+        sub.acc = acc = AccumulatorMemory(lanes=P, width=cfg.acc_bits, depth=cfg.acc_depth)
+        aop = acc.ops.payload
+
+        # ---- the event's (c, y, x): bit fields of the source map's packed index
+        def src_pack(li):
+            return cfg.input_pack[:2] if li == 0 else cfg.layers[li - 1].pack
+        cb = max(1, max(ceil_log2(cfg.model.layers[li].in_shape[0]) for li, _ in spatial))
+        yb = max(1, max(ceil_log2(cfg.model.layers[li].in_shape[1]) for li, _ in spatial))
+        xb = max(1, max(ceil_log2(cfg.model.layers[li].in_shape[2]) for li, _ in spatial))
+        ev_c, ev_y, ev_x = Signal(cb), Signal(yb), Signal(xb)
+        idx = rev.payload.index
+        with m.Switch(seq.layer):
+            for li, _ in spatial:
+                bx, by = src_pack(li)
+                with m.Case(li):
+                    m.d.comb += [ev_x.eq(idx[lp:lp + bx]), ev_y.eq(idx[lp + bx:lp + bx + by]),
+                                 ev_c.eq(Cat(idx[:lp], idx[lp + bx + by:]))]
+        real_ev = rev.valid & ~rev.payload.null
+        scatter_last = rev.valid & rev.payload.null           # an empty step: its null event ends it
+        reader_ready = C(1, 1)
+        if convs:
+            geoms = [ConvLayerGeom.of(cfg.model.layers[li], lh.wbase) for li, lh in convs]
+            sub.cagen = cagen = ConvAddressGen(layers=geoms, lanes=P, zero_word=cfg.weight_depth,
+                                               payload_bits=cfg.payload_in)
+            ce = cagen.events.payload
+            m.d.comb += [cagen.layer.eq(desc.cidx), cagen.ops.ready.eq(1),
+                         cagen.events.valid.eq(real_ev & conv_ph), ce.c.eq(ev_c), ce.y.eq(ev_y), ce.x.eq(ev_x)]
+            if cfg.payload_in:
+                m.d.comb += ce.payload.eq(rev.payload.payload)
+            reader_ready = Mux(conv_ph, cagen.events.ready | rev.payload.null, 1)
+            # the ops of the phase's last event are its last: it is taken only after the one before is done
+            final = Signal()
+            with m.If(seq.reader_start):
+                m.d.sync += final.eq(0)
+            with m.Elif(cagen.events.valid & cagen.events.ready & rev.payload.last):
+                m.d.sync += final.eq(1)
+            cop = cagen.ops.payload
+            scatter_last = scatter_last | (conv_ph & cagen.ops.valid & cop.last & final)
+            with m.If(conv_ph):
+                m.d.comb += [fop_valid.eq(cagen.ops.valid), fop.waddr.eq(cop.waddr), fop.null.eq(cop.null),
+                             fop.first.eq(cop.first), fop.last.eq(cop.last), fop.group.eq(0),
+                             fop.layer.eq(seq.layer), fop.aaddr.eq(cop.aaddr),
+                             fop.og_last.eq(cop.aaddr >= desc.last_plane), fop.conv.eq(1)]
+                if cfg.payload_in:
+                    m.d.comb += fop.payload.eq(cop.payload)
+            # the fetched weights into the accumulator word
+            fo = fetch.out_op
+            with m.If(fetch.out_valid & fo.conv & ~fo.null):
+                m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(fo.aaddr), aop.kind.eq(AccKind.ADD)]
+                m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
+        if pools:
+            sub.pscat = pscat = PoolScatter(layers=[PoolLayerGeom.of(cfg.model.layers[li]) for li, _ in pools],
+                                            lanes=P, coding="rate", T=cfg.T, width=cfg.acc_bits,
+                                            addr_bits=acc.addr_bits)
+            pe_ = pscat.events.payload
+            m.d.comb += [pscat.layer.eq(desc.pidx), pscat.t.eq(seq.t), pscat.ops.ready.eq(1),
+                         pscat.events.valid.eq(real_ev & pool_ph), pe_.c.eq(ev_c), pe_.y.eq(ev_y), pe_.x.eq(ev_x)]
+            last_in = Signal()                                   # its op leaves a cycle after the event
+            m.d.sync += last_in.eq(pscat.events.valid & rev.payload.last)
+            scatter_last = scatter_last | (pool_ph & last_in)
+            with m.If(pscat.ops.valid & ~pscat.ops.payload.null):
+                m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
+                             aop.terms.eq(pscat.ops.payload.terms)]
+
+        # ---- the sweep: walker (c), SWEEP op (c + 1), swept word (c + 3), [term stage], neuron unit
+        sweeps = [SweepLayer(lh.groups, lh.out_shape[1], lh.out_shape[2], lh.pack[0], lh.pack[1])
+                  for _, lh in spatial]
+        sub.sweep = sw = SweepGen(sweeps, packed_bits=cfg.group_bits)
+        m.d.comb += [sw.start.eq(seq.sweep_start), sw.layer.eq(desc.xidx), seq.sweep_last.eq(sw.last)]
+        meta = data.StructLayout({"valid": unsigned(1), "word": unsigned(len(sw.word)),
+                                  "name": unsigned(cfg.group_bits), "og_last": unsigned(1)})
+        s = [Signal(meta, name=f"sweep_s{i}") for i in range(4 + ts)]
+        m.d.comb += [s[0].valid.eq(sw.valid), s[0].word.eq(sw.word), s[0].name.eq(sw.packed),
+                     s[0].og_last.eq(sw.og_last)]
+        for i in range(1, len(s)):
+            m.d.sync += s[i].eq(s[i - 1])
+        with m.If(s[1].valid):
+            m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(s[1].word), aop.kind.eq(AccKind.SWEEP)]
+        word = acc.swept.payload.word
+        if ts:                                                   # direct input: the fetch's term stage
+            word_d = Signal.like(word)
+            m.d.sync += word_d.eq(word)
+            word = word_d
+        u = s[3 + ts]
+        unit_op = {"valid": u.valid & conv_ph, "next": s[2 + ts].valid & conv_ph, "og_last": u.og_last,
+                   "name": u.name, "off": u.word, "word": word}
+        # a pool word with a set lane becomes an entry, a cycle after its swept word
+        pool_entry = {"valid": Signal(), "group": Signal(cfg.group_bits), "mask": Signal(P)}
+        m.d.sync += [pool_entry["valid"].eq(acc.swept.valid & pool_ph & (Cat(*[w != 0 for w in acc.swept.payload.word]) != 0)),
+                     pool_entry["group"].eq(s[3].name),
+                     pool_entry["mask"].eq(Cat(*[w != 0 for w in acc.swept.payload.word]))]
+        off_bits = max(1, ceil_log2(max([l.groups for l in cfg.layers if not l.spatial] +
+                                         [l.words for l in cfg.layers if l.spatial]) + 1))
+        return {"reader_ready": reader_ready, "scatter_last": scatter_last, "sweep": sw, "acc": acc,
+                "unit_op": unit_op, "pool_entry": pool_entry, "off_bits": off_bits}
+
+    def _store_clients(self, m, seq, store, agen, gen, readout, upd, sp):
         """The state and parameter memories' clients, arbitrated here and nowhere else: the address
         generator (a group's words before its first op), the tsc generator (the source layer's words,
         in ENCODE), the readout (the last layer's words, in READOUT); the neuron updates and the tsc
@@ -189,7 +320,13 @@ class SpikeCore(wiring.Component):
         desc = seq.desc
         encode, readout_phase = seq.phase == Phase.ENCODE, seq.phase == Phase.READOUT
         st_en, st_addr = agen.st_rd, agen.grp_addr
-        pr_en, pr_addr = agen.grp_rd, agen.grp_addr
+        pr_en, pr_addr = agen.grp_rd, agen.prm_addr
+        if sp is not None:          # a conv2d sweep: the word's state (not at step 0) and its group's parameters
+            sw, conv = sp["sweep"], desc.kind == Kind.CONV
+            st_en = st_en | (sw.valid & conv & ~seq.t0)
+            st_addr = Mux(conv, desc.sbase + sw.word, st_addr)
+            pr_en = pr_en | (sw.valid & conv)
+            pr_addr = Mux(conv, desc.pbase + sw.og, pr_addr)
         wr_gen = C(0, 1)
         if gen is not None:
             gen_rd = encode & (seq.layer != 0) & gen.issuing
@@ -203,7 +340,7 @@ class SpikeCore(wiring.Component):
                      store.param_rd_en.eq(pr_en), store.param_rd_addr.eq(pr_addr),
                      store.wr_en.eq(upd["valid"] | wr_gen),
                      store.wr_addr.eq(Mux(wr_gen, gen.st_wr_addr if gen is not None else 0,
-                                          desc.sbase + upd["group"])),
+                                          desc.sbase + upd["off"])),
                      store.wr_data.eq(Mux(wr_gen, gen.st_wr_data.as_value() if gen is not None else 0,
                                           upd["state"].as_value()))]
         return st_rd, wr_gen
@@ -220,9 +357,11 @@ class SpikeCore(wiring.Component):
             mode, value = "tsc", signed(cfg.rbits)
         else:
             mode, value = "rate", enc_lane_layout(cfg.xbits, cfg.xmbits)
+        shape = tuple(cfg.model.input_shape) if cfg.input_pack is not None else None
+        pack = cfg.input_pack[:2] if shape else None
         m.submodules.loader = ld = InputLoader(x_layout=self.x_layout, lanes=P, n_in=cfg.n_in,
                                                input_max=cfg.model.input_max, mode=mode, value_shape=value,
-                                               group_bits=gbits, entry=self.entry, T=cfg.T)
+                                               group_bits=gbits, entry=self.entry, T=cfg.T, shape=shape, pack=pack)
         wiring.connect(m, wiring.flipped(self.x), ld.x)
         m.d.comb += [ld.loading.eq(seq.phase == Phase.LOAD), seq.loader_done.eq(ld.done),
                      self.err_range.eq(ld.err_range), self.err_protocol.eq(ld.err_protocol)]
@@ -244,7 +383,7 @@ class SpikeCore(wiring.Component):
                                entry=self.entry, group_bits=gbits)
         else:
             enc = RateEncoder(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, lane_layout=value,
-                              ubits=cfg.ubits, entry=self.entry, group_bits=gbits)
+                              ubits=cfg.ubits, entry=self.entry, group_bits=gbits, shape=shape, pack=pack)
             m.d.comb += enc.t0.eq(seq.t0)
         m.submodules.encoder = enc
         m.d.comb += [enc.start.eq(seq.encode_start), enc.ld_en.eq(ld.wr_en), enc.ld_group.eq(ld.wr_group),
@@ -254,8 +393,10 @@ class SpikeCore(wiring.Component):
                      self.spk.mask.eq(enc.spk_mask)]
         return enc
 
-    def _neuron_unit(self, m, seq, store, fetch, real_lanes) -> dict:
-        """The coding's neuron unit after the fetch; returns its update signals."""
+    def _neuron_unit(self, m, seq, store, fetch, real_lanes, sp) -> dict:
+        """The coding's neuron unit after the fetch (and, for conv2d layers, after the sweep); returns its
+        update signals. A conv2d word has two names: ``name`` (its packed index, for the event entries)
+        and ``off`` (its state word within the layer); a dense group is both."""
         cfg = self._cfg
         op = fetch.out_op
         base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + perf.term_stage(cfg.coding, cfg.model.encoding)
@@ -280,22 +421,57 @@ class SpikeCore(wiring.Component):
                          unit.layer.eq(seq.layer), unit.fires.eq(seq.desc.fires),
                          unit.zero_reset.eq(seq.desc.zero_reset),
                          unit.real_lanes.eq(real_lanes(acc.hand_group))]
+            return {"valid": unit.upd_valid, "group": unit.upd_group, "off": unit.upd_group, "state": unit.upd_state,
+                    "mask": unit.upd_mask, "unit": unit, "real": None, "op_valid": fetch.out_valid,
+                    "op_last": op.last, "op_null": op.null}
+        if sp is None:
+            gbits, term_layout = len(op.group), fetch.term_layout
         else:
-            if cfg.tsc:
-                m.submodules.unit = unit = TscUnit(state_layout=store.state_layout, **common)
-            else:
-                m.submodules.unit = unit = IfUnit(counts=not cfg.membrane_readout, state_layout=store.state_layout,
-                                                  **common)
-            m.d.comb += [unit.op_valid.eq(fetch.out_valid), unit.first.eq(op.first), unit.last.eq(op.last),
-                         unit.next_first.eq(fetch.next_first), unit.group.eq(op.group), unit.terms.eq(fetch.terms),
-                         unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
-                         unit.fires.eq(seq.desc.fires), unit.zero_reset.eq(seq.desc.zero_reset),
-                         unit.real_lanes.eq(real_lanes(op.group))]
-        return {"valid": unit.upd_valid, "group": unit.upd_group, "state": unit.upd_state, "mask": unit.upd_mask,
-                "unit": unit}
+            gbits = cfg.group_bits + sp["off_bits"]
+            term_bits = max(Shape.cast(fetch.term_layout.elem_shape).width, cfg.acc_bits)
+            term_layout = data.ArrayLayout(signed(term_bits), cfg.P)
+        common.update(group_bits=gbits, term_layout=term_layout)
+        if cfg.tsc:
+            m.submodules.unit = unit = TscUnit(state_layout=store.state_layout, **common)
+        else:
+            m.submodules.unit = unit = IfUnit(counts=not cfg.membrane_readout, state_layout=store.state_layout,
+                                              **common)
+        m.d.comb += [unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
+                     unit.fires.eq(seq.desc.fires), unit.zero_reset.eq(seq.desc.zero_reset)]
+        dense_op = [unit.op_valid.eq(fetch.out_valid & ~op.conv), unit.first.eq(op.first), unit.last.eq(op.last),
+                    unit.next_first.eq(fetch.next_first & (seq.desc.kind == Kind.DENSE)),
+                    unit.real_lanes.eq(real_lanes(op.group))]
+        null = op.null
+        if sp is None:
+            m.d.comb += dense_op + [unit.group.eq(op.group), unit.terms.eq(fetch.terms)]
+            name, off = unit.upd_group, unit.upd_group
+        else:
+            ob = sp["off_bits"]
+            with m.If(seq.desc.kind == Kind.CONV):      # the sweep's ops: one per word, its accumulator word
+                u = sp["unit_op"]
+                m.d.comb += [unit.op_valid.eq(u["valid"]), unit.first.eq(1), unit.last.eq(1),
+                             unit.next_first.eq(u["next"]), unit.real_lanes.eq(Mux(u["og_last"], seq.desc.last_lanes,
+                                                                                   cfg.P)),
+                             unit.group.eq(Cat(u["name"], u["off"][:ob]))]
+                m.d.comb += [unit.terms[p].eq(u["word"][p]) for p in range(cfg.P)]
+            with m.Else():
+                name_d = Signal(cfg.group_bits)
+                m.d.comb += name_d.eq(op.group)
+                m.d.comb += dense_op + [unit.group.eq(Cat(name_d, op.group))]
+                m.d.comb += [unit.terms[p].eq(fetch.terms[p]) for p in range(cfg.P)]
+            null = op.null & ~op.conv
+            name, off = unit.upd_group[:cfg.group_bits], unit.upd_group[cfg.group_bits:]
+        # the update's real lanes, as the unit registers them (fin stage, then the update): for the counters
+        real_fin, real_upd = Signal(range(cfg.P + 1)), Signal(range(cfg.P + 1))
+        with m.If(unit.op_valid & unit.last):
+            m.d.sync += real_fin.eq(unit.real_lanes)
+        m.d.sync += real_upd.eq(real_fin)
+        return {"valid": unit.upd_valid, "group": name, "off": off, "state": unit.upd_state, "mask": unit.upd_mask,
+                "unit": unit, "real": real_upd, "op_valid": unit.op_valid, "op_last": unit.last, "op_null": null}
 
-    def _outputs(self, m, seq, bufs, upd, real_lanes):
-        """A layer's update: its spikes into the next layer's event buffer, and the spike monitor."""
+    def _outputs(self, m, seq, bufs, upd, sp):
+        """A layer's update (or a maxpool2d sweep's entry): its spikes into the next layer's event
+        buffer, and the spike monitor."""
         cfg = self._cfg
         P, T = cfg.P, cfg.T
         if cfg.stcb:
@@ -303,21 +479,26 @@ class SpikeCore(wiring.Component):
             lane_mask = Cat(*[tr != 0 for tr in trains])
         else:
             lane_mask = upd["mask"]
+        valid, group = upd["valid"], upd["group"]
+        if sp is not None:                      # a pool's sweep writes entries while no neuron updates
+            pe = sp["pool_entry"]
+            valid, group = valid | pe["valid"], Mux(pe["valid"], pe["group"], group)
+            lane_mask = Mux(pe["valid"], pe["mask"], lane_mask)
         for i, b in enumerate(bufs[1:], start=1):
-            writes = upd["valid"] & (seq.layer != cfg.L - 1) & (lane_mask != 0) & \
+            writes = valid & (seq.layer != cfg.L - 1) & (lane_mask != 0) & \
                 (seq.layer[0] == (0 if i == 1 else 1))
-            m.d.comb += [b.append.eq(writes), b.entry.group.eq(upd["group"]), b.entry.mask.eq(lane_mask)]
+            m.d.comb += [b.append.eq(writes), b.entry.group.eq(group), b.entry.mask.eq(lane_mask)]
             for p in range(P):
                 if cfg.stcb:
                     m.d.comb += b.entry.payload[p].eq(trains[p])
             clear_here = seq.reader_start & (seq.layer[0] == (0 if i == 1 else 1))
             m.d.comb += b.clear.eq(clear_here | seq.sample_start)
-        with m.If(upd["valid"]):
-            m.d.comb += [self.spk.valid.eq(1), self.spk.enc.eq(0), self.spk.group.eq(upd["group"]),
-                         self.spk.mask.eq(upd["mask"])]
+        with m.If(valid):
+            m.d.comb += [self.spk.valid.eq(1), self.spk.enc.eq(0), self.spk.group.eq(group),
+                         self.spk.mask.eq(lane_mask if sp is not None else upd["mask"])]
         m.d.comb += [self.spk.layer.eq(seq.layer), self.spk.t.eq(seq.t)]
 
-    def _counters(self, m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes):
+    def _counters(self, m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes, sp):
         cfg = self._cfg
         T, L = cfg.T, cfg.L
         op = fetch.out_op
@@ -329,7 +510,8 @@ class SpikeCore(wiring.Component):
         inc["weight_reads"].append(rd_op)
         inc["event_reads"].append(reader.rd_issue)
         inc["event_writes"] += [b.append for b in bufs]
-        real_op = real_lanes(op.group)
+        # a conv2d scatter op adds the real lanes of its channel group
+        real_op = Mux(op.conv, Mux(op.og_last, seq.desc.last_lanes, cfg.P), real_lanes(op.group))
         if cfg.stcb:
             # lanes x slots: the two factors are registered first, the product a cycle later
             train = Mux(seq.layer == 0, (1 << T) - 1, op.payload[:T]) if cfg.direct else op.payload[:T]
@@ -341,7 +523,13 @@ class SpikeCore(wiring.Component):
         inc["param_reads"].append(store.param_rd_en)
         inc["state_reads"].append(st_rd)                            # step 0 starts from v_init
         inc["state_writes"].append(upd["valid"])
-        inc["neuron_updates"].append(Mux(upd["valid"], real_lanes(upd["group"]) * (T if cfg.stcb else 1), 0))
+        if upd["real"] is not None:
+            inc["neuron_updates"].append(Mux(upd["valid"], upd["real"], 0))
+        else:
+            inc["neuron_updates"].append(Mux(upd["valid"], real_lanes(upd["group"]) * T, 0))
+        if sp is not None:
+            inc["acc_reads"].append(sp["acc"].acc_read)
+            inc["acc_writes"].append(sp["acc"].acc_write)
         if not cfg.tsc:
             fired = Mux(upd["valid"], popcount(upd["mask"]), 0)
             layer_of = seq.layer
@@ -350,6 +538,9 @@ class SpikeCore(wiring.Component):
                 # the layer a cycle behind still names their layer then, whenever the sequencer moves on
                 fired, layer_of = upd["unit"].inc_spikes, Signal.like(seq.layer)
                 m.d.sync += layer_of.eq(seq.layer)
+            if sp is not None:                  # a pool's output spikes: its entries' lanes
+                pe = sp["pool_entry"]
+                fired = fired + Mux(pe["valid"], popcount(pe["mask"]), 0)
             for li in range(L):
                 inc[f"spikes_l{li}"].append(Mux(layer_of == li, fired, 0))
         if not cfg.direct:

@@ -10,13 +10,19 @@ its fields here, and nowhere else.
 from __future__ import annotations
 
 from amaranth import *
-from amaranth.lib import data, wiring
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .bits import bits_for
 
-__all__ = ["descriptor_layout", "descriptor_words", "LayerTable"]
+__all__ = ["Kind", "descriptor_layout", "descriptor_words", "LayerTable"]
+
+
+class Kind(enum.Enum, shape=2):
+    DENSE = 0
+    CONV = 1
+    POOL = 2
 
 
 def descriptor_layout(cfg) -> data.StructLayout:
@@ -27,9 +33,20 @@ def descriptor_layout(cfg) -> data.StructLayout:
     last layer under the membrane readout), ``zero_reset``; ``enc_len`` (the length of the ENCODE
     phase before this layer: the encoder's or tsc generator's pass and drain); and the layer's
     *source* as the tsc generator walks it: ``src_words``, ``src_last`` (real lanes of its last word)
-    and ``src_base`` (its first state word)."""
+    and ``src_base`` (its first state word). conv2d and maxpool2d layers: ``kind``, ``pbase`` (the
+    parameter word of channel group 0; a dense layer's equals ``sbase``), ``words`` (N), ``last_plane``
+    (the first accumulator word of the last channel group, whose lanes are ``last_lanes``) and the
+    layer's index among the core's conv2d layers, maxpool2d layers and both (``cidx``, ``pidx``,
+    ``xidx``), which select its row in those parts' own tables."""
     words = [cfg.G_in] + [l.groups for l in cfg.layers]
+    n_sp = max(1, sum(l.spatial for l in cfg.layers))
     return data.StructLayout({
+        "kind": Kind,
+        "pbase": unsigned(cfg.saddr_bits),
+        "words": unsigned(bits_for(max([l.words for l in cfg.layers] + [1]))),
+        "last_plane": unsigned(bits_for(max([l.words for l in cfg.layers] + [1]))),
+        "cidx": unsigned(bits_for(n_sp - 1)), "pidx": unsigned(bits_for(n_sp - 1)),
+        "xidx": unsigned(bits_for(n_sp - 1)),
         "wbase": unsigned(bits_for(max(1, cfg.weight_depth))),
         "n_in": unsigned(bits_for(max(l.n_in for l in cfg.layers))),
         "sbase": unsigned(cfg.saddr_bits),
@@ -61,13 +78,22 @@ def encode_cycles(cfg, layer: int) -> int:
 def descriptor_words(cfg) -> list[dict]:
     """The descriptor of every layer, as field values (the ROM's contents)."""
     out = []
+    idx = {"conv2d": 0, "maxpool2d": 0}
+    xidx = 0
     for li, (lh, l) in enumerate(zip(cfg.layers, cfg.model.layers)):
+        kind = {"dense": Kind.DENSE, "conv2d": Kind.CONV, "maxpool2d": Kind.POOL}[lh.kind]
+        sp = {"cidx": 0, "pidx": 0, "xidx": 0, "words": lh.words, "last_plane": 0}
+        if lh.spatial:
+            sp.update({"cidx" if lh.kind == "conv2d" else "pidx": idx[lh.kind], "xidx": xidx,
+                       "last_plane": (lh.groups - 1) * lh.out_shape[1] * lh.out_shape[2]})
+            idx[lh.kind] += 1
+            xidx += 1
         if li == 0:
             src_words, src_last, src_base = cfg.G_in, cfg.n_in - (cfg.G_in - 1) * cfg.P, 0
         else:
             prev = cfg.layers[li - 1]
             src_words, src_last, src_base = prev.groups, prev.last_lanes, prev.sbase
-        out.append({"wbase": lh.wbase, "n_in": lh.n_in, "sbase": lh.sbase, "groups": lh.groups,
+        out.append({"kind": kind, "pbase": lh.param_base, **sp, "wbase": lh.wbase, "n_in": lh.n_in, "sbase": lh.sbase, "groups": lh.groups,
                     "last_lanes": lh.last_lanes, "fires": int(lh.fires), "zero_reset": int(l.reset == "zero"),
                     "enc_len": encode_cycles(cfg, li), "src_words": src_words, "src_last": src_last,
                     "src_base": src_base})

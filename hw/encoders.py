@@ -22,11 +22,12 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from golden import perf
 
 from .bits import popcount
+from .sweep import SweepGen, SweepLayer
 
 __all__ = ["InputLoader", "RateEncoder", "TrainEncoder", "TscGenerator", "enc_lane_layout"]
 
@@ -46,12 +47,20 @@ class InputLoader(wiring.Component):
     done : Out(1)             the sample's last beat was taken this cycle
     wr_en, wr_group, wr_lane, wr_value : Out     an encoder-memory lane write (rate, stcb, tsc)
     ent_append, ent : Out     a direct-input event entry (direct)
+
+    With ``shape`` (C, H, W) and ``pack`` (bx, by), the input map is laid out by channel words (layer 0
+    is a conv2d or maxpool2d layer): beat (c, y, x), in the stream's C-major order, goes to lane
+    c mod P of the word with packed index ``((c // P) << (bx + by)) | (y << bx) | x``. Direct input then
+    needs C = 1 (every beat is a word of its own).
     """
 
     def __init__(self, *, x_layout, lanes: int, n_in: int, input_max: int, mode: str, value_shape,
-                 group_bits: int, entry=None, T: int = 1):
+                 group_bits: int, entry=None, T: int = 1, shape=None, pack=None):
         self._P, self._n, self._M, self._mode, self._T = lanes, n_in, input_max, mode, T
         self._lp = exact_log2(lanes)
+        self._shape, self._pack = (tuple(shape), tuple(pack)) if shape is not None else (None, None)
+        if self._shape is not None and mode == "direct" and self._shape[0] != 1:
+            raise ValueError(f"direct input by channel words needs one channel, not {self._shape[0]}")
         members = {"x": In(stream.Signature(x_layout)), "loading": In(1), "err_range": Out(1),
                    "err_protocol": Out(1), "fired": Out(1), "done": Out(1)}
         if mode == "direct":
@@ -81,6 +90,21 @@ class InputLoader(wiring.Component):
         m.d.sync += [v1.eq(fire), val1.eq(value), idx1.eq(beat), last1.eq(fire & last_beat)]
         lane1 = idx1[:lp] if lp else C(0, 1)
         group1 = idx1[lp:] if lp else idx1
+        word_end1 = lane1 == P - 1
+        if self._shape is not None:
+            # counters of the beat's (c, y, x); stage 1 holds its lane and packed word
+            Cn, H, W = self._shape
+            bx, by = self._pack
+            cc, cy, cx = Signal(range(max(2, Cn))), Signal(range(max(2, H))), Signal(range(max(2, W)))
+            with m.If(fire):
+                x_end, y_end = cx == W - 1, cy == H - 1
+                m.d.sync += [cx.eq(Mux(x_end | last_beat, 0, cx + 1)),
+                             cy.eq(Mux(last_beat, 0, Mux(x_end, Mux(y_end, 0, cy + 1), cy))),
+                             cc.eq(Mux(last_beat, 0, Mux(x_end & y_end, cc + 1, cc)))]
+            lane1, group1 = Signal(max(1, lp)), Signal(len(idx1) + self._pack[0] + self._pack[1] + 1)
+            m.d.sync += [lane1.eq(cc[:lp] if lp else 0),
+                         group1.eq(((cc >> lp) << (bx + by)) | (cy << bx) | cx)]
+            word_end1 = C(1, 1)                       # direct: one channel, one beat per word
         if self._mode == "direct":
             # collect P values; a word with a non-zero value becomes an entry when its last lane (or the
             # sample's last beat) arrives
@@ -97,7 +121,7 @@ class InputLoader(wiring.Component):
                         m.d.sync += vals[p].eq(val1)
                     with m.Elif(lane1 == 0):
                         m.d.sync += vals[p].eq(0)
-            flush = v1 & ((lane1 == P - 1) | last1) & (new_mask != 0)
+            flush = v1 & (word_end1 | last1) & (new_mask != 0)
             m.d.sync += self.ent_append.eq(flush)
             with m.If(v1):
                 m.d.sync += [e.group.eq(group1), e.mask.eq(new_mask)]
@@ -150,11 +174,26 @@ class RateEncoder(_Walker):
     ent_append, ent : Out         the spike mask of each input word with a spike
     spk_valid, spk_group, spk_mask : Out   the encoder's rows of the spike monitor
     inc_updates, inc_spikes : Out counter increments (neuron updates, spikes)
+
+    With ``shape`` (C, H, W) and ``pack`` (bx, by) the input is a map stored by channel words
+    (:class:`InputLoader`): the pass walks its Gc * H * W words in (og, y, x) order, and the memories and
+    entries use their packed index.
     """
 
-    def __init__(self, *, lanes: int, n_in: int, input_max: int, lane_layout, ubits: int, entry, group_bits: int):
+    def __init__(self, *, lanes: int, n_in: int, input_max: int, lane_layout, ubits: int, entry, group_bits: int,
+                 shape=None, pack=None):
         self._P, self._n, self._M, self._ub = lanes, n_in, input_max, ubits
-        self._words = perf.groups(n_in, lanes)
+        self._map = None
+        if shape is not None:
+            Cn, H, W = shape
+            self._map = SweepLayer(perf.groups(Cn, lanes), H, W, pack[0], pack[1])
+            self._words = self._map.words
+            self._depth = self._map.groups << (pack[0] + pack[1])
+            self._last_real = Cn - (self._map.groups - 1) * lanes
+        else:
+            self._words = perf.groups(n_in, lanes)
+            self._depth = self._words
+            self._last_real = n_in - (self._words - 1) * lanes
         self._max_words = self._words
         self._lane = lane_layout
         super().__init__({"start": In(1), "t0": In(1), "issuing": Out(1),
@@ -167,7 +206,7 @@ class RateEncoder(_Walker):
     def elaborate(self, platform):
         m = Module()
         P, M = self._P, self._M
-        depth = max(2, self._words)
+        depth = max(2, self._depth)
         xmem, lane_w = _x_memory(self._lane, P, depth, M)
         m.submodules.xmem = xmem
         m.submodules.umem = umem = Memory(shape=unsigned(P * self._ub), depth=depth, init=[])
@@ -175,14 +214,22 @@ class RateEncoder(_Walker):
         x_rd, u_rd, u_wr = xmem.read_port(), umem.read_port(), umem.write_port()
         m.d.comb += [x_wr.addr.eq(self.ld_group), x_wr.en.eq(Mux(self.ld_en, 1 << self.ld_lane, 0)),
                      x_wr.data.eq(Cat(*[self.ld_value.as_value()] * P))]
-        gi, issue = self._walk(m, self._words)
+        if self._map is None:
+            gi, issue = self._walk(m, self._words)
+            at_last = gi == self._words - 1
+        else:                                          # the map's words, named by packed index
+            m.submodules.walk = walk = SweepGen([self._map], packed_bits=max(1, ceil_log2(self._depth)))
+            m.d.comb += walk.start.eq(self.start)
+            gi, issue, at_last = walk.packed, walk.valid, walk.og_last
+            m.d.comb += self.issuing.eq(issue)
         m.d.comb += [x_rd.addr.eq(gi), u_rd.addr.eq(gi)]
         # stage 1: memory; stage 2: fabric registers
         v1, g1, v2, g2, t0_1, t0_2 = Signal(), Signal.like(gi), Signal(), Signal.like(gi), Signal(), Signal()
+        l1, l2 = Signal(), Signal()
         xw, uw = Signal(data.ArrayLayout(self._lane, P)), Signal.like(u_rd.data)
         m.d.sync += [v1.eq(issue), g1.eq(gi), t0_1.eq(self.t0), v2.eq(v1), g2.eq(g1), t0_2.eq(t0_1),
-                     xw.eq(x_rd.data), uw.eq(u_rd.data)]
-        real = Mux(g2 == self._words - 1, self._n - (self._words - 1) * P, P)
+                     l1.eq(at_last), l2.eq(l1), xw.eq(x_rd.data), uw.eq(u_rd.data)]
+        real = Mux(l2, self._last_real, P)
         fire, new_u = Signal(P), []
         for p in range(P):
             u = Mux(t0_2, 0, uw[p * self._ub:(p + 1) * self._ub])

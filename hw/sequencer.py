@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden import perf
 
-from .descriptor import LayerTable, encode_cycles
+from .descriptor import Kind, LayerTable, encode_cycles
 
 __all__ = ["Sequencer", "Phase"]
 
@@ -34,15 +34,21 @@ class Phase(enum.Enum, shape=4):
     DRAIN = 5
     FINISH = 6
     READOUT = 7
+    SWEEP = 8            # conv2d / maxpool2d: the fire sweep over the layer's output words
 
 
 class Sequencer(wiring.Component):
     """Members
     -------
     loader_done, reader_last, readout_done : In(1)
+    sweep_last : In(1)     conv2d / maxpool2d: the sweep's last word goes out this cycle
     phase : Out(Phase), layer : Out, t : Out, t0, tlast : Out(1)
     desc : Out(descriptor layout)   the descriptor of ``layer`` (a register, loaded with it)
-    encode_start, reader_start, readout_start, sample_start : Out(1)   one-cycle pulses
+    encode_start, reader_start, readout_start, sample_start, sweep_start : Out(1)   one-cycle pulses
+
+    A conv2d or maxpool2d layer's phase (docs/spec.md section 3) is SETUP, ISSUE (the scatter: it ends
+    in the cycle its last op leaves the address generator, one cycle after it left the reader, so the
+    DRAIN that follows is a cycle shorter), DRAIN, SWEEP (N words, one per cycle), DRAIN.
     counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
     """
 
@@ -50,7 +56,8 @@ class Sequencer(wiring.Component):
         self._cfg = cfg
         self._table = LayerTable(cfg)
         self.desc_layout = self._table.layout
-        super().__init__({"loader_done": In(1), "reader_last": In(1), "readout_done": In(1),
+        super().__init__({"loader_done": In(1), "reader_last": In(1), "readout_done": In(1), "sweep_last": In(1),
+                          "sweep_start": Out(1),
                           "phase": Out(Phase), "layer": Out(cfg.layer_bits), "t": Out(cfg.tbits),
                           "desc": Out(self.desc_layout, init=self._table.words[0]),
                           "t0": Out(1), "tlast": Out(1), "encode_start": Out(1), "reader_start": Out(1),
@@ -79,7 +86,9 @@ class Sequencer(wiring.Component):
         wait = self._wait = Signal(range(max(max(self.encode_cycles(li) for li in range(L)), self.drain_cycles(),
                                              perf.LOAD_DRAIN, perf.LAYER_SETUP, perf.finish_cycles(cfg.P)) + 1))
         m.d.comb += [self.t0.eq(self.t == 0), self.tlast.eq((self.t == T - 1) | C(int(cfg.stcb), 1))]
-        for s in (self.encode_start, self.reader_start, self.sample_start):
+        spatial = self.desc.kind != Kind.DENSE
+        swept = Signal()                  # a spatial layer's DRAIN follows its sweep (else its scatter)
+        for s in (self.encode_start, self.reader_start, self.sample_start, self.sweep_start):
             m.d.sync += s.eq(0)
         # the readout starts in FINISH's last cycle, so its two read cycles follow with no gap
         m.d.comb += self.readout_start.eq((self.phase == Phase.FINISH) & (wait == 0))
@@ -115,10 +124,16 @@ class Sequencer(wiring.Component):
                     m.d.sync += self.phase.eq(Phase.ISSUE)
             with m.Case(Phase.ISSUE):
                 with m.If(self.reader_last):
-                    m.d.sync += [self.phase.eq(Phase.DRAIN), wait.eq(self.drain_cycles() - 1)]
+                    m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(~spatial),
+                                 wait.eq(Mux(spatial, self.drain_cycles() - 2, self.drain_cycles() - 1))]
             with m.Case(Phase.DRAIN):
-                with m.If(wait == 0):
+                with m.If((wait == 0) & ~swept):
+                    m.d.sync += [self.phase.eq(Phase.SWEEP), self.sweep_start.eq(1)]
+                with m.Elif(wait == 0):
                     self._next_phase(m, layer_next, begin_step, enter_encode, enter_setup)
+            with m.Case(Phase.SWEEP):
+                with m.If(self.sweep_last):
+                    m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(1), wait.eq(self.drain_cycles() - 1)]
             with m.Case(Phase.FINISH):
                 with m.If(wait == 0):
                     m.d.sync += self.phase.eq(Phase.READOUT)

@@ -49,11 +49,12 @@ class GroupStore(wiring.Component):
     """
 
     def __init__(self, *, lanes: int, depth: int, addr_bits: int, state_lane: data.Layout, param_lane: data.Layout,
-                 param_init: list[int]):
+                 param_init: list[int], param_depth: int | None = None):
         self._depth = max(2, depth)
+        self._pdepth = max(2, depth if param_depth is None else param_depth)
         self.state_layout = data.ArrayLayout(state_lane, lanes)
         self.param_layout = data.ArrayLayout(param_lane, lanes)
-        self._param_init = list(param_init) + [0] * (self._depth - len(param_init))
+        self._param_init = list(param_init) + [0] * (self._pdepth - len(param_init))
         super().__init__({"state_rd_en": In(1), "state_rd_addr": In(addr_bits),
                           "param_rd_en": In(1), "param_rd_addr": In(addr_bits),
                           "state": Out(self.state_layout), "params": Out(self.param_layout),
@@ -66,7 +67,7 @@ class GroupStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.smem = smem = Memory(shape=self.state_layout, depth=self._depth, init=[])
-        m.submodules.pmem = pmem = Memory(shape=Shape.cast(self.param_layout).width, depth=self._depth,
+        m.submodules.pmem = pmem = Memory(shape=Shape.cast(self.param_layout).width, depth=self._pdepth,
                                           init=self._param_init)
         s_rd, s_wr, p_rd = smem.read_port(), smem.write_port(), pmem.read_port()
         m.d.comb += [s_rd.addr.eq(self.state_rd_addr), s_rd.en.eq(self.state_rd_en),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import golden
+from golden.geometry import packed_to_flat
 from golden import datasets
 from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, add_data_options, check_outputs, error_line,
                         guard, lanes_arg, probability, seed_int)
@@ -54,14 +55,18 @@ def decode_spikes(rtl: dict, model: golden.Model, lanes: int) -> tuple[list, np.
     layers = [np.zeros((T, l.n_out), np.uint8) for l in model.layers]
     enc = np.zeros((T, model.n_in), np.uint8)
     stcb = model.coding == "stcb"
+    # a conv2d / maxpool2d map (and the input of a spatial layer 0) is named by packed channel words
+    in_shape = tuple(model.input_shape) if model.layers[0].kind != "dense" else None
+    shapes = [tuple(l.out_shape) if l.kind != "dense" else None for l in model.layers]
     for is_enc, layer, t, g, mask in _dbg_rows(rtl):
         target, n = (enc, model.n_in) if is_enc else (layers[layer], model.layers[layer].n_out)
+        shape = in_shape if is_enc else shapes[layer]
         for p in range(lanes):
             bits = [(tt, mask >> (p * T + tt) & 1) for tt in range(T)] if stcb else [(t, mask >> p & 1)]
             for tt, bit in bits:
                 if bit:
-                    j = g * lanes + p
-                    if j >= n:
+                    j = g * lanes + p if shape is None else packed_to_flat(shape, lanes, g, p)
+                    if j >= n or j < 0:
                         raise AssertionError(f"spike on padding lane: layer {layer} t {tt} neuron {j}")
                     target[tt, j] = 1
     return layers, enc

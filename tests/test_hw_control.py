@@ -54,7 +54,7 @@ from golden import Dense, Model, perf
 from golden.model import signed_bits, unsigned_bits
 from hw.config import CoreConfig
 from hw.counters import Counters
-from hw.descriptor import LayerTable, descriptor_words
+from hw.descriptor import Kind, LayerTable, descriptor_words
 from hw.encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
 from hw.events import entry_layout
 from hw.readout import Readout
@@ -828,7 +828,8 @@ def test_layer_table_holds_every_layer_descriptor(coding, encoding, P):
         enc = 0 if encoding == "direct" else (G[i] + perf.GEN_DRAIN if coding == "tsc" else
                                                G[0] + perf.train_encoder_drain(4) if coding == "stcb" else
                                                G[0] + perf.ENC_DRAIN)
-        want.append({"wbase": wbase, "n_in": sizes[i], "sbase": sum(G[1:i + 1]), "groups": G[i + 1],
+        want.append({"kind": Kind.DENSE, "pbase": sum(G[1:i + 1]), "cidx": 0, "pidx": 0, "xidx": 0, "words": 0,
+                     "last_plane": 0, "wbase": wbase, "n_in": sizes[i], "sbase": sum(G[1:i + 1]), "groups": G[i + 1],
                      "last_lanes": sizes[i + 1] - (G[i + 1] - 1) * P, "fires": 1,
                      "zero_reset": int(i == 1 and coding != "tsc"), "enc_len": enc, "src_words": G[i],
                      "src_last": sizes[i] - (G[i] - 1) * P, "src_base": sum(G[1:i])})

@@ -1,0 +1,91 @@
+"""The fire sweep's word walker: every output word of a conv2d or maxpool2d layer, one per cycle.
+
+docs/spec.md section 3: after a spatial layer's scatter, one sweep visits its N = Gc * Ho * Wo output
+words in address order, ``w = (og * Ho + oy) * Wo + ox``. Each word has two names: ``w`` addresses
+the accumulator and state memories, and the *packed* index ``(og << (bx + by)) | (oy << bx) | ox``
+(:func:`golden.geometry.map_pack`) names the word in the event entries, so a consumer reads c, y, x
+from an event's bit fields. The walker keeps both as counters, so it needs no divider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .bits import bits_for
+
+__all__ = ["SweepLayer", "SweepGen"]
+
+
+@dataclass(frozen=True)
+class SweepLayer:
+    """One spatial layer's output map: channel groups ``groups``, ``height`` x ``width``, and the
+    widths ``bx``, ``by`` of its packed x and y fields."""
+
+    groups: int
+    height: int
+    width: int
+    bx: int
+    by: int
+
+    @property
+    def words(self) -> int:
+        return self.groups * self.height * self.width
+
+
+class SweepGen(wiring.Component):
+    """Members
+    -------
+    start : In(1)        begin the sweep of layer ``layer``; its first word goes out in this cycle
+    layer : In           the layer's row in ``layers`` (held through the sweep)
+    valid : Out(1)       a word this cycle (N cycles in a row from ``start``)
+    word : Out           w, the word's address within the layer (0..N-1)
+    packed : Out         its packed index
+    og : Out             its channel group
+    og_last : Out(1)     the word belongs to the last channel group (whose real lanes may be fewer than P)
+    last : Out(1)        the sweep's last word
+    """
+
+    def __init__(self, layers, *, packed_bits: int):
+        self._layers = tuple(layers)
+        if not self._layers or not all(isinstance(l, SweepLayer) for l in self._layers):
+            raise TypeError(f"layers must be a non-empty sequence of SweepLayer, not {layers!r}")
+        self._wbits = bits_for(max(l.words for l in self._layers))
+        self._gbits = bits_for(max(l.groups for l in self._layers))
+        self._ybits = bits_for(max(l.height for l in self._layers))
+        self._xbits = bits_for(max(l.width for l in self._layers))
+        self._pbits = packed_bits
+        super().__init__({"start": In(1), "layer": In(bits_for(len(self._layers) - 1)),
+                          "valid": Out(1), "word": Out(self._wbits), "packed": Out(packed_bits),
+                          "og": Out(self._gbits), "og_last": Out(1), "last": Out(1)})
+
+    @property
+    def layers(self) -> tuple[SweepLayer, ...]:
+        return self._layers
+
+    def elaborate(self, platform):
+        m = Module()
+        og_r, y_r, x_r, w_r = Signal(self._gbits), Signal(self._ybits), Signal(self._xbits), Signal(self._wbits)
+        run = Signal()
+        og, y, x, w = (Mux(self.start, 0, og_r), Mux(self.start, 0, y_r), Mux(self.start, 0, x_r),
+                       Mux(self.start, 0, w_r))
+        gmax, ymax, xmax = Signal(self._gbits), Signal(self._ybits), Signal(self._xbits)
+        packed = Signal(self._pbits)
+        with m.Switch(self.layer):
+            for i, l in enumerate(self._layers):
+                with m.Case(i):
+                    m.d.comb += [gmax.eq(l.groups - 1), ymax.eq(l.height - 1), xmax.eq(l.width - 1),
+                                 packed.eq((og << (l.bx + l.by)) | (y << l.bx) | x)]
+        x_end, y_end = x == xmax, y == ymax
+        last = (og == gmax) & y_end & x_end
+        valid = self.start | run
+        m.d.comb += [self.valid.eq(valid), self.word.eq(w), self.packed.eq(packed), self.og.eq(og),
+                     self.og_last.eq(og == gmax),
+                     self.last.eq(valid & last)]
+        with m.If(valid):
+            m.d.sync += [run.eq(~last), w_r.eq(w + 1), x_r.eq(Mux(x_end, 0, x + 1)),
+                         y_r.eq(Mux(x_end, Mux(y_end, 0, y + 1), y)), og_r.eq(Mux(x_end & y_end, og + 1, og))]
+        return m
