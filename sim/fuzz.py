@@ -26,6 +26,7 @@ import numpy as np
 
 import golden
 from golden import Dense, Model, ModelError
+from golden.model import Conv2d, MaxPool2d
 from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, choice_list, error_line, guard,
                         positive_int, probability, seed_int)
 from golden.progress import Progress
@@ -47,8 +48,69 @@ def _sizes(rng: random.Random, n: int) -> list[int]:
                         else rng.randint(1, 24)]) for _ in range(n)]
 
 
-def random_network(seed: int, codings=("rate", "stcb", "tsc")) -> tuple[Model, np.ndarray, int, dict]:
-    """A random valid network, its input samples, the lane count and what was drawn."""
+def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
+    """A random rate-coded convolutional network (what the core runs: conv2d and maxpool2d in rate
+    coding): 1-2 conv layers with kernels 1-5, strides 1-2 and any padding < K, channel counts drawn
+    regardless of P, non-square maps, a 2x2 or 3x3 pool where the map allows, then 1-2 dense layers;
+    rate or direct input (direct: one input channel), either readout, either reset per layer."""
+    rng = random.Random(f"conv {seed}")
+    nprng = np.random.default_rng([seed, 7])
+    for _ in range(100):
+        encoding = rng.choice(["rate", "direct"])
+        C = 1 if encoding == "direct" else rng.choice([1, 1, 2, 3])
+        shape = (C, rng.randint(3, 12), rng.randint(3, 12))
+        in_shape = shape
+        wb = rng.randint(3, 10)
+        lim = 1 << (wb - 1)
+        T = rng.randint(1, 8)
+        input_max = rng.randint(1, 63)
+        layers = []
+
+        def neuron_params(n, fan_in):
+            scale = max(1, int(lim * fan_in * 0.5) // max(1, rng.randint(1, 6)))
+            return (nprng.integers(-lim // 2, lim // 2 + 1, n), nprng.integers(1, scale + 1, n),
+                    nprng.integers(-lim, lim, n), "zero" if rng.random() < 0.3 else "subtract")
+        try:
+            for _ in range(rng.choice([1, 1, 2])):
+                K = rng.randint(1, min(5, shape[1] + 2, shape[2] + 2))
+                S, pad = rng.choice([1, 1, 2]), rng.randint(0, K - 1)
+                if (shape[1] + 2 * pad - K) < 0 or (shape[2] + 2 * pad - K) < 0:
+                    continue
+                co = rng.randint(1, 12)
+                b, th, v0, reset = neuron_params(co, shape[0] * K * K)
+                layers.append(Conv2d(nprng.integers(-lim, lim, (co, shape[0], K, K)), b, th, v0, in_shape=shape,
+                                     stride=S, padding=pad, reset=reset))
+                shape = layers[-1].out_shape
+                ks = [k for k in (2, 3) if shape[1] % k == 0 and shape[2] % k == 0]
+                if ks and rng.random() < 0.5:
+                    layers.append(MaxPool2d(rng.choice(ks), in_shape=shape))
+                    shape = layers[-1].out_shape
+            if not layers:
+                continue
+            n = int(np.prod(shape))
+            for n_out in [rng.randint(1, 16) for _ in range(rng.choice([1, 1, 2]))]:
+                b, th, v0, reset = neuron_params(n_out, n)
+                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, reset=reset))
+                n = n_out
+            model = Model(layers, T=T, encoding=encoding, input_max=input_max,
+                          readout=rng.choice(["count", "membrane"]), weight_bits=wb)
+        except ModelError:
+            continue
+        lanes = rng.choice([1, 2, 4, 8, 16])
+        x = adversarial_samples(model, nprng)
+        info = {"seed": seed, "mode": "conv", "sizes": model.sizes, "coding": "rate", "T": T, "lanes": lanes,
+                "weight_bits": wb, "resets": [l.reset for l in model.layers], "input_shape": list(in_shape),
+                "layers": [repr(l) for l in model.layers]}
+        return model, x, lanes, info
+    raise RuntimeError(f"seed {seed}: no valid conv network in 100 draws")
+
+
+def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0) -> tuple[Model, np.ndarray, int, dict]:
+    """A random valid network, its input samples, the lane count and what was drawn. With probability
+    ``conv`` (drawn from a generator of its own, so a seed's dense network does not change with it) a
+    rate-coding campaign's seed draws a convolutional network instead (:func:`random_conv_network`)."""
+    if "rate" in codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
+        return random_conv_network(seed)
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
     for _ in range(100):
@@ -110,11 +172,30 @@ def adversarial_samples(model: Model, rng: np.random.Generator, n: int = SAMPLES
     their current to its largest value (every input with a positive weight at input_max, the others
     at 0) and to its smallest (the opposite), so membranes reach the bounds of the width analysis;
     the rest uniformly random."""
-    M, w = model.input_max, model.layers[0].weight
+    M, l0 = model.input_max, model.layers[0]
     rows = [np.zeros(model.n_in, np.int64), np.full(model.n_in, M, np.int64)]
-    for j in rng.permutation(w.shape[0])[:max(1, (n - 2) // 4)]:
-        rows.append(np.where(w[j] > 0, M, 0))
-        rows.append(np.where(w[j] < 0, M, 0))
+    if l0.kind == "conv2d":
+        # a conv neuron (o, oy, ox): its receptive field at input_max where the kernel is positive (or
+        # negative), everything else 0
+        C, H, W = l0.in_shape
+        K, S, p = l0.kernel, l0.stride, l0.padding
+        Co, Ho, Wo = l0.out_shape
+        for _ in range(max(1, (n - 2) // 4)):
+            o, oy, ox = int(rng.integers(Co)), int(rng.integers(Ho)), int(rng.integers(Wo))
+            for sign in (1, -1):
+                img = np.zeros((C, H, W), np.int64)
+                for c in range(C):
+                    for ky in range(K):
+                        for kx in range(K):
+                            y, x = oy * S + ky - p, ox * S + kx - p
+                            if 0 <= y < H and 0 <= x < W and sign * l0.weight[o, c, ky, kx] > 0:
+                                img[c, y, x] = M
+                rows.append(img.reshape(-1))
+    else:
+        w = l0.weight
+        for j in rng.permutation(w.shape[0])[:max(1, (n - 2) // 4)]:
+            rows.append(np.where(w[j] > 0, M, 0))
+            rows.append(np.where(w[j] < 0, M, 0))
     while len(rows) < n:
         rows.append(rng.integers(0, M + 1, model.n_in))
     return np.array(rows[:n], dtype=np.int64)
@@ -235,9 +316,9 @@ def shrink(model: Model, x: np.ndarray, lanes: int, info: dict, why: str) -> tup
     return x, why
 
 
-def _one(seed: int, codings, stall_prob: float) -> dict:
+def _one(seed: int, codings, stall_prob: float, conv: float = 0.0) -> dict:
     """Check one random network (runs in a worker process)."""
-    model, x, lanes, info = random_network(seed, codings)
+    model, x, lanes, info = random_network(seed, codings, conv)
     run, why = check_network(model, x, lanes, info, stall_prob=stall_prob, faults=seed % 4 == 0, name=f"fz{seed}")
     failure = None
     if why:
@@ -248,7 +329,7 @@ def _one(seed: int, codings, stall_prob: float) -> dict:
 
 
 def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 0.3, log=print,
-                 progress: bool = True, jobs: int = 1) -> Campaign:
+                 progress: bool = True, jobs: int = 1, conv: float = 0.0) -> Campaign:
     """Check every seed's network; ``jobs`` worker processes build and simulate in parallel."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     seeds = list(seeds)
@@ -273,10 +354,10 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
 
     if jobs <= 1:
         for seed in seeds:
-            absorb(_one(seed, codings, stall_prob))
+            absorb(_one(seed, codings, stall_prob, conv))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_one, seed, codings, stall_prob) for seed in seeds]
+            futures = [pool.submit(_one, seed, codings, stall_prob, conv) for seed in seeds]
             for f in as_completed(futures):
                 absorb(f.result())
     bar.close()
@@ -306,6 +387,9 @@ def main(argv=None) -> int:
                    help="probability in [0, 1) of a random valid/ready stall before each beat (default 0.3)")
     p.add_argument("--json", default="build/fuzz/fuzz.json", metavar="FILE.json",
                    help="campaign summary with every network (default build/fuzz/fuzz.json)")
+    p.add_argument("--conv", type=probability, default=0.0,
+                   help="probability in [0, 1) that a seed draws a convolutional rate-coding network (conv2d, "
+                        "maxpool2d, dense; default 0: dense networks only, as earlier campaigns)")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")
@@ -322,7 +406,7 @@ def main(argv=None) -> int:
     check_outputs([Output("--json", a.json),
                    Output("reproducer directory", ROOT / "build" / "fuzz", kind="dir")])
     c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), codings=tuple(a.coding),
-                     stall_prob=a.stall_prob, jobs=a.jobs, progress=not a.no_progress)
+                     stall_prob=a.stall_prob, jobs=a.jobs, progress=not a.no_progress, conv=a.conv)
     s = c.summary()
     with OutputSet() as files:
         files.add_text(a.json, json.dumps({**s, "networks_detail": c.per_network}, indent=1))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import golden
+from golden.geometry import CoreGeometry
 from sim import coverage as cov
 from sim.fuzz import SAMPLES_PER_NETLIST, adversarial_samples, campaign_config, random_network, run_campaign
 from sim.robust import bad_input_campaign
@@ -69,3 +70,46 @@ def test_every_bad_input_is_rejected():
     r = bad_input_campaign()
     assert r["bad_input_failures"] == []
     assert r["bad_inputs_tried"] == r["bad_inputs_rejected"] >= 60
+
+
+def test_conv_draws_cover_the_shapes_the_core_runs():
+    """sim.fuzz --conv: over 60 seeds the drawn convolutional networks have kernels 1 to 5, strides 1
+    and 2, padding, pools, channel counts that are not multiples of P, non-square maps, both input
+    encodings and zero resets; and a seed's dense network does not change when --conv is given."""
+    from sim.fuzz import random_conv_network
+    seen = {"K": set(), "S": set(), "pad": False, "pool": False, "ch%P": False, "nonsquare": False,
+            "enc": set(), "zero": False}
+    for seed in range(60):
+        model, x, lanes, info = random_conv_network(seed)
+        assert x.shape == (SAMPLES_PER_NETLIST, model.n_in) and x.min() >= 0 and x.max() <= model.input_max
+        CoreGeometry(model, lanes)                   # the core accepts every draw
+        seen["enc"].add(model.encoding)
+        for l in model.layers:
+            seen["zero"] |= l.reset == "zero"
+            if l.kind == "conv2d":
+                seen["K"].add(l.kernel)
+                seen["S"].add(l.stride)
+                seen["pad"] |= l.padding > 0
+                seen["ch%P"] |= l.out_shape[0] % lanes != 0
+                seen["nonsquare"] |= l.in_shape[1] != l.in_shape[2]
+            seen["pool"] |= l.kind == "maxpool2d"
+    assert seen["K"] == {1, 2, 3, 4, 5} and seen["S"] == {1, 2} and seen["enc"] == {"rate", "direct"}
+    assert seen["pad"] and seen["pool"] and seen["ch%P"] and seen["nonsquare"] and seen["zero"]
+    for seed in range(20):
+        m0 = random_network(seed, ("rate",))[0]
+        m1 = random_network(seed, ("rate",), 0.5)[0]
+        assert m1 == m0 or any(l.kind != "dense" for l in m1.layers)
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed):
+    from hw.pysim import simulate
+    from sim.fuzz import random_conv_network
+    model, x, lanes, _ = random_conv_network(seed)
+    x = x[:4]
+    hw = simulate(model, x, lanes=lanes)
+    g = golden.run(model, x, lanes=lanes)
+    assert hw["predictions"].tolist() == g.predictions.tolist()
+    assert hw["membranes"].tolist() == g.membranes.tolist()
+    for name, v in g.counters.items():
+        assert hw["counters"][name].tolist() == v.tolist(), name

@@ -16,6 +16,7 @@ from hw.generate import generate
 from sim.regress import regress, compare
 from sim.runner import build, run_job
 from sim.toolchain import lint, ensure_verilator
+from test_hw_conv_core import conv_net
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = ROOT / "build" / "test-verilog"
@@ -55,6 +56,15 @@ CONFIGS = [
 # layers that reset to zero (reset: zero) in some configurations: rate, direct and stcb, hidden and last
 ZERO_RESET = {"r_cnt_p1": (1,), "d_cnt_p8": (0, 2), "stcb_k_p2_3l": (1,)}
 
+# conv2d and maxpool2d networks (tests/test_hw_conv_core.conv_net): two convs with a pool and a strided
+# conv (rate, P=4), and a direct-input conv on a non-square map with zero reset and membrane readout
+CONV_CONFIGS = {
+    "conv_r_p4": dict(seed=21, in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 2, 1)), pool_after=(0,), lanes=4),
+    "conv_d_p2": dict(seed=22, in_shape=(1, 6, 5), convs=((3, 3, 1, 1),), pool_after=(), lanes=2,
+                      encoding="direct", readout="membrane", resets={0: "zero"}),
+}
+ALL_CONFIGS = [c[0] for c in CONFIGS] + list(CONV_CONFIGS)
+
 
 @pytest.fixture(scope="module")
 def cores():
@@ -67,6 +77,13 @@ def cores():
         v, j = generate(model, lanes, GEN / name, name)
         # C++ at -O0: builds several times faster, and these simulations are tiny
         out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name, fast=True))
+    for name, case in CONV_CONFIGS.items():
+        case = dict(case)
+        seed, lanes = case.pop("seed"), case.pop("lanes")
+        model, x = conv_net(seed, samples=12, **case)
+        x[1] = model.input_max                   # a saturated sample beside conv_net's all-zero one
+        v, j = generate(model, lanes, GEN / name, name)
+        out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name, fast=True))
     return out
 
 
@@ -77,7 +94,7 @@ def _assert_exact(model, x, lanes, rtl):
     assert int(rtl["err_range"]) == 0 and int(rtl["err_protocol"]) == 0
 
 
-@pytest.mark.parametrize("name", [c[0] for c in CONFIGS])
+@pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_random_network_exact_with_and_without_stalls(cores, name):
     model, x, lanes, v, man, b = cores[name]
     clean = run_job(b, {"manifest": man, "inputs_array": x})
@@ -140,7 +157,7 @@ def test_spike_monitor_reconstructs_every_spike(cores):
     assert enc.tolist() == g.input_spikes[0].tolist()
 
 
-@pytest.mark.parametrize("name", [c[0] for c in CONFIGS])
+@pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_lint_clean_with_documented_waivers(cores, name):
     r = lint(cores[name][3], name)
     assert r.returncode == 0, r.stderr[-2000:]
