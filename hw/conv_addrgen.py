@@ -113,23 +113,30 @@ class ConvAddressGen(wiring.Component):
     Members
     -------
     events : In(stream.Signature(conv_event_layout))
-        Input events. ``ready`` is low while an event is being expanded, except in the cycle its last
-        op is accepted, so events follow each other with no bubble.
+        Input events. One event is held ahead of the one being expanded: ``ready`` is high while that
+        place is free or is freed in this cycle (the expanding event's last op leaves), so events
+        follow each other's ops with no bubble.
     layer : In(layer_bits)
         The phase's layer, held through the phase.
     ops : Out(stream.Signature(conv_op_layout))
         One op per cycle while ``ready`` is high: for each valid offset (ky outer, kx inner) and channel
         group og = 0..Gc-1 (innermost); an event with no valid offset gives one null op. An event
-        accepted in cycle c gives its first op in cycle c + ``LATENCY`` (when the output is free).
+        accepted in cycle c gives its first op in cycle c + ``LATENCY`` at the earliest (later while
+        the event before it still expands).
     busy : Out(1)
-        An event is being expanded (a phase has ended when the reader is done and ``busy`` is low).
+        An event is held or being expanded (a phase has ended when the reader is done and ``busy`` is
+        low).
+    held : Out(1)
+        An event is held, waiting for the expander.
 
-    ``LATENCY`` is ``ACCUMULATE_STAGE - MEM_READ_LATENCY``: the op's weight word then arrives
-    ``ACCUMULATE_STAGE`` cycles after its event leaves the reader, as for dense layers. The ROMs are
-    small and read asynchronously (LUTs), so their lookup and the first addresses fit that one cycle.
+    ``LATENCY`` is ``ACCUMULATE_STAGE - MEM_READ_LATENCY + 1``: a register stage after the event is
+    taken holds its ROM rows (which carry the products ``k0 * K`` and ``o0 * Wo``) and its first
+    weight word, so no multiplier or ROM sits in series with the expander's adders (the two in series
+    limited a conv core to 50 MHz on the LFE5U-25F). The core's sequencer shortens the drain after a
+    conv2d scatter by that extra cycle, so a phase still takes golden.perf's cycles.
     """
 
-    LATENCY = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY
+    LATENCY = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + 1
 
     def __init__(self, *, layers, lanes: int, zero_word: int, payload_bits: int = 0):
         layers = tuple(layers)
@@ -153,8 +160,11 @@ class ConvAddressGen(wiring.Component):
         self.event_layout = conv_event_layout(c_bits=self._cbits, y_bits=self._ybits, x_bits=self._xbits,
                                               payload_bits=payload_bits)
         self.op_layout = conv_op_layout(waddr_bits=self._wbits, aaddr_bits=self._abits, payload_bits=payload_bits)
+        prod = bits_for(max(max((l.kernel - 1) * l.kernel, (max(l.out_shape[1:]) - 1) * l.out_shape[2])
+                            for l in layers))
         self.rom_layout = data.StructLayout({"k0": unsigned(self._kbits), "o0": unsigned(self._obits),
-                                             "n": unsigned(self._kbits)})
+                                             "n": unsigned(self._kbits), "k0s": unsigned(max(self._kbits, prod)),
+                                             "o0s": unsigned(max(self._obits, prod))})
         # the y ROMs of every layer one after the other (and the x ROMs): layer l's row y at ybase_l + y
         self.y_rom, self.x_rom, self._ybase, self._xbase = [], [], [], []
         for l in layers:
@@ -164,7 +174,7 @@ class ConvAddressGen(wiring.Component):
             self.y_rom += axis_rom(H, Ho, K, S, p)
             self.x_rom += axis_rom(W, Wo, K, S, p)
         super().__init__({"events": In(stream.Signature(self.event_layout)), "layer": In(self._lbits),
-                          "ops": Out(stream.Signature(self.op_layout)), "busy": Out(1)})
+                          "ops": Out(stream.Signature(self.op_layout)), "busy": Out(1), "held": Out(1)})
 
     @property
     def layers(self) -> tuple[ConvLayerGeom, ...]:
@@ -174,34 +184,55 @@ class ConvAddressGen(wiring.Component):
         m = Module()
         ev = self.events.payload
 
-        def rom(rows):
-            return Memory(shape=self.rom_layout, depth=max(2, len(rows)),
-                          init=[{"k0": k0, "o0": o0, "n": n} for k0, o0, n in rows])
+        # the ROM rows also hold the products the first op needs (k0 * K for y, o0 * Wo for y), so
+        # the expander adds and never multiplies by a per-layer constant
+        def rom(rows, axis):
+            init = []
+            for i, l in enumerate(self._layers):
+                base = (self._ybase if axis == "y" else self._xbase)[i]
+                n = l.in_shape[1] if axis == "y" else l.in_shape[2]
+                for k0, o0, cnt in rows[base:base + n]:
+                    init.append({"k0": k0, "o0": o0, "n": cnt,
+                                 "k0s": k0 * l.kernel if axis == "y" else k0,
+                                 "o0s": o0 * l.out_shape[2] if axis == "y" else o0})
+            return Memory(shape=self.rom_layout, depth=max(2, len(init)), init=init)
 
-        m.submodules.yrom = yrom = rom(self.y_rom)
-        m.submodules.xrom = xrom = rom(self.x_rom)
+        m.submodules.yrom = yrom = rom(self.y_rom, "y")
+        m.submodules.xrom = xrom = rom(self.x_rom, "x")
         yr, xr = yrom.read_port(domain="comb"), xrom.read_port(domain="comb")
         m.d.comb += [yr.addr.eq(Array(Const(b) for b in self._ybase)[self.layer] + ev.y),
                      xr.addr.eq(Array(Const(b) for b in self._xbase)[self.layer] + ev.x)]
 
         W = self._wbits + 2          # room for the discarded candidates past the last offset
         A = self._abits + 2
-        # ---- the first op of the offered event (used only when it is accepted)
-        w0, a0 = Signal(W), Signal(A)
-        # per-layer steps: next og, next kx (same og = 0 row), next ky
+        # per-layer steps: next og, next kx (same og = 0 row), next ky; the weight base and c * K * K
         wg, ag, wx, wy, ay = Signal(W), Signal(A), Signal(W), Signal(W), Signal(A)
+        wbase, cterm = Signal(W), Signal(W)
         gmax = Signal(self._gbits)
         with m.Switch(self.layer):
             for i, l in enumerate(self._layers):
                 (C, _, _), (_, Ho, Wo), K, S = l.in_shape, l.out_shape, l.kernel, l.stride
                 with m.Case(i):
-                    m.d.comb += [w0.eq(l.wbase + (ev.c * K + yr.data.k0) * K + xr.data.k0),
-                                 a0.eq(yr.data.o0 * Wo + xr.data.o0),
+                    m.d.comb += [wbase.eq(l.wbase), cterm.eq(ev.c * (K * K)),
                                  wg.eq(C * K * K), ag.eq(Ho * Wo), wx.eq(S), wy.eq(S * K), ay.eq(Wo),
                                  gmax.eq(l.channel_groups(self._P) - 1)]
-        null_in = (yr.data.n == 0) | (xr.data.n == 0)
 
-        # ---- the event being expanded
+        # ---- stage 1: the event taken, with its ROM rows and c * K * K (a register stage, so that the
+        # ROM lookups and the product do not sit in series with the expander's adders)
+        hold = Signal()
+        h_w0, h_a0 = Signal(W), Signal(A)
+        h_nx, h_ny = Signal(self._kbits), Signal(self._kbits)
+        h_null, h_payload = Signal(), Signal.like(ev.payload)
+        take = Signal()                  # the expander takes the held event this cycle
+        m.d.comb += self.events.ready.eq(~hold | take)
+        with m.If(self.events.valid & self.events.ready):
+            m.d.sync += [hold.eq(1), h_w0.eq(wbase + cterm + yr.data.k0s + xr.data.k0s),
+                         h_a0.eq(yr.data.o0s + xr.data.o0s), h_nx.eq(xr.data.n), h_ny.eq(yr.data.n),
+                         h_null.eq((yr.data.n == 0) | (xr.data.n == 0)), h_payload.eq(ev.payload)]
+        with m.Elif(take):
+            m.d.sync += hold.eq(0)
+
+        # ---- stage 2: the event being expanded
         busy = Signal()
         og = Signal(self._gbits)
         kx_left, ky_left, nvx = Signal(self._kbits), Signal(self._kbits), Signal(self._kbits)
@@ -210,19 +241,19 @@ class ConvAddressGen(wiring.Component):
         wrow, arow = Signal(W), Signal(A)        # og = 0 of this ky's first kx
         null, first, payload = Signal(), Signal(), Signal.like(ev.payload)
         last = null | ((og == gmax) & (kx_left == 0) & (ky_left == 0))
-        m.d.comb += [self.ops.valid.eq(busy), self.busy.eq(busy),
+        m.d.comb += [self.ops.valid.eq(busy), self.busy.eq(busy | hold), self.held.eq(hold),
                      self.ops.payload.waddr.eq(Mux(null, self._zero, wcur)),
                      self.ops.payload.aaddr.eq(Mux(null, 0, acur)),
                      self.ops.payload.null.eq(null), self.ops.payload.first.eq(first),
                      self.ops.payload.last.eq(last), self.ops.payload.payload.eq(payload)]
         done = self.ops.valid & self.ops.ready
-        # the next event is taken in the cycle the current one's last op leaves: no bubble
-        m.d.comb += self.events.ready.eq(~busy | (done & last))
+        # the held event is taken in the cycle the current one's last op leaves: no bubble
+        m.d.comb += take.eq(hold & (~busy | (done & last)))
 
-        with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [busy.eq(1), og.eq(0), kx_left.eq(xr.data.n - 1), ky_left.eq(yr.data.n - 1),
-                         nvx.eq(xr.data.n), wcur.eq(w0), acur.eq(a0), wcol.eq(w0), acol.eq(a0),
-                         wrow.eq(w0), arow.eq(a0), null.eq(null_in), first.eq(1), payload.eq(ev.payload)]
+        with m.If(take):
+            m.d.sync += [busy.eq(1), og.eq(0), kx_left.eq(h_nx - 1), ky_left.eq(h_ny - 1),
+                         nvx.eq(h_nx), wcur.eq(h_w0), acur.eq(h_a0), wcol.eq(h_w0), acol.eq(h_a0),
+                         wrow.eq(h_w0), arow.eq(h_a0), null.eq(h_null), first.eq(1), payload.eq(h_payload)]
         with m.Elif(done):
             m.d.sync += first.eq(0)
             with m.If(last):

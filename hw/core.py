@@ -233,7 +233,14 @@ class SpikeCore(wiring.Component):
                     m.d.comb += [ev_x.eq(idx[lp:lp + bx]), ev_y.eq(idx[lp + bx:lp + bx + by]),
                                  ev_c.eq(Cat(idx[:lp], idx[lp + bx + by:]))]
         real_ev = rev.valid & ~rev.payload.null
-        scatter_last = rev.valid & rev.payload.null           # an empty step: its null event ends it
+        # an empty step: its null event ends the scatter as a real last op would have, LATENCY cycles on
+        null_ev = rev.valid & rev.payload.null
+        null_conv = null_ev
+        for i in range(ConvAddressGen.LATENCY - PoolScatter.LATENCY):
+            r = Signal(name=f"null_conv_d{i}")
+            m.d.sync += r.eq(null_conv)
+            null_conv = r
+        scatter_last = Mux(conv_ph, null_conv, null_ev)
         reader_ready = C(1, 1)
         if convs:
             geoms = [ConvLayerGeom.of(cfg.model.layers[li], lh.wbase) for li, lh in convs]
@@ -245,14 +252,15 @@ class SpikeCore(wiring.Component):
             if cfg.payload_in:
                 m.d.comb += ce.payload.eq(rev.payload.payload)
             reader_ready = Mux(conv_ph, cagen.events.ready | rev.payload.null, 1)
-            # the ops of the phase's last event are its last: it is taken only after the one before is done
+            # the ops of the phase's last event are its last
             final = Signal()
             with m.If(seq.reader_start):
                 m.d.sync += final.eq(0)
             with m.Elif(cagen.events.valid & cagen.events.ready & rev.payload.last):
                 m.d.sync += final.eq(1)
             cop = cagen.ops.payload
-            scatter_last = scatter_last | (conv_ph & cagen.ops.valid & cop.last & final)
+            # (the phase's last event may be held while the one before it still expands)
+            scatter_last = scatter_last | (conv_ph & cagen.ops.valid & cop.last & final & ~cagen.held)
             with m.If(conv_ph):
                 m.d.comb += [fop_valid.eq(cagen.ops.valid), fop.waddr.eq(cop.waddr), fop.null.eq(cop.null),
                              fop.first.eq(cop.first), fop.last.eq(cop.last), fop.group.eq(0),

@@ -20,7 +20,9 @@ from amaranth.lib.wiring import In, Out
 
 from golden import perf
 
+from .conv_addrgen import ConvAddressGen
 from .descriptor import Kind, LayerTable, encode_cycles
+from .pool import PoolScatter
 
 __all__ = ["Sequencer", "Phase"]
 
@@ -47,8 +49,9 @@ class Sequencer(wiring.Component):
     encode_start, reader_start, readout_start, sample_start, sweep_start : Out(1)   one-cycle pulses
 
     A conv2d or maxpool2d layer's phase (docs/spec.md section 3) is SETUP, ISSUE (the scatter: it ends
-    in the cycle its last op leaves the address generator, one cycle after it left the reader, so the
-    DRAIN that follows is a cycle shorter), DRAIN, SWEEP (N words, one per cycle), DRAIN.
+    in the cycle its last op leaves the conv address generator or pool scatter, their ``LATENCY``
+    cycles after its event left the reader, so the DRAIN that follows is shorter by as much), DRAIN,
+    SWEEP (N words, one per cycle), DRAIN.
     counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
     """
 
@@ -124,8 +127,13 @@ class Sequencer(wiring.Component):
                     m.d.sync += self.phase.eq(Phase.ISSUE)
             with m.Case(Phase.ISSUE):
                 with m.If(self.reader_last):
+                    # a scatter's ISSUE ends when its last op leaves the conv address generator or the
+                    # pool scatter, LATENCY cycles after its event left the reader: its DRAIN is shorter by that
+                    conv_drain = self.drain_cycles() - ConvAddressGen.LATENCY
+                    pool_drain = self.drain_cycles() - PoolScatter.LATENCY
                     m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(~spatial),
-                                 wait.eq(Mux(spatial, self.drain_cycles() - 2, self.drain_cycles() - 1))]
+                                 wait.eq(Mux(self.desc.kind == Kind.CONV, conv_drain - 1,
+                                             Mux(spatial, pool_drain - 1, self.drain_cycles() - 1)))]
             with m.Case(Phase.DRAIN):
                 with m.If((wait == 0) & ~swept):
                     m.d.sync += [self.phase.eq(Phase.SWEEP), self.sweep_start.eq(1)]

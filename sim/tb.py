@@ -48,10 +48,15 @@ def state_words(model, lanes: int) -> list[dict]:
     geo = CoreGeometry(model, lanes)
     words = []
     for l, lh in zip(model.layers, geo.layers):
+        if lh.kind == "maxpool2d":                  # no state words
+            continue
+        # a dense group's words, or a conv2d layer's N words (og, y, x): the lanes of channel group og
+        per_group = lh.out_shape[1] * lh.out_shape[2] if lh.kind == "conv2d" else 1
         for g in range(lh.groups):
             thr = [int(v) for v in l.threshold[g * lanes:(g + 1) * lanes]]
-            words.append({"fires": bool(lh.fires) and model.coding != "tsc", "thr": thr, "lanes": len(thr),
-                          "tsc": model.coding == "tsc"})
+            for _ in range(per_group):
+                words.append({"fires": bool(lh.fires) and model.coding != "tsc", "thr": thr, "lanes": len(thr),
+                              "tsc": model.coding == "tsc"})
     return words
 
 
