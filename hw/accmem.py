@@ -109,8 +109,11 @@ class AccumulatorMemory(wiring.Component):
         w1_en, w2_en = Signal(), Signal()
         w1_addr, w2_addr = Signal(self._abits), Signal(self._abits)
         w1_data, w2_data = Signal(self.word_layout), Signal(self.word_layout)
-        hit1 = w1_en & (w1_addr == op2.addr)
-        hit2 = w2_en & (w2_addr == op2.addr)
+        # the forwarding hits, compared a cycle ahead: op1 against the write happening now (op2, one
+        # write back when op1 reaches stage 2) and the one before it (w1), so the multiplexer in front of
+        # the adder takes its select from flops (the compare in series limited a conv core to 79 MHz)
+        hit1, hit2 = Signal(), Signal()
+        m.d.sync += [hit1.eq(v2 & (op2.addr == op1.addr)), hit2.eq(w1_en & (w1_addr == op1.addr))]
         old = Signal(self.word_layout)
         m.d.comb += old.eq(Mux(hit1, w1_data, Mux(hit2, w2_data, ram)))
         uses_old = op2.kind != AccKind.CLEAR
