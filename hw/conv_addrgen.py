@@ -117,7 +117,8 @@ class ConvAddressGen(wiring.Component):
         place is free or is freed in this cycle (the expanding event's last op leaves), so events
         follow each other's ops with no bubble.
     layer : In(layer_bits)
-        The phase's layer, held through the phase.
+        The phase's layer, held through the phase and set at least a cycle before its first event (the
+        part registers the layer's constants; the core sets it ``LAYER_SETUP`` cycles ahead).
     ops : Out(stream.Signature(conv_op_layout))
         One op per cycle while ``ready`` is high: for each valid offset (ky outer, kx inner) and channel
         group og = 0..Gc-1 (innermost); an event with no valid offset gives one null op. An event
@@ -200,33 +201,36 @@ class ConvAddressGen(wiring.Component):
         m.submodules.yrom = yrom = rom(self.y_rom, "y")
         m.submodules.xrom = xrom = rom(self.x_rom, "x")
         yr, xr = yrom.read_port(domain="comb"), xrom.read_port(domain="comb")
-        m.d.comb += [yr.addr.eq(Array(Const(b) for b in self._ybase)[self.layer] + ev.y),
-                     xr.addr.eq(Array(Const(b) for b in self._xbase)[self.layer] + ev.x)]
 
         W = self._wbits + 2          # room for the discarded candidates past the last offset
         A = self._abits + 2
-        # per-layer steps: next og, next kx (same og = 0 row), next ky; the weight base and c * K * K
+        # the layer's constants, registered every cycle from the held ``layer`` (a phase's first event
+        # comes cycles after its layer is set), so no path starts at a multiplexer over the layers:
+        # the ROM bases, the weight base, K * K, and the steps to the next og, kx (same og = 0 row), ky
+        ybase, xbase = Signal(len(yr.addr)), Signal(len(xr.addr))
         wg, ag, wx, wy, ay = Signal(W), Signal(A), Signal(W), Signal(W), Signal(A)
-        wbase, cterm = Signal(W), Signal(W)
+        wbase, ksq = Signal(W), Signal(range(max(l.kernel for l in self._layers) ** 2 + 1))
         gmax = Signal(self._gbits)
         with m.Switch(self.layer):
             for i, l in enumerate(self._layers):
                 (C, _, _), (_, Ho, Wo), K, S = l.in_shape, l.out_shape, l.kernel, l.stride
                 with m.Case(i):
-                    m.d.comb += [wbase.eq(l.wbase), cterm.eq(ev.c * (K * K)),
-                                 wg.eq(C * K * K), ag.eq(Ho * Wo), wx.eq(S), wy.eq(S * K), ay.eq(Wo),
-                                 gmax.eq(l.channel_groups(self._P) - 1)]
+                    m.d.sync += [ybase.eq(self._ybase[i]), xbase.eq(self._xbase[i]), wbase.eq(l.wbase),
+                                 ksq.eq(K * K), wg.eq(C * K * K), ag.eq(Ho * Wo), wx.eq(S), wy.eq(S * K),
+                                 ay.eq(Wo), gmax.eq(l.channel_groups(self._P) - 1)]
+        m.d.comb += [yr.addr.eq(ybase + ev.y), xr.addr.eq(xbase + ev.x)]
 
         # ---- stage 1: the event taken, with its ROM rows and c * K * K (a register stage, so that the
         # ROM lookups and the product do not sit in series with the expander's adders)
         hold = Signal()
-        h_w0, h_a0 = Signal(W), Signal(A)
+        h_wp, h_a0 = Signal(W), Signal(A)           # h_wp: the first weight word but for c * K * K
+        h_c = Signal.like(ev.c)
         h_nx, h_ny = Signal(self._kbits), Signal(self._kbits)
         h_null, h_payload = Signal(), Signal.like(ev.payload)
         take = Signal()                  # the expander takes the held event this cycle
         m.d.comb += self.events.ready.eq(~hold | take)
         with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [hold.eq(1), h_w0.eq(wbase + cterm + yr.data.k0s + xr.data.k0s),
+            m.d.sync += [hold.eq(1), h_wp.eq(wbase + yr.data.k0s + xr.data.k0s), h_c.eq(ev.c),
                          h_a0.eq(yr.data.o0s + xr.data.o0s), h_nx.eq(xr.data.n), h_ny.eq(yr.data.n),
                          h_null.eq((yr.data.n == 0) | (xr.data.n == 0)), h_payload.eq(ev.payload)]
         with m.Elif(take):
@@ -250,6 +254,8 @@ class ConvAddressGen(wiring.Component):
         # the held event is taken in the cycle the current one's last op leaves: no bubble
         m.d.comb += take.eq(hold & (~busy | (done & last)))
 
+        h_w0 = Signal(W)
+        m.d.comb += h_w0.eq(h_wp + h_c * ksq)        # from flops: the multiplier, then one adder
         with m.If(take):
             m.d.sync += [busy.eq(1), og.eq(0), kx_left.eq(h_nx - 1), ky_left.eq(h_ny - 1),
                          nvx.eq(h_nx), wcur.eq(h_w0), acur.eq(h_a0), wcol.eq(h_w0), acol.eq(h_a0),

@@ -73,6 +73,7 @@ def run_streams(dut, inputs, *, sink, in_prob=1.0, out_prob=1.0, seed=0, extra=N
     async def bench(ctx):
         for name, value in (extra or {}).items():
             ctx.set(getattr(dut, name), value)
+        await ctx.tick()         # a phase's layer is set a cycle (in the core: LAYER_SETUP) before its events
         i, cycle, idle = 0, 0, 0
         while cycle < max_cycles:
             offer = i < len(inputs) and rng.random() < in_prob
