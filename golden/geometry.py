@@ -59,16 +59,14 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # the core runs dense IF layers, reset by subtraction or to zero; conv, pool and leak are golden-only
-        # for now (docs/spec.md, status)
+        # the core runs dense layers, IF or leaky, reset by subtraction or to zero; conv and pool are
+        # golden-only for now (docs/spec.md, status)
         for i, l in enumerate(model.layers):
             if l.kind != "dense":
                 raise ConfigError(f"layer {i}: {l.kind} layers are not supported by the hardware core yet "
                                   f"(dense layers only)")
-            if l.leak is not None:
-                raise ConfigError(f"layer {i}: leak={list(l.leak)} is not supported by the hardware core yet "
-                                  f"(IF neurons only)")
-            # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit); tsc layers have no reset
+            # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit), the leak a multiplier and
+            # a shift ahead of their adders; tsc layers have neither (the model refuses them)
         self.model = model
         self.coding = model.coding
         self.tsc = model.coding == "tsc"
@@ -120,6 +118,8 @@ class CoreGeometry:
                 lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
                 ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
         self.acc_bits = signed_bits(*_span(*ranges))
+        # the leak's num (unsigned): the neuron units' multiplier is v_bits x leak_bits; 0 builds none
+        self.leak_bits = max(lw.leak_bits for lw in w)
         self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi) for lw in w) if self.tsc else 0
         self.state_lane_bits = self.vbits + self.cur_bits    # tsc keeps the current C above V
         self.pbits = self.vbits + 1                          # bias, threshold, v_init, bias - threshold
@@ -206,4 +206,6 @@ class CoreGeometry:
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
                 "kernels": [l.h.tolist() for l in self.model.layers], "taps": self.taps,
                 "resets": [l.reset for l in self.model.layers],
+                "leaks": [list(l.leak) if l.leak is not None else None for l in self.model.layers],
+                "leak_bits": self.leak_bits,
                 "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}

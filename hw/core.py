@@ -109,6 +109,9 @@ class SpikeCore(wiring.Component):
         LAST_LANES = per_layer([l.last_lanes for l in cfg.layers])
         FIRES = per_layer([int(l.fires) for l in cfg.layers])
         ZERO = per_layer([int(l.reset == "zero") for l in cfg.model.layers])
+        # the leak (num, shift) per layer; a layer without one runs the identity (1, 0) when any layer leaks
+        NUM = per_layer([l.leak[0] if l.leak is not None else 1 for l in cfg.model.layers])
+        SHIFT = per_layer([l.leak[1] if l.leak is not None else 0 for l in cfg.model.layers])
 
         def real_lanes(group):
             return Mux(group == GROUPS[layer] - 1, LAST_LANES[layer], P)
@@ -151,7 +154,7 @@ class SpikeCore(wiring.Component):
                      fetch.negate.eq(~t0 if cfg.tsc else 0)]        # tsc: events after step 0 are OFFs
         op = fetch.out_op
         m.d.comb += [self.op.valid.eq(fetch.out_valid), self.op.null.eq(op.null), self.op.last.eq(op.last)]
-        upd = self._neuron_unit(m, seq, store, fetch, real_lanes, FIRES, ZERO)
+        upd = self._neuron_unit(m, seq, store, fetch, real_lanes, FIRES, ZERO, NUM, SHIFT)
 
         # ---- the state memory's clients: the address generator, the tsc generator, the readout
         res_g = cfg.layers[-1]
@@ -246,9 +249,10 @@ class SpikeCore(wiring.Component):
                      self.spk.mask.eq(enc.spk_mask)]
         return enc
 
-    def _neuron_unit(self, m, seq, store, fetch, real_lanes, FIRES, ZERO) -> dict:
+    def _neuron_unit(self, m, seq, store, fetch, real_lanes, FIRES, ZERO, NUM, SHIFT) -> dict:
         """The coding's neuron unit after the fetch; returns its update signals."""
         cfg = self._cfg
+        leak_bits = cfg.leak_bits             # 0: no layer leaks, no multiplier
         op = fetch.out_op
         base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + perf.term_stage(cfg.coding, cfg.model.encoding)
         common = dict(lanes=cfg.P, group_bits=len(op.group), term_layout=fetch.term_layout,
@@ -261,7 +265,7 @@ class SpikeCore(wiring.Component):
                                                      group_bits=len(op.group), slots_layout=acc.slots_layout,
                                                      param_layout=store.param_layout, state_layout=store.state_layout,
                                                      acc_bits=cfg.acc_bits, layer_bits=cfg.layer_bits,
-                                                     tap_bits=tap_bits)
+                                                     tap_bits=tap_bits, leak_bits=leak_bits)
             train = op.payload[:cfg.T]
             m.d.comb += [acc.op_valid.eq(fetch.out_valid), acc.first.eq(op.first), acc.last.eq(op.last),
                          acc.next_first.eq(fetch.next_first), acc.group.eq(op.group), acc.terms.eq(fetch.terms),
@@ -277,12 +281,14 @@ class SpikeCore(wiring.Component):
                 m.submodules.unit = unit = TscUnit(state_layout=store.state_layout, **common)
             else:
                 m.submodules.unit = unit = IfUnit(counts=not cfg.membrane_readout, state_layout=store.state_layout,
-                                                  **common)
+                                                  leak_bits=leak_bits, **common)
             m.d.comb += [unit.op_valid.eq(fetch.out_valid), unit.first.eq(op.first), unit.last.eq(op.last),
                          unit.next_first.eq(fetch.next_first), unit.group.eq(op.group), unit.terms.eq(fetch.terms),
                          unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
                          unit.fires.eq(FIRES[seq.layer]), unit.zero_reset.eq(ZERO[seq.layer]),
                          unit.real_lanes.eq(real_lanes(op.group))]
+        if leak_bits:                         # phase registers, like fires and zero_reset
+            m.d.comb += [unit.leak_num.eq(NUM[seq.layer]), unit.leak_shift.eq(SHIFT[seq.layer])]
         return {"valid": unit.upd_valid, "group": unit.upd_group, "state": unit.upd_state, "mask": unit.upd_mask,
                 "unit": unit}
 

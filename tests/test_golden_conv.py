@@ -736,7 +736,6 @@ def test_schema1_layer_entries_are_strict(tmp_path):
     (ZOO["rate"], "layer 0: conv2d layers are not supported by the hardware core yet"),
     (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, input_max=1),
      "layer 0: maxpool2d layers are not supported by the hardware core yet"),
-    (Model([Dense([[1]], leak=(1, 1))], T=2, input_max=1), r"layer 0: leak=\[1, 1\] is not supported"),
 ])
 def test_core_geometry_refuses_schema2_features(model, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -749,6 +748,12 @@ def test_core_geometry_still_builds_dense_models(tmp_path):
     # reset "zero" runs on the core (a multiplexer in the neuron units) and the manifest says which layers
     z = Model([Dense([[1]]), Dense([[1]], reset="zero")], T=2, input_max=1)
     assert CoreGeometry(z, 4).parameters()["resets"] == ["subtract", "zero"]
+    # so does the leak (a multiplier and a shift): the manifest lists each layer's, the multiplier's width
+    # is the widest num's
+    lk = Model([Dense([[1]], leak=(3, 2)), Dense([[1]]), Dense([[1]], leak=(0, 0))], T=2, input_max=1)
+    prm = CoreGeometry(lk, 4).parameters()
+    assert (prm["leaks"], prm["leak_bits"]) == ([[3, 2], None, [0, 0]], 2)
+    assert CoreGeometry(z, 4).parameters()["leak_bits"] == 0
 
 
 def test_first_spike_mismatch_names_the_position():
