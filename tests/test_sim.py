@@ -59,7 +59,7 @@ ZERO_RESET = {"r_cnt_p1": (1,), "d_cnt_p8": (0, 2), "stcb_k_p2_3l": (1,)}
 
 # leaky layers {layer: (num, shift)} in some configurations: rate, direct and stcb (a slot per cycle, and with a
 # kernel), with both resets, a layer that keeps no V (num 0) and a shift to the widest num
-LEAK = {"r_cnt_p1": {0: (3, 2), 1: (7, 3)}, "d_cnt_p8": {0: (5, 3), 1: (1, 1)},
+LEAK = {"r_cnt_p1": {0: (3, 2), 1: (7, 3)}, "d_cnt_p8": {0: (5, 3), 1: (1, 1), 2: (3, 2)},
         "stcb_p4": {1: (13, 4)}, "stcb_k_p2_3l": {0: (0, 0), 1: (5, 3), 2: (9, 4)}}
 
 
