@@ -118,8 +118,17 @@ class CoreGeometry:
                 lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
                 ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
         self.acc_bits = signed_bits(*_span(*ranges))
-        # the leak's num (unsigned): the neuron units' multiplier is v_bits x leak_bits; 0 builds none
-        self.leak_bits = max(lw.leak_bits for lw in w)
+        # the leak per layer as the neuron units' multiplier and shifter run it: (num, shift), a layer
+        # without a leak the identity. When every leaky layer shifts by the same s, the identity is
+        # (2**s, s), so the shift is a constant (wiring, no shifter), unless the product would pass 64
+        # bits; else (1, 0). leak_bits is the multiplier's num width (0: no layer leaks, none is built).
+        leaks = [l.leak for l in model.layers]
+        shifts = {lk[1] for lk in leaks if lk is not None}
+        s = next(iter(shifts)) if len(shifts) == 1 else 0
+        identity = (1 << s, s) if self.vbits + 1 + s + 1 <= 64 else (1, 0)
+        self.leak_table = tuple(tuple(lk) if lk is not None else identity for lk in leaks)
+        self.leak_shift_const = len({sh for _, sh in self.leak_table}) == 1
+        self.leak_bits = max(unsigned_bits(n) for n, _ in self.leak_table) if shifts else 0
         self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi) for lw in w) if self.tsc else 0
         self.state_lane_bits = self.vbits + self.cur_bits    # tsc keeps the current C above V
         self.pbits = self.vbits + 1                          # bias, threshold, v_init, bias - threshold

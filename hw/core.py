@@ -109,9 +109,9 @@ class SpikeCore(wiring.Component):
         LAST_LANES = per_layer([l.last_lanes for l in cfg.layers])
         FIRES = per_layer([int(l.fires) for l in cfg.layers])
         ZERO = per_layer([int(l.reset == "zero") for l in cfg.model.layers])
-        # the leak (num, shift) per layer; a layer without one runs the identity (1, 0) when any layer leaks
-        NUM = per_layer([l.leak[0] if l.leak is not None else 1 for l in cfg.model.layers])
-        SHIFT = per_layer([l.leak[1] if l.leak is not None else 0 for l in cfg.model.layers])
+        # the leak (num, shift) per layer (CoreGeometry.leak_table: a layer without one runs an identity)
+        NUM = per_layer([n for n, _ in cfg.leak_table])
+        SHIFT = per_layer([sh for _, sh in cfg.leak_table])
 
         def real_lanes(group):
             return Mux(group == GROUPS[layer] - 1, LAST_LANES[layer], P)
@@ -282,13 +282,30 @@ class SpikeCore(wiring.Component):
             else:
                 m.submodules.unit = unit = IfUnit(counts=not cfg.membrane_readout, state_layout=store.state_layout,
                                                   leak_bits=leak_bits, **common)
+            t0 = seq.t0
+            if leak_bits and not cfg.tsc:
+                # the step-0 multiplexer is ahead of the leak's multiplier: from a register, not the step's
+                # comparator (a phase register: its step is set LAYER_SETUP cycles or more before a state
+                # word arrives)
+                t0 = Signal(name="unit_t0")
+                m.d.sync += t0.eq(seq.t0)
             m.d.comb += [unit.op_valid.eq(fetch.out_valid), unit.first.eq(op.first), unit.last.eq(op.last),
                          unit.next_first.eq(fetch.next_first), unit.group.eq(op.group), unit.terms.eq(fetch.terms),
-                         unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
+                         unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(t0),
                          unit.fires.eq(FIRES[seq.layer]), unit.zero_reset.eq(ZERO[seq.layer]),
                          unit.real_lanes.eq(real_lanes(op.group))]
-        if leak_bits:                         # phase registers, like fires and zero_reset
-            m.d.comb += [unit.leak_num.eq(NUM[seq.layer]), unit.leak_shift.eq(SHIFT[seq.layer])]
+        if leak_bits:
+            # registered from the phase's layer (a group's state arrives LAYER_SETUP cycles or more after the
+            # layer changes), so the table's multiplexer is not ahead of the multiplier; a shift that every
+            # layer shares is a constant, and the shifter wiring
+            num = Signal(leak_bits, name="leak_num")
+            m.d.sync += num.eq(NUM[seq.layer])
+            if cfg.leak_shift_const:
+                shift = C(cfg.leak_table[0][1], len(unit.leak_shift))
+            else:
+                shift = Signal.like(unit.leak_shift, name="leak_shift")
+                m.d.sync += shift.eq(SHIFT[seq.layer])
+            m.d.comb += [unit.leak_num.eq(num), unit.leak_shift.eq(shift)]
         return {"valid": unit.upd_valid, "group": unit.upd_group, "state": unit.upd_state, "mask": unit.upd_mask,
                 "unit": unit}
 

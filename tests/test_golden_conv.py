@@ -754,6 +754,13 @@ def test_core_geometry_still_builds_dense_models(tmp_path):
     prm = CoreGeometry(lk, 4).parameters()
     assert (prm["leaks"], prm["leak_bits"]) == ([[3, 2], None, [0, 0]], 2)
     assert CoreGeometry(z, 4).parameters()["leak_bits"] == 0
+    # the hardware's table: IF layers run an identity; with one shift shared by the leaky layers it is
+    # (2**s, s), so the shift is a constant (the multiplier's num then needs s + 1 bits)
+    g = CoreGeometry(lk, 4)
+    assert (g.leak_table, g.leak_shift_const) == (((3, 2), (1, 0), (0, 0)), False)
+    one = Model([Dense([[1]], leak=(171, 8)), Dense([[1]])], T=2, input_max=1)
+    g = CoreGeometry(one, 4)
+    assert (g.leak_table, g.leak_shift_const, g.leak_bits) == (((171, 8), (256, 8)), True, 9)
 
 
 def test_first_spike_mismatch_names_the_position():
