@@ -92,8 +92,8 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # the core runs IF layers, reset by subtraction or to zero; conv2d and maxpool2d in rate coding
-        # (rate or direct input); leak is golden-only for now (docs/spec.md, status)
+        # the core runs IF or leaky dense layers, reset by subtraction or to zero; conv2d and maxpool2d in
+        # rate coding (rate or direct input), without a leak so far (docs/spec.md, status)
         for i, l in enumerate(model.layers):
             if l.kind != "dense" and model.coding != "rate":
                 raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate coding only "
@@ -101,10 +101,11 @@ class CoreGeometry:
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
                                   f"hardware core, not {l.in_shape[0]}")
-            if l.leak is not None:
-                raise ConfigError(f"layer {i}: leak={list(l.leak)} is not supported by the hardware core yet "
-                                  f"(IF neurons only)")
-            # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit); tsc layers have no reset
+            if l.kind == "conv2d" and l.leak is not None:
+                raise ConfigError(f"layer {i}: leak={list(l.leak)} on a conv2d layer is not supported by the "
+                                  f"hardware core yet (dense layers only)")
+            # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit), the leak a multiplier and
+            # a shift ahead of their adders; tsc layers have neither (the model refuses them)
         self.model = model
         self.coding = model.coding
         self.tsc = model.coding == "tsc"
@@ -182,6 +183,17 @@ class CoreGeometry:
                 lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
                 ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
         self.acc_bits = signed_bits(*_span(*ranges))
+        # the leak per layer as the neuron units' multiplier and shifter run it: (num, shift), a layer
+        # without a leak the identity. When every leaky layer shifts by the same s, the identity is
+        # (2**s, s), so the shift is a constant (wiring, no shifter), unless the product would pass 64
+        # bits; else (1, 0). leak_bits is the multiplier's num width (0: no layer leaks, none is built).
+        leaks = [l.leak for l in model.layers]
+        shifts = {lk[1] for lk in leaks if lk is not None}
+        s = next(iter(shifts)) if len(shifts) == 1 else 0
+        identity = (1 << s, s) if self.vbits + 1 + s + 1 <= 64 else (1, 0)
+        self.leak_table = tuple(tuple(lk) if lk is not None else identity for lk in leaks)
+        self.leak_shift_const = len({sh for _, sh in self.leak_table}) == 1
+        self.leak_bits = max(unsigned_bits(n) for n, _ in self.leak_table) if shifts else 0
         self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi)
                             for l, lw in zip(model.layers, w) if l.kind != "maxpool2d") if self.tsc else 0
         self.state_lane_bits = self.vbits + self.cur_bits    # tsc keeps the current C above V
@@ -280,4 +292,6 @@ class CoreGeometry:
                 "kinds": [l.kind for l in self.model.layers],
                 "kernels": [l.h.tolist() if hasattr(l, "h") else [1] for l in self.model.layers], "taps": self.taps,
                 "resets": [l.reset for l in self.model.layers],
+                "leaks": [list(l.leak) if l.leak is not None else None for l in self.model.layers],
+                "leak_bits": self.leak_bits,
                 "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}

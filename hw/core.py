@@ -136,7 +136,11 @@ class SpikeCore(wiring.Component):
         dense = desc.kind == Kind.DENSE
         rev = reader.events
         dense_last = rev.valid & rev.payload.last & (rev.payload.group == desc.groups - 1)
-        m.d.comb += [reader.rd_data.eq(Array(b.rd_data.as_value() for b in bufs)[src]),
+        # the data multiplexer selects from a register: the reader's first word arrives the cycle after
+        # its start, when the register has followed the new layer (a block RAM's output is slow enough)
+        src_r = Signal.like(src)
+        m.d.sync += src_r.eq(src)
+        m.d.comb += [reader.rd_data.eq(Array(b.rd_data.as_value() for b in bufs)[src_r]),
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
                      reader.groups.eq(Mux(dense, desc.groups, 1)),      # a scatter reads its source once
                      reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1)]
@@ -406,6 +410,7 @@ class SpikeCore(wiring.Component):
         update signals. A conv2d word has two names: ``name`` (its packed index, for the event entries)
         and ``off`` (its state word within the layer); a dense group is both."""
         cfg = self._cfg
+        leak_bits = cfg.leak_bits             # 0: no layer leaks, no multiplier
         op = fetch.out_op
         base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + perf.term_stage(cfg.coding, cfg.model.encoding)
         common = dict(lanes=cfg.P, group_bits=len(op.group), term_layout=fetch.term_layout,
@@ -418,7 +423,7 @@ class SpikeCore(wiring.Component):
                                                      group_bits=len(op.group), slots_layout=acc.slots_layout,
                                                      param_layout=store.param_layout, state_layout=store.state_layout,
                                                      acc_bits=cfg.acc_bits, layer_bits=cfg.layer_bits,
-                                                     tap_bits=tap_bits)
+                                                     tap_bits=tap_bits, leak_bits=leak_bits)
             train = op.payload[:cfg.T]
             m.d.comb += [acc.op_valid.eq(fetch.out_valid), acc.first.eq(op.first), acc.last.eq(op.last),
                          acc.next_first.eq(fetch.next_first), acc.group.eq(op.group), acc.terms.eq(fetch.terms),
@@ -429,6 +434,7 @@ class SpikeCore(wiring.Component):
                          unit.layer.eq(seq.layer), unit.fires.eq(seq.desc.fires),
                          unit.zero_reset.eq(seq.desc.zero_reset),
                          unit.real_lanes.eq(real_lanes(acc.hand_group))]
+            self._leak(m, seq, unit)
             return {"valid": unit.upd_valid, "group": unit.upd_group, "off": unit.upd_group, "state": unit.upd_state,
                     "mask": unit.upd_mask, "unit": unit, "real": None, "op_valid": fetch.out_valid,
                     "op_last": op.last, "op_null": op.null}
@@ -443,8 +449,17 @@ class SpikeCore(wiring.Component):
             m.submodules.unit = unit = TscUnit(state_layout=store.state_layout, **common)
         else:
             m.submodules.unit = unit = IfUnit(counts=not cfg.membrane_readout, state_layout=store.state_layout,
-                                              **common)
-        m.d.comb += [unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(seq.t0),
+                                              leak_bits=cfg.leak_bits, **common)
+        t0 = seq.t0
+        if cfg.leak_bits and not cfg.tsc:
+            # the step-0 multiplexer is ahead of the leak's multiplier: from a register, not the step's
+            # comparator (a phase register: its step is set LAYER_SETUP cycles or more before a state
+            # word arrives)
+            t0 = Signal(name="unit_t0")
+            m.d.sync += t0.eq(seq.t0)
+        if not cfg.tsc:
+            self._leak(m, seq, unit)
+        m.d.comb += [unit.state.eq(store.state), unit.params.eq(store.params), unit.t0.eq(t0),
                      unit.fires.eq(seq.desc.fires), unit.zero_reset.eq(seq.desc.zero_reset)]
         dense_op = [unit.op_valid.eq(fetch.out_valid & ~op.conv), unit.first.eq(op.first), unit.last.eq(op.last),
                     unit.next_first.eq(fetch.next_first & (seq.desc.kind == Kind.DENSE)),
@@ -476,6 +491,16 @@ class SpikeCore(wiring.Component):
         m.d.sync += real_upd.eq(real_fin)
         return {"valid": unit.upd_valid, "group": name, "off": off, "state": unit.upd_state, "mask": unit.upd_mask,
                 "unit": unit, "real": real_upd, "op_valid": unit.op_valid, "op_last": unit.last, "op_null": null}
+
+    def _leak(self, m, seq, unit):
+        """The layer's leak (num, shift) into the unit, from the descriptor's registers (a layer without one
+        runs an identity, CoreGeometry.leak_table); a shift every layer shares is a constant, the shifter
+        wiring. Nothing when no layer leaks (no multiplier is built)."""
+        cfg = self._cfg
+        if not cfg.leak_bits:
+            return
+        shift = C(cfg.leak_table[0][1], len(unit.leak_shift)) if cfg.leak_shift_const else seq.desc.leak_shift
+        m.d.comb += [unit.leak_num.eq(seq.desc.leak_num), unit.leak_shift.eq(shift)]
 
     def _outputs(self, m, seq, bufs, upd, sp):
         """A layer's update (or a maxpool2d sweep's entry): its spikes into the next layer's event

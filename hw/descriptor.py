@@ -37,7 +37,8 @@ def descriptor_layout(cfg) -> data.StructLayout:
     parameter word of channel group 0; a dense layer's equals ``sbase``), ``words`` (N), ``last_plane``
     (the first accumulator word of the last channel group, whose lanes are ``last_lanes``) and the
     layer's index among the core's conv2d layers, maxpool2d layers and both (``cidx``, ``pidx``,
-    ``xidx``), which select its row in those parts' own tables."""
+    ``xidx``), which select its row in those parts' own tables. ``leak_num`` and ``leak_shift``: the layer's
+    leak as the neuron units run it (``CoreGeometry.leak_table``; a layer without one the identity)."""
     words = [cfg.G_in] + [l.groups for l in cfg.layers]
     n_sp = max(1, sum(l.spatial for l in cfg.layers))
     return data.StructLayout({
@@ -58,6 +59,8 @@ def descriptor_layout(cfg) -> data.StructLayout:
         "src_words": unsigned(bits_for(max(words))),
         "src_last": unsigned(bits_for(cfg.P)),
         "src_base": unsigned(cfg.saddr_bits),
+        "leak_num": unsigned(max(1, cfg.leak_bits)),
+        "leak_shift": unsigned(bits_for(max(sh for _, sh in cfg.leak_table))),
     })
 
 
@@ -93,7 +96,9 @@ def descriptor_words(cfg) -> list[dict]:
         else:
             prev = cfg.layers[li - 1]
             src_words, src_last, src_base = prev.groups, prev.last_lanes, prev.sbase
-        out.append({"kind": kind, "pbase": lh.param_base, **sp, "wbase": lh.wbase, "n_in": lh.n_in, "sbase": lh.sbase, "groups": lh.groups,
+        num, shift = cfg.leak_table[li]
+        out.append({"kind": kind, "pbase": lh.param_base, **sp, "leak_num": num if cfg.leak_bits else 0,
+                    "leak_shift": shift, "wbase": lh.wbase, "n_in": lh.n_in, "sbase": lh.sbase, "groups": lh.groups,
                     "last_lanes": lh.last_lanes, "fires": int(lh.fires), "zero_reset": int(l.reset == "zero"),
                     "enc_len": encode_cycles(cfg, li), "src_words": src_words, "src_last": src_last,
                     "src_base": src_base})

@@ -7,13 +7,14 @@ more with direct input's multiplier stage): a short delay line lines them up.
 
 - :class:`IfUnit` (rate): V + bias and V + bias - threshold accumulate side by side from the first op,
   so at the group's last op the sign of the second is the spike and the update (reset by
-  subtraction) is a multiplexer, not a chain of adders.
+  subtraction) is a multiplexer, not a chain of adders. A leaky layer's V is leaked, ``(V * num) >>
+  shift``, on its way into the accumulators.
 - :class:`TscUnit` (tsc): the current C and the membrane V + C accumulate side by side; ON events
   (step 0) add the weight, OFF events subtract it.
 - :class:`SlotAccumulator` (stcb): a T-slot current per lane; the weight goes into the slots whose
   train bit is set; at the group's last op the vector goes to the :class:`SlotUnit`.
 - :class:`SlotUnit` (stcb): the STEB kernel and the IF over the T slots, one tap of one slot per
-  cycle, then the final V and the P output trains.
+  cycle (a leaky layer leaks V at every slot), then the final V and the P output trains.
 
 Every unit emits a registered *update* (``upd_*``) in the cycle after the group's last op: the
 group, its new state lanes and its spike mask (stcb: trains). The top writes it to the state memory
@@ -28,16 +29,36 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from golden import perf
+from golden.model import MAX_LEAK_SHIFT
 
 from .bits import popcount
 
-__all__ = ["IfUnit", "TscUnit", "SlotAccumulator", "SlotUnit", "update_members"]
+__all__ = ["IfUnit", "TscUnit", "SlotAccumulator", "SlotUnit", "update_members", "leak_members", "leak"]
 
 
 def update_members(lanes: int, group_bits: int, state_layout: data.Layout, mask_bits: int) -> dict:
     """The registered update every unit emits."""
     return {"upd_valid": Out(1), "upd_group": Out(group_bits), "upd_state": Out(state_layout),
             "upd_mask": Out(mask_bits)}
+
+
+def leak_members(leak_bits: int) -> dict:
+    """The layer's leak, ``leak_num`` (``leak_bits`` unsigned) and ``leak_shift`` (0..MAX_LEAK_SHIFT), as
+    inputs of a unit built with ``leak_bits > 0``; none without (no multiplier is built)."""
+    if isinstance(leak_bits, bool) or not isinstance(leak_bits, int) or leak_bits < 0:
+        raise TypeError(f"leak_bits must be a non-negative integer, not {leak_bits!r}")
+    return {"leak_num": In(leak_bits), "leak_shift": In(range(MAX_LEAK_SHIFT + 1))} if leak_bits else {}
+
+
+def leak(m: Module, v, num, shift, name: str) -> Signal:
+    """The leak ``(v * num) >> shift`` (docs/spec.md section 2) of the signed value ``v``: a multiply into
+    ``len(v) + len(num)`` signed bits (``num`` is unsigned: ``v_bits + bits(num)``, the width analysis's
+    product), then an arithmetic shift, i.e. floor. The result lies between 0 and ``v`` (``num <=
+    2**shift``), so it keeps ``v``'s width. A layer without a leak runs with num = 1, shift = 0."""
+    prod = Signal(signed(len(v) + len(num)), name=f"{name}_prod")
+    out = Signal(signed(len(v)), name=name)
+    m.d.comb += [prod.eq(v * num), out.eq(prod >> shift)]
+    return out
 
 
 def _delay(m: Module, value, n: int, name: str):
@@ -108,7 +129,8 @@ class _Unit(wiring.Component):
 
 class IfUnit(_Unit):
     """Rate coding's accumulate-and-fire: reset by subtraction, or to zero while ``zero_reset`` is high
-    (the layer's ``reset: zero``).
+    (the layer's ``reset: zero``); with ``leak_bits`` the layer's leak ``(V * leak_num) >> leak_shift``
+    applies to V (the state read, or v_init at step 0) before the accumulators are loaded.
 
     Parameters
     ----------
@@ -116,11 +138,16 @@ class IfUnit(_Unit):
         Cycles between the group's words arriving on ``state``/``params`` and its first op.
     counts : bool
         Keep the per-neuron spike count in the state word (count readout).
+    leak_bits : int
+        Width of ``leak_num`` (0: no leak inputs, no multiplier). The leak takes no cycle of its own: with
+        a term stage (``base_delay >= 2``) it has the first of the delay line's registers to itself, else
+        it is in the cycle that loads the accumulators (the product, the shift and the bias's adder).
     """
 
-    def __init__(self, *, counts: bool, **kw):
+    def __init__(self, *, counts: bool, leak_bits: int = 0, **kw):
         self._counts = counts
-        super().__init__(**kw, mask_bits=kw["lanes"])
+        self._leak_bits = leak_bits
+        super().__init__(**kw, mask_bits=kw["lanes"], extra=leak_members(leak_bits))
 
     def elaborate(self, platform):
         m = Module()
@@ -129,10 +156,17 @@ class IfUnit(_Unit):
         for p in range(P):
             st, pr = self.state[p], self.params[p]
             v = Mux(self.t0, pr.v_init, st.v)
+            bias, bmt, rest = pr.bias, pr.bmt, self._delay - 1
+            if self._leak_bits:
+                v = leak(m, v, self.leak_num, self.leak_shift, f"leak_{p}")
+                if rest:      # a register between the multiplier and the bias's adder
+                    v, bias, bmt = (_delay(m, x, 1, f"{n}_{p}")
+                                    for x, n in ((v, "leakv"), (bias, "bias"), (bmt, "bmt")))
+                    rest -= 1
             c1, c2 = Signal(signed(W), name=f"base1_{p}"), Signal(signed(W), name=f"base2_{p}")
-            m.d.comb += [c1.eq(v + pr.bias), c2.eq(v + pr.bmt)]
-            b1.append(_delay(m, c1, self._delay - 1, f"b1_{p}"))      # loaded a cycle before the first op
-            b2.append(_delay(m, c2, self._delay - 1, f"b2_{p}"))
+            m.d.comb += [c1.eq(v + bias), c2.eq(v + bmt)]
+            b1.append(_delay(m, c1, rest, f"b1_{p}"))      # loaded a cycle before the first op
+            b2.append(_delay(m, c2, rest, f"b2_{p}"))
             if self._counts:
                 cnt0.append(_delay(m, Mux(self.t0, 0, st.cnt), self._delay, f"cnt0_{p}"))
         f1, f2 = self._accumulate(m, [b1, b2], "a")
@@ -237,12 +271,15 @@ class SlotUnit(wiring.Component):
     layer : In    the phase's layer (selects the kernel taps)
     fires, real_lanes : In
     zero_reset : In   the layer resets a firing neuron to 0 instead of subtracting its threshold
+    leak_num, leak_shift : In   the layer's leak (only with ``leak_bits``): every slot's IF step starts with
+        ``V <- (V * leak_num) >> leak_shift``, the first from v_init, in the loop's cycle
     upd_* : Out   the final V (state lanes) and the P trains (``upd_mask``: lane p, slot t at bit p*T + t)
     """
 
     def __init__(self, *, lanes: int, T: int, taps: int, kernels: list, group_bits: int, slots_layout,
-                 param_layout, state_layout, acc_bits: int, layer_bits: int, tap_bits: int):
+                 param_layout, state_layout, acc_bits: int, layer_bits: int, tap_bits: int, leak_bits: int = 0):
         self._P, self._T, self._K = lanes, T, taps
+        self._leak_bits = leak_bits
         self._kernels = [list(h) + [0] * (taps - len(h)) for h in kernels]
         self._identity = all(h == [1] + [0] * (taps - 1) for h in self._kernels) and taps == 1
         self._acc, self._tap_bits = acc_bits, tap_bits
@@ -250,7 +287,7 @@ class SlotUnit(wiring.Component):
         members = {"hand_valid": In(1), "hand_group": In(group_bits), "hand_slots": In(slots_layout),
                    "hand_params": In(param_layout), "layer": In(layer_bits), "fires": In(1), "zero_reset": In(1),
                    "real_lanes": In(range(lanes + 1)), "busy": Out(1), "inc_spikes": Out(range(lanes + 1)),
-                   **update_members(lanes, group_bits, state_layout, lanes * T)}
+                   **update_members(lanes, group_bits, state_layout, lanes * T), **leak_members(leak_bits)}
         super().__init__(members)
 
     @property
@@ -374,6 +411,9 @@ class SlotUnit(wiring.Component):
         fires = []
         for p in range(P):
             v_in = V[p]
+            if self._leak_bits:          # V holds a membrane (v_bits), so the product is v_bits + bits(num)
+                vw = len(self.upd_state[p].v)
+                v_in = leak(m, v_in[:vw].as_signed(), self.leak_num, self.leak_shift, f"leak{p}")
             vsum, diff = Signal(signed(W), name=f"vsum{p}"), Signal(signed(W), name=f"vdiff{p}")
             m.d.comb += [vsum.eq(v_in + i_now[p]), diff.eq(v_in + ithr[p])]
             fire = Signal(name=f"fire{p}")

@@ -94,6 +94,7 @@ CONFIG_POINTS: dict[str, dict[str, tuple]] = {
                          "n_out<P": (_any, "a layer narrower than the lanes"),
                          "n_in%P!=0": (_any, "the input's last word is partial")},
     "config.reset": {"zero": (_SPIKING, "a layer that resets to zero (reset: zero)")},
+    "config.leak": {"on": (_SPIKING, "a leaky layer (leak: [num, shift])")},
     "config.kernel": {"kernel": (_codings("stcb"), "an STEB kernel h != [1]"),
                       "negative-tap": (_codings("stcb"), "a kernel with a negative tap")},
 }
@@ -164,6 +165,8 @@ def config_hits(params: dict) -> dict:
         on("config.lane_edge", "n_in%P!=0")
     if "zero" in (params.get("resets") or []):
         on("config.reset", "zero")
+    if any(lk is not None for lk in params.get("leaks") or []):
+        on("config.leak", "on")
     kernels = params.get("kernels") or []
     if any(list(h) != [1] for h in kernels):
         on("config.kernel", "kernel")

@@ -135,6 +135,17 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0
 
         def reset_of(_layer: int) -> str:
             return "zero" if coding != "tsc" and zrng.random() < 0.3 else "subtract"
+        # a leak on some spiking layers, from a generator of its own for the same reason: a leak only narrows
+        # the membrane range, and num < 2**16 keeps v_bits + bits(num) <= 64, so it never makes a valid
+        # network invalid (a redraw would change the seed's later draws)
+        lrng = random.Random(f"leak {seed} {len(sizes)}")
+
+        def leak_of(_layer: int):
+            if coding == "tsc" or lrng.random() >= 0.3:
+                return None
+            shift = lrng.choice([0, 1, 2, 3, 4, 5, 8, 16])
+            num = lrng.choice([0, 1 << shift, lrng.randint(0, 1 << shift)])
+            return (min(num, (1 << 16) - 1), shift)
         layers = []
         for a, b in zip(sizes, sizes[1:]):
             if mode == "all-max":
@@ -153,7 +164,7 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0
                 h = tuple(int(v) for v in nprng.integers(-2, 3, rng.randint(1, min(3, T))))
                 if not any(h):
                     h = (1,)
-            layers.append(Dense(w, bias, thr, v0, h=h, reset=reset_of(len(layers))))
+            layers.append(Dense(w, bias, thr, v0, h=h, reset=reset_of(len(layers)), leak=leak_of(len(layers))))
         try:
             model = Model(layers, coding=coding, T=T, encoding=encoding, input_max=input_max, readout=readout,
                           weight_bits=wb)
@@ -162,7 +173,8 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0
         lanes = rng.choice([1, 2, 4, 8, 16, 32, 64]) if max(sizes) > 8 else rng.choice([1, 2, 4, 8, 64])
         x = adversarial_samples(model, nprng)
         info = {"seed": seed, "mode": mode, "sizes": sizes, "coding": coding, "T": T, "lanes": lanes,
-                "weight_bits": wb, "resets": [l.reset for l in model.layers]}
+                "weight_bits": wb, "resets": [l.reset for l in model.layers],
+                "leaks": [list(l.leak) if l.leak is not None else None for l in model.layers]}
         return model, x, lanes, info
     raise RuntimeError(f"seed {seed}: no valid network in 100 draws")
 

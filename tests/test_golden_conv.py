@@ -756,14 +756,30 @@ def test_schema1_layer_entries_are_strict(tmp_path):
 # the hardware core refuses what it cannot run yet
 
 @pytest.mark.parametrize("model, msg", [
-    (ZOO["rate"], "layer 0: conv2d layers are not supported by the hardware core yet"),
-    (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, input_max=1),
-     "layer 0: maxpool2d layers are not supported by the hardware core yet"),
-    (Model([Dense([[1]], leak=(1, 1))], T=2, input_max=1), r"layer 0: leak=\[1, 1\] is not supported"),
+    (ZOO["stcb"], r"layer 0: conv2d layers run on the hardware core in rate coding only \(not stcb yet\)"),
+    (ZOO["tsc"], r"layer 0: conv2d layers run on the hardware core in rate coding only \(not tsc yet\)"),
+    (Model([Conv2d(np.ones((2, 1, 3, 3), int), in_shape=(1, 4, 4), padding=1, leak=(3, 2)),
+            Dense(np.ones((1, 32), int))], T=2, input_max=1),
+     r"layer 0: leak=\[3, 2\] on a conv2d layer is not supported by the hardware core yet"),
+    (Model([Conv2d(np.ones((2, 2, 3, 3), int), in_shape=(2, 4, 4), padding=1), Dense(np.ones((1, 32), int))],
+           T=2, input_max=1, encoding="direct"),
+     "layer 0: direct input into a conv2d layer needs one input channel on the hardware core, not 2"),
 ])
 def test_core_geometry_refuses_schema2_features(model, msg):
     with pytest.raises(ConfigError, match=msg):
         CoreGeometry(model, 4)
+
+
+def test_core_geometry_builds_rate_conv_models():
+    """conv2d and maxpool2d run on the core in rate coding: maps by packed channel words."""
+    m = Model([Conv2d(np.ones((5, 1, 3, 3), int), in_shape=(1, 4, 6), padding=1), MaxPool2d(2, in_shape=(5, 4, 6)),
+               Dense(np.ones((3, 30), int))], T=2, input_max=1)
+    g = CoreGeometry(m, 4)
+    assert [l.kind for l in g.layers] == ["conv2d", "maxpool2d", "dense"]
+    # N = Gc * Ho * Wo words; the conv map's packed (og, y, x) has bx = 3, by = 2, the pool's bx = 2, by = 1,
+    # and the dense layer has a weight column per packed index of the pool's map: (Gc << 3) * P
+    assert [l.words for l in g.layers[:2]] == [2 * 4 * 6, 2 * 2 * 3] and g.acc_depth == 48
+    assert g.layers[0].pack == (3, 2) and g.layers[1].pack == (2, 1) and g.layers[2].n_in == (2 << 3) * 4
 
 
 def test_core_geometry_still_builds_dense_models(tmp_path):
@@ -772,6 +788,19 @@ def test_core_geometry_still_builds_dense_models(tmp_path):
     # reset "zero" runs on the core (a multiplexer in the neuron units) and the manifest says which layers
     z = Model([Dense([[1]]), Dense([[1]], reset="zero")], T=2, input_max=1)
     assert CoreGeometry(z, 4).parameters()["resets"] == ["subtract", "zero"]
+    # so does the leak (a multiplier and a shift): the manifest lists each layer's, the multiplier's width
+    # is the widest num's
+    lk = Model([Dense([[1]], leak=(3, 2)), Dense([[1]]), Dense([[1]], leak=(0, 0))], T=2, input_max=1)
+    prm = CoreGeometry(lk, 4).parameters()
+    assert (prm["leaks"], prm["leak_bits"]) == ([[3, 2], None, [0, 0]], 2)
+    assert CoreGeometry(z, 4).parameters()["leak_bits"] == 0
+    # the hardware's table: IF layers run an identity; with one shift shared by the leaky layers it is
+    # (2**s, s), so the shift is a constant (the multiplier's num then needs s + 1 bits)
+    g = CoreGeometry(lk, 4)
+    assert (g.leak_table, g.leak_shift_const) == (((3, 2), (1, 0), (0, 0)), False)
+    one = Model([Dense([[1]], leak=(171, 8)), Dense([[1]])], T=2, input_max=1)
+    g = CoreGeometry(one, 4)
+    assert (g.leak_table, g.leak_shift_const, g.leak_bits) == (((171, 8), (256, 8)), True, 9)
 
 
 def test_first_spike_mismatch_names_the_position():

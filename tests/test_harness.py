@@ -155,3 +155,9 @@ def test_configuration_coverage_is_a_table_of_its_own():
     on = {f"{p}/{b}" for p, bins in hits.items() for b, n in bins.items() if n}
     assert on == {"config.coding/rate", "config.encoding/direct", "config.readout/count", "config.lanes/2-32",
                   "config.layers/2-3", "config.lane_edge/n_out%P!=0", "config.lane_edge/n_in%P!=0"}
+    # the neuron options, from the manifest's resets and leaks
+    hits = cov.config_hits({"coding": "stcb", "encoding": "rate", "readout": "count", "lanes": 1, "sizes": [3, 2],
+                            "kernels": [[1]], "resets": ["zero"], "leaks": [[3, 2]]})
+    assert hits["config.reset"]["zero"] == 1 and hits["config.leak"]["on"] == 1
+    assert cov.config_hits({"coding": "rate", "encoding": "rate", "readout": "count", "lanes": 1, "sizes": [3, 2],
+                            "leaks": [None]})["config.leak"]["on"] == 0

@@ -149,6 +149,32 @@ def test_stcb_networks_match_golden(seed, sizes, T, lanes, encoding, readout, h)
         assert hw["membranes"].tolist() == r.membranes.tolist()
 
 
+@pytest.mark.parametrize("seed, coding, encoding, readout, T, lanes, leaks, resets", [
+    (40, "rate", "rate", "count", 5, 2, [(3, 2), (7, 3)], ["subtract", "zero"]),
+    (41, "rate", "direct", "membrane", 4, 4, [(15, 4), (6, 3)], ["zero", "subtract"]),
+    (42, "rate", "rate", "count", 3, 1, [(0, 0), (1, 16)], ["subtract", "subtract"]),   # no V left; floor to -1
+    (43, "stcb", "rate", "count", 6, 2, [(13, 4), (1, 1)], ["zero", "subtract"]),
+    (44, "stcb", "direct", "membrane", 4, 8, [None, (9, 4)], ["subtract", "zero"]),
+])
+def test_leaky_networks_match_golden(seed, coding, encoding, readout, T, lanes, leaks, resets):
+    # docs/spec.md section 2: V <- (V * num) >> shift before the current, at step 0 too (on v_init); the
+    # initial membranes reach well below 0 so the floor of negative products matters
+    rng = np.random.default_rng(seed)
+    sizes = [6, 7, 3]
+    h = [2, -1] if coding == "stcb" and seed % 2 else [1]
+    layers = [Dense(rng.integers(-16, 16, (b, a)), rng.integers(-4, 5, b), rng.integers(1, 24, b),
+                    rng.integers(-40, 30, b), h=h, leak=lk, reset=rs)
+              for (a, b), lk, rs in zip(zip(sizes, sizes[1:]), leaks, resets)]
+    model = Model(layers, coding=coding, T=T, input_max=5, encoding=encoding, readout=readout, weight_bits=5)
+    x = rng.integers(0, 6, (4, sizes[0]))
+    x[0] = 0
+    assert_matches_golden(model, x, lanes)
+    # the leak changes the outcome (else this would not test it)
+    plain = model.replace(layers=[Dense(l.weight, l.bias, l.threshold, l.v_init, h=l.h, reset=l.reset)
+                                  for l in model.layers])
+    assert golden.run(plain, x).membranes.tolist() != golden.run(model, x).membranes.tolist()
+
+
 @pytest.mark.parametrize("readout", ["count", "membrane"])
 @pytest.mark.parametrize("lanes", [1, 2, 4])
 def test_argmax_ties_go_to_the_lowest_index_in_and_across_groups(readout, lanes):

@@ -253,12 +253,17 @@ def test_weight_fetch_terms_and_latency(P, coding, encoding):
 N_OPS = 5             # most ops per group in these tests
 
 
-def if_reference(t0, fires, real, st, prm, sums, counts, zero=0):
-    """docs/spec.md section 2, IF layer: V += b + sum(W s); s = V >= theta; V -= theta * s (reset
-    "subtract") or V = 0 where s (reset "zero")."""
+def leak_reference(v, leak):
+    """docs/spec.md section 2: V <- (V * num) >> shift, a floor (Python's >> on ints); None: no leak."""
+    return v if leak is None else (v * leak[0]) >> leak[1]
+
+
+def if_reference(t0, fires, real, st, prm, sums, counts, zero=0, leak=None):
+    """docs/spec.md section 2, IF layer: V <- leak(V) (leaky layers, step 0 too: on v_init); V += b +
+    sum(W s); s = V >= theta; V -= theta * s (reset "subtract") or V = 0 where s (reset "zero")."""
     out, mask = [], 0
     for p, (s, r, total) in enumerate(zip(st, prm, sums)):
-        v = (r["v_init"] if t0 else s["v"]) + r["bias"] + total
+        v = leak_reference(r["v_init"] if t0 else s["v"], leak) + r["bias"] + total
         spike = int(bool(fires) and p < real and v >= r["thr"])
         v = 0 if spike and zero else v - r["thr"] * spike
         lane = {"v": v}
@@ -279,9 +284,15 @@ def tsc_reference(t0, st, prm, sums):
     return out, 0
 
 
-def unit_case(kind, P, base_delay, counts, seed):
+# (num, shift) of leaky phases: the identity, none left, floors of negative V (shift 16 leaves 0 or -1), and
+# num = 2**shift - 1 at the widest num the unit takes (leak_bits = 4)
+LEAKS = [(3, 2), (0, 0), (15, 4), (1, 0), (5, 16), (1, 1), (13, 5), (8, 3)]
+
+
+def unit_case(kind, P, base_delay, counts, seed, leak_bits=0):
     """A rate (IfUnit) or tsc (TscUnit) unit driven like hw/core.py drives it; returns the trace and
-    the expected updates {cycle: (group, state lanes, mask)}."""
+    the expected updates {cycle: (group, state lanes, mask)}. With ``leak_bits`` the IfUnit has its leak
+    inputs and each phase a leak of :data:`LEAKS`."""
     rng = random.Random(seed)
     wb = rng.choice([3, 5])
     tlo, thi = -(1 << (wb - 1)), 1 << (wb - 1)           # weights, and a negated most negative weight
@@ -302,7 +313,7 @@ def unit_case(kind, P, base_delay, counts, seed):
     term_layout = data.ArrayLayout(signed(wb + 1), P)
     common = dict(lanes=P, group_bits=3, term_layout=term_layout, state_layout=state_layout,
                   param_layout=param_layout, acc_bits=acc_bits, base_delay=base_delay)
-    unit = IfUnit(counts=counts, **common) if kind == "if" else TscUnit(**common)
+    unit = IfUnit(counts=counts, leak_bits=leak_bits, **common) if kind == "if" else TscUnit(**common)
     assert unit.latency == perf.UPDATE_STAGES
 
     def rand_state():
@@ -327,14 +338,18 @@ def unit_case(kind, P, base_delay, counts, seed):
         return {"op_valid": 0, "first": rng.randrange(2), "last": rng.randrange(2), "next_first": 0,
                 "group": rng.randrange(8), "terms": [rng.randint(tlo, thi) for _ in range(P)],
                 "state": rand_state(), "params": rand_params(), "t0": rng.randrange(2),
-                "fires": rng.randrange(2), "zero_reset": rng.randrange(2), "real_lanes": rng.randint(0, P)}
+                "fires": rng.randrange(2), "zero_reset": rng.randrange(2), "real_lanes": rng.randint(0, P),
+                **({"leak_num": rng.randrange(1 << leak_bits), "leak_shift": rng.randrange(17)} if leak_bits else {})}
 
     plan, expect = [], {}
     c = base_delay + 1
     # (t0, fires, zero reset): a layer resets by subtraction or to zero
     phases = [(1, 1, 0), (0, 1, 1), (0, 0, 0), (1, 0, 1), (0, 1, 0), (1, 1, 1)] if kind == "if" else \
         [(1, 1, 0), (0, 1, 0), (0, 0, 0), (1, 1, 0)]
-    for t0, fires, zero in phases:
+    if leak_bits:                             # every leak at t0 (on v_init) and after (on the state read)
+        phases = [(t0, 1, zero) for t0 in (1, 0) for zero in (0, 1)] * 2 + [(0, 0, 0), (1, 0, 0)]
+    for ph, (t0, fires, zero) in enumerate(phases):
+        lk = LEAKS[ph % len(LEAKS)] if leak_bits else None
         G = rng.randint(1, 4)
         n = rng.choice([1, 1, 2, N_OPS, rng.randint(1, N_OPS)])
         null = rng.random() < 0.2                                  # no input event: one null op per group
@@ -346,10 +361,10 @@ def unit_case(kind, P, base_delay, counts, seed):
             sums = [sum(op[p] for op in terms) for p in range(P)]
             if kind == "if":
                 for p in range(P):                                 # V' == theta exactly: the >= edge
-                    v = (prm[p]["v_init"] if t0 else st[p]["v"]) + prm[p]["bias"] + sums[p]
+                    v = leak_reference(prm[p]["v_init"] if t0 else st[p]["v"], lk) + prm[p]["bias"] + sums[p]
                     if rng.random() < 0.3 and 1 <= v <= thmax:
                         prm[p]["thr"], prm[p]["bmt"] = v, prm[p]["bias"] - v
-                new, mask = if_reference(t0, fires, real, st, prm, sums, counts, zero)
+                new, mask = if_reference(t0, fires, real, st, prm, sums, counts, zero, lk)
             else:
                 new, mask = tsc_reference(t0, st, prm, sums)
             f = c                                                  # the group's first op
@@ -362,7 +377,10 @@ def unit_case(kind, P, base_delay, counts, seed):
             expect[last + perf.UPDATE_STAGES] = (g, new, mask)
             c = last + 1                                           # the next group's ops follow at once
         end = c - 1 + perf.UPDATE_STAGES
-        plan += [(k, {"t0": t0, "fires": fires, "zero_reset": zero}) for k in range(start, end + 1)]   # phase
+        phase_regs = {"t0": t0, "fires": fires, "zero_reset": zero}
+        if lk is not None:
+            phase_regs.update(leak_num=lk[0], leak_shift=lk[1])
+        plan += [(k, phase_regs) for k in range(start, end + 1)]                          # phase registers
         c += base_delay + perf.UPDATE_STAGES + rng.randint(0, 2)   # the phase drains before the next
     frames = [garbage() for _ in range(c + 3)]
     for k, settings in plan:
@@ -386,6 +404,22 @@ def test_if_unit_fire_reset_count_and_timing(P, term_stage):
     base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + term_stage
     trace, expect = unit_case("if", P, base_delay, counts=True, seed=10 * P + term_stage)
     check_updates(trace, expect)
+
+
+@pytest.mark.parametrize("P", [1, 4])
+@pytest.mark.parametrize("term_stage", [0, 1])
+def test_if_unit_leak_before_the_accumulators(P, term_stage):
+    # without a term stage the leak shares the cycle that loads the accumulators; with one it has a
+    # register of its own; either way the update comes UPDATE_STAGES after the last op, as without a leak
+    base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + term_stage
+    trace, expect = unit_case("if", P, base_delay, counts=True, seed=30 + 10 * P + term_stage, leak_bits=4)
+    check_updates(trace, expect)
+
+
+def test_leak_reference_floors_negative_membranes():
+    # the reference itself: an arithmetic shift is floor, not truncation toward zero
+    assert [leak_reference(v, (3, 2)) for v in (-5, -4, -1, 0, 1, 5)] == [-4, -3, -1, 0, 0, 3]
+    assert leak_reference(-1, (5, 16)) == -1 and leak_reference(7, None) == 7
 
 
 def test_if_unit_membrane_readout_has_no_count():
@@ -460,15 +494,16 @@ def test_slot_accumulator_slots_and_handoff(P, T, direct):
 # ---------------------------------------------------------------------------------------------------
 # SlotUnit
 
-def slot_reference(slots, prm, h, T, fires, real, zero=0):
+def slot_reference(slots, prm, h, T, fires, real, zero=0, leak=None):
     """docs/spec.md section 2, stcb: I[t] = b + sum(W s[t]); I'[t] = sum_k h[k] I[t - k] (I[t < 0] = 0);
-    V from v_init: V += I'; s = V >= theta; V -= theta * s (reset "zero": V = 0 where s). Returns V, the
-    trains and the counts."""
+    V from v_init: V <- leak(V) (leaky layers, slot 0 too); V += I'; s = V >= theta; V -= theta * s (reset
+    "zero": V = 0 where s). Returns V, the trains and the counts."""
     vs, trains, counts = [], [], []
     for p in range(len(slots)):
         cur = [prm[p]["bias"] + slots[p][t] for t in range(T)]
         v, train = prm[p]["v_init"], []
         for t in range(T):
+            v = leak_reference(v, leak)
             v += sum(h[k] * cur[t - k] for k in range(len(h)) if t - k >= 0)
             spike = int(bool(fires) and p < real and v >= prm[p]["thr"])
             v = 0 if spike and zero else v - prm[p]["thr"] * spike
@@ -479,15 +514,18 @@ def slot_reference(slots, prm, h, T, fires, real, zero=0):
     return vs, trains, counts
 
 
-@pytest.mark.parametrize("P, T, kernels, counts", [
-    (1, 4, [[1]], True),                      # the identity kernel: no multiplier
-    (2, 3, [[1], [-2]], False),               # one tap, not the identity
-    (8, 4, [[1, -1, 2], [3]], True),          # three taps; the second layer's kernel is shorter
-    (2, 5, [[-8, 7], [1]], False),            # the most negative and most positive 4-bit taps
-    (2, 1, [[1]], True),                      # a single slot
+@pytest.mark.parametrize("P, T, kernels, counts, leak_bits", [
+    (1, 4, [[1]], True, 0),                   # the identity kernel: no multiplier
+    (2, 3, [[1], [-2]], False, 0),            # one tap, not the identity
+    (8, 4, [[1, -1, 2], [3]], True, 0),       # three taps; the second layer's kernel is shorter
+    (2, 5, [[-8, 7], [1]], False, 0),         # the most negative and most positive 4-bit taps
+    (2, 1, [[1]], True, 0),                   # a single slot
+    (2, 6, [[1]], True, 4),                   # leaky layers: a slot per cycle, the leak in the IF loop
+    (4, 4, [[1, -1, 2], [-2]], False, 4),     # leaky, with kernels: slots several cycles apart
+    (1, 1, [[1]], True, 4),                   # leaky, a single slot: the leak of v_init only
 ])
-def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts):
-    rng = random.Random(f"slot unit {P} {T} {counts}")
+def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts, leak_bits):
+    rng = random.Random(f"slot unit {P} {T} {counts} {leak_bits}")
     wb = 4
     taps = max(len(h) for h in kernels)
     hsum = max(sum(abs(x) for x in h) for h in kernels)
@@ -500,7 +538,8 @@ def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts):
     param_layout = data.ArrayLayout(param_lane_layout(pbits), P)
     slots_layout = data.ArrayLayout(data.ArrayLayout(signed(W), T), P)
     unit = SlotUnit(lanes=P, T=T, taps=taps, kernels=kernels, group_bits=3, slots_layout=slots_layout,
-                    param_layout=param_layout, state_layout=state_layout, acc_bits=W, layer_bits=1, tap_bits=wb + 1)
+                    param_layout=param_layout, state_layout=state_layout, acc_bits=W, layer_bits=1, tap_bits=wb + 1,
+                    leak_bits=leak_bits)
     spacing = perf.stcb_group_cycles(T, taps)                       # the reader's group spacing
     latency = perf.stcb_group_cycles(T, taps) + perf.SLOT_PIPELINE
     assert unit.latency == latency
@@ -518,12 +557,17 @@ def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts):
     def garbage():
         return {"hand_valid": 0, "hand_group": rng.randrange(8), "hand_slots": rand_slots(),
                 "hand_params": rand_params(), "layer": rng.randrange(2), "fires": rng.randrange(2),
-                "zero_reset": rng.randrange(2), "real_lanes": rng.randint(0, P)}
+                "zero_reset": rng.randrange(2), "real_lanes": rng.randint(0, P),
+                **({"leak_num": rng.randrange(1 << leak_bits), "leak_shift": rng.randrange(17)} if leak_bits else {})}
 
     plan, expect = [], []                     # expect: (handoff cycle, group, V, trains, counts)
     c = 1
-    for li, fires, zero in [(0, 1, 0), (1, 1, 1), (0, 0, 0), (1, 1, 0), (0, 1, 1)]:   # zero: reset "zero"
+    phases = [(0, 1, 0), (1, 1, 1), (0, 0, 0), (1, 1, 0), (0, 1, 1)]                   # zero: reset "zero"
+    if leak_bits:
+        phases += [(0, 1, 0), (1, 1, 1), (0, 1, 1)]
+    for ph, (li, fires, zero) in enumerate(phases):
         li %= len(kernels)
+        lk = LEAKS[ph % len(LEAKS)] if leak_bits else None
         start = c
         G = rng.randint(1, 3)
         for g in range(G):
@@ -531,15 +575,19 @@ def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts):
             slots, prm = rand_slots(), rand_params()
             for p in range(P):                        # V == theta exactly at slot 0: the >= edge
                 if rng.random() < 0.3:
-                    v_init = prm[p]["thr"] - kernels[li][0] * (prm[p]["bias"] + slots[p][0])
-                    if -vmax <= v_init <= vmax:
-                        prm[p]["v_init"] = v_init
+                    target = prm[p]["thr"] - kernels[li][0] * (prm[p]["bias"] + slots[p][0])   # leak(v_init)
+                    hits = [v for v in range(-vmax, vmax + 1) if leak_reference(v, lk) == target]
+                    if hits:
+                        prm[p]["v_init"] = rng.choice(hits)
             plan.append((c, {"hand_valid": 1, "hand_group": g, "hand_slots": slots, "hand_params": prm,
                              "real_lanes": real}))
-            expect.append((c, g, *slot_reference(slots, prm, kernels[li], T, fires, real, zero)))
+            expect.append((c, g, *slot_reference(slots, prm, kernels[li], T, fires, real, zero, lk)))
             c += spacing + rng.choice([0, 0, 1, 3])
         end = expect[-1][0] + latency + 1
-        plan += [(k, {"layer": li, "fires": fires, "zero_reset": zero}) for k in range(start, end + 1)]  # phase
+        phase_regs = {"layer": li, "fires": fires, "zero_reset": zero}
+        if lk is not None:
+            phase_regs.update(leak_num=lk[0], leak_shift=lk[1])
+        plan += [(k, phase_regs) for k in range(start, end + 1)]                          # phase registers
         c = end + 1 + rng.randint(0, 2)                                 # the phase drains first
     frames = [garbage() for _ in range(c + 3)]
     for k, settings in plan:

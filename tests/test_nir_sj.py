@@ -139,9 +139,11 @@ def test_import_golden_within_one_point_and_round_trip_exact(trained, capsys):
     assert all(np.array_equal(a, b) for a, b in zip(r.v_final, r2.v_final))
 
 
-def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path, capsys):
-    """The whole path on hardware: SpikingJelly Linear + IFNode(v_reset=0) + Linear, trained here, exported by
-    SpikingJelly, imported (reset zero), then verified on Verilator: every sample and counter equals golden."""
+@pytest.mark.parametrize("kind", ["if", "lif"])
+def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path, capsys, kind):
+    """The whole path on hardware: SpikingJelly Linear + IFNode(v_reset=0) (or LIFNode(tau=3, v_reset=0): a leak
+    [171, 8]) + Linear, trained here, exported by SpikingJelly, imported (reset zero), then verified on
+    Verilator: every sample and counter equals golden."""
     from sim.regress import regress
     from sim.toolchain import ensure_verilator
     ensure_verilator()
@@ -149,8 +151,9 @@ def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path
     torch.manual_seed(1)
     x_tr, y_tr = datasets.load("digits", "train")
     x_te, y_te = datasets.load("digits", "test")
-    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 24),
-                              neuron.IFNode(v_reset=0.0, surrogate_function=surrogate.ATan()), layer.Linear(24, 10))
+    node = (neuron.IFNode(v_reset=0.0, surrogate_function=surrogate.ATan()) if kind == "if" else
+            neuron.LIFNode(tau=3.0, v_reset=0.0, surrogate_function=surrogate.ATan()))
+    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 24), node, layer.Linear(24, 10))
     functional.set_step_mode(net, "m")
 
     def forward(xs):
@@ -176,8 +179,10 @@ def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path
     assert code == 0, err
     m = golden.load_model(tmp_path / "m.npz")
     assert [(l.kind, l.reset) for l in m.layers] == [("dense", "zero"), ("dense", "zero")] and m.readout == "membrane"
+    assert [l.leak for l in m.layers] == ([None, None] if kind == "if" else [(171, 8), None])
     g = golden.run(m, x_te)
     assert (g.predictions == y_te).mean() > 0.8
-    res = regress(m, x_te[:48], y_te[:48], lanes=8, name="nir_dense", log=lambda *_: None, fast_build=True)
+    res = regress(m, x_te[:48], y_te[:48], lanes=8, name="nir_dense" if kind == "if" else "nir_dense_lif",
+                  log=lambda *_: None, fast_build=True)
     assert res.first_mismatch is None, res.first_mismatch
     assert res.summary["matching_samples"] == 48

@@ -33,6 +33,15 @@ def test_adversarial_samples_reach_the_current_bounds():
     assert (acc == hi).any(axis=0).sum() >= 1 and (acc == lo).any(axis=0).sum() >= 1
 
 
+def test_fuzzer_draws_leaks_on_spiking_layers_only():
+    # drawn from a generator of their own (sim/fuzz.py), so a seed's other draws are what they were
+    nets = [random_network(seed)[0] for seed in range(60)]
+    leaky = [m for m in nets if any(l.leak is not None for l in m.layers)]
+    assert leaky and all(m.coding != "tsc" for m in leaky)
+    assert {m.coding for m in leaky} == {"rate", "stcb"}
+    assert all(l.leak is None or 0 <= l.leak[0] < 1 << 16 for m in leaky for l in m.layers)
+
+
 def test_coverage_goal_follows_the_campaign():
     only_tsc = cov.goal(cov.CampaignConfig(frozenset({"tsc"}), stalls=True, faults=False))
     shapes_tsc = cov.config_goal(cov.CampaignConfig(frozenset({"tsc"}), stalls=True, faults=False))

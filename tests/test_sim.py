@@ -22,14 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 GEN = ROOT / "build" / "test-verilog"
 
 
-def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7, coding=None, h=(1,), zero=()):
-    """``zero``: the layers that reset to zero (the others subtract their threshold)."""
+def random_model(seed, sizes, *, encoding, readout, T, wb, input_max=7, coding=None, h=(1,), zero=(), leak=None):
+    """``zero``: the layers that reset to zero (the others subtract their threshold); ``leak``: {layer:
+    (num, shift)} of the leaky layers (the others are IF)."""
+    leak = leak or {}
     rng = np.random.default_rng(seed)
     lim = 1 << (wb - 1)
     tsc = encoding == "tsc"
     layers = [Dense(rng.integers(-lim, lim, (n_out, n_in)), rng.integers(-4, 5, n_out),
                     rng.integers(1, 2 * lim + 1, n_out), 0 if tsc else rng.integers(-4, 5, n_out), h=h,
-                    reset="zero" if i in zero else "subtract")
+                    reset="zero" if i in zero else "subtract", leak=leak.get(i))
               for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
     model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=wb,
                   coding=coding or ("tsc" if tsc else "rate"))
@@ -65,6 +67,11 @@ CONV_CONFIGS = {
 }
 ALL_CONFIGS = [c[0] for c in CONFIGS] + list(CONV_CONFIGS)
 
+# leaky layers {layer: (num, shift)} in some configurations: rate, direct and stcb (a slot per cycle, and with a
+# kernel), with both resets, a layer that keeps no V (num 0) and a shift to the widest num
+LEAK = {"r_cnt_p1": {0: (3, 2), 1: (7, 3)}, "d_cnt_p8": {0: (5, 3), 1: (1, 1), 2: (3, 2)},
+        "stcb_p4": {1: (13, 4)}, "stcb_k_p2_3l": {0: (0, 0), 1: (5, 3), 2: (9, 4)}}
+
 
 @pytest.fixture(scope="module")
 def cores():
@@ -73,7 +80,7 @@ def cores():
     for name, seed, sizes, enc, ro, T, wb, lanes, *extra in CONFIGS:
         coding, h = extra if extra else (None, (1,))
         model, x = random_model(seed, sizes, encoding=enc, readout=ro, T=T, wb=wb, coding=coding, h=h,
-                                zero=ZERO_RESET.get(name, ()))
+                                zero=ZERO_RESET.get(name, ()), leak=LEAK.get(name))
         v, j = generate(model, lanes, GEN / name, name)
         # C++ at -O0: builds several times faster, and these simulations are tiny
         out[name] = (model, x, lanes, v, json.loads(j.read_text()), build(v, name, fast=True))
@@ -104,6 +111,20 @@ def test_random_network_exact_with_and_without_stalls(cores, name):
     _assert_exact(model, x, lanes, stalled)
     for k in ("predictions", "counts", "membranes", "cnt_cycles"):
         assert stalled[k].tolist() == clean[k].tolist(), k
+
+
+@pytest.mark.parametrize("name", sorted(LEAK))
+def test_leaky_configurations_are_leaky(cores, name):
+    # the leak must change what these cores compute, or their exactness would not test it
+    model, x, lanes, v, man, b = cores[name]
+    assert man["parameters"]["leaks"] == [list(LEAK[name][i]) if i in LEAK[name] else None
+                                          for i in range(len(model.layers))]
+    plain = model.replace(layers=[Dense(l.weight, l.bias, l.threshold, l.v_init, h=l.h, reset=l.reset)
+                                  for l in model.layers])
+    g, p = golden.run(model, x, record=True), golden.run(plain, x, record=True)
+    for li in sorted(LEAK[name]):
+        assert g.spikes[li].tolist() != p.spikes[li].tolist() or li == len(model.layers) - 1, (name, li)
+    assert g.membranes.tolist() != p.membranes.tolist()
 
 
 @pytest.mark.parametrize("name", ["r_cnt_p1", "d_cnt_p8", "tsc_p2", "stcb_p4"])
@@ -146,15 +167,18 @@ def test_tsc_event_monitor_reconstructs_every_event(cores):
         assert events[li].tolist() == g.events[li][0].tolist()
 
 
-def test_spike_monitor_reconstructs_every_spike(cores):
+@pytest.mark.parametrize("name", ["r_cnt_p16_4l", "r_cnt_p1", "d_cnt_p8"])      # the last two leaky
+def test_spike_monitor_reconstructs_every_spike(cores, name):
     from sim.regress import decode_spikes
-    model, x, lanes, v, man, b = cores["r_cnt_p16_4l"]
-    r = run_job(b, {"manifest": man, "inputs_array": x[2:3], "spikes": True})
-    layers, enc = decode_spikes(r, model, lanes)
-    g = golden.run(model, x[2:3], record=True)
-    for li in range(len(model.layers)):
-        assert layers[li].tolist() == g.spikes[li][0].tolist()
-    assert enc.tolist() == g.input_spikes[0].tolist()
+    model, x, lanes, v, man, b = cores[name]
+    for k in (2, 3):
+        r = run_job(b, {"manifest": man, "inputs_array": x[k:k + 1], "spikes": True})
+        layers, enc = decode_spikes(r, model, lanes)
+        g = golden.run(model, x[k:k + 1], record=True)
+        for li in range(len(model.layers)):
+            assert layers[li].tolist() == g.spikes[li][0].tolist(), (name, k, li)
+        if model.encoding == "rate":
+            assert enc.tolist() == g.input_spikes[0].tolist()
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
