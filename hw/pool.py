@@ -110,7 +110,8 @@ class PoolScatter(wiring.Component):
     events : In(stream.Signature(conv_event_layout))
         (c, y, x) and, for stcb, the train.
     layer : In(layer_bits), t : In(t_bits)
-        The phase's layer and (tsc) step, held through the phase.
+        The phase's layer (set a cycle or more before its first event: its constants are registered) and
+        (tsc) step, held through the phase.
     ops : Out(stream.Signature(pool_op_layout))
         The event's op, ``LATENCY`` cycles after it is taken when ``ops`` is ready: a register stage
         that takes a new event in every cycle its op leaves (one op per cycle, no bubble).
@@ -150,15 +151,20 @@ class PoolScatter(wiring.Component):
         m.submodules.yrom = yrom = Memory(shape=unsigned(abits), depth=max(2, len(self.y_rom)), init=self.y_rom)
         m.submodules.xrom = xrom = Memory(shape=unsigned(abits), depth=max(2, len(self.x_rom)), init=self.x_rom)
         yr, xr = yrom.read_port(domain="comb"), xrom.read_port(domain="comb")
-        m.d.comb += [yr.addr.eq(Array(Const(b) for b in self._ybase)[self.layer] + ev.y),
-                     xr.addr.eq(Array(Const(b) for b in self._xbase)[self.layer] + ev.x)]
-        lb = exact_log2(P)
-        og, lane = ev.c >> lb, ev.c[:lb] if lb else C(0, 1)
-        plane = Signal(abits)                     # og * Hp * Wp, a per-layer constant multiple
+        # the layer's ROM bases and plane size, registered every cycle from the held ``layer`` (set a cycle
+        # or more before its first event), so no path starts at a multiplexer over the layers
+        ybase, xbase = Signal(len(yr.addr)), Signal(len(xr.addr))
+        hw = Signal(abits)
         with m.Switch(self.layer):
             for i, l in enumerate(self._layers):
                 with m.Case(i):
-                    m.d.comb += plane.eq(og * (l.out_shape[1] * l.out_shape[2]))
+                    m.d.sync += [ybase.eq(self._ybase[i]), xbase.eq(self._xbase[i]),
+                                 hw.eq(l.out_shape[1] * l.out_shape[2])]
+        m.d.comb += [yr.addr.eq(ybase + ev.y), xr.addr.eq(xbase + ev.x)]
+        lb = exact_log2(P)
+        og, lane = ev.c >> lb, ev.c[:lb] if lb else C(0, 1)
+        plane = Signal(abits)                     # og * Hp * Wp
+        m.d.comb += plane.eq(og * hw)
         terms = Signal(self.word_layout)
         value = {"rate": C(1, 1), "stcb": ev.payload[:self._T], "tsc": self.t}[self._coding]
         for p in range(P):

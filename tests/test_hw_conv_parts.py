@@ -422,6 +422,7 @@ def run_pool_layer(dut, phases):
                           "taken": ctx.get(dut.sc.events.valid) and ctx.get(dut.sc.events.ready)})
             await ctx.tick()
 
+        await ctx.tick()            # the layer is set a cycle before its first event (its constants register)
         for phase in phases:
             if phase[0] == "scatter":
                 _, events, t = phase
