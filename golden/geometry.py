@@ -92,11 +92,12 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # the core runs IF layers, reset by subtraction or to zero; conv2d and maxpool2d in rate coding
-        # (rate or direct input); leak is golden-only for now (docs/spec.md, status)
+        # the core runs IF layers, reset by subtraction or to zero; conv2d in rate (rate or direct input)
+        # and tsc coding, maxpool2d in rate coding; leak is golden-only for now (docs/spec.md, status)
         for i, l in enumerate(model.layers):
-            if l.kind != "dense" and model.coding != "rate":
-                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate coding only "
+            if (l.kind == "conv2d" and model.coding == "stcb") or (l.kind == "maxpool2d" and model.coding != "rate"):
+                only = "rate coding only" if l.kind == "maxpool2d" else "rate and tsc coding only"
+                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in {only} "
                                   f"(not {model.coding} yet)")
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "

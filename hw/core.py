@@ -29,7 +29,7 @@ from .config import CoreConfig
 from .counters import Counters
 from .accmem import AccKind, AccumulatorMemory
 from .conv_addrgen import ConvAddressGen, ConvLayerGeom
-from .descriptor import Kind
+from .descriptor import Kind, source_maps
 from .encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
 from .events import EventBuffer, EventReader, entry_layout
 from .fetch import WeightFetch
@@ -331,7 +331,7 @@ class SpikeCore(wiring.Component):
         if gen is not None:
             gen_rd = encode & (seq.layer != 0) & gen.issuing
             st_en, st_addr = st_en | gen_rd, Mux(encode, gen.st_rd_addr, st_addr)
-            pr_en, pr_addr = pr_en | gen_rd, Mux(encode, gen.st_rd_addr, pr_addr)
+            pr_en, pr_addr = pr_en | gen_rd, Mux(encode, gen.prm_rd_addr, pr_addr)
             wr_gen = gen.st_wr_en
         st_rd = Signal()
         m.d.comb += [st_rd.eq(st_en),
@@ -371,13 +371,18 @@ class SpikeCore(wiring.Component):
             m.d.comb += [buf_in.append.eq(ld.ent_append), buf_in.entry.eq(ld.ent)]
             return ld
         if cfg.tsc:
+            maps = source_maps(cfg)
             enc = TscGenerator(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, rbits=cfg.rbits,
-                               max_words=max([cfg.G_in] + [l.groups for l in cfg.layers]), entry=self.entry,
-                               group_bits=gbits, saddr_bits=cfg.saddr_bits, state_layout=store.state_layout,
-                               param_layout=store.param_layout, v_bits=cfg.vbits)
+                               max_words=max([cfg.G_in] + [l.words if l.spatial else l.groups for l in cfg.layers]),
+                               entry=self.entry, group_bits=gbits, saddr_bits=cfg.saddr_bits,
+                               state_layout=store.state_layout, param_layout=store.param_layout, v_bits=cfg.vbits,
+                               maps=maps, in_depth=cfg.enc_depth)
             m.d.comb += [enc.t0.eq(seq.t0), enc.tq.eq(seq.tlast), enc.src_in.eq(seq.layer == 0),
                          enc.words.eq(seq.desc.src_words), enc.real_last.eq(seq.desc.src_last),
-                         enc.src_base.eq(seq.desc.src_base), enc.state.eq(store.state), enc.params.eq(store.params)]
+                         enc.src_base.eq(seq.desc.src_base), enc.src_pbase.eq(seq.desc.src_pbase),
+                         enc.state.eq(store.state), enc.params.eq(store.params)]
+            if maps:
+                m.d.comb += [enc.src_map.eq(seq.desc.src_map), enc.src_midx.eq(seq.desc.src_midx)]
         elif cfg.stcb:
             enc = TrainEncoder(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, lane_layout=value, T=cfg.T,
                                entry=self.entry, group_bits=gbits)
