@@ -92,13 +92,12 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # the core runs IF layers, reset by subtraction or to zero; conv2d in rate (rate or direct input)
-        # and tsc coding, maxpool2d in rate coding; leak is golden-only for now (docs/spec.md, status)
+        # the core runs IF layers, reset by subtraction or to zero; conv2d and maxpool2d in rate (rate or
+        # direct input) and tsc coding; leak is golden-only for now (docs/spec.md, status)
         for i, l in enumerate(model.layers):
-            if (l.kind == "conv2d" and model.coding == "stcb") or (l.kind == "maxpool2d" and model.coding != "rate"):
-                only = "rate coding only" if l.kind == "maxpool2d" else "rate and tsc coding only"
-                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in {only} "
-                                  f"(not {model.coding} yet)")
+            if l.kind != "dense" and model.coding == "stcb":
+                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate and tsc coding "
+                                  f"only (not stcb yet)")
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
                                   f"hardware core, not {l.in_shape[0]}")
@@ -152,6 +151,8 @@ class CoreGeometry:
             else:
                 layers.append(LayerHW(l.n_in, l.n_out, G, Co - (G - 1) * P, wbase, sbase, fires, "maxpool2d",
                                       pbase, N, (Co, Ho, Wo), (bx, by)))
+                if model.coding == "tsc":         # the pool's values (and their countdowns): N state words
+                    sbase += N
             src_pack = out_pack
         self.layers = tuple(layers)
         self.weight_depth, self.state_depth, self.param_depth = wbase, sbase, pbase
@@ -204,7 +205,8 @@ class CoreGeometry:
             Q = T - 1
             # countdown register: x * Q + input_max // 2, counted down by input_max, -1 when done
             self.rbits = max(signed_bits(-1 - M, M * Q + M // 2),
-                             max(signed_bits(lw.v_lo - int(l.threshold.max()), lw.v_hi)
+                             max(signed_bits(lw.v_lo - (int(l.threshold.max()) if l.kind != "maxpool2d" else 1),
+                                             lw.v_hi)                # a pool's values count down by 1
                                  for l, lw in zip(model.layers, w)))
             self.ubits = self.rbits
         else:

@@ -64,6 +64,7 @@ def descriptor_layout(cfg) -> data.StructLayout:
         "src_base": unsigned(cfg.saddr_bits),
         "src_pbase": unsigned(cfg.saddr_bits),
         "src_map": unsigned(1),
+        "src_pool": unsigned(1),
         "src_midx": unsigned(bits_for(n_maps - 1)),
     })
 
@@ -131,7 +132,8 @@ def descriptor_words(cfg) -> list[dict]:
         out.append({"kind": kind, "pbase": lh.param_base, **sp, "wbase": lh.wbase, "n_in": lh.n_in, "sbase": lh.sbase, "groups": lh.groups,
                     "last_lanes": lh.last_lanes, "fires": int(lh.fires), "zero_reset": int(l.reset == "zero"),
                     "enc_len": encode_cycles(cfg, li), "src_words": src_words, "src_last": src_last,
-                    "src_base": src_base, "src_pbase": src_pbase, "src_map": src_map, "src_midx": src_midx})
+                    "src_base": src_base, "src_pbase": src_pbase, "src_map": src_map, "src_midx": src_midx,
+                    "src_pool": int(li > 0 and cfg.layers[li - 1].kind == "maxpool2d")})
     return out
 
 

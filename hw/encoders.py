@@ -342,6 +342,7 @@ class TscGenerator(_Walker):
     -------
     start, t0, tq, src_in : In ; words, real_last, src_base, src_pbase : In   the source's word count and bases
     src_map, src_midx : In     the source is a map, and its row in ``maps``
+    src_pool : In              the map is a maxpool2d layer's values: theta = 1, no parameters
     st_rd_addr, prm_rd_addr : Out ; state, params : In (the store's registered outputs)
     st_wr_en, st_wr_addr, st_wr_data : Out
     ld_* : In     the loader's lane writes of the input countdowns
@@ -367,7 +368,7 @@ class TscGenerator(_Walker):
                    "spk_valid": Out(1), "spk_group": Out(group_bits), "spk_mask": Out(lanes),
                    "inc_updates": Out(range(lanes + 1)), "inc_spikes": Out(range(lanes + 1))}
         if self._maps:
-            members.update({"src_map": In(1), "src_midx": In(range(max(2, len(self._maps))))})
+            members.update({"src_map": In(1), "src_midx": In(range(max(2, len(self._maps)))), "src_pool": In(1)})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -384,6 +385,11 @@ class TscGenerator(_Walker):
         with m.If(self.start):
             m.d.sync += [src_in.eq(self.src_in), base.eq(self.src_base), wm1.eq(self.words - 1),
                          real_last.eq(self.real_last)]
+        # a maxpool2d source: its stored values count down with theta = 1 (no parameter word)
+        src_pool = Signal()
+        if self._maps:
+            with m.If(self.start):
+                m.d.sync += src_pool.eq(self.src_pool)
         # the word's name (entries, monitor, an input map's countdowns) and whether it is in the last
         # channel group; a flat source's word is named by its index
         name, at_last, plane_end = Signal(self._gbits), Signal(), Signal()
@@ -420,7 +426,7 @@ class TscGenerator(_Walker):
             R = Signal(signed(rb), name=f"gen_r{p}")
             th = Signal(signed(rb), name=f"gen_th{p}")
             m.d.comb += [R.eq(Mux(src_in, rw[p * rb:(p + 1) * rb].as_signed(), self.state[p].v)),
-                         th.eq(Mux(src_in, M, self.params[p].thr))]
+                         th.eq(Mux(src_in, M, Mux(src_pool, 1, self.params[p].thr)))]
             d = Signal(signed(rb + 1), name=f"gen_d{p}")
             m.d.comb += d.eq(R - th)
             ge, active = d >= 0, R >= 0

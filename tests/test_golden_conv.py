@@ -758,7 +758,8 @@ def test_schema1_layer_entries_are_strict(tmp_path):
 @pytest.mark.parametrize("model, msg", [
     (ZOO["rate"], r"layer 0: leak=\[7, 3\] is not supported by the hardware core yet"),
     (ZOO["stcb"], r"layer 0: conv2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
-    (ZOO["tsc"], r"layer 1: maxpool2d layers run on the hardware core in rate coding only \(not tsc yet\)"),
+    (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb", input_max=1),
+     r"layer 0: maxpool2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
     (Model([Dense([[1]], leak=(1, 1))], T=2, input_max=1), r"layer 0: leak=\[1, 1\] is not supported"),
 ])
 def test_core_geometry_refuses_schema2_features(model, msg):

@@ -835,7 +835,7 @@ def test_layer_table_holds_every_layer_descriptor(coding, encoding, P):
                      "last_lanes": sizes[i + 1] - (G[i + 1] - 1) * P, "fires": 1,
                      "zero_reset": int(i == 1 and coding != "tsc"), "enc_len": enc, "src_words": G[i],
                      "src_last": sizes[i] - (G[i] - 1) * P, "src_base": sum(G[1:i]), "src_pbase": sum(G[1:i]),
-                     "src_map": 0, "src_midx": 0})
+                     "src_map": 0, "src_midx": 0, "src_pool": 0})
     want[-1]["fires"] = int(coding != "tsc")           # the membrane readout's last layer never fires
     assert descriptor_words(cfg) == want
     table = LayerTable(cfg)
