@@ -193,8 +193,11 @@ class SpikeCore(wiring.Component):
                 m.d.comb += argmax.in_cnt[p].eq(upd["state"][p].cnt)
 
         # ---- monitors (the state memory's own ports) and counters
+        rmw = sp["pool_rmw"] if sp is not None else None
+        not_upd = wr_gen | (rmw["wr"] | sp["clear"] if rmw is not None else 0)     # not a neuron update
         m.d.comb += [self.st.rd.eq(st_rd), self.st.raddr.eq(store.state_rd_addr), self.st.wr.eq(store.wr_en),
-                     self.st.waddr.eq(store.wr_addr), self.st.wdata.eq(store.wr_data), self.st.upd.eq(~wr_gen)]
+                     self.st.waddr.eq(store.wr_addr), self.st.wdata.eq(store.wr_data), self.st.upd.eq(~not_upd),
+                     self.st.fwd.eq(rmw["fwd"] if rmw is not None else 0)]
         self._counters(m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes, sp)
         return m
 
@@ -341,7 +344,9 @@ class SpikeCore(wiring.Component):
         for p in range(P):
             m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(t2[p] > old[p].v, t2[p], old[p].v))]
         m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w)]
-        return {"rd": rd, "raddr": pl.addr, "wr": v2, "waddr": a2, "wdata": new}
+        # the read's word will not be used: an op in flight (the next two stages) writes the same word
+        fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)))
+        return {"rd": rd, "raddr": pl.addr, "wr": v2, "waddr": a2, "wdata": new, "fwd": fwd}
 
     def _store_clients(self, m, seq, store, agen, gen, readout, upd, sp):
         """The state and parameter memories' clients, arbitrated here and nowhere else: the address
