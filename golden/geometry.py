@@ -93,11 +93,11 @@ class CoreGeometry:
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
         # the core runs IF or leaky dense layers, reset by subtraction or to zero; conv2d and maxpool2d in
-        # rate coding (rate or direct input), without a leak so far (docs/spec.md, status)
+        # rate (rate or direct input) and tsc coding, without a leak so far (docs/spec.md, status)
         for i, l in enumerate(model.layers):
-            if l.kind != "dense" and model.coding != "rate":
-                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate coding only "
-                                  f"(not {model.coding} yet)")
+            if l.kind != "dense" and model.coding == "stcb":
+                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate and tsc coding "
+                                  f"only (not stcb yet)")
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
                                   f"hardware core, not {l.in_shape[0]}")
@@ -152,6 +152,8 @@ class CoreGeometry:
             else:
                 layers.append(LayerHW(l.n_in, l.n_out, G, Co - (G - 1) * P, wbase, sbase, fires, "maxpool2d",
                                       pbase, N, (Co, Ho, Wo), (bx, by)))
+                if model.coding == "tsc":         # the pool's values (and their countdowns): N state words
+                    sbase += N
             src_pack = out_pack
         self.layers = tuple(layers)
         self.weight_depth, self.state_depth, self.param_depth = wbase, sbase, pbase
@@ -215,7 +217,8 @@ class CoreGeometry:
             Q = T - 1
             # countdown register: x * Q + input_max // 2, counted down by input_max, -1 when done
             self.rbits = max(signed_bits(-1 - M, M * Q + M // 2),
-                             max(signed_bits(lw.v_lo - int(l.threshold.max()), lw.v_hi)
+                             max(signed_bits(lw.v_lo - (int(l.threshold.max()) if l.kind != "maxpool2d" else 1),
+                                             lw.v_hi)                # a pool's values count down by 1
                                  for l, lw in zip(model.layers, w)))
             self.ubits = self.rbits
         else:

@@ -29,7 +29,7 @@ from .config import CoreConfig
 from .counters import Counters
 from .accmem import AccKind, AccumulatorMemory
 from .conv_addrgen import ConvAddressGen, ConvLayerGeom
-from .descriptor import Kind
+from .descriptor import Kind, source_maps
 from .encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
 from .events import EventBuffer, EventReader, entry_layout
 from .fetch import WeightFetch
@@ -197,8 +197,11 @@ class SpikeCore(wiring.Component):
                 m.d.comb += argmax.in_cnt[p].eq(upd["state"][p].cnt)
 
         # ---- monitors (the state memory's own ports) and counters
+        rmw = sp["pool_rmw"] if sp is not None else None
+        not_upd = wr_gen | (rmw["wr"] | sp["clear"] if rmw is not None else 0)     # not a neuron update
         m.d.comb += [self.st.rd.eq(st_rd), self.st.raddr.eq(store.state_rd_addr), self.st.wr.eq(store.wr_en),
-                     self.st.waddr.eq(store.wr_addr), self.st.wdata.eq(store.wr_data), self.st.upd.eq(~wr_gen)]
+                     self.st.waddr.eq(store.wr_addr), self.st.wdata.eq(store.wr_data), self.st.upd.eq(~not_upd),
+                     self.st.fwd.eq(rmw["fwd"] if rmw is not None else 0)]
         self._counters(m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes, sp)
         return m
 
@@ -246,6 +249,7 @@ class SpikeCore(wiring.Component):
             null_conv = r
         scatter_last = Mux(conv_ph, null_conv, null_ev)
         reader_ready = C(1, 1)
+        pool_rmw = None
         if convs:
             geoms = [ConvLayerGeom.of(cfg.model.layers[li], lh.wbase) for li, lh in convs]
             sub.cagen = cagen = ConvAddressGen(layers=geoms, lanes=P, zero_word=cfg.weight_depth,
@@ -279,7 +283,7 @@ class SpikeCore(wiring.Component):
                 m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
         if pools:
             sub.pscat = pscat = PoolScatter(layers=[PoolLayerGeom.of(cfg.model.layers[li]) for li, _ in pools],
-                                            lanes=P, coding="rate", T=cfg.T, width=cfg.acc_bits,
+                                            lanes=P, coding=cfg.coding, T=cfg.T, width=cfg.acc_bits,
                                             addr_bits=acc.addr_bits)
             pe_ = pscat.events.payload
             m.d.comb += [pscat.layer.eq(desc.pidx), pscat.t.eq(seq.t), pscat.ops.ready.eq(1),
@@ -287,9 +291,12 @@ class SpikeCore(wiring.Component):
             last_in = Signal()                                   # its op leaves a cycle after the event
             m.d.sync += last_in.eq(pscat.events.valid & rev.payload.last)
             scatter_last = scatter_last | (pool_ph & last_in)
-            with m.If(pscat.ops.valid & ~pscat.ops.payload.null):
-                m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
-                             aop.terms.eq(pscat.ops.payload.terms)]
+            if not cfg.tsc:
+                with m.If(pscat.ops.valid & ~pscat.ops.payload.null):
+                    m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
+                                 aop.terms.eq(pscat.ops.payload.terms)]
+            else:
+                pool_rmw = self._tsc_pool_rmw(m, seq, pscat.ops)
 
         # ---- the sweep: walker (c), SWEEP op (c + 1), swept word (c + 3), [term stage], neuron unit
         sweeps = [SweepLayer(lh.groups, lh.out_shape[1], lh.out_shape[2], lh.pack[0], lh.pack[1])
@@ -303,7 +310,8 @@ class SpikeCore(wiring.Component):
                      s[0].og_last.eq(sw.og_last)]
         for i in range(1, len(s)):
             m.d.sync += s[i].eq(s[i - 1])
-        with m.If(s[1].valid):
+        # (tsc: a maxpool2d layer's sweep is its clear sweep, at step 0: zero to its state words)
+        with m.If((s[1].valid & ~pool_ph) if cfg.tsc else s[1].valid):
             m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(s[1].word), aop.kind.eq(AccKind.SWEEP)]
         word = acc.swept.payload.word
         if ts:                                                   # direct input: the fetch's term stage
@@ -320,8 +328,37 @@ class SpikeCore(wiring.Component):
                      pool_entry["mask"].eq(Cat(*[w != 0 for w in acc.swept.payload.word]))]
         off_bits = max(1, ceil_log2(max([l.groups for l in cfg.layers if not l.spatial] +
                                          [l.words for l in cfg.layers if l.spatial]) + 1))
+        clear = sw.valid & pool_ph & C(int(cfg.tsc), 1)
         return {"reader_ready": reader_ready, "scatter_last": scatter_last, "sweep": sw, "acc": acc,
-                "unit_op": unit_op, "pool_entry": pool_entry, "off_bits": off_bits}
+                "unit_op": unit_op, "pool_entry": pool_entry, "off_bits": off_bits, "pool_rmw": pool_rmw,
+                "clear": clear}
+
+    def _tsc_pool_rmw(self, m, seq, ops) -> dict:
+        """tsc maxpool2d (docs/spec.md section 3): an OFF's op (the pool scatter's MAX of t into lane
+        c mod P; an ON's op is null) reads the pool's state word in its cycle c, and in c + 2 writes
+        back the lane-wise max of the word and the op's terms. The store does not write through, so the
+        two previous ops' words are forwarded (the nearer wins), as the accumulator memory does.
+        Returns the read (``rd``, ``raddr``) and the write (``wr``, ``waddr``, ``wdata``), addresses
+        within the layer."""
+        cfg = self._cfg
+        P = cfg.P
+        word = data.ArrayLayout(self.state_lane, P)
+        pl = ops.payload
+        rd = ops.valid & ~pl.null
+        v1, a1, t1 = Signal(), Signal.like(pl.addr), Signal.like(pl.terms)
+        v2, a2, t2 = Signal(), Signal.like(pl.addr), Signal.like(pl.terms)
+        m.d.sync += [v1.eq(rd), a1.eq(pl.addr), t1.eq(pl.terms), v2.eq(v1), a2.eq(a1), t2.eq(t1)]
+        r1v, r1a, r1w = Signal(), Signal.like(pl.addr), Signal(word)
+        r2v, r2a, r2w = Signal(), Signal.like(pl.addr), Signal(word)
+        old, new = Signal(word), Signal(word)
+        store = m.submodules.store
+        m.d.comb += old.eq(Mux(r1v & (r1a == a2), r1w, Mux(r2v & (r2a == a2), r2w, store.state)))
+        for p in range(P):
+            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(t2[p] > old[p].v, t2[p], old[p].v))]
+        m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w)]
+        # the read's word will not be used: an op in flight (the next two stages) writes the same word
+        fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)))
+        return {"rd": rd, "raddr": pl.addr, "wr": v2, "waddr": a2, "wdata": new, "fwd": fwd}
 
     def _store_clients(self, m, seq, store, agen, gen, readout, upd, sp):
         """The state and parameter memories' clients, arbitrated here and nowhere else: the address
@@ -333,28 +370,34 @@ class SpikeCore(wiring.Component):
         encode, readout_phase = seq.phase == Phase.ENCODE, seq.phase == Phase.READOUT
         st_en, st_addr = agen.st_rd, agen.grp_addr
         pr_en, pr_addr = agen.grp_rd, agen.prm_addr
+        wr_en, wr_addr, wr_data = upd["valid"], desc.sbase + upd["off"], upd["state"].as_value()
         if sp is not None:          # a conv2d sweep: the word's state (not at step 0) and its group's parameters
             sw, conv = sp["sweep"], desc.kind == Kind.CONV
             st_en = st_en | (sw.valid & conv & ~seq.t0)
             st_addr = Mux(conv, desc.sbase + sw.word, st_addr)
             pr_en = pr_en | (sw.valid & conv)
             pr_addr = Mux(conv, desc.pbase + sw.og, pr_addr)
+            rmw = sp["pool_rmw"]
+            if rmw is not None:     # tsc maxpool2d: an OFF's read-modify-write, the clear sweep's zeros
+                st_en, st_addr = st_en | rmw["rd"], Mux(rmw["rd"], desc.sbase + rmw["raddr"], st_addr)
+                wr_en = wr_en | rmw["wr"] | sp["clear"]
+                wr_addr = Mux(rmw["wr"], desc.sbase + rmw["waddr"], Mux(sp["clear"], desc.sbase + sw.word, wr_addr))
+                wr_data = Mux(rmw["wr"], rmw["wdata"].as_value(), Mux(sp["clear"], 0, wr_data))
         wr_gen = C(0, 1)
         if gen is not None:
             gen_rd = encode & (seq.layer != 0) & gen.issuing
             st_en, st_addr = st_en | gen_rd, Mux(encode, gen.st_rd_addr, st_addr)
-            pr_en, pr_addr = pr_en | gen_rd, Mux(encode, gen.st_rd_addr, pr_addr)
+            # a maxpool2d source counts down with theta = 1: no parameter word
+            pr_en, pr_addr = pr_en | (gen_rd & ~desc.src_pool), Mux(encode, gen.prm_rd_addr, pr_addr)
             wr_gen = gen.st_wr_en
         st_rd = Signal()
         m.d.comb += [st_rd.eq(st_en),
                      store.state_rd_en.eq(st_en | readout_phase),
                      store.state_rd_addr.eq(Mux(readout_phase, readout.rd_addr, st_addr)),
                      store.param_rd_en.eq(pr_en), store.param_rd_addr.eq(pr_addr),
-                     store.wr_en.eq(upd["valid"] | wr_gen),
-                     store.wr_addr.eq(Mux(wr_gen, gen.st_wr_addr if gen is not None else 0,
-                                          desc.sbase + upd["off"])),
-                     store.wr_data.eq(Mux(wr_gen, gen.st_wr_data.as_value() if gen is not None else 0,
-                                          upd["state"].as_value()))]
+                     store.wr_en.eq(wr_en | wr_gen),
+                     store.wr_addr.eq(Mux(wr_gen, gen.st_wr_addr if gen is not None else 0, wr_addr)),
+                     store.wr_data.eq(Mux(wr_gen, gen.st_wr_data.as_value() if gen is not None else 0, wr_data))]
         return st_rd, wr_gen
 
     # ------------------------------------------------------------------------------------------
@@ -383,13 +426,19 @@ class SpikeCore(wiring.Component):
             m.d.comb += [buf_in.append.eq(ld.ent_append), buf_in.entry.eq(ld.ent)]
             return ld
         if cfg.tsc:
+            maps = source_maps(cfg)
             enc = TscGenerator(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, rbits=cfg.rbits,
-                               max_words=max([cfg.G_in] + [l.groups for l in cfg.layers]), entry=self.entry,
-                               group_bits=gbits, saddr_bits=cfg.saddr_bits, state_layout=store.state_layout,
-                               param_layout=store.param_layout, v_bits=cfg.vbits)
+                               max_words=max([cfg.G_in] + [l.words if l.spatial else l.groups for l in cfg.layers]),
+                               entry=self.entry, group_bits=gbits, saddr_bits=cfg.saddr_bits,
+                               state_layout=store.state_layout, param_layout=store.param_layout, v_bits=cfg.vbits,
+                               maps=maps, in_depth=cfg.enc_depth)
             m.d.comb += [enc.t0.eq(seq.t0), enc.tq.eq(seq.tlast), enc.src_in.eq(seq.layer == 0),
                          enc.words.eq(seq.desc.src_words), enc.real_last.eq(seq.desc.src_last),
-                         enc.src_base.eq(seq.desc.src_base), enc.state.eq(store.state), enc.params.eq(store.params)]
+                         enc.src_base.eq(seq.desc.src_base), enc.src_pbase.eq(seq.desc.src_pbase),
+                         enc.state.eq(store.state), enc.params.eq(store.params)]
+            if maps:
+                m.d.comb += [enc.src_map.eq(seq.desc.src_map), enc.src_midx.eq(seq.desc.src_midx),
+                             enc.src_pool.eq(seq.desc.src_pool)]
         elif cfg.stcb:
             enc = TrainEncoder(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, lane_layout=value, T=cfg.T,
                                entry=self.entry, group_bits=gbits)
@@ -556,6 +605,8 @@ class SpikeCore(wiring.Component):
         inc["param_reads"].append(store.param_rd_en)
         inc["state_reads"].append(st_rd)                            # step 0 starts from v_init
         inc["state_writes"].append(upd["valid"])
+        if sp is not None and sp["pool_rmw"] is not None:        # tsc maxpool2d: OFF writes, the clear sweep
+            inc["state_writes"] += [sp["pool_rmw"]["wr"], sp["clear"]]
         if upd["real"] is not None:
             inc["neuron_updates"].append(Mux(upd["valid"], upd["real"], 0))
         else:

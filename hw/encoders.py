@@ -325,34 +325,51 @@ class TscGenerator(_Walker):
 
     The source is the input (``src_in``: its countdown registers live here, loaded by the
     :class:`InputLoader`, with threshold input_max) or the previous layer (its final V and thresholds
-    in the :class:`hw.store.GroupStore`, read through ``st_rd_addr`` and written back through
-    ``st_wr_*``). At t = 0 a neuron sends ON if R >= theta, then R -= theta (else R = -1: inactive); at
-    t > 0 an active neuron (R >= 0) sends OFF when R < theta or t = Q, then R = -1, else R -= theta.
+    in the :class:`hw.store.GroupStore`, read through ``st_rd_addr`` and ``prm_rd_addr`` and written back
+    through ``st_wr_*``). At t = 0 a neuron sends ON if R >= theta, then R -= theta (else R = -1:
+    inactive); at t > 0 an active neuron (R >= 0) sends OFF when R < theta or t = Q, then R = -1, else
+    R -= theta.
+
+    A source that is a map stored by channel words (``src_map``: a conv2d layer's output, or the input
+    of a spatial layer 0; docs/spec.md section 3) is walked word by word, w = 0..N-1, by a
+    :class:`hw.sweep.SweepGen` over ``maps`` (row ``src_midx``): its state word is ``src_base + w``, its
+    parameter word ``src_pbase + og`` (its channel group), its entries and monitor rows are named by the
+    word's packed index, its real lanes are ``real_last`` in the last channel group; an input map's
+    countdowns are stored at the packed index (the loader writes them there). A flat source's word g
+    has its state at ``src_base + g`` and its parameters at ``src_pbase + g``.
 
     Members
     -------
-    start, t0, tq, src_in : In ; words, real_last, src_base : In   the source's word count and base
-    st_rd_addr : Out ; state, params : In (the store's registered outputs)
+    start, t0, tq, src_in : In ; words, real_last, src_base, src_pbase : In   the source's word count and bases
+    src_map, src_midx : In     the source is a map, and its row in ``maps``
+    src_pool : In              the map is a maxpool2d layer's values: theta = 1, no parameters
+    st_rd_addr, prm_rd_addr : Out ; state, params : In (the store's registered outputs)
     st_wr_en, st_wr_addr, st_wr_data : Out
     ld_* : In     the loader's lane writes of the input countdowns
-    ent_append, ent, spk_* : Out ; inc_updates, inc_spikes, inc_state_rd, inc_param_rd : Out
+    ent_append, ent : Out ; spk_* : Out ; inc_updates, inc_spikes : Out
     """
 
     def __init__(self, *, lanes: int, n_in: int, input_max: int, rbits: int, max_words: int, entry, group_bits: int,
-                 saddr_bits: int, state_layout, param_layout, v_bits: int):
+                 saddr_bits: int, state_layout, param_layout, v_bits: int, maps=(), in_depth: int | None = None):
         self._P, self._n, self._M, self._rb, self._vb = lanes, n_in, input_max, rbits, v_bits
-        self._in_words = perf.groups(n_in, lanes)
+        self._in_words = perf.groups(n_in, lanes) if in_depth is None else in_depth
         self._max_words = max_words
-        super().__init__({"start": In(1), "t0": In(1), "tq": In(1), "src_in": In(1), "issuing": Out(1),
-                          "words": In(range(max_words + 1)), "real_last": In(range(lanes + 1)),
-                          "src_base": In(saddr_bits),
-                          "ld_en": In(1), "ld_group": In(group_bits), "ld_lane": In(range(max(2, lanes))),
-                          "ld_value": In(signed(rbits)),
-                          "st_rd_addr": Out(saddr_bits), "state": In(state_layout), "params": In(param_layout),
-                          "st_wr_en": Out(1), "st_wr_addr": Out(saddr_bits), "st_wr_data": Out(state_layout),
-                          "ent_append": Out(1), "ent": Out(entry),
-                          "spk_valid": Out(1), "spk_group": Out(group_bits), "spk_mask": Out(lanes),
-                          "inc_updates": Out(range(lanes + 1)), "inc_spikes": Out(range(lanes + 1))})
+        self._maps = tuple(maps)
+        self._gbits = group_bits
+        members = {"start": In(1), "t0": In(1), "tq": In(1), "src_in": In(1), "issuing": Out(1),
+                   "words": In(range(max_words + 1)), "real_last": In(range(lanes + 1)),
+                   "src_base": In(saddr_bits), "src_pbase": In(saddr_bits),
+                   "ld_en": In(1), "ld_group": In(group_bits), "ld_lane": In(range(max(2, lanes))),
+                   "ld_value": In(signed(rbits)),
+                   "st_rd_addr": Out(saddr_bits), "prm_rd_addr": Out(saddr_bits),
+                   "state": In(state_layout), "params": In(param_layout),
+                   "st_wr_en": Out(1), "st_wr_addr": Out(saddr_bits), "st_wr_data": Out(state_layout),
+                   "ent_append": Out(1), "ent": Out(entry),
+                   "spk_valid": Out(1), "spk_group": Out(group_bits), "spk_mask": Out(lanes),
+                   "inc_updates": Out(range(lanes + 1)), "inc_spikes": Out(range(lanes + 1))}
+        if self._maps:
+            members.update({"src_map": In(1), "src_midx": In(range(max(2, len(self._maps)))), "src_pool": In(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -368,23 +385,48 @@ class TscGenerator(_Walker):
         with m.If(self.start):
             m.d.sync += [src_in.eq(self.src_in), base.eq(self.src_base), wm1.eq(self.words - 1),
                          real_last.eq(self.real_last)]
-        # the store address counts along with gi (no adder before the memory: the state memory may be
-        # LUT RAM, whose read is combinational)
-        addr = Signal.like(self.src_base)
+        # a maxpool2d source: its stored values count down with theta = 1 (no parameter word)
+        src_pool = Signal()
+        if self._maps:
+            with m.If(self.start):
+                m.d.sync += src_pool.eq(self.src_pool)
+        # the word's name (entries, monitor, an input map's countdowns) and whether it is in the last
+        # channel group; a flat source's word is named by its index
+        name, at_last, plane_end = Signal(self._gbits), Signal(), Signal()
+        if self._maps:
+            m.submodules.walk = walk = SweepGen(self._maps, packed_bits=self._gbits)
+            m.d.comb += [walk.start.eq(self.start), walk.layer.eq(self.src_midx)]
+            m.d.comb += [name.eq(Mux(self.src_map, walk.packed, gi)), plane_end.eq(~self.src_map | walk.plane_end)]
+            at_now = Mux(self.src_map, walk.og_last, Mux(self.start, self.words == 1, gi == wm1))
+        else:
+            m.d.comb += [name.eq(gi), plane_end.eq(1)]
+            at_now = Mux(self.start, self.words == 1, gi == wm1)
+        m.d.comb += at_last.eq(at_now)
+        # the store addresses count along with the walk (no adder before the memory: the state memory
+        # may be LUT RAM, whose read is combinational); a map's parameter word moves on with its group
+        # (back to the first word after the last one: the address never leaves the memory)
+        addr, paddr, pbase = Signal.like(self.src_base), Signal.like(self.src_pbase), Signal.like(self.src_pbase)
+        with m.If(self.start):
+            m.d.sync += pbase.eq(self.src_pbase)
         addr_now = Mux(self.start, self.src_base, addr)
+        paddr_now = Mux(self.start, self.src_pbase, paddr)
         with m.If(issue):
-            m.d.sync += addr.eq(Mux(self._last_word, Mux(self.start, self.src_base, base), addr_now + 1))
-        m.d.comb += [r_rd.addr.eq(gi), self.st_rd_addr.eq(addr_now)]
-        v1, g1, v2, g2 = Signal(), Signal.like(gi), Signal(), Signal.like(gi)
+            m.d.sync += [addr.eq(Mux(self._last_word, Mux(self.start, self.src_base, base), addr_now + 1)),
+                         paddr.eq(Mux(self._last_word, Mux(self.start, self.src_pbase, pbase),
+                                      paddr_now + plane_end))]
+        m.d.comb += [r_rd.addr.eq(name), self.st_rd_addr.eq(addr_now), self.prm_rd_addr.eq(paddr_now)]
+        v1, g1, n1, l1, v2, g2, n2, l2 = (Signal(), Signal.like(gi), Signal.like(name), Signal(),
+                                          Signal(), Signal.like(gi), Signal.like(name), Signal())
         rw = Signal.like(r_rd.data)
-        m.d.sync += [v1.eq(issue), g1.eq(gi), v2.eq(v1), g2.eq(g1), rw.eq(r_rd.data)]
-        real = Mux(g2 == wm1, real_last, P)
+        m.d.sync += [v1.eq(issue), g1.eq(gi), n1.eq(name), l1.eq(at_last),
+                     v2.eq(v1), g2.eq(g1), n2.eq(n1), l2.eq(l1), rw.eq(r_rd.data)]
+        real = Mux(l2, real_last, P)
         ev, new_r = Signal(P), []
         for p in range(P):
             R = Signal(signed(rb), name=f"gen_r{p}")
             th = Signal(signed(rb), name=f"gen_th{p}")
             m.d.comb += [R.eq(Mux(src_in, rw[p * rb:(p + 1) * rb].as_signed(), self.state[p].v)),
-                         th.eq(Mux(src_in, M, self.params[p].thr))]
+                         th.eq(Mux(src_in, M, Mux(src_pool, 1, self.params[p].thr)))]
             d = Signal(signed(rb + 1), name=f"gen_d{p}")
             m.d.comb += d.eq(R - th)
             ge, active = d >= 0, R >= 0
@@ -398,16 +440,16 @@ class TscGenerator(_Walker):
                 m.d.comb += nr.eq(Mux(off, -1, Mux(active, d, R)))
             new_r.append(nr)
         # stage 3: write the countdowns back, emit the events
-        gw_en, gw_addr, gw_data = Signal(), Signal.like(g2), Signal(P * rb)
-        m.d.sync += [gw_en.eq(v2 & src_in), gw_addr.eq(g2), gw_data.eq(Cat(*new_r))]
+        gw_en, gw_addr, gw_data = Signal(), Signal.like(n2), Signal(P * rb)
+        m.d.sync += [gw_en.eq(v2 & src_in), gw_addr.eq(n2), gw_data.eq(Cat(*new_r))]
         m.d.comb += [r_wr.en.eq(Mux(self.ld_en, 1 << self.ld_lane, Mux(gw_en, (1 << P) - 1, 0))),
                      r_wr.addr.eq(Mux(self.ld_en, self.ld_group, gw_addr)),
                      r_wr.data.eq(Mux(self.ld_en, Cat(*[self.ld_value] * P), gw_data))]
         m.d.sync += [self.st_wr_en.eq(v2 & ~src_in), self.st_wr_addr.eq(base + g2)]
         for p in range(P):
             m.d.sync += [self.st_wr_data[p].eq(self.state[p]), self.st_wr_data[p].v.eq(new_r[p][:self._vb])]
-        m.d.sync += [self.ent_append.eq(v2 & (ev != 0)), self.ent.group.eq(g2), self.ent.mask.eq(ev),
-                     self.spk_valid.eq(v2), self.spk_group.eq(g2), self.spk_mask.eq(ev),
+        m.d.sync += [self.ent_append.eq(v2 & (ev != 0)), self.ent.group.eq(n2), self.ent.mask.eq(ev),
+                     self.spk_valid.eq(v2), self.spk_group.eq(n2), self.spk_mask.eq(ev),
                      self.inc_updates.eq(Mux(v2, real, 0))]
         # the events are counted a cycle later, from the registered mask: the countdown compare and the
         # popcount in one cycle were the tsc core's critical path (the counters only need the total)

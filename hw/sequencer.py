@@ -51,7 +51,8 @@ class Sequencer(wiring.Component):
     A conv2d or maxpool2d layer's phase (docs/spec.md section 3) is SETUP, ISSUE (the scatter: it ends
     in the cycle its last op leaves the conv address generator or pool scatter, their ``LATENCY``
     cycles after its event left the reader, so the DRAIN that follows is shorter by as much), DRAIN,
-    SWEEP (N words, one per cycle), DRAIN.
+    SWEEP (N words, one per cycle), DRAIN; a tsc maxpool2d layer's is SETUP, ISSUE, DRAIN, and at step 0
+    then its clear SWEEP.
     counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
     """
 
@@ -91,6 +92,8 @@ class Sequencer(wiring.Component):
         m.d.comb += [self.t0.eq(self.t == 0), self.tlast.eq((self.t == T - 1) | C(int(cfg.stcb), 1))]
         spatial = self.desc.kind != Kind.DENSE
         swept = Signal()                  # a spatial layer's DRAIN follows its sweep (else its scatter)
+        # tsc maxpool2d: a step is its scatter and drain; step 0 then has the clear sweep, and no drain after
+        tsc_pool = (self.desc.kind == Kind.POOL) & C(int(cfg.tsc), 1)
         for s in (self.encode_start, self.reader_start, self.sample_start, self.sweep_start):
             m.d.sync += s.eq(0)
         # the readout starts in FINISH's last cycle, so its two read cycles follow with no gap
@@ -135,12 +138,14 @@ class Sequencer(wiring.Component):
                                  wait.eq(Mux(self.desc.kind == Kind.CONV, conv_drain - 1,
                                              Mux(spatial, pool_drain - 1, self.drain_cycles() - 1)))]
             with m.Case(Phase.DRAIN):
-                with m.If((wait == 0) & ~swept):
+                with m.If((wait == 0) & ~swept & ~(tsc_pool & ~self.t0)):
                     m.d.sync += [self.phase.eq(Phase.SWEEP), self.sweep_start.eq(1)]
                 with m.Elif(wait == 0):
                     self._next_phase(m, layer_next, begin_step, enter_encode, enter_setup)
             with m.Case(Phase.SWEEP):
-                with m.If(self.sweep_last):
+                with m.If(self.sweep_last & tsc_pool):         # the clear sweep: its writes need no drain
+                    self._next_phase(m, layer_next, begin_step, enter_encode, enter_setup)
+                with m.Elif(self.sweep_last):
                     m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(1), wait.eq(self.drain_cycles() - 1)]
             with m.Case(Phase.FINISH):
                 with m.If(wait == 0):

@@ -56,11 +56,14 @@ class SpikeMonitorSignature(wiring.Signature):
 class StateTraceSignature(wiring.Signature):
     """Neuron-state memory traffic: each read that feeds an update (or the tsc generator) and each
     write, with its address and the written word (P lanes: V, and for tsc the current C above it).
-    ``upd`` is high when the write is a neuron update, low for the tsc generator's countdown."""
+    ``upd`` is high when the write is a neuron update, low for the tsc generator's countdown (and a
+    tsc maxpool2d layer's value writes). ``fwd`` marks a read whose word is not used: a tsc maxpool2d
+    OFF's read of a word that an op still in flight writes (that op's word is forwarded instead), so
+    the read may meet the word's pending write."""
 
     def __init__(self, *, addr_bits: int, data_bits: int):
         super().__init__({"rd": Out(1), "raddr": Out(addr_bits), "wr": Out(1), "waddr": Out(addr_bits),
-                          "wdata": Out(data_bits), "upd": Out(1)})
+                          "wdata": Out(data_bits), "upd": Out(1), "fwd": Out(1)})
 
 
 class OpTraceSignature(wiring.Signature):

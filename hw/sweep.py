@@ -46,6 +46,7 @@ class SweepGen(wiring.Component):
     packed : Out         its packed index
     og : Out             its channel group
     og_last : Out(1)     the word belongs to the last channel group (whose real lanes may be fewer than P)
+    plane_end : Out(1)   the word is its channel group's last (the next word starts the next group)
     last : Out(1)        the sweep's last word
     """
 
@@ -60,7 +61,8 @@ class SweepGen(wiring.Component):
         self._pbits = packed_bits
         super().__init__({"start": In(1), "layer": In(bits_for(len(self._layers) - 1)),
                           "valid": Out(1), "word": Out(self._wbits), "packed": Out(packed_bits),
-                          "og": Out(self._gbits), "og_last": Out(1), "last": Out(1)})
+                          "og": Out(self._gbits), "og_last": Out(1), "plane_end": Out(1),
+                          "last": Out(1)})
 
     @property
     def layers(self) -> tuple[SweepLayer, ...]:
@@ -83,7 +85,7 @@ class SweepGen(wiring.Component):
         last = (og == gmax) & y_end & x_end
         valid = self.start | run
         m.d.comb += [self.valid.eq(valid), self.word.eq(w), self.packed.eq(packed), self.og.eq(og),
-                     self.og_last.eq(og == gmax),
+                     self.og_last.eq(og == gmax), self.plane_end.eq(x_end & y_end),
                      self.last.eq(valid & last)]
         with m.If(valid):
             m.d.sync += [run.eq(~last), w_r.eq(w + 1), x_r.eq(Mux(x_end, 0, x + 1)),

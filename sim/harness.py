@@ -278,8 +278,9 @@ def harness(manifest: dict) -> Harness:
     w("      end")
     if outs["spk__layer"] == 0:
         raise ValueError("spk__layer has width 0")
-    # state trace: hazards and coverage
-    w("      if (st__rd) begin")
+    # state trace: hazards and coverage (a read whose word is forwarded, st__fwd, is not checked: its
+    # data is not used)
+    w("      if (st__rd && !st__fwd) begin")
     w("        if (st__wr && st__waddr == st__raddr) begin")
     w("          if (v_same_cycle == 0) begin v_same_cycle_cycle <= cyc; v_same_cycle_addr <= st__raddr; end")
     w("          v_same_cycle <= v_same_cycle + 32'd1;")
@@ -288,7 +289,9 @@ def harness(manifest: dict) -> Harness:
     w("          if (v_raw_pending == 0) begin v_raw_pending_cycle <= cyc; v_raw_pending_addr <= st__raddr; end")
     w("          v_raw_pending <= v_raw_pending + 32'd1;")
     w("        end")
-    w("        pend_tag[st__raddr] <= epoch;")
+    w("      end")
+    w("      if (st__rd) pend_tag[st__raddr] <= epoch;")
+    w("      if (st__rd && !st__fwd) begin")
     w("        if (written[st__raddr]) begin")
     w(f"          if (cyc - last_wr[st__raddr] < 32'd{minraw}) begin")
     w("            if (v_raw_close == 0) begin v_raw_close_cycle <= cyc; v_raw_close_addr <= st__raddr; end")

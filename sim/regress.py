@@ -78,14 +78,19 @@ def decode_events(rtl: dict, model: golden.Model, lanes: int) -> tuple[list, np.
     T = model.T
     hidden = [np.zeros((T, l.n_out), np.int8) for l in model.layers[:-1]]
     enc = np.zeros((T, model.n_in), np.int8)
+    # a source that is a map (the input of a spatial layer 0, a conv2d / maxpool2d layer's output) is
+    # named by packed channel words
+    shapes = [tuple(model.input_shape) if model.layers[0].kind != "dense" else None] + \
+        [tuple(l.out_shape) if l.kind != "dense" else None for l in model.layers[:-1]]
     for is_gen, layer, t, g, mask in _dbg_rows(rtl):
         if not is_gen:
             continue
         target = enc if layer == 0 else hidden[layer - 1]
+        shape = shapes[layer]
         for p in range(lanes):
             if mask >> p & 1:
-                j = g * lanes + p
-                if j >= target.shape[1]:
+                j = g * lanes + p if shape is None else packed_to_flat(shape, lanes, g, p)
+                if j >= target.shape[1] or j < 0:
                     raise AssertionError(f"event on padding lane: source of layer {layer}, t {t}, neuron {j}")
                 target[t, j] = 1 if t == 0 else -1
     return hidden, enc

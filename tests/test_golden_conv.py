@@ -756,8 +756,9 @@ def test_schema1_layer_entries_are_strict(tmp_path):
 # the hardware core refuses what it cannot run yet
 
 @pytest.mark.parametrize("model, msg", [
-    (ZOO["stcb"], r"layer 0: conv2d layers run on the hardware core in rate coding only \(not stcb yet\)"),
-    (ZOO["tsc"], r"layer 0: conv2d layers run on the hardware core in rate coding only \(not tsc yet\)"),
+    (ZOO["stcb"], r"layer 0: conv2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
+    (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb", input_max=1),
+     r"layer 0: maxpool2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
     (Model([Conv2d(np.ones((2, 1, 3, 3), int), in_shape=(1, 4, 4), padding=1, leak=(3, 2)),
             Dense(np.ones((1, 32), int))], T=2, input_max=1),
      r"layer 0: leak=\[3, 2\] on a conv2d layer is not supported by the hardware core yet"),

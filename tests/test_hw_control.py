@@ -449,6 +449,8 @@ def run_tsc_gen(gen, P, T, *, rng, words_n, real_last, src_in, base=0, loads=(),
             ctx.set(gen.state, st)
             ctx.set(gen.params, pa)
             store.read(clk.cycle, ctx.get(gen.st_rd_addr))
+            # a flat source's parameter word is its state word's (src_pbase = src_base here)
+            assert ctx.get(gen.prm_rd_addr) == ctx.get(gen.st_rd_addr)
             if ctx.get(gen.st_wr_en):
                 a = ctx.get(gen.st_wr_addr)
                 new = [{"v": ctx.get(gen.st_wr_data[p].v), "c": ctx.get(gen.st_wr_data[p].c)} for p in range(P)]
@@ -464,7 +466,7 @@ def run_tsc_gen(gen, P, T, *, rng, words_n, real_last, src_in, base=0, loads=(),
                 starts.append(clk.cycle)
                 ctx.set(gen.start, 1)
                 for sig, v in ((gen.t0, t == 0), (gen.tq, t == Q), (gen.src_in, src_in), (gen.words, words_n),
-                               (gen.real_last, real_last), (gen.src_base, base)):
+                               (gen.real_last, real_last), (gen.src_base, base), (gen.src_pbase, base)):
                     ctx.set(sig, v)
                 await cycle(ctx)
                 ctx.set(gen.start, 0)
@@ -833,7 +835,7 @@ def test_layer_table_holds_every_layer_descriptor(coding, encoding, P):
                      "last_lanes": sizes[i + 1] - (G[i + 1] - 1) * P, "fires": 1,
                      "zero_reset": int(i == 1 and coding != "tsc"), "enc_len": enc, "src_words": G[i],
                      "src_last": sizes[i] - (G[i] - 1) * P, "src_base": sum(G[1:i]), "leak_num": 0,
-                     "leak_shift": 0})
+                     "leak_shift": 0, "src_pbase": sum(G[1:i]), "src_map": 0, "src_midx": 0, "src_pool": 0})
     want[-1]["fires"] = int(coding != "tsc")           # the membrane readout's last layer never fires
     assert descriptor_words(cfg) == want
     table = LayerTable(cfg)

@@ -6,37 +6,45 @@ import numpy as np
 import pytest
 
 import golden
-from golden import Dense, Model
+from golden import Dense, Model, perf
 from golden.model import Conv2d, MaxPool2d
 from hw import ConfigError, CoreConfig
 from hw.pysim import simulate
 
 
 def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,), dense=5, T=3, encoding="rate",
-             readout="count", resets=None, input_max=5, samples=3):
+             readout="count", resets=None, input_max=5, samples=3, coding="rate"):
     """conv layers (channels, kernel, stride, padding), a 2x2 max pool after the convs listed in
-    ``pool_after``, then a dense layer; fixed-seed weights that make the layers fire."""
+    ``pool_after``, then a dense layer; fixed-seed weights that make the layers fire. ``coding="tsc"``:
+    tsc coding (tsc encoding, membrane readout, v_init 0)."""
     rng = np.random.default_rng(seed)
+    tsc = coding == "tsc"
+    if tsc:
+        encoding, readout = "tsc", "membrane"
     layers, shape = [], tuple(in_shape)
     for i, (co, k, s, p) in enumerate(convs):
         reset = (resets or {}).get(len(layers), "subtract")
+        v_init = rng.integers(-2, 3, co)
         layers.append(Conv2d(rng.integers(-6, 10, (co, shape[0], k, k)), rng.integers(-2, 3, co),
-                             rng.integers(4, 14, co), rng.integers(-2, 3, co), in_shape=shape, stride=s, padding=p,
-                             reset=reset))
+                             rng.integers(4, 14, co), 0 * v_init if tsc else v_init, in_shape=shape, stride=s,
+                             padding=p, reset=reset))
         shape = layers[-1].out_shape
         if i in pool_after:
             layers.append(MaxPool2d(2, in_shape=shape))
             shape = layers[-1].out_shape
     n = int(np.prod(shape))
-    layers.append(Dense(rng.integers(-8, 8, (dense, n)), rng.integers(-2, 3, dense), rng.integers(3, 10, dense),
-                        0, reset=(resets or {}).get(len(layers), "subtract")))
-    model = Model(layers, T=T, encoding=encoding, input_max=input_max, readout=readout, weight_bits=5)
+    for d in (dense,) if isinstance(dense, int) else dense:     # one dense layer, or several
+        layers.append(Dense(rng.integers(-8, 8, (d, n)), rng.integers(-2, 3, d), rng.integers(3, 10, d),
+                            0, reset=(resets or {}).get(len(layers), "subtract")))
+        n = d
+    model = Model(layers, T=T, coding=coding, encoding=encoding, input_max=input_max, readout=readout,
+                  weight_bits=5)
     x = rng.integers(0, input_max + 1, (samples, int(np.prod(in_shape))))
     x[0] = 0                                     # an all-zero sample: every scatter is empty
     return model, x
 
 
-def assert_matches_golden(model, x, lanes):
+def assert_matches_golden(model, x, lanes, *, uses_acc=True):
     hw = simulate(model, x, lanes=lanes)
     g = golden.run(model, x, lanes=lanes)
     assert hw["predictions"].tolist() == g.predictions.tolist()
@@ -48,9 +56,10 @@ def assert_matches_golden(model, x, lanes):
         assert hw["layer_spikes"][li].tolist() == c["spikes"].tolist(), f"layer {li}"
     assert hw["encoder_spikes"].tolist() == g.encoder_counters["spikes"].tolist()
     assert hw["err_range"] == 0 and hw["err_protocol"] == 0
-    # the network was exercised: spikes in every layer, and the accumulator memory used
+    # the network was exercised: spikes in every layer, and the accumulator memory used (not by a tsc
+    # maxpool2d layer alone: its values are in the state memory)
     assert all(int(c["spikes"].sum()) > 0 for c in g.layer_counters[:-1])
-    assert int(g.counters["acc_reads"].sum()) > 0
+    assert (int(g.counters["acc_reads"].sum()) > 0) == uses_acc
     return g
 
 
@@ -96,12 +105,108 @@ def test_an_all_zero_sample_reads_no_conv_weights():
     assert int(c0["acc_reads"][0]) == words * model.T
 
 
+# ---- tsc coding (docs/spec.md section 3, "tsc conv2d"): each step's scatter adds an ON's weights and
+# subtracts an OFF's, the sweep feeds the accumulator word to the tsc unit (C += acc; V += C), and the
+# generator in the next layer's window walks the conv layer's N state words, reading parameter word og
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+def test_tsc_conv_dense_matches_golden(lanes):
+    model, x = conv_net(lanes, pool_after=(), coding="tsc", T=4)
+    assert_matches_golden(model, x, lanes)
+
+
+@pytest.mark.parametrize("case", [
+    # two convs, the second with stride 2: its source is a conv map of two channel groups (the
+    # generator's second map row), several input channels into the second conv
+    dict(in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 2, 1)), T=5, lanes=4),
+    # stride 2, no padding, a non-square map, an input row no output uses
+    dict(in_shape=(1, 7, 6), convs=((3, 3, 2, 0),), lanes=2),
+    # kernel 5 with padding 2, three input channels (the input map's last channel group has fewer
+    # real lanes than P), output channels not a multiple of P
+    dict(in_shape=(3, 5, 5), convs=((5, 5, 1, 2),), lanes=4),
+    # kernel 1, two input channels
+    dict(in_shape=(2, 4, 4), convs=((3, 1, 1, 0),), lanes=2),
+    # two dense layers after the conv: the second's generator reads the first's parameters at its own
+    # parameter base (not its state base, which the conv layer's N words moved)
+    dict(in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), dense=(7, 4), lanes=2),
+    # ten channels at P = 8 (a second, partial channel group), T = 6
+    dict(in_shape=(3, 6, 6), convs=((10, 3, 1, 1),), dense=5, T=6, lanes=8),
+])
+def test_tsc_conv_shapes_match_golden(case):
+    case = dict(case)
+    lanes = case.pop("lanes")
+    case.setdefault("T", 4)
+    model, x = conv_net(11, pool_after=(), coding="tsc", **case)
+    assert_matches_golden(model, x, lanes)
+
+
+def test_tsc_an_all_zero_sample_reads_no_conv_weights():
+    """An all-zero input sends no ON (its quantized value is 0), so every step's scatter is empty: no
+    weight read, only the sweeps' accumulator reads; the sweep still runs (V = bias at t = 0)."""
+    model, x = conv_net(5, samples=2, pool_after=(), coding="tsc", T=4)
+    g = assert_matches_golden(model, x, 2)
+    c0 = g.layer_counters[0]
+    assert x[0].sum() == 0 and int(c0["weight_reads"][1]) > 0
+    assert int(c0["weight_reads"][0]) == 0
+    assert int(c0["acc_reads"][0]) == 2 * 6 * 6 * model.T      # Gc * Ho * Wo at P = 2, each step
+
+
+# ---- tsc maxpool2d (docs/spec.md section 3, "tsc maxpool2d"): the values in the state memory; a clear
+# sweep at step 0; an OFF at step t >= 1 a read-modify-write putting t into its lane; the generator in
+# the next layer's window counts the values down with theta = 1 and reads no parameters
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+def test_tsc_conv_pool_dense_matches_golden(lanes):
+    model, x = conv_net(lanes, coding="tsc", T=5)
+    assert_matches_golden(model, x, lanes)
+
+
+@pytest.mark.parametrize("case", [
+    # conv, pool, conv: the second conv's events come from the pool's generator (a map of two channel
+    # groups, the generator's third map row)
+    dict(in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 1, 1)), pool_after=(0,), T=5, lanes=4),
+    # five channels (the pool's last channel group has one real lane of four), a non-square map
+    dict(in_shape=(1, 6, 8), convs=((5, 3, 1, 1),), pool_after=(0,), T=4, lanes=4),
+    # kernel 1 into the pool, two input channels, T = input_max + 1 (Q = input_max)
+    dict(in_shape=(2, 4, 4), convs=((3, 1, 1, 0),), pool_after=(0,), T=6, lanes=2),
+])
+def test_tsc_pool_shapes_match_golden(case):
+    case = dict(case)
+    lanes = case.pop("lanes")
+    model, x = conv_net(11, coding="tsc", **case)
+    assert_matches_golden(model, x, lanes)
+
+
+@pytest.mark.parametrize("K, shape, lanes", [(2, (3, 4, 6), 2), (3, (2, 6, 3), 4)])
+def test_tsc_pool_on_the_input_matches_golden(K, shape, lanes):
+    """A maxpool2d layer 0: its events are the input generator's, from the input map stored by channel
+    words; kernel 3 (a divider-free ROM lookup of y // K, x // K), channels not a multiple of P."""
+    rng = np.random.default_rng(3 + K)
+    pool = MaxPool2d(K, in_shape=shape)
+    n = int(np.prod(pool.out_shape))
+    model = Model([pool, Dense(rng.integers(-8, 8, (6, n)), rng.integers(-2, 3, 6), rng.integers(1, 4, 6), 0),
+                   Dense(rng.integers(-8, 8, (3, 6)), 0, 4, 0)], T=5, coding="tsc", encoding="tsc",
+                  readout="membrane", input_max=7, weight_bits=5)
+    x = rng.integers(0, 8, (3, int(np.prod(shape))))
+    x[0] = 0
+    g = assert_matches_golden(model, x, lanes, uses_acc=False)
+    c0, N = g.layer_counters[0], perf.groups(shape[0], lanes) * (shape[1] // K) * (shape[2] // K)
+    # the all-zero sample: no OFF, so only the clear sweep and the generator touch the pool's words
+    assert int(c0["state_writes"][0]) == N + N * model.T and int(c0["state_reads"][0]) == N * model.T
+    assert int(c0["param_reads"].sum()) == 0
+
+
 def test_conv_models_the_core_does_not_run_yet_are_refused():
     model, _ = conv_net(0, encoding="rate")
     stcb = Model(model.layers, T=4, coding="stcb", input_max=5, weight_bits=5)
-    with pytest.raises(ConfigError, match=r"layer 0: conv2d layers run on the hardware core in rate coding only "
-                                          r"\(not stcb yet\)"):
+    with pytest.raises(ConfigError, match=r"layer 0: conv2d layers run on the hardware core in rate and tsc "
+                                          r"coding only \(not stcb yet\)"):
         CoreConfig(stcb, 2)
+    pool = Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb",
+                 input_max=1)
+    with pytest.raises(ConfigError, match=r"layer 0: maxpool2d layers run on the hardware core in rate and tsc "
+                                          r"coding only \(not stcb yet\)"):
+        CoreConfig(pool, 2)
     rng = np.random.default_rng(0)
     c = Conv2d(rng.integers(-3, 4, (2, 2, 3, 3)), 0, 5, 0, in_shape=(2, 4, 4), padding=1)
     d = Model([c, Dense(rng.integers(-3, 4, (3, 32)), 0, 5, 0)], T=2, encoding="direct", input_max=5)
