@@ -158,10 +158,23 @@ def exact_dtype(bound: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
+def _cache(layer) -> dict:
+    """Values derived from a layer's weights (row sums, weights cast and transposed, conv matrices),
+    kept on the layer: its arrays are read-only and its attributes have no setters, so they cannot
+    go stale. Only arrays and numbers are cached; every choice (dtype tier, path) is made afresh."""
+    c = layer.__dict__.get("_engine_cache")
+    if c is None:
+        c = layer.__dict__["_engine_cache"] = {}
+    return c
+
+
 def synaptic_bound(layer, amax: int) -> int:
     """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax (Python int: exact)."""
-    w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
-    return int(w.sum(axis=1).max()) * int(amax)
+    c = _cache(layer)
+    if "row_sum" not in c:
+        w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
+        c["row_sum"] = int(w.sum(axis=1).max())
+    return c["row_sum"] * int(amax)
 
 
 def _patch_product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -211,12 +224,24 @@ def _product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
     A conv2d layer runs as one product with its convolution matrix while that matrix is small and
     at least a quarter full (each output reads C*K*K of the n_in inputs); otherwise as a product
     with its patches, which does only the C*K*K multiplications per output."""
-    if layer.kind == "dense":
-        return a.astype(dt, copy=False) @ layer.weight.T.astype(dt)
-    taps = layer.weight[0].size
-    if layer.n_in * layer.n_out <= _CONV_MATRIX_MAX and 4 * taps >= layer.n_in:
-        return a.astype(dt, copy=False) @ conv_matrix(layer, dt)
+    if _uses_matrix(layer):
+        return a.astype(dt, copy=False) @ _matrix(layer, dt)
     return _patch_product(layer, a, dt)
+
+
+def _uses_matrix(layer) -> bool:
+    """Dense, or a conv2d layer whose convolution matrix is small and at least a quarter full."""
+    return layer.kind == "dense" or (layer.n_in * layer.n_out <= _CONV_MATRIX_MAX
+                                     and 4 * layer.weight[0].size >= layer.n_in)
+
+
+def _matrix(layer, dt: np.dtype) -> np.ndarray:
+    """The layer's (n_in, n_out) matrix in ``dt`` (dense: W.T; conv2d: :func:`conv_matrix`), cached."""
+    def make():
+        m = np.ascontiguousarray(layer.weight.T if layer.kind == "dense" else conv_matrix(layer), dtype=dt)
+        m.setflags(write=False)
+        return m
+    return _cached(layer, ("matrix", np.dtype(dt).str), make)
 
 
 def _flat(acc: np.ndarray) -> np.ndarray:
@@ -274,20 +299,47 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
-    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. (B, T, n) bool.
+    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. Step-major
+    (T, B, n) bool.
 
-    u < input_max before the add and x <= input_max, so u + x < 2 * input_max < 2**17: int32 holds it."""
+    u < input_max before the add and x <= input_max, so at most one spike per step and after t + 1
+    steps floor((t + 1) x / input_max) spikes in all: the spike at step t is a function of (t, x)
+    alone, read from a table of the input_max + 1 values (Python integers: exact) while that table
+    is small; else the recurrence itself (u + x < 2 * input_max < 2**17: int32 holds it)."""
+    B, n = x.shape
+    out = np.empty((T, B, n), dtype=bool)
+    if (input_max + 1) * T <= _ENCODER_TABLE_MAX:
+        table = _encoder_table(input_max, T)
+        idx = x.astype(np.intp, copy=False)
+        for t in range(T):
+            np.take(table[t], idx, out=out[t])
+        return out
     u = np.zeros(x.shape, dtype=np.int32)
     x = x.astype(np.int32)
-    out = np.empty((x.shape[0], T, x.shape[1]), dtype=bool)
     sub = np.empty(x.shape, dtype=np.int32)
     for t in range(T):
         u += x
-        s = out[:, t]
+        s = out[t]
         np.greater_equal(u, input_max, out=s)
         np.multiply(s, input_max, out=sub)
         u -= sub
     return out
+
+
+_ENCODER_TABLE_MAX = 1 << 20
+_ENCODER_TABLES: dict = {}
+
+
+def _encoder_table(input_max: int, T: int) -> np.ndarray:
+    """(T, input_max + 1) bool: whether value v spikes at step t, floor((t+1) v / M) - floor(t v / M)."""
+    key = (int(input_max), int(T))
+    if key not in _ENCODER_TABLES:
+        t = np.arange(T, dtype=np.int64)[:, None]
+        v = np.arange(input_max + 1, dtype=np.int64)[None, :]
+        table = ((t + 1) * v // input_max - t * v // input_max).astype(bool)
+        table.setflags(write=False)
+        _ENCODER_TABLES[key] = table
+    return _ENCODER_TABLES[key]
 
 
 _INT_DTYPES = tuple(np.dtype(t) for t in (np.int16, np.int32, np.int64))
@@ -311,85 +363,92 @@ def neuron_dtype(layer, widths) -> np.dtype:
 def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int):
     """:func:`_neuron_layer` (no leak) in the integer dtype of ``current`` (:func:`neuron_dtype`).
 
-    ``current`` is (B, T, n), or (B, 1, n) for the same current every step (direct input); bias
-    included. Returns (spikes bool (B, T, n), final V int64 (B, n))."""
-    B, _, n = current.shape
+    ``current`` is step-major (T, B, n), or (1, B, n) for the same current every step (direct input);
+    bias included. Returns (spikes bool (T, B, n), final V int64 (B, n))."""
+    _, B, n = current.shape
     dt = current.dtype
     threshold = layer.per_neuron(layer.threshold).astype(dt)
     v = np.empty((B, n), dtype=dt)
     v[...] = layer.per_neuron(layer.v_init)
-    spikes = np.zeros((B, T, n), dtype=bool)
+    spikes = np.zeros((T, B, n), dtype=bool)
     zero = layer.reset == "zero"
     # the reset as a product with the spike mask: numpy's masked (where=) loops are several times slower
-    tmp = np.empty((B, n), dtype=dt if not zero else bool)
+    # (the mask is copied into the dtype first: a mixed bool * int product goes through a buffered loop)
+    tmp = np.empty((B, n), dtype=dt)
     for t in range(T):
-        np.add(v, current[:, t if current.shape[1] > 1 else 0], out=v)
+        np.add(v, current[t if current.shape[0] > 1 else 0], out=v)
         if fire:
-            s = spikes[:, t]
+            s = spikes[t]
             np.greater_equal(v, threshold, out=s)
             if zero:
                 np.logical_not(s, out=tmp)
                 np.multiply(v, tmp, out=v)
             else:
-                np.multiply(s, threshold, out=tmp)
+                np.copyto(tmp, s)
+                np.multiply(tmp, threshold, out=tmp)
                 np.subtract(v, tmp, out=v)
     return spikes, v.astype(np.int64)
 
 
 def _neuron_layer(current: np.ndarray, layer, fire: bool):
-    """The neuron recurrence over T for currents (B, T, n): leak, add, fire, reset.
+    """The neuron recurrence over T for step-major currents (T, B, n): leak, add, fire, reset.
 
-    Returns (spikes bool (B, T, n), final V int64 (B, n)).
+    Returns (spikes bool (T, B, n), final V int64 (B, n)).
     """
-    B, T, n = current.shape
+    T, B, n = current.shape
     threshold = layer.per_neuron(layer.threshold)
     v = np.broadcast_to(layer.per_neuron(layer.v_init), (B, n)).astype(np.int64).copy()
-    spikes = np.zeros((B, T, n), dtype=bool)
+    spikes = np.zeros((T, B, n), dtype=bool)
     zero = layer.reset == "zero"
     for t in range(T):
         if layer.leak is not None:
             v = leak_apply(v, *layer.leak)          # step 0 too: the leak acts on v_init
-        v += current[:, t]
+        v += current[t]
         if fire:
             s = v >= threshold
             if zero:
                 v[s] = 0
             else:
                 v -= threshold * s
-            spikes[:, t] = s
+            spikes[t] = s
     return spikes, v
 
 
 def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np.ndarray:
     """Layer ``li``'s currents, bias included and STEB kernel applied, in its :func:`neuron_dtype`:
-    (B, T, n), or (B, 1, n) when they are the same every step (direct input, no kernel)."""
+    step-major (T, B, n), or (1, B, n) when they are the same every step (direct input, no kernel).
+    ``layer_in`` is the previous layer's step-major (T, B, n_in) spikes (None: direct input ``x``)."""
     B, T = x.shape[0], model.T
     dt = neuron_dtype(layer, model.widths[li])
     amax = model.input_max if layer_in is None else 1
-    pdt = exact_dtype(synaptic_bound(layer, amax))
-    if layer_in is None:  # direct encoding: the same integer current every step
-        acc = _product(layer, x, pdt)
-        steps = 1
-    else:
-        acc = _product(layer, layer_in.reshape(B * T, -1), pdt)
-        steps = T
-    acc = acc.reshape(B, steps, *acc.shape[1:])               # a view, also of a transposed product
+    bound = synaptic_bound(layer, amax)
+    pdt = exact_dtype(bound)
+    a = x if layer_in is None else layer_in.reshape(-1, layer_in.shape[-1])     # rows (t, b)
+    steps = 1 if layer_in is None else T
+    acc = _product(layer, a, pdt)
+    acc = acc.reshape(steps, B, *acc.shape[1:])               # a view, also of a transposed product
     if layer.has_kernel:
-        cur = np.ascontiguousarray(acc).reshape(B, steps, -1).astype(np.int64) + layer.per_neuron(layer.bias)
-        cur = apply_kernel(np.broadcast_to(cur, (B, T, cur.shape[2])), layer.h)
-        return cur.astype(dt)                     # within the current range: exact in dt
-    cur = np.empty((B, steps, layer.n_out), dtype=dt)
+        cur = np.ascontiguousarray(acc).reshape(steps, B, -1).astype(np.int64) + layer.per_neuron(layer.bias)
+        # apply_kernel runs along axis 1 of (B, T, n): give it the step-major array transposed
+        cur = apply_kernel(np.broadcast_to(cur, (T, B, cur.shape[2])).transpose(1, 0, 2), layer.h)
+        return np.ascontiguousarray(cur.transpose(1, 0, 2).astype(dt))   # within the current range: exact
+    cur = np.empty((steps, B, layer.n_out), dtype=dt)
     out = cur.reshape(acc.shape)
     # per output channel for a (.., Co, Ho*Wo) product, per neuron otherwise
     bias = layer.bias[:, None] if acc.ndim == 4 else layer.per_neuron(layer.bias)
-    if pdt.kind == "i" or exact_dtype(int(np.abs(bias).max()) + synaptic_bound(layer, amax)) != pdt:
-        # acc + bias might leave pdt's exact range: add in the integer dtype (acc fits it by the widths)
-        np.copyto(out, acc, casting="unsafe")
-        out += bias.astype(dt)
-    else:
-        # |acc| + |bias| within pdt's exact range: the float sum is the exact integer, cast once
-        np.add(acc, bias.astype(pdt), out=out, casting="unsafe")
+    # the product's exact integers cast to dt (the widths bound acc), then the bias added in dt (they
+    # bound acc + bias too): a plain cast and a narrow add beat one mixed float-to-int add several times
+    np.copyto(out, acc, casting="unsafe")
+    out += _cached(layer, ("bias", dt.str, acc.ndim), lambda: bias.astype(dt))
     return cur
+
+
+def _cached(layer, key, make):
+    """``make()`` once per layer and key (see :func:`_cache`)."""
+    c = _cache(layer)
+    if key not in c:
+        c[key] = make()
+    return c[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,10 +602,12 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
         return _run_tsc(model, x, P, record)
     B, T = x.shape[0], model.T
     input_spikes = None
+    # every map is step-major (T, B, n): each step's rows are contiguous for the recurrence, and a
+    # layer's product takes all T*B rows at once; the counters get (B, T, n) views of them
     if model.encoding == "rate":
-        input_spikes = _rate_encode(x, model.input_max, T)              # (B, T, n_in) bool
-        events = perf.events_per_step(input_spikes)                     # (B, T)
-        act = perf.Activity(input_spikes, [])
+        input_spikes = _rate_encode(x, model.input_max, T)              # (T, B, n_in) bool
+        act = perf.Activity(input_spikes.transpose(1, 0, 2), [])
+        events = perf.events_per_step(act.inputs)                       # (B, T)
         layer_in = input_spikes
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
@@ -561,23 +622,24 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
         fire = not (last and model.readout == "membrane")
         if layer.kind == "maxpool2d":
             # OR over each window, step by step (stcb: slot by slot, the same thing); no neurons
-            s = maxpool(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
+            s = maxpool(layer, layer_in.reshape(T * B, -1)).reshape(T, B, -1)
             v = None
         else:
             cur = _layer_currents(model, li, layer, layer_in, x)
             if layer.leak is None:
                 s, v = _neuron_narrow(cur, layer, fire, T)
             else:                                 # the leak's split product needs int64
-                s, v = _neuron_layer(np.broadcast_to(cur, (B, T, cur.shape[2])).astype(np.int64), layer, fire)
-        step_spikes = perf.events_per_step(s)                             # (B, T)
-        act.layers.append(s)
+                s, v = _neuron_layer(np.broadcast_to(cur, (T, B, cur.shape[2])).astype(np.int64), layer, fire)
+        sv = s.transpose(1, 0, 2)                                         # (B, T, n) view
+        step_spikes = perf.events_per_step(sv)                            # (B, T)
+        act.layers.append(sv)
         events_in.append(events)
         v_final.append(v)
         if record:
-            spikes_rec.append(s.view(np.uint8))
+            spikes_rec.append(np.ascontiguousarray(sv).view(np.uint8))
         layer_in, events = s, step_spikes
 
-    counts = s.sum(axis=1, dtype=np.int64)
+    counts = s.sum(axis=0, dtype=np.int64)
     membranes = v_final[-1]
     if model.readout == "count":
         # lexicographic (count, V); argmax picks the lowest index on ties
@@ -589,5 +651,6 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
-                  input_spikes=input_spikes.view(np.uint8) if record and input_spikes is not None else None,
-                  events_in=events_in, coding=model.coding)
+                  input_spikes=(np.ascontiguousarray(input_spikes.transpose(1, 0, 2)).view(np.uint8)
+                                if record and input_spikes is not None else None),
+                  events_in=[np.ascontiguousarray(e) for e in events_in], coding=model.coding)

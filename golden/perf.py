@@ -145,10 +145,24 @@ def _memo(fn):
     return cached
 
 
+def _step_major(ev: np.ndarray):
+    """The (T, B, n) array of which ``ev`` (B, T, n) is the transposed view, when it is contiguous
+    (golden.engine keeps its maps step-major), else None. The counts below treat the first two axes
+    alike, so they can run on it and transpose their (T, B) result."""
+    if ev.ndim == 3 and not ev.flags.c_contiguous:
+        tv = ev.transpose(1, 0, 2)
+        if tv.flags.c_contiguous:
+            return tv
+    return None
+
+
 @_memo
 def events_per_step(ev: np.ndarray) -> np.ndarray:
     """(B, T, n) events -> (B, T) int64: how many are set at each step (``ev.sum(axis=2)``). A bool
     map is read 8 lanes at a time, as 64-bit words whose set bits are its events."""
+    tv = _step_major(ev)
+    if tv is not None:
+        return events_per_step.__wrapped__(tv).T
     if ev.dtype == np.bool_ and ev.flags.c_contiguous and ev.shape[2] % 8 == 0:
         return np.bitwise_count(ev.view(np.uint64)).sum(axis=2, dtype=np.int64)
     return ev.sum(axis=2, dtype=np.int64)
@@ -159,11 +173,22 @@ def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
     """(B, T, n) events -> (B, T) event-buffer entries: the words of P lanes with at least one event.
     A flat map's words are P consecutive neurons; a [C, H, W] map written by a conv2d or maxpool2d
     layer (``shape`` given) has one word per P channels at each position."""
+    tv = _step_major(ev)
+    if tv is not None:
+        return _entries.__wrapped__(tv, P, shape).T
     B, T, n = ev.shape
     if ev.dtype != np.bool_:
         ev = ev != 0
     if shape is not None and len(shape) == 3:
         C, H, W = shape
+        if C % P == 0 and (H * W) % 8 == 0 and ev.flags.c_contiguous:
+            # the P channel planes of a word group OR'd as 64-bit words (8 positions each), then
+            # the positions with any event counted byte by byte
+            g = ev.reshape(B * T, C // P, P, H * W).view(np.uint64)
+            word = g[:, :, 0].copy()
+            for k in range(1, P):
+                np.bitwise_or(word, g[:, :, k], out=word)
+            return np.count_nonzero(word.view(np.uint8).reshape(B, T, -1), axis=2).astype(np.int64)
         g = ev.reshape(B, T, C, H * W)
         if C % P:
             g = np.concatenate([g, np.zeros((B, T, (-C) % P, H * W), dtype=bool)], axis=2)
@@ -268,7 +293,7 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
         if _spatial(layer):
             layers.append(_spatial_layer(model, li, P, src, src_shape, out, out_shape, direct and li == 0))
             src, src_shape = out, out_shape
-            src_entries = _entries(out, P, out_shape)
+            src_entries = _entries(out, P, out_shape) if not last else None
             continue
         G = groups(layer.n_out, P)
         c = _zeros(B)
@@ -312,7 +337,7 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
         c["spikes"] = events_per_step(out).sum(axis=1)
         layers.append(c)
         src, src_shape = out, None
-        src_entries = _entries(out, P)
+        src_entries = _entries(out, P) if not last else None              # the last layer sends nothing
     totals = {k: enc[k] + sum(c[k] for c in layers) for k in COUNTERS}
     totals["spikes"] = sum(c["spikes"] for c in layers)                  # network layers only
     G_last = groups(model.n_out, P)
@@ -331,6 +356,9 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
 def conv_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For input events (..., n_in): the valid (event, kernel offset) pairs ``X`` and the events that
     reach no output at all ``Z`` (docs/spec.md section 3), each (...,)."""
+    tv = _step_major(events)
+    if tv is not None:
+        return tuple(a.T for a in conv_taps(layer, tv))
     nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0])       # (n_in,) in (c, y, x) order
     # a row's sums are at most n_in * K*K (every event, every offset): exact in float32 up to 2**24
     dt = np.float32 if nv.size * layer.kernel ** 2 <= 1 << 24 else np.float64
