@@ -272,13 +272,16 @@ def maxpool(layer, a: np.ndarray) -> np.ndarray:
     C, H, W = layer.in_shape
     K = layer.kernel
     img = a.reshape(-1, C, H, W)
-    if a.dtype == np.bool_ and K in (2, 4, 8):
+    if a.dtype == np.bool_ and K in (2, 4, 8) and a.flags.c_contiguous:
         # spikes: OR the K rows of each window, then read the K neighbours in a row as one K-byte
-        # word, non-zero when any of them spiked (two passes over ever smaller maps)
-        rows = img[:, :, ::K, :].view(np.uint8).copy()
+        # word, non-zero when any of them spiked (two passes over ever smaller maps). A row of W
+        # bools is read as the widest words that tile it (8 bytes for W = 8: one word per row)
+        wb = next(b for b in (8, 4, 2, 1) if W % b == 0)
+        g = a.view(np.uint8).reshape(-1, K, W).view(np.dtype(f"u{wb}"))     # (N*C*H/K, K, W/wb)
+        rows = g[:, 0].copy()
         for dy in range(1, K):
-            np.bitwise_or(rows, img[:, :, dy::K, :].view(np.uint8), out=rows)
-        return (rows.view(np.dtype(f"u{K}")) != 0).reshape(a.shape[0], -1)
+            np.bitwise_or(rows, g[:, dy], out=rows)
+        return (rows.view(np.uint8).view(np.dtype(f"u{K}")) != 0).reshape(a.shape[0], -1)
     # K*K strided views combined elementwise: much faster than a reduction over two inner axes
     out = img[:, :, ::K, ::K].copy()
     for dy in range(K):

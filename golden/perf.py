@@ -156,6 +156,29 @@ def _step_major(ev: np.ndarray):
     return None
 
 
+def _row_sums(a: np.ndarray, vmax: int) -> np.ndarray:
+    """Sums over the last axis of non-negative integers at most ``vmax`` (bool, uint8), as int64. A
+    float32 product with a vector of ones (numpy's reductions over a short last axis are slow) while
+    every sum is at most 2**24, so every partial sum is an integer float32 holds exactly."""
+    k = a.shape[-1]
+    if k * vmax <= 1 << 24:
+        return (a.astype(np.float32) @ np.ones(k, dtype=np.float32)).astype(np.int64)
+    return a.sum(axis=-1, dtype=np.int64)
+
+
+_BYTE_LSB = np.uint64(0x0101010101010101)
+
+
+def _nonzero_bytes(words: np.ndarray) -> np.ndarray:
+    """uint64 words -> how many of each word's 8 bytes are non-zero (uint8): every byte's bits OR'd
+    into its lowest bit, then a popcount."""
+    t = words | (words >> np.uint64(4))
+    t |= t >> np.uint64(2)
+    t |= t >> np.uint64(1)
+    t &= _BYTE_LSB
+    return np.bitwise_count(t)
+
+
 @_memo
 def events_per_step(ev: np.ndarray) -> np.ndarray:
     """(B, T, n) events -> (B, T) int64: how many are set at each step (``ev.sum(axis=2)``). A bool
@@ -163,9 +186,23 @@ def events_per_step(ev: np.ndarray) -> np.ndarray:
     tv = _step_major(ev)
     if tv is not None:
         return events_per_step.__wrapped__(tv).T
-    if ev.dtype == np.bool_ and ev.flags.c_contiguous and ev.shape[2] % 8 == 0:
-        return np.bitwise_count(ev.view(np.uint64)).sum(axis=2, dtype=np.int64)
+    if ev.dtype == np.bool_ and ev.flags.c_contiguous:
+        if ev.shape[2] % 8 == 0:
+            return _row_sums(np.bitwise_count(ev.view(np.uint64)), 64)
+        return _row_sums(ev, 1)
     return ev.sum(axis=2, dtype=np.int64)
+
+
+def _or_planes(g: np.ndarray) -> np.ndarray:
+    """(R, L, w) -> (R, w): the OR of the L planes, halving L each pass (log2 L passes over ever
+    smaller contiguous blocks, instead of L - 1 over strided planes)."""
+    while g.shape[1] > 1:
+        h = g.shape[1] // 2
+        top = g[:, :h] | g[:, h:2 * h]
+        if g.shape[1] % 2:
+            top[:, 0] |= g[:, 2 * h]
+        g = top
+    return g[:, 0]
 
 
 @_memo
@@ -181,14 +218,12 @@ def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
         ev = ev != 0
     if shape is not None and len(shape) == 3:
         C, H, W = shape
-        if C % P == 0 and (H * W) % 8 == 0 and ev.flags.c_contiguous:
-            # the P channel planes of a word group OR'd as 64-bit words (8 positions each), then
-            # the positions with any event counted byte by byte
-            g = ev.reshape(B * T, C // P, P, H * W).view(np.uint64)
-            word = g[:, :, 0].copy()
-            for k in range(1, P):
-                np.bitwise_or(word, g[:, :, k], out=word)
-            return np.count_nonzero(word.view(np.uint8).reshape(B, T, -1), axis=2).astype(np.int64)
+        if (C % P == 0 or C < P) and (H * W) % 8 == 0 and ev.flags.c_contiguous:
+            # the channel planes of each word (P of them, or all C < P) OR'd as 64-bit words of 8
+            # positions each, then the positions with any event counted byte by byte
+            L = min(P, C)
+            word = _or_planes(ev.reshape(B * T * (C // L), L, H * W).view(np.uint64))
+            return _row_sums(_nonzero_bytes(word).reshape(B, T, -1), 8)
         g = ev.reshape(B, T, C, H * W)
         if C % P:
             g = np.concatenate([g, np.zeros((B, T, (-C) % P, H * W), dtype=bool)], axis=2)
@@ -202,7 +237,7 @@ def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
     if n % P == 0 and P in (1, 2, 4, 8):
         # P consecutive bools are one P-byte word, non-zero when any lane has an event
         words = np.ascontiguousarray(ev).view(np.uint8).view(np.dtype(f"u{P}"))
-        return np.count_nonzero(words, axis=2).astype(np.int64)
+        return _row_sums(words != 0, 1)
     pad = (-n) % P
     g = np.pad(ev, ((0, 0), (0, 0), (0, pad))).reshape(B, T, -1, P).any(axis=3)
     return g.sum(axis=2, dtype=np.int64)
@@ -360,6 +395,20 @@ def conv_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if tv is not None:
         return tuple(a.T for a in conv_taps(layer, tv))
     nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0])       # (n_in,) in (c, y, x) order
+    if events.dtype == np.bool_ and events.flags.c_contiguous and nv.size % 8 == 0:
+        # events as 64-bit words (8 inputs each); per distinct offset count v, the popcount of the
+        # events whose input has v offsets: X = sum_v v * popcount(words & mask_v), Z is v = 0's
+        words = events.reshape(-1, nv.size).view(np.uint64)
+        X = np.zeros(words.shape[0], dtype=np.int64)
+        Z = np.zeros(words.shape[0], dtype=np.int64)
+        for v in np.unique(nv).tolist():
+            mask = (nv == v).view(np.uint64)
+            n_v = _row_sums(np.bitwise_count(words & mask), 64)
+            if v:
+                X += v * n_v
+            else:
+                Z = n_v
+        return X.reshape(events.shape[:-1]), Z.reshape(events.shape[:-1])
     # a row's sums are at most n_in * K*K (every event, every offset): exact in float32 up to 2**24
     dt = np.float32 if nv.size * layer.kernel ** 2 <= 1 << 24 else np.float64
     weights = np.stack([nv, (nv == 0).astype(np.int64)], axis=1).astype(dt)
