@@ -194,8 +194,18 @@ def events_per_step(ev: np.ndarray) -> np.ndarray:
 
 
 def _or_planes(g: np.ndarray) -> np.ndarray:
-    """(R, L, w) -> (R, w): the OR of the L planes, halving L each pass (log2 L passes over ever
-    smaller contiguous blocks, instead of L - 1 over strided planes)."""
+    """(R, L, w) -> (R, w): the OR of the L planes. numpy's loops pay per run of the innermost axis:
+    planes of at most 2 words are OR'd word column by word column (runs of R), wider ones halving L
+    each pass (log2 L passes over ever smaller contiguous blocks)."""
+    R, L, w = g.shape
+    if w <= 2 and L > 1:
+        out = np.empty((R, w), dtype=g.dtype)
+        for j in range(w):
+            o = out[:, j]
+            np.bitwise_or(g[:, 0, j], g[:, 1, j], out=o)
+            for k in range(2, L):
+                np.bitwise_or(o, g[:, k, j], out=o)
+        return out
     while g.shape[1] > 1:
         h = g.shape[1] // 2
         top = g[:, :h] | g[:, h:2 * h]
