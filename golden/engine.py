@@ -144,6 +144,8 @@ _INT64_LIMIT = (1 << 63) - 1
 # conv2d as one product with the layer's (n_in, n_out) convolution matrix while that matrix is at
 # most this many elements (16 MiB of float32); beyond it, a product with the patches
 _CONV_MATRIX_MAX = 1 << 22
+# the patch product runs in blocks of rows of about this many outputs (1 MiB of float32)
+_PATCH_BLOCK = 1 << 18
 
 
 def exact_dtype(bound: int) -> np.dtype:
@@ -428,6 +430,18 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np
     pdt = exact_dtype(bound)
     a = x if layer_in is None else layer_in.reshape(-1, layer_in.shape[-1])     # rows (t, b)
     steps = 1 if layer_in is None else T
+    if not layer.has_kernel and not _uses_matrix(layer):
+        # the patch product in blocks of rows whose float results stay in cache until they are cast
+        # (the patches and products of the whole batch would go out to memory and back)
+        cur = np.empty((steps, B, layer.n_out), dtype=dt)
+        flat = cur.reshape(a.shape[0], layer.channels, -1)
+        bias = _cached(layer, ("bias", dt.str, 4), lambda: layer.bias[:, None].astype(dt))
+        rows = max(1, _PATCH_BLOCK // layer.n_out)
+        for r in range(0, a.shape[0], rows):
+            out = flat[r:r + rows]
+            np.copyto(out, _patch_product(layer, a[r:r + rows], pdt), casting="unsafe")
+            out += bias
+        return cur
     acc = _product(layer, a, pdt)
     acc = acc.reshape(steps, B, *acc.shape[1:])               # a view, also of a transposed product
     if layer.has_kernel:
