@@ -314,10 +314,15 @@ def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
     B, n = x.shape
     out = np.empty((T, B, n), dtype=bool)
     if (input_max + 1) * T <= _ENCODER_TABLE_MAX:
-        table = _encoder_table(input_max, T)
+        # the table packed 8 steps to a byte: one look-up per 8 steps, then each step's bit
+        packed = _encoder_table(input_max, T)
         idx = x.astype(np.intp, copy=False)
-        for t in range(T):
-            np.take(table[t], idx, out=out[t])
+        for c in range(packed.shape[0]):
+            bits = np.take(packed[c], idx)
+            for j in range(min(8, T - 8 * c)):
+                o = out[8 * c + j].view(np.uint8)
+                np.right_shift(bits, j, out=o)
+                np.bitwise_and(o, 1, out=o)               # 0 or 1: a valid bool
         return out
     u = np.zeros(x.shape, dtype=np.int32)
     x = x.astype(np.int32)
@@ -336,12 +341,14 @@ _ENCODER_TABLES: dict = {}
 
 
 def _encoder_table(input_max: int, T: int) -> np.ndarray:
-    """(T, input_max + 1) bool: whether value v spikes at step t, floor((t+1) v / M) - floor(t v / M)."""
+    """(ceil(T / 8), input_max + 1) uint8: bit j of [c, v] says whether value v spikes at step
+    t = 8c + j, floor((t+1) v / M) - floor(t v / M)."""
     key = (int(input_max), int(T))
     if key not in _ENCODER_TABLES:
         t = np.arange(T, dtype=np.int64)[:, None]
         v = np.arange(input_max + 1, dtype=np.int64)[None, :]
-        table = ((t + 1) * v // input_max - t * v // input_max).astype(bool)
+        spikes = ((t + 1) * v // input_max - t * v // input_max).astype(bool)
+        table = np.packbits(spikes, axis=0, bitorder="little")
         table.setflags(write=False)
         _ENCODER_TABLES[key] = table
     return _ENCODER_TABLES[key]
@@ -528,7 +535,11 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
                                 or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
     x = check_inputs(model, x)
-    n = threads if threads is not None else min(os.cpu_count() or 1, len(x) * _work(model) // WORK_PER_THREAD)
+    if threads is not None:
+        n = threads
+    else:
+        n = len(x) * _work(model) // WORK_PER_THREAD
+        n = min(os.cpu_count() or 1, n) if n > 1 else n
     n = max(1, min(int(n), len(x)))
     if n == 1:
         return _run_batch(model, x, int(lanes), record)
