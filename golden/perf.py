@@ -162,8 +162,15 @@ def _row_sums(a: np.ndarray, vmax: int) -> np.ndarray:
     every sum is at most 2**24, so every partial sum is an integer float32 holds exactly."""
     k = a.shape[-1]
     if k * vmax <= 1 << 24:
-        return (a.astype(np.float32) @ np.ones(k, dtype=np.float32)).astype(np.int64)
+        ones = _ONES.get(k)
+        if ones is None:
+            ones = _ONES[k] = np.ones(k, dtype=np.float32)
+            ones.setflags(write=False)
+        return (a.astype(np.float32) @ ones).astype(np.int64)
     return a.sum(axis=-1, dtype=np.int64)
+
+
+_ONES: dict = {}
 
 
 _BYTE_LSB = np.uint64(0x0101010101010101)
