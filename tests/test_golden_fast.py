@@ -255,7 +255,7 @@ def test_entries_of_channel_maps_read_as_words(P):
     """[C, H, W] maps with H*W a multiple of 8 take the 64-bit-word path (C a multiple of P, or C < P);
     the others the plane-by-plane one: both equal the plain definition, also on step-major views."""
     rng = np.random.default_rng(10 + P)
-    for shape in [(16, 2, 4), (3, 4, 4), (8, 4, 4), (5, 2, 8), (32, 4, 4), (2, 8, 8)]:
+    for shape in [(16, 2, 4), (3, 4, 4), (8, 4, 4), (5, 2, 8), (32, 4, 4), (2, 8, 8), (3, 4, 8), (6, 4, 8), (5, 8, 8)]:
         n = int(np.prod(shape))
         for density in (0.02, 0.4):
             tb = rng.random((4, 3, n)) < density          # step-major (T, B, n), as golden.engine keeps it
