@@ -279,9 +279,10 @@ def test_row_sums_and_nonzero_bytes():
     assert perf._nonzero_bytes(w).tolist() == want
 
 
-def test_conv_taps_by_word_masks_equal_the_plain_sums():
-    """X (valid event-offset pairs) and Z (events reaching no output) from per-offset-count word masks,
-    against the plain weighted sums; layers with strides leave inputs that reach no output (Z > 0)."""
+def test_conv_taps_equal_the_plain_sums():
+    """X (valid event-offset pairs) and Z (events reaching no output) from float matrix-vector products,
+    against integer weighted sums, also on step-major views; layers with strides leave inputs that reach
+    no output (Z > 0)."""
     rng = np.random.default_rng(13)
     layers = [Conv2d(rng.integers(-3, 4, (2, C, K, K)), in_shape=(C, H, W), stride=S, padding=p)
               for C, H, W, K, S, p in [(2, 4, 4, 3, 1, 1), (1, 8, 8, 3, 3, 0), (3, 4, 6, 2, 2, 0), (1, 5, 8, 3, 2, 1)]]
