@@ -372,7 +372,7 @@ def neuron_dtype(layer, widths) -> np.dtype:
     raise OverflowError(f"a membrane range of {m} does not fit int64")
 
 
-def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int):
+def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int, key=None):
     """:func:`_neuron_layer` (no leak) in the integer dtype of ``current`` (:func:`neuron_dtype`).
 
     ``current`` is step-major (T, B, n), or (1, B, n) for the same current every step (direct input);
@@ -380,13 +380,18 @@ def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int):
     _, B, n = current.shape
     dt = current.dtype
     threshold = layer.per_neuron(layer.threshold).astype(dt)
-    v = np.empty((B, n), dtype=dt)
+    v = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("v",), (B, n), dt)
     v[...] = layer.per_neuron(layer.v_init)
-    spikes = np.zeros((T, B, n), dtype=bool)
+    if key is None:
+        spikes = np.zeros((T, B, n), dtype=bool)
+    else:                                     # a run's scratch map: every step is written below
+        spikes = _scratch(key, (T, B, n), np.bool_)
+        if not fire:
+            spikes.fill(False)
     zero = layer.reset == "zero"
     # the reset as a product with the spike mask: numpy's masked (where=) loops are several times slower
     # (the mask is copied into the dtype first: a mixed bool * int product goes through a buffered loop)
-    tmp = np.empty((B, n), dtype=dt)
+    tmp = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("tmp",), (B, n), dt)
     for t in range(T):
         np.add(v, current[t if current.shape[0] > 1 else 0], out=v)
         if fire:
@@ -437,10 +442,21 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np
     pdt = exact_dtype(bound)
     a = x if layer_in is None else layer_in.reshape(-1, layer_in.shape[-1])     # rows (t, b)
     steps = 1 if layer_in is None else T
-    if not layer.has_kernel and not _uses_matrix(layer):
+    if not layer.has_kernel and _uses_matrix(layer):
+        # the product into scratch arrays (inputs cast to pdt, then the product), cast to dt, biased
+        af = _scratch(("a", li), a.shape, pdt)
+        np.copyto(af, a, casting="unsafe")                  # 0/1 spikes or inputs <= input_max: exact
+        acc = _scratch(("acc", li), (a.shape[0], layer.n_out), pdt)
+        np.matmul(af, _matrix(layer, pdt), out=acc)
+        cur = _scratch(("cur", li), (steps, B, layer.n_out), dt)
+        flat = cur.reshape(acc.shape)
+        np.copyto(flat, acc, casting="unsafe")              # exact integers within the acc bounds
+        flat += _cached(layer, ("bias", dt.str, 2), lambda: layer.per_neuron(layer.bias).astype(dt))
+        return cur
+    if not layer.has_kernel:
         # the patch product in blocks of rows whose float results stay in cache until they are cast
         # (the patches and products of the whole batch would go out to memory and back)
-        cur = np.empty((steps, B, layer.n_out), dtype=dt)
+        cur = _scratch(("cur", li), (steps, B, layer.n_out), dt)
         flat = cur.reshape(a.shape[0], layer.channels, -1)
         bias = _cached(layer, ("bias", dt.str, 4), lambda: layer.bias[:, None].astype(dt))
         rows = max(1, _PATCH_BLOCK // layer.n_out)
@@ -473,6 +489,24 @@ def _cached(layer, key, make):
     if key not in c:
         c[key] = make()
     return c[key]
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype) -> np.ndarray:
+    """An uninitialised array for one of a run's large temporaries (currents, float products, spike
+    maps), kept per thread and handed out again by the next run with the same key, shape and dtype:
+    a fresh array of megabytes costs a page fault per 4 KiB the first time it is written, which for
+    the conv bench net was a quarter of a run. Nothing a :class:`Result` holds is one of these (its
+    arrays are copies), and each thread has its own, so concurrent runs never share one."""
+    d = getattr(_SCRATCH, "arrays", None)
+    if d is None:
+        d = _SCRATCH.arrays = {}
+    a = d.get(key)
+    if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+        a = d[key] = np.empty(shape, dtype=dtype)
+    return a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,7 +689,7 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
         else:
             cur = _layer_currents(model, li, layer, layer_in, x)
             if layer.leak is None:
-                s, v = _neuron_narrow(cur, layer, fire, T)
+                s, v = _neuron_narrow(cur, layer, fire, T, key=("spikes", li))
             else:                                 # the leak's split product needs int64
                 s, v = _neuron_layer(np.broadcast_to(cur, (T, B, cur.shape[2])).astype(np.int64), layer, fire)
         sv = s.transpose(1, 0, 2)                                         # (B, T, n) view
@@ -664,7 +698,7 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
         events_in.append(events)
         v_final.append(v)
         if record:
-            spikes_rec.append(np.ascontiguousarray(sv).view(np.uint8))
+            spikes_rec.append(sv.copy(order="C").view(np.uint8))       # never the scratch map itself
         layer_in, events = s, step_spikes
 
     counts = s.sum(axis=0, dtype=np.int64)

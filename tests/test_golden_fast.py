@@ -335,6 +335,23 @@ def test_patch_blocks_table_and_tiers_do_not_change_a_run(monkeypatch):
         _same_result(r, golden.run(m, x, lanes=4, record=True))
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_result_holds_none_of_the_runs_scratch_arrays(batch):
+    """golden.engine reuses its large temporaries from run to run (per thread): a later run, of the same
+    shapes and other inputs, must leave an earlier Result as it was (one sample and T = 1 make the
+    step-major maps contiguous in (B, T, n) too, where a view would pass for a copy)."""
+    rng = np.random.default_rng(15)
+    for m in _nets() + [Model([Dense(rng.integers(-9, 9, (6, 8)), 0, 5, 0)], T=1, input_max=3)]:
+        xs = [rng.integers(0, m.input_max + 1, (batch, m.n_in)) for _ in range(2)]
+        first = golden.run(m, xs[0], lanes=4, record=True)
+        kept = golden.run(m, xs[0], lanes=4, record=True)
+        golden.run(m, xs[1], lanes=4, record=True)
+        golden.run(m, xs[1], lanes=4)
+        _same_result(first, kept)
+        for a, b in zip(first.spikes, kept.spikes):
+            assert not np.shares_memory(a, b)
+
+
 # ---------------------------------------------------------------------------------------------
 # golden.bench
 
