@@ -148,6 +148,8 @@ _INT64_LIMIT = (1 << 63) - 1
 # conv2d as one product with the layer's (n_in, n_out) convolution matrix while that matrix is at
 # most this many elements (16 MiB of float32); beyond it, a product with the patches
 _CONV_MATRIX_MAX = 1 << 22
+# the patch product runs in blocks of rows of about this many outputs (1 MiB of float32)
+_PATCH_BLOCK = 1 << 18
 
 
 def exact_dtype(bound: int) -> np.dtype:
@@ -162,10 +164,23 @@ def exact_dtype(bound: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
+def _cache(layer) -> dict:
+    """Values derived from a layer's weights (row sums, weights cast and transposed, conv matrices),
+    kept on the layer: its arrays are read-only and its attributes have no setters, so they cannot
+    go stale. Only arrays and numbers are cached; every choice (dtype tier, path) is made afresh."""
+    c = layer.__dict__.get("_engine_cache")
+    if c is None:
+        c = layer.__dict__["_engine_cache"] = {}
+    return c
+
+
 def synaptic_bound(layer, amax: int) -> int:
     """Largest sum of |w * s| over one output's synapses, for inputs |s| <= amax (Python int: exact)."""
-    w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
-    return int(w.sum(axis=1).max()) * int(amax)
+    c = _cache(layer)
+    if "row_sum" not in c:
+        w = np.abs(layer.weight).reshape(layer.weight.shape[0], -1)
+        c["row_sum"] = int(w.sum(axis=1).max())
+    return c["row_sum"] * int(amax)
 
 
 def _patch_product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -215,12 +230,24 @@ def _product(layer, a: np.ndarray, dt: np.dtype) -> np.ndarray:
     A conv2d layer runs as one product with its convolution matrix while that matrix is small and
     at least a quarter full (each output reads C*K*K of the n_in inputs); otherwise as a product
     with its patches, which does only the C*K*K multiplications per output."""
-    if layer.kind == "dense":
-        return a.astype(dt, copy=False) @ layer.weight.T.astype(dt)
-    taps = layer.weight[0].size
-    if layer.n_in * layer.n_out <= _CONV_MATRIX_MAX and 4 * taps >= layer.n_in:
-        return a.astype(dt, copy=False) @ conv_matrix(layer, dt)
+    if _uses_matrix(layer):
+        return a.astype(dt, copy=False) @ _matrix(layer, dt)
     return _patch_product(layer, a, dt)
+
+
+def _uses_matrix(layer) -> bool:
+    """Dense, or a conv2d layer whose convolution matrix is small and at least a quarter full."""
+    return layer.kind == "dense" or (layer.n_in * layer.n_out <= _CONV_MATRIX_MAX
+                                     and 4 * layer.weight[0].size >= layer.n_in)
+
+
+def _matrix(layer, dt: np.dtype) -> np.ndarray:
+    """The layer's (n_in, n_out) matrix in ``dt`` (dense: W.T; conv2d: :func:`conv_matrix`), cached."""
+    def make():
+        m = np.ascontiguousarray(layer.weight.T if layer.kind == "dense" else conv_matrix(layer), dtype=dt)
+        m.setflags(write=False)
+        return m
+    return _cached(layer, ("matrix", np.dtype(dt).str), make)
 
 
 def _flat(acc: np.ndarray) -> np.ndarray:
@@ -251,13 +278,16 @@ def maxpool(layer, a: np.ndarray) -> np.ndarray:
     C, H, W = layer.in_shape
     K = layer.kernel
     img = a.reshape(-1, C, H, W)
-    if a.dtype == np.bool_ and K in (2, 4, 8):
+    if a.dtype == np.bool_ and K in (2, 4, 8) and a.flags.c_contiguous:
         # spikes: OR the K rows of each window, then read the K neighbours in a row as one K-byte
-        # word, non-zero when any of them spiked (two passes over ever smaller maps)
-        rows = img[:, :, ::K, :].view(np.uint8).copy()
+        # word, non-zero when any of them spiked (two passes over ever smaller maps). A row of W
+        # bools is read as the widest words that tile it (8 bytes for W = 8: one word per row)
+        wb = next(b for b in (8, 4, 2, 1) if W % b == 0)
+        g = a.view(np.uint8).reshape(-1, K, W).view(np.dtype(f"u{wb}"))     # (N*C*H/K, K, W/wb)
+        rows = g[:, 0].copy()
         for dy in range(1, K):
-            np.bitwise_or(rows, img[:, :, dy::K, :].view(np.uint8), out=rows)
-        return (rows.view(np.dtype(f"u{K}")) != 0).reshape(a.shape[0], -1)
+            np.bitwise_or(rows, g[:, dy], out=rows)
+        return (rows.view(np.uint8).view(np.dtype(f"u{K}")) != 0).reshape(a.shape[0], -1)
     # K*K strided views combined elementwise: much faster than a reduction over two inner axes
     out = img[:, :, ::K, ::K].copy()
     for dy in range(K):
@@ -278,20 +308,54 @@ def apply_kernel(cur: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
-    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. (B, T, n) bool.
+    """Deterministic rate encoder: u += x; spike and u -= input_max when u >= input_max. Step-major
+    (T, B, n) bool.
 
-    u < input_max before the add and x <= input_max, so u + x < 2 * input_max < 2**17: int32 holds it."""
+    u < input_max before the add and x <= input_max, so at most one spike per step and after t + 1
+    steps floor((t + 1) x / input_max) spikes in all: the spike at step t is a function of (t, x)
+    alone, read from a table of the input_max + 1 values (Python integers: exact) while that table
+    is small; else the recurrence itself (u + x < 2 * input_max < 2**17: int32 holds it)."""
+    B, n = x.shape
+    out = np.empty((T, B, n), dtype=bool)
+    if (input_max + 1) * T <= _ENCODER_TABLE_MAX:
+        # the table packed 8 steps to a byte: one look-up per 8 steps, then each step's bit
+        packed = _encoder_table(input_max, T)
+        idx = x.astype(np.intp, copy=False)
+        for c in range(packed.shape[0]):
+            bits = np.take(packed[c], idx)
+            for j in range(min(8, T - 8 * c)):
+                o = out[8 * c + j].view(np.uint8)
+                np.right_shift(bits, j, out=o)
+                np.bitwise_and(o, 1, out=o)               # 0 or 1: a valid bool
+        return out
     u = np.zeros(x.shape, dtype=np.int32)
     x = x.astype(np.int32)
-    out = np.empty((x.shape[0], T, x.shape[1]), dtype=bool)
     sub = np.empty(x.shape, dtype=np.int32)
     for t in range(T):
         u += x
-        s = out[:, t]
+        s = out[t]
         np.greater_equal(u, input_max, out=s)
         np.multiply(s, input_max, out=sub)
         u -= sub
     return out
+
+
+_ENCODER_TABLE_MAX = 1 << 20
+_ENCODER_TABLES: dict = {}
+
+
+def _encoder_table(input_max: int, T: int) -> np.ndarray:
+    """(ceil(T / 8), input_max + 1) uint8: bit j of [c, v] says whether value v spikes at step
+    t = 8c + j, floor((t+1) v / M) - floor(t v / M)."""
+    key = (int(input_max), int(T))
+    if key not in _ENCODER_TABLES:
+        t = np.arange(T, dtype=np.int64)[:, None]
+        v = np.arange(input_max + 1, dtype=np.int64)[None, :]
+        spikes = ((t + 1) * v // input_max - t * v // input_max).astype(bool)
+        table = np.packbits(spikes, axis=0, bitorder="little")
+        table.setflags(write=False)
+        _ENCODER_TABLES[key] = table
+    return _ENCODER_TABLES[key]
 
 
 _INT_DTYPES = tuple(np.dtype(t) for t in (np.int16, np.int32, np.int64))
@@ -312,88 +376,141 @@ def neuron_dtype(layer, widths) -> np.dtype:
     raise OverflowError(f"a membrane range of {m} does not fit int64")
 
 
-def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int):
+def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int, key=None):
     """:func:`_neuron_layer` (no leak) in the integer dtype of ``current`` (:func:`neuron_dtype`).
 
-    ``current`` is (B, T, n), or (B, 1, n) for the same current every step (direct input); bias
-    included. Returns (spikes bool (B, T, n), final V int64 (B, n))."""
-    B, _, n = current.shape
+    ``current`` is step-major (T, B, n), or (1, B, n) for the same current every step (direct input);
+    bias included. Returns (spikes bool (T, B, n), final V int64 (B, n))."""
+    _, B, n = current.shape
     dt = current.dtype
     threshold = layer.per_neuron(layer.threshold).astype(dt)
-    v = np.empty((B, n), dtype=dt)
+    v = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("v",), (B, n), dt)
     v[...] = layer.per_neuron(layer.v_init)
-    spikes = np.zeros((B, T, n), dtype=bool)
+    if key is None:
+        spikes = np.zeros((T, B, n), dtype=bool)
+    else:                                     # a run's scratch map: every step is written below
+        spikes = _scratch(key, (T, B, n), np.bool_)
+        if not fire:
+            spikes.fill(False)
     zero = layer.reset == "zero"
     # the reset as a product with the spike mask: numpy's masked (where=) loops are several times slower
-    tmp = np.empty((B, n), dtype=dt if not zero else bool)
+    # (the mask is copied into the dtype first: a mixed bool * int product goes through a buffered loop)
+    tmp = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("tmp",), (B, n), dt)
     for t in range(T):
-        np.add(v, current[:, t if current.shape[1] > 1 else 0], out=v)
+        np.add(v, current[t if current.shape[0] > 1 else 0], out=v)
         if fire:
-            s = spikes[:, t]
+            s = spikes[t]
             np.greater_equal(v, threshold, out=s)
             if zero:
                 np.logical_not(s, out=tmp)
                 np.multiply(v, tmp, out=v)
             else:
-                np.multiply(s, threshold, out=tmp)
+                np.copyto(tmp, s)
+                np.multiply(tmp, threshold, out=tmp)
                 np.subtract(v, tmp, out=v)
     return spikes, v.astype(np.int64)
 
 
 def _neuron_layer(current: np.ndarray, layer, fire: bool):
-    """The neuron recurrence over T for currents (B, T, n): leak, add, fire, reset.
+    """The neuron recurrence over T for step-major currents (T, B, n): leak, add, fire, reset.
 
-    Returns (spikes bool (B, T, n), final V int64 (B, n)).
+    Returns (spikes bool (T, B, n), final V int64 (B, n)).
     """
-    B, T, n = current.shape
+    T, B, n = current.shape
     threshold = layer.per_neuron(layer.threshold)
     v = np.broadcast_to(layer.per_neuron(layer.v_init), (B, n)).astype(np.int64).copy()
-    spikes = np.zeros((B, T, n), dtype=bool)
+    spikes = np.zeros((T, B, n), dtype=bool)
     zero = layer.reset == "zero"
     for t in range(T):
         if layer.leak is not None:
             v = leak_apply(v, *layer.leak)          # step 0 too: the leak acts on v_init
-        v += current[:, t]
+        v += current[t]
         if fire:
             s = v >= threshold
             if zero:
                 v[s] = 0
             else:
                 v -= threshold * s
-            spikes[:, t] = s
+            spikes[t] = s
     return spikes, v
 
 
 def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np.ndarray:
     """Layer ``li``'s currents, bias included and STEB kernel applied, in its :func:`neuron_dtype`:
-    (B, T, n), or (B, 1, n) when they are the same every step (direct input, no kernel)."""
+    step-major (T, B, n), or (1, B, n) when they are the same every step (direct input, no kernel).
+    ``layer_in`` is the previous layer's step-major (T, B, n_in) spikes (None: direct input ``x``)."""
     B, T = x.shape[0], model.T
     dt = neuron_dtype(layer, model.widths[li])
     amax = model.input_max if layer_in is None else 1
-    pdt = exact_dtype(synaptic_bound(layer, amax))
-    if layer_in is None:  # direct encoding: the same integer current every step
-        acc = _product(layer, x, pdt)
-        steps = 1
-    else:
-        acc = _product(layer, layer_in.reshape(B * T, -1), pdt)
-        steps = T
-    acc = acc.reshape(B, steps, *acc.shape[1:])               # a view, also of a transposed product
+    bound = synaptic_bound(layer, amax)
+    pdt = exact_dtype(bound)
+    a = x if layer_in is None else layer_in.reshape(-1, layer_in.shape[-1])     # rows (t, b)
+    steps = 1 if layer_in is None else T
+    if not layer.has_kernel and _uses_matrix(layer):
+        # the product into scratch arrays (inputs cast to pdt, then the product), cast to dt, biased
+        af = _scratch(("a", li), a.shape, pdt)
+        np.copyto(af, a, casting="unsafe")                  # 0/1 spikes or inputs <= input_max: exact
+        acc = _scratch(("acc", li), (a.shape[0], layer.n_out), pdt)
+        np.matmul(af, _matrix(layer, pdt), out=acc)
+        cur = _scratch(("cur", li), (steps, B, layer.n_out), dt)
+        flat = cur.reshape(acc.shape)
+        np.copyto(flat, acc, casting="unsafe")              # exact integers within the acc bounds
+        flat += _cached(layer, ("bias", dt.str, 2), lambda: layer.per_neuron(layer.bias).astype(dt))
+        return cur
+    if not layer.has_kernel:
+        # the patch product in blocks of rows whose float results stay in cache until they are cast
+        # (the patches and products of the whole batch would go out to memory and back)
+        cur = _scratch(("cur", li), (steps, B, layer.n_out), dt)
+        flat = cur.reshape(a.shape[0], layer.channels, -1)
+        bias = _cached(layer, ("bias", dt.str, 4), lambda: layer.bias[:, None].astype(dt))
+        rows = max(1, _PATCH_BLOCK // layer.n_out)
+        for r in range(0, a.shape[0], rows):
+            out = flat[r:r + rows]
+            np.copyto(out, _patch_product(layer, a[r:r + rows], pdt), casting="unsafe")
+            out += bias
+        return cur
+    acc = _product(layer, a, pdt)
+    acc = acc.reshape(steps, B, *acc.shape[1:])               # a view, also of a transposed product
     if layer.has_kernel:
-        cur = np.ascontiguousarray(acc).reshape(B, steps, -1).astype(np.int64) + layer.per_neuron(layer.bias)
-        cur = apply_kernel(np.broadcast_to(cur, (B, T, cur.shape[2])), layer.h)
-        return cur.astype(dt)                     # within the current range: exact in dt
-    cur = np.empty((B, steps, layer.n_out), dtype=dt)
+        cur = np.ascontiguousarray(acc).reshape(steps, B, -1).astype(np.int64) + layer.per_neuron(layer.bias)
+        # apply_kernel runs along axis 1 of (B, T, n): give it the step-major array transposed
+        cur = apply_kernel(np.broadcast_to(cur, (T, B, cur.shape[2])).transpose(1, 0, 2), layer.h)
+        return np.ascontiguousarray(cur.transpose(1, 0, 2).astype(dt))   # within the current range: exact
+    cur = np.empty((steps, B, layer.n_out), dtype=dt)
     out = cur.reshape(acc.shape)
     # per output channel for a (.., Co, Ho*Wo) product, per neuron otherwise
     bias = layer.bias[:, None] if acc.ndim == 4 else layer.per_neuron(layer.bias)
-    if pdt.kind == "i" or exact_dtype(int(np.abs(bias).max()) + synaptic_bound(layer, amax)) != pdt:
-        # acc + bias might leave pdt's exact range: add in the integer dtype (acc fits it by the widths)
-        np.copyto(out, acc, casting="unsafe")
-        out += bias.astype(dt)
-    else:
-        # |acc| + |bias| within pdt's exact range: the float sum is the exact integer, cast once
-        np.add(acc, bias.astype(pdt), out=out, casting="unsafe")
+    # the product's exact integers cast to dt (the widths bound acc), then the bias added in dt (they
+    # bound acc + bias too): a plain cast and a narrow add beat one mixed float-to-int add several times
+    np.copyto(out, acc, casting="unsafe")
+    out += _cached(layer, ("bias", dt.str, acc.ndim), lambda: bias.astype(dt))
     return cur
+
+
+def _cached(layer, key, make):
+    """``make()`` once per layer and key (see :func:`_cache`)."""
+    c = _cache(layer)
+    if key not in c:
+        c[key] = make()
+    return c[key]
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype) -> np.ndarray:
+    """An uninitialised array for one of a run's large temporaries (currents, float products, spike
+    maps), kept per thread and handed out again by the next run with the same key, shape and dtype:
+    a fresh array of megabytes costs a page fault per 4 KiB the first time it is written, which for
+    the conv bench net was a quarter of a run. Nothing a :class:`Result` holds is one of these (its
+    arrays are copies), and each thread has its own, so concurrent runs never share one."""
+    d = getattr(_SCRATCH, "arrays", None)
+    if d is None:
+        d = _SCRATCH.arrays = {}
+    a = d.get(key)
+    if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+        a = d[key] = np.empty(shape, dtype=dtype)
+    return a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +574,11 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
                                 or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
     x = check_inputs(model, x)
-    n = threads if threads is not None else min(os.cpu_count() or 1, len(x) * _work(model) // WORK_PER_THREAD)
+    if threads is not None:
+        n = threads
+    else:
+        n = len(x) * _work(model) // WORK_PER_THREAD
+        n = min(os.cpu_count() or 1, n) if n > 1 else n
     n = max(1, min(int(n), len(x)))
     if n == 1:
         return _run_batch(model, x, int(lanes), record)
@@ -548,10 +669,12 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
         return _run_tsc(model, x, P, record)
     B, T = x.shape[0], model.T
     input_spikes = None
+    # every map is step-major (T, B, n): each step's rows are contiguous for the recurrence, and a
+    # layer's product takes all T*B rows at once; the counters get (B, T, n) views of them
     if model.encoding == "rate":
-        input_spikes = _rate_encode(x, model.input_max, T)              # (B, T, n_in) bool
-        events = perf.events_per_step(input_spikes)                     # (B, T)
-        act = perf.Activity(input_spikes, [])
+        input_spikes = _rate_encode(x, model.input_max, T)              # (T, B, n_in) bool
+        act = perf.Activity(input_spikes.transpose(1, 0, 2), [])
+        events = perf.events_per_step(act.inputs)                       # (B, T)
         layer_in = input_spikes
     else:
         nnz = (x != 0).sum(axis=1, dtype=np.int64)
@@ -566,23 +689,24 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
         fire = not (last and model.readout == "membrane")
         if layer.kind == "maxpool2d":
             # OR over each window, step by step (stcb: slot by slot, the same thing); no neurons
-            s = maxpool(layer, layer_in.reshape(B * T, -1)).reshape(B, T, -1)
+            s = maxpool(layer, layer_in.reshape(T * B, -1)).reshape(T, B, -1)
             v = None
         else:
             cur = _layer_currents(model, li, layer, layer_in, x)
             if layer.leak is None:
-                s, v = _neuron_narrow(cur, layer, fire, T)
+                s, v = _neuron_narrow(cur, layer, fire, T, key=("spikes", li))
             else:                                 # the leak's split product needs int64
-                s, v = _neuron_layer(np.broadcast_to(cur, (B, T, cur.shape[2])).astype(np.int64), layer, fire)
-        step_spikes = perf.events_per_step(s)                             # (B, T)
-        act.layers.append(s)
+                s, v = _neuron_layer(np.broadcast_to(cur, (T, B, cur.shape[2])).astype(np.int64), layer, fire)
+        sv = s.transpose(1, 0, 2)                                         # (B, T, n) view
+        step_spikes = perf.events_per_step(sv)                            # (B, T)
+        act.layers.append(sv)
         events_in.append(events)
         v_final.append(v)
         if record:
-            spikes_rec.append(s.view(np.uint8))
+            spikes_rec.append(sv.copy(order="C").view(np.uint8))       # never the scratch map itself
         layer_in, events = s, step_spikes
 
-    counts = s.sum(axis=1, dtype=np.int64)
+    counts = s.sum(axis=0, dtype=np.int64)
     membranes = v_final[-1]
     if model.readout == "count":
         # lexicographic (count, V); argmax picks the lowest index on ties
@@ -594,5 +718,7 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
-                  input_spikes=input_spikes.view(np.uint8) if record and input_spikes is not None else None,
-                  events_in=events_in, coding=model.coding, phase_activity=perf.phase_activity(model, P, act))
+                  input_spikes=(np.ascontiguousarray(input_spikes.transpose(1, 0, 2)).view(np.uint8)
+                                if record and input_spikes is not None else None),
+                  events_in=[np.ascontiguousarray(e) for e in events_in], coding=model.coding,
+                  phase_activity=perf.phase_activity(model, P, act))

@@ -130,7 +130,8 @@ class Activity:
 
 
 def _zeros(B: int) -> dict:
-    return {k: np.zeros(B, dtype=np.int64) for k in COUNTERS}
+    """Every counter at zero: the rows of one array (one allocation instead of one per counter)."""
+    return dict(zip(COUNTERS, np.zeros((len(COUNTERS), B), dtype=np.int64)))
 
 
 # Within one count(), the same event maps are counted more than once (a layer's output is the next
@@ -145,21 +146,93 @@ def _memo(fn):
         memo = _MEMO.get()
         if memo is None:
             return fn(ev, *args)
-        key = (fn.__name__, id(ev)) + tuple(None if a is None else tuple(a) if isinstance(a, (list, tuple)) else a
-                                            for a in args)
-        if key not in memo:
-            memo[key] = (ev, fn(ev, *args))
-        return memo[key][1]
+        key = (fn.__name__, id(ev), *args)
+        try:
+            hit = memo.get(key)
+        except TypeError:                 # a list argument (a shape): the same entry as its tuple
+            key = (fn.__name__, id(ev), *(tuple(a) if isinstance(a, list) else a for a in args))
+            hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = (ev, fn(ev, *args))
+        return hit[1]
     return cached
+
+
+def _step_major(ev: np.ndarray):
+    """The (T, B, n) array of which ``ev`` (B, T, n) is the transposed view, when it is contiguous
+    (golden.engine keeps its maps step-major), else None. The counts below treat the first two axes
+    alike, so they can run on it and transpose their (T, B) result."""
+    if ev.ndim == 3 and not ev.flags.c_contiguous:
+        tv = ev.transpose(1, 0, 2)
+        if tv.flags.c_contiguous:
+            return tv
+    return None
+
+
+def _row_sums(a: np.ndarray, vmax: int) -> np.ndarray:
+    """Sums over the last axis of non-negative integers at most ``vmax`` (bool, uint8), as int64. A
+    float32 product with a vector of ones (numpy's reductions over a short last axis are slow) while
+    every sum is at most 2**24, so every partial sum is an integer float32 holds exactly."""
+    k = a.shape[-1]
+    if k * vmax <= 1 << 24:
+        ones = _ONES.get(k)
+        if ones is None:
+            ones = _ONES[k] = np.ones(k, dtype=np.float32)
+            ones.setflags(write=False)
+        return (a.astype(np.float32) @ ones).astype(np.int64)
+    return a.sum(axis=-1, dtype=np.int64)
+
+
+_ONES: dict = {}
+
+
+_BYTE_LSB = np.uint64(0x0101010101010101)
+
+
+def _nonzero_bytes(words: np.ndarray) -> np.ndarray:
+    """uint64 words -> how many of each word's 8 bytes are non-zero (uint8): every byte's bits OR'd
+    into its lowest bit, then a popcount."""
+    t = words | (words >> np.uint64(4))
+    t |= t >> np.uint64(2)
+    t |= t >> np.uint64(1)
+    t &= _BYTE_LSB
+    return np.bitwise_count(t)
 
 
 @_memo
 def events_per_step(ev: np.ndarray) -> np.ndarray:
     """(B, T, n) events -> (B, T) int64: how many are set at each step (``ev.sum(axis=2)``). A bool
     map is read 8 lanes at a time, as 64-bit words whose set bits are its events."""
-    if ev.dtype == np.bool_ and ev.flags.c_contiguous and ev.shape[2] % 8 == 0:
-        return np.bitwise_count(ev.view(np.uint64)).sum(axis=2, dtype=np.int64)
+    tv = _step_major(ev)
+    if tv is not None:
+        return events_per_step.__wrapped__(tv).T
+    if ev.dtype == np.bool_ and ev.flags.c_contiguous:
+        if ev.shape[2] % 8 == 0:
+            return _row_sums(np.bitwise_count(ev.view(np.uint64)), 64)
+        return _row_sums(ev, 1)
     return ev.sum(axis=2, dtype=np.int64)
+
+
+def _or_planes(g: np.ndarray) -> np.ndarray:
+    """(R, L, w) -> (R, w): the OR of the L planes. numpy's loops pay per run of the innermost axis:
+    planes of at most 2 words are OR'd word column by word column (runs of R), wider ones halving L
+    each pass (log2 L passes over ever smaller contiguous blocks)."""
+    R, L, w = g.shape
+    if w <= 2 and L > 1:
+        out = np.empty((R, w), dtype=g.dtype)
+        for j in range(w):
+            o = out[:, j]
+            np.bitwise_or(g[:, 0, j], g[:, 1, j], out=o)
+            for k in range(2, L):
+                np.bitwise_or(o, g[:, k, j], out=o)
+        return out
+    while g.shape[1] > 1:
+        h = g.shape[1] // 2
+        top = g[:, :h] | g[:, h:2 * h]
+        if g.shape[1] % 2:
+            top[:, 0] |= g[:, 2 * h]
+        g = top
+    return g[:, 0]
 
 
 @_memo
@@ -167,11 +240,20 @@ def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
     """(B, T, n) events -> (B, T) event-buffer entries: the words of P lanes with at least one event.
     A flat map's words are P consecutive neurons; a [C, H, W] map written by a conv2d or maxpool2d
     layer (``shape`` given) has one word per P channels at each position."""
+    tv = _step_major(ev)
+    if tv is not None:
+        return _entries.__wrapped__(tv, P, shape).T
     B, T, n = ev.shape
     if ev.dtype != np.bool_:
         ev = ev != 0
     if shape is not None and len(shape) == 3:
         C, H, W = shape
+        if (C % P == 0 or C < P) and (H * W) % 8 == 0 and ev.flags.c_contiguous:
+            # the channel planes of each word (P of them, or all C < P) OR'd as 64-bit words of 8
+            # positions each, then the positions with any event counted byte by byte
+            L = min(P, C)
+            word = _or_planes(ev.reshape(B * T * (C // L), L, H * W).view(np.uint64))
+            return _row_sums(_nonzero_bytes(word).reshape(B, T, -1), 8)
         g = ev.reshape(B, T, C, H * W)
         if C % P:
             g = np.concatenate([g, np.zeros((B, T, (-C) % P, H * W), dtype=bool)], axis=2)
@@ -185,7 +267,7 @@ def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
     if n % P == 0 and P in (1, 2, 4, 8):
         # P consecutive bools are one P-byte word, non-zero when any lane has an event
         words = np.ascontiguousarray(ev).view(np.uint8).view(np.dtype(f"u{P}"))
-        return np.count_nonzero(words, axis=2).astype(np.int64)
+        return _row_sums(words != 0, 1)
     pad = (-n) % P
     g = np.pad(ev, ((0, 0), (0, 0), (0, pad))).reshape(B, T, -1, P).any(axis=3)
     return g.sum(axis=2, dtype=np.int64)
@@ -276,7 +358,7 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
         if _spatial(layer):
             layers.append(_spatial_layer(model, li, P, src, src_shape, out, out_shape, direct and li == 0))
             src, src_shape = out, out_shape
-            src_entries = _entries(out, P, out_shape)
+            src_entries = _entries(out, P, out_shape) if not last else None
             continue
         G = groups(layer.n_out, P)
         c = _zeros(B)
@@ -320,9 +402,13 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
         c["spikes"] = events_per_step(out).sum(axis=1)
         layers.append(c)
         src, src_shape = out, None
-        src_entries = _entries(out, P)
-    totals = {k: enc[k] + sum(c[k] for c in layers) for k in COUNTERS}
-    totals["spikes"] = sum(c["spikes"] for c in layers)                  # network layers only
+        src_entries = _entries(out, P) if not last else None              # the last layer sends nothing
+    totals = {}
+    for k in COUNTERS:
+        t = enc[k] + layers[0][k] if k != "spikes" else layers[0][k].copy()  # spikes: network layers only
+        for c in layers[1:]:
+            t += c[k]
+        totals[k] = t
     G_last = groups(model.n_out, P)
     totals["cycles"] = totals["cycles"] + (model.n_in * LOAD_CYCLES_PER_BEAT + LOAD_DRAIN + finish_cycles(P)
                                            + G_last * READ_CYCLES_PER_GROUP + model.n_out)
@@ -339,13 +425,18 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
 def conv_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For input events (..., n_in): the valid (event, kernel offset) pairs ``X`` and the events that
     reach no output at all ``Z`` (docs/spec.md section 3), each (...,)."""
+    tv = _step_major(events)
+    if tv is not None:
+        return tuple(a.T for a in conv_taps(layer, tv))
     nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0])       # (n_in,) in (c, y, x) order
-    # a row's sums are at most n_in * K*K (every event, every offset): exact in float32 up to 2**24
+    # a row's sums are at most n_in * K*K (every event, every offset): exact in float32 up to 2**24.
+    # Two matrix-vector products (one (n_in, 2) matrix product is several times slower in BLAS)
     dt = np.float32 if nv.size * layer.kernel ** 2 <= 1 << 24 else np.float64
-    weights = np.stack([nv, (nv == 0).astype(np.int64)], axis=1).astype(dt)
     flat = events.reshape(-1, events.shape[-1]).astype(dt)
-    xz = (flat @ weights).astype(np.int64)                                    # exact: see dt
-    return xz[:, 0].reshape(events.shape[:-1]), xz[:, 1].reshape(events.shape[:-1])
+    X = (flat @ nv.astype(dt)).astype(np.int64)                               # exact: see dt
+    zero = nv == 0
+    Z = (flat @ zero.astype(dt)).astype(np.int64) if zero.any() else np.zeros(len(flat), dtype=np.int64)
+    return X.reshape(events.shape[:-1]), Z.reshape(events.shape[:-1])
 
 
 def _shared_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -253,6 +253,108 @@ def test_entries_and_events_per_step(P):
                 assert np.array_equal(counts, (np.asarray(form) != 0).sum(axis=2))
 
 
+@pytest.mark.parametrize("P", [1, 2, 3, 8, 16])
+def test_entries_of_channel_maps_read_as_words(P):
+    """[C, H, W] maps with H*W a multiple of 8 take the 64-bit-word path (C a multiple of P, or C < P);
+    the others the plane-by-plane one: both equal the plain definition, also on step-major views."""
+    rng = np.random.default_rng(10 + P)
+    for shape in [(16, 2, 4), (3, 4, 4), (8, 4, 4), (5, 2, 8), (32, 4, 4), (2, 8, 8), (3, 4, 8), (6, 4, 8), (5, 8, 8)]:
+        n = int(np.prod(shape))
+        for density in (0.02, 0.4):
+            tb = rng.random((4, 3, n)) < density          # step-major (T, B, n), as golden.engine keeps it
+            for form in (tb.transpose(1, 0, 2), np.ascontiguousarray(tb.transpose(1, 0, 2))):
+                got = perf._entries(form, P, shape)
+                assert got.dtype == np.int64 and got.shape == (3, 4)
+                assert np.array_equal(got, _entries_plain(form, P, shape)), (shape, P)
+                assert np.array_equal(perf.events_per_step(form), form.sum(axis=2))
+
+
+def test_row_sums_and_nonzero_bytes():
+    rng = np.random.default_rng(12)
+    a = rng.integers(0, 65, (5, 7, 33)).astype(np.uint8)
+    assert np.array_equal(perf._row_sums(a, 64), a.sum(axis=2))
+    # beyond float32's exact range: numpy's integer sum
+    assert np.array_equal(perf._row_sums(a, 1 << 24), a.sum(axis=2))
+    w = rng.integers(0, 1 << 63, 200, dtype=np.uint64)
+    w[::3] &= np.uint64(0x00FF00000000FF00)
+    w[::7] = 0
+    want = [sum(1 for k in range(8) if (int(v) >> (8 * k)) & 0xFF) for v in w]
+    assert perf._nonzero_bytes(w).tolist() == want
+
+
+def test_conv_taps_equal_the_plain_sums():
+    """X (valid event-offset pairs) and Z (events reaching no output) from float matrix-vector products,
+    against integer weighted sums, also on step-major views; layers with strides leave inputs that reach
+    no output (Z > 0)."""
+    rng = np.random.default_rng(13)
+    layers = [Conv2d(rng.integers(-3, 4, (2, C, K, K)), in_shape=(C, H, W), stride=S, padding=p)
+              for C, H, W, K, S, p in [(2, 4, 4, 3, 1, 1), (1, 8, 8, 3, 3, 0), (3, 4, 6, 2, 2, 0), (1, 5, 8, 3, 2, 1)]]
+    for layer in layers:
+        nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0])
+        tb = rng.random((3, 5, layer.n_in)) < 0.3
+        for ev in (tb.transpose(1, 0, 2), np.ascontiguousarray(tb.transpose(1, 0, 2)), tb[0]):
+            X, Z = perf.conv_taps(layer, ev)
+            e = np.asarray(ev, dtype=np.int64)
+            assert np.array_equal(X, e @ nv) and np.array_equal(Z, e @ (nv == 0))
+    assert any((np.tile(l.valid_offsets().reshape(-1), l.in_shape[0]) == 0).any() for l in layers)
+
+
+@pytest.mark.parametrize("input_max, T", [(1, 3), (2, 8), (7, 9), (16, 8), (16, 32), (255, 17), (1000, 5)])
+def test_rate_encoder_table_equals_the_recurrence(monkeypatch, input_max, T):
+    """The encoder reads spikes from a table packed 8 steps to a byte; the recurrence (u += x, spike
+    and subtract at input_max), written out here and also the engine's own fallback, must agree."""
+    rng = np.random.default_rng(input_max + T)
+    x = rng.integers(0, input_max + 1, (6, 11))
+    x[0, :3] = [0, input_max, 1]
+    u = np.zeros_like(x)
+    want = np.zeros((T,) + x.shape, dtype=bool)
+    for t in range(T):
+        u = u + x
+        want[t] = u >= input_max
+        u = u - input_max * want[t]
+    got = engine._rate_encode(x, input_max, T)
+    assert got.dtype == np.bool_ and got.view(np.uint8).max() <= 1 and np.array_equal(got, want)
+    monkeypatch.setattr(engine, "_ENCODER_TABLE_MAX", 0)
+    assert np.array_equal(engine._rate_encode(x, input_max, T), want)
+
+
+def test_patch_blocks_table_and_tiers_do_not_change_a_run(monkeypatch):
+    """Whole runs with every conv2d layer on the patch product in blocks of one and of three rows, the
+    encoder's recurrence instead of its table, and every product in int64, equal the default run."""
+    rng = np.random.default_rng(14)
+    nets = _nets()
+    base = []
+    for m in nets:
+        x = rng.integers(0, m.input_max + 1, (7, m.n_in))
+        base.append((m, x, golden.run(m, x, lanes=4, record=True)))
+    monkeypatch.setattr(engine, "_CONV_MATRIX_MAX", 0)
+    monkeypatch.setattr(engine, "_ENCODER_TABLE_MAX", 0)
+    for block in (1, 3 * 36 * 4):
+        monkeypatch.setattr(engine, "_PATCH_BLOCK", block)
+        for m, x, r in base:
+            _same_result(r, golden.run(m, x, lanes=4, record=True))
+    monkeypatch.setattr(engine, "_EXACT_LIMITS", ())
+    for m, x, r in base:
+        _same_result(r, golden.run(m, x, lanes=4, record=True))
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_result_holds_none_of_the_runs_scratch_arrays(batch):
+    """golden.engine reuses its large temporaries from run to run (per thread): a later run, of the same
+    shapes and other inputs, must leave an earlier Result as it was (one sample and T = 1 make the
+    step-major maps contiguous in (B, T, n) too, where a view would pass for a copy)."""
+    rng = np.random.default_rng(15)
+    for m in _nets() + [Model([Dense(rng.integers(-9, 9, (6, 8)), 0, 5, 0)], T=1, input_max=3)]:
+        xs = [rng.integers(0, m.input_max + 1, (batch, m.n_in)) for _ in range(2)]
+        first = golden.run(m, xs[0], lanes=4, record=True)
+        kept = golden.run(m, xs[0], lanes=4, record=True)
+        golden.run(m, xs[1], lanes=4, record=True)
+        golden.run(m, xs[1], lanes=4)
+        _same_result(first, kept)
+        for a, b in zip(first.spikes, kept.spikes):
+            assert not np.shares_memory(a, b)
+
+
 # ---------------------------------------------------------------------------------------------
 # golden.bench
 
