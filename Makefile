@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 train: $(STAMP)
 	$(PY) -m quant.train --dataset digits --coding rate --encoding rate --T 8 --hidden 128 \
