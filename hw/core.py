@@ -323,9 +323,9 @@ class SpikeCore(wiring.Component):
                    "name": u.name, "off": u.word, "word": word}
         # a pool word with a set lane becomes an entry, a cycle after its swept word
         pool_entry = {"valid": Signal(), "group": Signal(cfg.group_bits), "mask": Signal(P)}
-        m.d.sync += [pool_entry["valid"].eq(acc.swept.valid & pool_ph & (Cat(*[w != 0 for w in acc.swept.payload.word]) != 0)),
-                     pool_entry["group"].eq(s[3].name),
-                     pool_entry["mask"].eq(Cat(*[w != 0 for w in acc.swept.payload.word]))]
+        lanes_set = Cat(*[w != 0 for w in acc.swept.payload.word])
+        m.d.sync += [pool_entry["valid"].eq(acc.swept.valid & pool_ph & (lanes_set != 0)),
+                     pool_entry["group"].eq(s[3].name), pool_entry["mask"].eq(lanes_set)]
         off_bits = max(1, ceil_log2(max([l.groups for l in cfg.layers if not l.spatial] +
                                          [l.words for l in cfg.layers if l.spatial]) + 1))
         clear = sw.valid & pool_ph & C(int(cfg.tsc), 1)

@@ -6,6 +6,7 @@ import pytest
 import golden
 from golden import Dense, Model
 from hw import ConfigError, CoreConfig, SpikeCore
+from core_check import run_both
 from hw.pysim import simulate
 
 
@@ -21,18 +22,7 @@ def random_model(seed, *, sizes=None, encoding="rate", readout="count", T=3, wb=
 
 
 def assert_matches_golden(model, x, lanes, **kw):
-    hw = simulate(model, x, lanes=lanes, **kw)
-    g = golden.run(model, x, lanes=lanes)
-    assert hw["predictions"].tolist() == g.predictions.tolist()
-    assert hw["counts"].tolist() == g.counts.tolist()
-    assert hw["membranes"].tolist() == g.membranes.tolist()
-    for name, v in g.counters.items():
-        assert hw["counters"][name].tolist() == v.tolist(), name
-    for li, c in enumerate(g.layer_counters):
-        assert hw["layer_spikes"][li].tolist() == c["spikes"].tolist()
-    assert hw["encoder_spikes"].tolist() == g.encoder_counters["spikes"].tolist()
-    assert hw["err_range"] == 0 and hw["err_protocol"] == 0
-    return hw
+    return run_both(model, x, lanes, **kw)[0]
 
 
 @pytest.mark.parametrize("seed, encoding, readout, lanes", [
@@ -121,14 +111,7 @@ def test_tsc_networks_match_golden(seed, sizes, T, lanes):
     model, x = tsc_model(seed, sizes, T)
     x[0] = 0
     x[1] = model.input_max
-    hw = simulate(model, x, lanes=lanes)
-    g = golden.run(model, x, lanes=lanes)
-    assert hw["predictions"].tolist() == g.predictions.tolist()
-    assert hw["membranes"].tolist() == g.membranes.tolist()
-    for name, v in g.counters.items():
-        assert hw["counters"][name].tolist() == v.tolist(), name
-    assert [s.tolist() for s in hw["layer_spikes"]] == [c["spikes"].tolist() for c in g.layer_counters]
-    assert hw["encoder_spikes"].tolist() == g.encoder_counters["spikes"].tolist()
+    run_both(model, x, lanes)
 
 
 @pytest.mark.parametrize("seed, sizes, T, lanes, encoding, readout, h", [
