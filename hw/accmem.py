@@ -61,6 +61,10 @@ class AccumulatorMemory(wiring.Component):
     forwarded : Out(1)
         In cycle c + ``LATENCY``: the old word of the op issued in cycle c came from one of the two
         writes before it, not from the RAM (a coverage point).
+    merged : Out(1)
+        In cycle c + ``LATENCY`` + 1: an ``OR`` op whose terms share a set bit with its old word, or a
+        ``MAX`` op whose terms and old word are both non-zero in a lane (a pool window that already
+        held a spike: a coverage point).
     acc_read, acc_write : Out(1)
         Counter increments: a word read (every op but ``CLEAR``), in the cycle it is issued; a word
         written (every op), in the cycle it is written (c + ``LATENCY``).
@@ -82,7 +86,7 @@ class AccumulatorMemory(wiring.Component):
                                        always_ready=True)),
             "swept": Out(stream.Signature(swept_layout(addr_bits=self._abits, word=self.word_layout),
                                           always_ready=True)),
-            "forwarded": Out(1), "acc_read": Out(1), "acc_write": Out(1)})
+            "forwarded": Out(1), "merged": Out(1), "acc_read": Out(1), "acc_write": Out(1)})
 
     @property
     def depth(self) -> int:
@@ -103,21 +107,31 @@ class AccumulatorMemory(wiring.Component):
         v1, op1 = Signal(), Signal.like(op)
         v2, op2 = Signal(), Signal.like(op)
         ram = Signal(self.word_layout)
-        m.d.sync += [v1.eq(self.ops.valid), op1.eq(op), v2.eq(v1), op2.eq(op1), ram.eq(rd.data)]
+        m.d.sync += [v1.eq(self.ops.valid), op1.eq(op), v2.eq(v1), op2.eq(op1)]
 
         # the last two writes (one and two cycles ago): the RAM read of op2 missed both
-        w1_en, w2_en = Signal(), Signal()
-        w1_addr, w2_addr = Signal(self._abits), Signal(self._abits)
-        w1_data, w2_data = Signal(self.word_layout), Signal(self.word_layout)
+        w1_en, w1_addr, w1_data = Signal(), Signal(self._abits), Signal(self.word_layout)
         # the forwarding hits, compared a cycle ahead: op1 against the write happening now (op2, one
         # write back when op1 reaches stage 2) and the one before it (w1), so the multiplexer in front of
         # the adder takes its select from flops (the compare in series limited a conv core to 79 MHz)
         hit1, hit2 = Signal(), Signal()
         m.d.sync += [hit1.eq(v2 & (op2.addr == op1.addr)), hit2.eq(w1_en & (w1_addr == op1.addr))]
+        # the older hit is folded into the RAM word's register: the write it forwards is w1 now and w2 when
+        # op1 reaches stage 2, so the word is the same, and ``old`` is one 2:1 multiplexer before the adder
+        m.d.sync += ram.eq(Mux(w1_en & (w1_addr == op1.addr), w1_data, rd.data))
         old = Signal(self.word_layout)
-        m.d.comb += old.eq(Mux(hit1, w1_data, Mux(hit2, w2_data, ram)))
+        m.d.comb += old.eq(Mux(hit1, w1_data, ram))
         uses_old = op2.kind != AccKind.CLEAR
         m.d.comb += self.forwarded.eq(v2 & uses_old & (hit1 | hit2))
+
+        # (coverage) the lanes where a pool op met a window that already held a spike, registered: the
+        # strobe is a cycle late, so that its compare is not in series with the adder's path from ``old``
+        met = Signal(self._lanes)
+        is_or, is_max = op2.kind == AccKind.OR, op2.kind == AccKind.MAX
+        m.d.sync += met.eq(Cat(*[v2 & ((is_or & ((old[i] & op2.terms[i]) != 0))
+                                       | (is_max & (old[i] != 0) & (op2.terms[i] != 0)))
+                                 for i in range(self._lanes)]))
+        m.d.comb += self.merged.eq(met != 0)
 
         new = Signal(self.word_layout)
         with m.Switch(op2.kind):
@@ -133,6 +147,5 @@ class AccumulatorMemory(wiring.Component):
         m.d.comb += [wr.en.eq(v2), wr.addr.eq(op2.addr), wr.data.eq(new), self.acc_write.eq(v2),
                      self.swept.valid.eq(v2 & (op2.kind == AccKind.SWEEP)),
                      self.swept.payload.addr.eq(op2.addr), self.swept.payload.word.eq(old)]
-        m.d.sync += [w1_en.eq(v2), w1_addr.eq(op2.addr), w1_data.eq(new),
-                     w2_en.eq(w1_en), w2_addr.eq(w1_addr), w2_data.eq(w1_data)]
+        m.d.sync += [w1_en.eq(v2), w1_addr.eq(op2.addr), w1_data.eq(new)]
         return m

@@ -221,16 +221,16 @@ class ConvAddressGen(wiring.Component):
         m.d.comb += [yr.addr.eq(ybase + ev.y), xr.addr.eq(xbase + ev.x)]
 
         # ---- stage 1: the event taken, with its ROM rows and c * K * K (a register stage, so that the
-        # ROM lookups and the product do not sit in series with the expander's adders)
+        # ROM lookups and the product (a DSP's delay) do not sit in series with the expander's adders)
         hold = Signal()
         h_wp, h_a0 = Signal(W), Signal(A)           # h_wp: the first weight word but for c * K * K
-        h_c = Signal.like(ev.c)
+        h_ck = Signal(W)                             # c * K * K, registered: the multiplier ends a stage
         h_nx, h_ny = Signal(self._kbits), Signal(self._kbits)
         h_null, h_payload = Signal(), Signal.like(ev.payload)
         take = Signal()                  # the expander takes the held event this cycle
         m.d.comb += self.events.ready.eq(~hold | take)
         with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [hold.eq(1), h_wp.eq(wbase + yr.data.k0s + xr.data.k0s), h_c.eq(ev.c),
+            m.d.sync += [hold.eq(1), h_wp.eq(wbase + yr.data.k0s + xr.data.k0s), h_ck.eq(ev.c * ksq),
                          h_a0.eq(yr.data.o0s + xr.data.o0s), h_nx.eq(xr.data.n), h_ny.eq(yr.data.n),
                          h_null.eq((yr.data.n == 0) | (xr.data.n == 0)), h_payload.eq(ev.payload)]
         with m.Elif(take):
@@ -255,7 +255,7 @@ class ConvAddressGen(wiring.Component):
         m.d.comb += take.eq(hold & (~busy | (done & last)))
 
         h_w0 = Signal(W)
-        m.d.comb += h_w0.eq(h_wp + h_c * ksq)        # from flops: the multiplier, then one adder
+        m.d.comb += h_w0.eq(h_wp + h_ck)             # from flops: one adder
         with m.If(take):
             m.d.sync += [busy.eq(1), og.eq(0), kx_left.eq(h_nx - 1), ky_left.eq(h_ny - 1),
                          nvx.eq(h_nx), wcur.eq(h_w0), acur.eq(h_a0), wcol.eq(h_w0), acol.eq(h_a0),

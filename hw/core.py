@@ -37,7 +37,7 @@ from .neuron import IfUnit, SlotAccumulator, SlotUnit, TscUnit
 from .pool import PoolLayerGeom, PoolScatter
 from .readout import Readout
 from .sequencer import Phase, Sequencer
-from .signatures import (CounterSignature, OpTraceSignature, SpikeMonitorSignature, StateTraceSignature,
+from .signatures import (CounterSignature, OpTraceSignature, ScatterTraceSignature, SpikeMonitorSignature, StateTraceSignature,
                          counter_ports)
 from .store import GroupStore, param_lane_layout, state_lane_layout
 from .sweep import SweepGen, SweepLayer
@@ -95,6 +95,7 @@ class SpikeCore(wiring.Component):
                                              mask_bits=cfg.dbg_mask_bits)),
             "st": Out(StateTraceSignature(addr_bits=cfg.saddr_bits, data_bits=cfg.P * Shape.cast(self.state_lane).width)),
             "op": Out(OpTraceSignature()),
+            "sc": Out(ScatterTraceSignature()),
         })
 
     @property
@@ -166,6 +167,8 @@ class SpikeCore(wiring.Component):
         m.d.comb += [fetch.op_valid.eq(fop_valid), fetch.op.eq(fop), fetch.scale.eq(layer == 0),
                      fetch.negate.eq(~t0 if cfg.tsc else 0)]        # tsc: events after step 0 are OFFs
         sp = self._spatial_side(m, seq, rev, fop, fop_valid, fetch) if cfg.spatial else None
+        if sp is not None:
+            m.d.comb += [getattr(self.sc, k).eq(v) for k, v in sp["trace"].items()]
         m.d.comb += [rev.ready.eq(sp["reader_ready"] if sp else 1),
                      seq.reader_last.eq(Mux(dense, dense_last, sp["scatter_last"]) if sp else dense_last)]
         upd = self._neuron_unit(m, seq, store, fetch, real_lanes, sp)
@@ -329,7 +332,13 @@ class SpikeCore(wiring.Component):
         off_bits = max(1, ceil_log2(max([l.groups for l in cfg.layers if not l.spatial] +
                                          [l.words for l in cfg.layers if l.spatial]) + 1))
         clear = sw.valid & pool_ph & C(int(cfg.tsc), 1)
-        return {"reader_ready": reader_ready, "scatter_last": scatter_last, "sweep": sw, "acc": acc,
+        # what the scatter did (ScatterTraceSignature), from the parts' own handshakes and strobes
+        trace = {"no_offset": (cagen.ops.valid & cagen.ops.payload.null) if convs else C(0, 1),
+                 "forwarded": acc.forwarded | (pool_rmw["fwd"] if pool_rmw is not None else 0),
+                 "merged": acc.merged | (pool_rmw["merged"] if pool_rmw is not None else 0),
+                 "empty_step": null_ev & rev.ready & (conv_ph | pool_ph),
+                 "stall": real_ev & ~rev.ready & conv_ph}
+        return {"reader_ready": reader_ready, "trace": trace, "scatter_last": scatter_last, "sweep": sw, "acc": acc,
                 "unit_op": unit_op, "pool_entry": pool_entry, "off_bits": off_bits, "pool_rmw": pool_rmw,
                 "clear": clear}
 
@@ -358,7 +367,9 @@ class SpikeCore(wiring.Component):
         m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w)]
         # the read's word will not be used: an op in flight (the next two stages) writes the same word
         fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)))
-        return {"rd": rd, "raddr": pl.addr, "wr": v2, "waddr": a2, "wdata": new, "fwd": fwd}
+        # (coverage) a window that already held an OFF: a max over two times
+        merged = v2 & (Cat(*[(old[p].v != 0) & (t2[p] != 0) for p in range(P)]) != 0)
+        return {"rd": rd, "raddr": pl.addr, "wr": v2, "waddr": a2, "wdata": new, "fwd": fwd, "merged": merged}
 
     def _store_clients(self, m, seq, store, agen, gen, readout, upd, sp):
         """The state and parameter memories' clients, arbitrated here and nowhere else: the address

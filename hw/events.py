@@ -168,10 +168,15 @@ class EventReader(wiring.Component):
                          reading.eq(~(last_k & last_r))]
         with m.Elif(self.start):
             m.d.sync += [rk.eq(0), rg.eq(0), reading.eq(0)]
-        # ---- the current entry: always a register (the bit scan below reads nothing else); it is
-        # refilled from the FIFO's head (slot 0 of a shifting FIFO), or straight from the memory when
-        # the FIFO is empty, in the cycle its last bit goes out
+        # ---- the current entry: a register, or the bypass register that caught the memory's word when the
+        # FIFO was empty. The bypass gets its own flip-flops, so the memory's word (late: a block RAM's
+        # clock-to-out is most of a 100 MHz cycle) passes only the source multiplexer before a register;
+        # the bit scan below reads their 2:1 multiplexer, which starts at registers
+        cur_reg = Signal(width)
+        byp = Signal(width)
+        use_byp = Signal()
         cur = Signal(width)
+        m.d.comb += cur.eq(Mux(use_byp, byp, cur_reg))
         cur_last, cur_ok = Signal(), Signal()
         src = data.View(self._entry, cur)
         mask = src.mask
@@ -202,25 +207,33 @@ class EventReader(wiring.Component):
         refill = ~cur_ok | (emit_ev & done_entry)    # cur needs the next entry this cycle
         bypass = refill & (level == 0) & inflight    # the memory's word goes straight to cur
         m.d.comb += pop.eq(refill & (level != 0))
-        # the shifting FIFO: slot 0 is the head
+        # the FIFO is circular: a slot is written only through its flip-flops' clock enable, so the memory's
+        # word (late: a block RAM's clock-to-out is most of a 100 MHz cycle) meets no multiplexer on its way
+        # into a slot, and the head is read from registers
+        assert D & (D - 1) == 0, "the pointers wrap by overflow"
+        wp = Signal(range(D))
+        rp = Signal(range(D))
+        write = inflight & ~bypass
         for i in range(D):
-            nxt_slot = fifo[i + 1] if i + 1 < D else fifo[i]
-            nxt_last = fifo_last[i + 1] if i + 1 < D else fifo_last[i]
-            slot_after_pop = Mux(pop, nxt_slot, fifo[i])
-            last_after_pop = Mux(pop, nxt_last, fifo_last[i])
-            write_here = inflight & ~bypass & ((level - pop) == i)
-            m.d.sync += [fifo[i].eq(Mux(write_here, self.rd_data.as_value(), slot_after_pop)),
-                         fifo_last[i].eq(Mux(write_here, tag, last_after_pop))]
-        m.d.sync += level.eq(level + (inflight & ~bypass) - pop)
-        with m.If(refill):
+            with m.If(write & (wp == i)):
+                m.d.sync += [fifo[i].eq(self.rd_data.as_value()), fifo_last[i].eq(tag)]
+        with m.If(write):
+            m.d.sync += wp.eq(wp + 1)
+        with m.If(pop):
+            m.d.sync += rp.eq(rp + 1)
+        head = Array(fifo)[rp]
+        head_last = Array(fifo_last)[rp]
+        m.d.sync += level.eq(level + write - pop)
+        # cur's next word
+        with m.If(bypass):
+            m.d.sync += [byp.eq(self.rd_data.as_value()), use_byp.eq(1), cur_last.eq(tag), cur_ok.eq(1)]
+        with m.Elif(refill):
             with m.If(level != 0):
-                m.d.sync += [cur.eq(fifo[0]), cur_last.eq(fifo_last[0]), cur_ok.eq(1)]
-            with m.Elif(inflight):
-                m.d.sync += [cur.eq(self.rd_data.as_value()), cur_last.eq(tag), cur_ok.eq(1)]
+                m.d.sync += [cur_reg.eq(head), use_byp.eq(0), cur_last.eq(head_last), cur_ok.eq(1)]
             with m.Else():
                 m.d.sync += cur_ok.eq(0)
         with m.Elif(emit_ev):
-            m.d.sync += cur.eq(Cat(src.group, rest, cur[len(src.group) + P:]))
+            m.d.sync += [cur_reg.eq(Cat(src.group, rest, cur[len(src.group) + P:])), use_byp.eq(0)]
 
         with m.If(self.start):
             m.d.sync += [g.eq(0), first.eq(1), more.eq(self.groups != 0)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-__all__ = ["CounterSignature", "SpikeMonitorSignature", "StateTraceSignature", "OpTraceSignature",
+__all__ = ["CounterSignature", "SpikeMonitorSignature", "StateTraceSignature", "OpTraceSignature", "ScatterTraceSignature",
            "counter_ports"]
 
 
@@ -64,6 +64,26 @@ class StateTraceSignature(wiring.Signature):
     def __init__(self, *, addr_bits: int, data_bits: int):
         super().__init__({"rd": Out(1), "raddr": Out(addr_bits), "wr": Out(1), "waddr": Out(addr_bits),
                           "wdata": Out(data_bits), "upd": Out(1), "fwd": Out(1)})
+
+
+class ScatterTraceSignature(wiring.Signature):
+    """What the conv and pool scatter did, one strobe per cycle each (the coverage points of
+    conv2d and maxpool2d layers; all low on a core without spatial layers):
+
+    - ``no_offset``: the conv address generator emitted the null op of an event with no valid kernel
+      offset (an event at a border whose offsets all fall outside the output map, stride 2);
+    - ``forwarded``: an accumulator op's old word came from one of the two writes before it (a
+      read-modify-write hazard resolved by forwarding);
+    - ``merged``: a pool op met a window that already had a spike in this step (rate: a set bit
+      ORed again; tsc: a max over two OFF times);
+    - ``empty_step``: a conv2d or maxpool2d scatter whose source had no event this step (its sweep
+      follows anyway);
+    - ``stall``: the reader held an event because the conv address generator was still expanding
+      the one before (backpressure from the scatter to the reader)."""
+
+    def __init__(self):
+        super().__init__({"no_offset": Out(1), "forwarded": Out(1), "merged": Out(1), "empty_step": Out(1),
+                          "stall": Out(1)})
 
 
 class OpTraceSignature(wiring.Signature):

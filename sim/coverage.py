@@ -11,6 +11,8 @@ Python-driven fault test, never from the stimulus plan or the manifest:
 - ``spk.*``: the spike monitor port (every neuron-group update and its spike mask, its layer);
 - ``st.*``: the state-memory trace port (read and write addresses, written words);
 - ``op.*``: the op trace port (accumulation ops, null ops, group ends);
+- ``scatter.*``: the scatter trace port of conv2d and maxpool2d layers (events with no valid offset,
+  forwarded accumulator words, pool windows hit twice, empty steps, backpressure to the reader);
 - ``fault.*``: the error flags and ``ready`` seen around injected protocol faults.
 
 **Configuration coverage** (``CONFIG_POINTS``) is what it is: the shapes of the networks a campaign
@@ -38,6 +40,7 @@ class CampaignConfig:
     codings: frozenset
     stalls: bool = True
     faults: bool = True
+    conv: bool = False          # it draws conv2d/maxpool2d networks (sim.fuzz --conv)
 
 
 def _any(c: CampaignConfig) -> bool:
@@ -51,6 +54,7 @@ def _codings(*names):
 _STALLS = lambda c: c.stalls                  # noqa: E731
 _FAULTS = lambda c: c.faults                  # noqa: E731
 _SPIKING = _codings("rate", "stcb")
+_CONV = lambda c: c.conv                      # noqa: E731
 
 #: point -> {bin: (reachable(config), what hits it)}
 #: functional point -> {bin: (reachable(config), what hardware event hits it)}
@@ -74,6 +78,16 @@ POINTS: dict[str, dict[str, tuple]] = {
     "op": {"null-op": (_any, "a group update with no input event"),
            "many-events": (_any, "a group with >= 4 events"),
            "groups-back-to-back": (_any, "a group's first op right after the previous group's last")},
+    "scatter": {"no-valid-offset": (_CONV, "the conv address generator's null op for an event none of whose "
+                                           "kernel offsets lands in the output map (sc__no_offset)"),
+                "forwarded-hazard": (_CONV, "an accumulator read-modify-write whose old word was forwarded from "
+                                            "one of the two writes before it (sc__forwarded)"),
+                "pool-window-several-spikes": (_CONV, "a pool op into a window that already held a spike this "
+                                                      "step (sc__merged)"),
+                "sweep-after-empty-step": (_CONV, "a conv2d or maxpool2d scatter with no source event this step, "
+                                                  "its sweep following (sc__empty_step)"),
+                "scatter-backpressure": (_CONV, "an event held at the reader while the conv address generator "
+                                                "expanded the one before (sc__stall)")},
     "fault": {"reset-while-busy": (_FAULTS, "reset asserted while the core was busy"),
               "wrong-last-flagged": (_FAULTS, "err_protocol seen high after a misplaced last"),
               "out-of-range-flagged": (_FAULTS, "err_range seen high after an out-of-range value"),

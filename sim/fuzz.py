@@ -48,13 +48,21 @@ def _sizes(rng: random.Random, n: int) -> list[int]:
                         else rng.randint(1, 24)]) for _ in range(n)]
 
 
-def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
-    """A random rate-coded convolutional network (what the core runs: conv2d and maxpool2d in rate
-    coding): 1-2 conv layers with kernels 1-5, strides 1-2 and any padding < K, channel counts drawn
-    regardless of P, non-square maps, a 2x2 or 3x3 pool where the map allows, then 1-2 dense layers;
-    rate or direct input (direct: one input channel), either readout, either reset per layer."""
-    rng = random.Random(f"conv {seed}")
-    nprng = np.random.default_rng([seed, 7])
+#: the codings whose conv2d and maxpool2d layers the core runs (golden.geometry says why the others not)
+CONV_CODINGS = ("rate", "tsc")
+
+
+def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndarray, int, dict]:
+    """A random convolutional network of what the core runs: 1-2 conv layers with kernels 1-5, strides
+    1-2 and any padding < K, channel counts drawn regardless of P, non-square maps, a 2x2 or 3x3 pool
+    where the map allows, then 1-2 dense layers. Rate coding: rate or direct input (direct: one input
+    channel), either readout, either reset per layer. tsc: the tsc input generator, membrane readout, no
+    reset or initial membrane (the integer ANN). A rate seed draws what it drew before tsc existed."""
+    if coding not in CONV_CODINGS:
+        raise ValueError(f"conv networks are drawn in {', '.join(CONV_CODINGS)}, not {coding!r}")
+    tsc = coding == "tsc"
+    rng = random.Random(f"conv {seed}" if not tsc else f"conv {coding} {seed}")
+    nprng = np.random.default_rng([seed, 7] if not tsc else [seed, 7, 2])
     for _ in range(100):
         encoding = rng.choice(["rate", "direct"])
         C = 1 if encoding == "direct" else rng.choice([1, 1, 2, 3])
@@ -64,12 +72,17 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
         lim = 1 << (wb - 1)
         T = rng.randint(1, 8)
         input_max = rng.randint(1, 63)
+        if tsc:                                   # the tsc window: input_max + 1 <= T (Q = T - 1)
+            encoding, T = "tsc", rng.randint(2, 24)
+            input_max = rng.randint(1, T - 1)
         layers = []
 
         def neuron_params(n, fan_in):
             scale = max(1, int(lim * fan_in * 0.5) // max(1, rng.randint(1, 6)))
-            return (nprng.integers(-lim // 2, lim // 2 + 1, n), nprng.integers(1, scale + 1, n),
-                    nprng.integers(-lim, lim, n), "zero" if rng.random() < 0.3 else "subtract")
+            b, th, v0 = (nprng.integers(-lim // 2, lim // 2 + 1, n), nprng.integers(1, scale + 1, n),
+                         nprng.integers(-lim, lim, n))
+            reset = "zero" if rng.random() < 0.3 else "subtract"
+            return (b, th, 0, "subtract") if tsc else (b, th, v0, reset)
         try:
             for _ in range(rng.choice([1, 1, 2])):
                 K = rng.randint(1, min(5, shape[1] + 2, shape[2] + 2))
@@ -92,13 +105,14 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
                 b, th, v0, reset = neuron_params(n_out, n)
                 layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, reset=reset))
                 n = n_out
-            model = Model(layers, T=T, encoding=encoding, input_max=input_max,
-                          readout=rng.choice(["count", "membrane"]), weight_bits=wb)
+            readout = rng.choice(["count", "membrane"])
+            model = Model(layers, coding=coding, T=T, encoding=encoding, input_max=input_max,
+                          readout="membrane" if tsc else readout, weight_bits=wb)
         except ModelError:
             continue
         lanes = rng.choice([1, 2, 4, 8, 16])
         x = adversarial_samples(model, nprng)
-        info = {"seed": seed, "mode": "conv", "sizes": model.sizes, "coding": "rate", "T": T, "lanes": lanes,
+        info = {"seed": seed, "mode": "conv", "sizes": model.sizes, "coding": coding, "T": T, "lanes": lanes,
                 "weight_bits": wb, "resets": [l.reset for l in model.layers], "input_shape": list(in_shape),
                 "layers": [repr(l) for l in model.layers]}
         return model, x, lanes, info
@@ -107,10 +121,12 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
 
 def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0) -> tuple[Model, np.ndarray, int, dict]:
     """A random valid network, its input samples, the lane count and what was drawn. With probability
-    ``conv`` (drawn from a generator of its own, so a seed's dense network does not change with it) a
-    rate-coding campaign's seed draws a convolutional network instead (:func:`random_conv_network`)."""
-    if "rate" in codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
-        return random_conv_network(seed)
+    ``conv`` (drawn from a generator of its own, so a seed's dense network does not change with it) the
+    seed draws a convolutional network instead (:func:`random_conv_network`), in one of the campaign's
+    codings that the core runs on conv layers (again from a generator of its own)."""
+    conv_codings = [c for c in codings if c in CONV_CODINGS]
+    if conv_codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
+        return random_conv_network(seed, random.Random(f"conv coding {seed}").choice(sorted(conv_codings)))
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
     for _ in range(100):
@@ -213,10 +229,12 @@ def adversarial_samples(model: Model, rng: np.random.Generator, n: int = SAMPLES
     return np.array(rows[:n], dtype=np.int64)
 
 
-def campaign_config(codings, stall_prob: float, seeds) -> cov.CampaignConfig:
-    """What a campaign can reach: its codings, whether it stalls, whether any seed takes the faults."""
+def campaign_config(codings, stall_prob: float, seeds, conv: float = 0.0) -> cov.CampaignConfig:
+    """What a campaign can reach: its codings, whether it stalls, whether any seed takes the faults,
+    whether it draws conv networks."""
     return cov.CampaignConfig(frozenset(codings), stalls=stall_prob > 0,
-                              faults=any(s % 4 == 0 for s in seeds))
+                              faults=any(s % 4 == 0 for s in seeds),
+                              conv=conv > 0 and any(c in CONV_CODINGS for c in codings))
 
 
 @dataclass
@@ -345,7 +363,7 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
     """Check every seed's network; ``jobs`` worker processes build and simulate in parallel."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     seeds = list(seeds)
-    c = Campaign(config=campaign_config(codings, stall_prob, seeds))
+    c = Campaign(config=campaign_config(codings, stall_prob, seeds, conv))
     t0 = time.perf_counter()
     bar = Progress(len(seeds), "fuzz", "networks", enabled=progress)
 
@@ -400,8 +418,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="build/fuzz/fuzz.json", metavar="FILE.json",
                    help="campaign summary with every network (default build/fuzz/fuzz.json)")
     p.add_argument("--conv", type=probability, default=0.0,
-                   help="probability in [0, 1) that a seed draws a convolutional rate-coding network (conv2d, "
-                        "maxpool2d, dense; default 0: dense networks only, as earlier campaigns)")
+                   help="probability in [0, 1) that a seed draws a convolutional network (conv2d, maxpool2d, dense) "
+                        "in one of the campaign's codings the core runs on conv layers (rate, tsc); default 0: "
+                        "dense networks only, as earlier campaigns")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")

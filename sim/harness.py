@@ -56,6 +56,12 @@ COVER_EVENTS = {
     "c_null_op": "a null op on the op trace",
     "c_many": "a group with >= 4 non-null ops",
     "c_b2b_groups": "a group's first op right after the previous group's last op",
+    # the scatter trace (conv2d and maxpool2d layers; hw.signatures.ScatterTraceSignature)
+    "c_no_offset": "a conv event with no valid kernel offset (its null op on sc__no_offset)",
+    "c_acc_fwd": "an accumulator read-modify-write whose old word was forwarded (sc__forwarded)",
+    "c_pool_merge": "a pool op into a window that already held a spike this step (sc__merged)",
+    "c_empty_step": "a conv2d or maxpool2d scatter with no source event this step (sc__empty_step)",
+    "c_scatter_stall": "an event held at the reader while the conv address generator expanded (sc__stall)",
 }
 
 #: violation kind -> message
@@ -315,6 +321,10 @@ def harness(manifest: dict) -> Harness:
     w("          c_tsc_neg <= c_tsc_neg + tneg;")
     w("        end")
     w("      end")
+    # scatter trace
+    for port, counter in (("no_offset", "c_no_offset"), ("forwarded", "c_acc_fwd"), ("merged", "c_pool_merge"),
+                          ("empty_step", "c_empty_step"), ("stall", "c_scatter_stall")):
+        w(f"      if (sc__{port}) {counter} <= {counter} + 32'd1;")
     # op trace
     w("      if (op__valid) begin")
     w("        if (prev_last) c_b2b_groups <= c_b2b_groups + 32'd1;")

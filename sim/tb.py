@@ -353,6 +353,11 @@ class TB:
         coverage.hit("op", "null-op", e["c_null_op"])
         coverage.hit("op", "many-events", e["c_many"])
         coverage.hit("op", "groups-back-to-back", e["c_b2b_groups"])
+        coverage.hit("scatter", "no-valid-offset", e["c_no_offset"])
+        coverage.hit("scatter", "forwarded-hazard", e["c_acc_fwd"])
+        coverage.hit("scatter", "pool-window-several-spikes", e["c_pool_merge"])
+        coverage.hit("scatter", "sweep-after-empty-step", e["c_empty_step"])
+        coverage.hit("scatter", "scatter-backpressure", e["c_scatter_stall"])
 
 
 def _job() -> dict:

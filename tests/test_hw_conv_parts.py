@@ -276,7 +276,7 @@ def drive_acc(dut, frames):
             if frame is not None:
                 ctx.set(dut.ops.payload, frame)
             trace.append({"swept": ctx.get(dut.swept.valid), "sw": py(ctx.get(dut.swept.payload)),
-                          "fwd": ctx.get(dut.forwarded), "rd": ctx.get(dut.acc_read), "wr": ctx.get(dut.acc_write)})
+                          "fwd": ctx.get(dut.forwarded), "merged": ctx.get(dut.merged), "rd": ctx.get(dut.acc_read), "wr": ctx.get(dut.acc_write)})
             await ctx.tick()
 
     sim = Simulator(dut)
@@ -323,6 +323,13 @@ def test_accmem_read_modify_write_with_forwarding(lanes, width, bubbles):
                   and any(by_cycle.get(n - L - d, {}).get("addr") == op["addr"] for d in (1, 2))]
     assert [n for n, row in enumerate(trace) if row["fwd"]] == expect_fwd
     assert len(expect_fwd) > len(ops) // 4                               # the hazards were exercised
+    # merged (coverage): an OR sharing a set bit with its old word, or a MAX with a lane where both are
+    # non-zero, a cycle after the op's write
+    mask = (1 << width) - 1
+    expect_merged = [c + L + 1 for c, op, old in zip(issued, ops, olds)
+                     if (op["kind"] == AccKind.OR and any((a & b & mask) for a, b in zip(old, op["terms"])))
+                     or (op["kind"] == AccKind.MAX and any(a and b for a, b in zip(old, op["terms"])))]
+    assert [n for n, row in enumerate(trace) if row["merged"]] == expect_merged and expect_merged
     # the counter increments: a read per op but a clear, in its cycle; a write per op, LATENCY later
     assert [n for n, row in enumerate(trace) if row["rd"]] == [c for c, op in zip(issued, ops)
                                                                if op["kind"] != AccKind.CLEAR]

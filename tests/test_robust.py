@@ -110,9 +110,35 @@ def test_conv_draws_cover_the_shapes_the_core_runs():
         assert m1 == m0 or any(l.kind != "dense" for l in m1.layers)
 
 
-@pytest.mark.parametrize("seed", [2, 6])
-def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed):
+def test_tsc_conv_draws_are_tsc_networks_the_core_runs():
+    """sim.fuzz --conv draws tsc conv networks too (the core runs tsc conv2d and maxpool2d): the tsc
+    input generator, membrane readout, no initial membrane, input_max < T; kernels, strides and pools
+    vary; a multi-coding campaign draws both codings, a rate-only one only rate."""
+    from sim.fuzz import random_conv_network
+    seen = {"K": set(), "S": set(), "pool": False}
+    for seed in range(40):
+        model, x, lanes, info = random_conv_network(seed, "tsc")
+        assert model.coding == "tsc" and model.encoding == "tsc" and model.readout == "membrane"
+        assert model.input_max < model.T and info["coding"] == "tsc"
+        assert x.shape == (SAMPLES_PER_NETLIST, model.n_in) and x.max() <= model.input_max
+        CoreGeometry(model, lanes)
+        for l in model.layers:
+            assert l.kind == "maxpool2d" or (not np.any(l.v_init) and l.reset == "subtract")
+            if l.kind == "conv2d":
+                seen["K"].add(l.kernel)
+                seen["S"].add(l.stride)
+            seen["pool"] |= l.kind == "maxpool2d"
+    assert seen["K"] == {1, 2, 3, 4, 5} and seen["S"] == {1, 2} and seen["pool"]
+    codings = {random_network(s, ("rate", "stcb", "tsc"), 0.99)[0].coding for s in range(30)}
+    assert codings == {"rate", "tsc"}
+    assert {random_network(s, ("rate",), 0.99)[0].coding for s in range(10)} == {"rate"}
+    with pytest.raises(ValueError, match="not 'stcb'"):
+        random_conv_network(0, "stcb")
+
+
+@pytest.mark.parametrize("seed,coding", [(2, "rate"), (6, "rate"), (3, "tsc"), (5, "tsc")])
+def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed, coding):
     from core_check import run_both
     from sim.fuzz import random_conv_network
-    model, x, lanes, _ = random_conv_network(seed)
+    model, x, lanes, _ = random_conv_network(seed, coding)
     run_both(model, x[:4], lanes)

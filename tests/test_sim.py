@@ -61,7 +61,9 @@ ZERO_RESET = {"r_cnt_p1": (1,), "d_cnt_p8": (0, 2), "stcb_k_p2_3l": (1,)}
 # conv2d and maxpool2d networks (tests/test_hw_conv_core.conv_net): two convs with a pool and a strided
 # conv (rate, P=4), and a direct-input conv on a non-square map with zero reset and membrane readout
 CONV_CONFIGS = {
-    "conv_r_p4": dict(seed=21, in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 2, 1)), pool_after=(0,), lanes=4),
+    # the last conv (K 1, stride 2 on a 2x2 map) gets events none of whose offsets lands in its output
+    "conv_r_p4": dict(seed=21, in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 2, 1), (4, 1, 2, 0)), pool_after=(0,),
+                      lanes=4),
     "conv_d_p2": dict(seed=22, in_shape=(1, 6, 5), convs=((3, 3, 1, 1),), pool_after=(), lanes=2,
                       encoding="direct", readout="membrane", resets={0: "zero"}),
 }
@@ -111,6 +113,23 @@ def test_random_network_exact_with_and_without_stalls(cores, name):
     _assert_exact(model, x, lanes, stalled)
     for k in ("predictions", "counts", "membranes", "cnt_cycles"):
         assert stalled[k].tolist() == clean[k].tolist(), k
+
+
+def test_conv_coverage_points_are_seen_on_the_scatter_trace(cores):
+    """The conv coverage points come from the core's scatter trace port (hw.signatures
+    ScatterTraceSignature), counted by the harness: on conv_r_p4 with stalls every one is hit, and a dense
+    core hits none (its trace stays low)."""
+    model, x, lanes, v, man, b = cores["conv_r_p4"]
+    r = run_job(b, {"manifest": man, "inputs_array": x, "stall_prob": 0.35, "seed": 3, "coverage": True})
+    _assert_exact(model, x, lanes, r)
+    sc = r["coverage"]["scatter"]
+    assert all(n > 0 for n in sc.values()), sc
+    # the all-zero sample is row 0: its scatters are empty in every step, so every conv/pool layer's
+    # sweep follows an empty step at least T times
+    assert sc["sweep-after-empty-step"] >= model.T * sum(l.kind != "dense" for l in model.layers)
+    model, x, lanes, v, man, b = cores["r_cnt_p1"]
+    r = run_job(b, {"manifest": man, "inputs_array": x[:2], "coverage": True})
+    assert all(n == 0 for n in r["coverage"]["scatter"].values())
 
 
 @pytest.mark.parametrize("name", sorted(LEAK))
