@@ -241,13 +241,44 @@ def _uses_matrix(layer) -> bool:
                                      and 4 * layer.weight[0].size >= layer.n_in)
 
 
-def _matrix(layer, dt: np.dtype) -> np.ndarray:
-    """The layer's (n_in, n_out) matrix in ``dt`` (dense: W.T; conv2d: :func:`conv_matrix`), cached."""
+def _matrix(layer, dt: np.dtype, bias: bool = False, events: bool = False) -> np.ndarray:
+    """The layer's (n_in, n_out) matrix in ``dt`` (dense: W.T; conv2d: :func:`conv_matrix`), cached;
+    with ``bias``, (n_in + 1, n_out): the biases (per neuron) as a last row, for an input of 1. With
+    ``events``, :data:`EVENT_COLUMNS` - n_out columns more: the first sums the inputs (their events,
+    for 0/1 inputs; 0 from the bias row), the others are zero."""
     def make():
-        m = np.ascontiguousarray(layer.weight.T if layer.kind == "dense" else conv_matrix(layer), dtype=dt)
+        m = layer.weight.T if layer.kind == "dense" else conv_matrix(layer)
+        if events:
+            pad = np.zeros((m.shape[0], EVENT_COLUMNS - m.shape[1]), dtype=m.dtype)
+            pad[:, 0] = 1
+            m = np.hstack([m, pad])
+        if bias:
+            row = np.zeros(m.shape[1], dtype=np.int64)
+            row[:layer.n_out] = layer.per_neuron(layer.bias)
+            m = np.vstack([m, row[None, :]])
+        m = np.ascontiguousarray(m, dtype=dt)
         m.setflags(write=False)
         return m
-    return _cached(layer, ("matrix", np.dtype(dt).str), make)
+    return _cached(layer, ("matrix", np.dtype(dt).str, bias, events), make)
+
+
+# A layer of fewer outputs than this whose inputs are spikes computes its product this many columns
+# wide, one of them the sum of its inputs: the events per step of the layer before, which the
+# counters need, at no cost (numpy's BLAS, measured on the 2-core machine, multiplies (2880, 128)
+# by (128, 16) slightly faster than by (128, 10): the 10 columns are done as 8 + 2)
+EVENT_COLUMNS = 16
+
+
+def _biased_bound(layer, amax: int) -> int:
+    """:func:`synaptic_bound` with the bias as one more term: the largest sum of |w * s| over one
+    unit's synapses plus |bias| (Python ints: exact), which bounds every partial sum of the product
+    that carries the bias as an input of constant 1."""
+    amax = int(amax)
+
+    def make():
+        rows = np.abs(layer.weight).reshape(layer.weight.shape[0], -1).sum(axis=1)
+        return max(int(r) * amax + abs(int(b)) for r, b in zip(rows, layer.bias))
+    return _cached(layer, ("biased_bound", amax), make)
 
 
 def _flat(acc: np.ndarray) -> np.ndarray:
@@ -368,8 +399,9 @@ def neuron_dtype(layer, widths) -> np.dtype:
     The width analysis bounds every value the recurrence forms (the synaptic sum, the current, V
     before and after the reset, the threshold, and so ``threshold * spike``) by ``widths``, so none
     of its sums or differences can leave that range: the narrow dtype is exact, nothing wraps."""
-    m = max(abs(int(v)) for v in (widths.acc_lo, widths.acc_hi, widths.current_lo, widths.current_hi,
-                                  widths.v_lo, widths.v_hi, int(layer.threshold.max())))
+    m = _cached(layer, ("range", widths), lambda: max(abs(int(v)) for v in (
+        widths.acc_lo, widths.acc_hi, widths.current_lo, widths.current_hi, widths.v_lo, widths.v_hi,
+        int(layer.threshold.max()))))
     for dt in _INT_DTYPES:
         if m <= np.iinfo(dt).max:
             return dt
@@ -383,9 +415,11 @@ def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int, key=None):
     bias included. Returns (spikes bool (T, B, n), final V int64 (B, n))."""
     _, B, n = current.shape
     dt = current.dtype
-    threshold = layer.per_neuron(layer.threshold).astype(dt)
+    # one threshold for the whole layer (the usual case) as a scalar: a contiguous loop over each
+    # step's map instead of a broadcast one per row, twice as fast for the compare and the reset
+    threshold = _cached(layer, ("threshold", dt.str), lambda: _uniform(layer.per_neuron(layer.threshold), dt))
     v = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("v",), (B, n), dt)
-    v[...] = layer.per_neuron(layer.v_init)
+    v[...] = _cached(layer, ("v_init", dt.str), lambda: _uniform(layer.per_neuron(layer.v_init), dt))
     if key is None:
         spikes = np.zeros((T, B, n), dtype=bool)
     else:                                     # a run's scratch map: every step is written below
@@ -409,6 +443,15 @@ def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int, key=None):
                 np.multiply(tmp, threshold, out=tmp)
                 np.subtract(v, tmp, out=v)
     return spikes, v.astype(np.int64)
+
+
+def _uniform(values: np.ndarray, dt: np.dtype):
+    """Per-neuron ``values`` in ``dt``: one scalar of ``dt`` when they are all equal, else the array."""
+    a = np.asarray(values).astype(dt)
+    if a.size and (a == a.flat[0]).all():
+        return dt.type(a.flat[0])
+    a.setflags(write=False)
+    return a
 
 
 def _neuron_layer(current: np.ndarray, layer, fire: bool):
@@ -435,10 +478,13 @@ def _neuron_layer(current: np.ndarray, layer, fire: bool):
     return spikes, v
 
 
-def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np.ndarray:
+def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray):
     """Layer ``li``'s currents, bias included and STEB kernel applied, in its :func:`neuron_dtype`:
     step-major (T, B, n), or (1, B, n) when they are the same every step (direct input, no kernel).
-    ``layer_in`` is the previous layer's step-major (T, B, n_in) spikes (None: direct input ``x``)."""
+    ``layer_in`` is the previous layer's step-major (T, B, n_in) spikes (None: direct input ``x``).
+
+    Returns (currents, events): ``events`` (T, B) int64 are the spikes of ``layer_in`` at each step
+    when the product counted them (see :data:`EVENT_COLUMNS`), else None."""
     B, T = x.shape[0], model.T
     dt = neuron_dtype(layer, model.widths[li])
     amax = model.input_max if layer_in is None else 1
@@ -447,16 +493,30 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np
     a = x if layer_in is None else layer_in.reshape(-1, layer_in.shape[-1])     # rows (t, b)
     steps = 1 if layer_in is None else T
     if not layer.has_kernel and _uses_matrix(layer):
-        # the product into scratch arrays (inputs cast to pdt, then the product), cast to dt, biased
-        af = _scratch(("a", li), a.shape, pdt)
-        np.copyto(af, a, casting="unsafe")                  # 0/1 spikes or inputs <= input_max: exact
-        acc = _scratch(("acc", li), (a.shape[0], layer.n_out), pdt)
-        np.matmul(af, _matrix(layer, pdt), out=acc)
+        # the product into scratch arrays (inputs cast to pdt, then the product), cast to dt. The bias
+        # rides in the product as a last input of constant 1 whose weights are the biases, when the
+        # biased sums are exact in the same dtype (then no pass of its own adds it); else it is added
+        # in dt after the cast (nothing at all for a zero bias)
+        bias = _cached(layer, ("bias", dt.str, 2), lambda: layer.per_neuron(layer.bias).astype(dt))
+        fold = bool(layer.bias.any()) and exact_dtype(_biased_bound(layer, amax)) == pdt
+        # a sum of at most n_in ones, exact in pdt's range
+        events = (layer_in is not None and layer.n_out < EVENT_COLUMNS
+                  and exact_dtype(layer_in.shape[-1]).itemsize <= pdt.itemsize)
+        k = a.shape[1]
+        af = _scratch(("a", li, fold), (a.shape[0], k + fold), pdt)
+        if fold:
+            np.copyto(af[:, :k], a, casting="unsafe")
+            af[:, k] = 1
+        else:
+            np.copyto(af, a, casting="unsafe")              # 0/1 spikes or inputs <= input_max: exact
+        acc = _scratch(("acc", li, events), (a.shape[0], EVENT_COLUMNS if events else layer.n_out), pdt)
+        np.matmul(af, _matrix(layer, pdt, fold, events), out=acc)
         cur = _scratch(("cur", li), (steps, B, layer.n_out), dt)
-        flat = cur.reshape(acc.shape)
-        np.copyto(flat, acc, casting="unsafe")              # exact integers within the acc bounds
-        flat += _cached(layer, ("bias", dt.str, 2), lambda: layer.per_neuron(layer.bias).astype(dt))
-        return cur
+        flat = cur.reshape(a.shape[0], layer.n_out)
+        np.copyto(flat, acc[:, :layer.n_out], casting="unsafe")     # exact integers within the acc bounds
+        if not fold and layer.bias.any():
+            flat += bias
+        return cur, (acc[:, layer.n_out].astype(np.int64).reshape(T, B) if events else None)
     if not layer.has_kernel:
         # the patch product in blocks of rows whose float results stay in cache until they are cast
         # (the patches and products of the whole batch would go out to memory and back)
@@ -468,14 +528,14 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np
             out = flat[r:r + rows]
             np.copyto(out, _patch_product(layer, a[r:r + rows], pdt), casting="unsafe")
             out += bias
-        return cur
+        return cur, None
     acc = _product(layer, a, pdt)
     acc = acc.reshape(steps, B, *acc.shape[1:])               # a view, also of a transposed product
     if layer.has_kernel:
         cur = np.ascontiguousarray(acc).reshape(steps, B, -1).astype(np.int64) + layer.per_neuron(layer.bias)
         # apply_kernel runs along axis 1 of (B, T, n): give it the step-major array transposed
         cur = apply_kernel(np.broadcast_to(cur, (T, B, cur.shape[2])).transpose(1, 0, 2), layer.h)
-        return np.ascontiguousarray(cur.transpose(1, 0, 2).astype(dt))   # within the current range: exact
+        return np.ascontiguousarray(cur.transpose(1, 0, 2).astype(dt)), None   # within the current range: exact
     cur = np.empty((steps, B, layer.n_out), dtype=dt)
     out = cur.reshape(acc.shape)
     # per output channel for a (.., Co, Ho*Wo) product, per neuron otherwise
@@ -484,7 +544,7 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray) -> np
     # bound acc + bias too): a plain cast and a narrow add beat one mixed float-to-int add several times
     np.copyto(out, acc, casting="unsafe")
     out += _cached(layer, ("bias", dt.str, acc.ndim), lambda: bias.astype(dt))
-    return cur
+    return cur, None
 
 
 def _cached(layer, key, make):
@@ -687,24 +747,31 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
     for li, layer in enumerate(model.layers):
         last = li == n_layers - 1
         fire = not (last and model.readout == "membrane")
+        counted = None
         if layer.kind == "maxpool2d":
             # OR over each window, step by step (stcb: slot by slot, the same thing); no neurons
             s = maxpool(layer, layer_in.reshape(T * B, -1)).reshape(T, B, -1)
             v = None
         else:
-            cur = _layer_currents(model, li, layer, layer_in, x)
+            cur, counted = _layer_currents(model, li, layer, layer_in, x)
             if layer.leak is None:
                 s, v = _neuron_narrow(cur, layer, fire, T, key=("spikes", li))
             else:                                 # the leak's split product needs int64
                 s, v = _neuron_layer(np.broadcast_to(cur, (T, B, cur.shape[2])).astype(np.int64), layer, fire)
+        if events is None:                        # the previous layer's spikes per step (B, T)
+            prev = act.layers[-1]
+            if counted is not None:               # counted by this layer's product: the counters' too
+                events = counted.T
+                perf.note_events_per_step(prev, events)
+            else:
+                events = perf.events_per_step(prev)
         sv = s.transpose(1, 0, 2)                                         # (B, T, n) view
-        step_spikes = perf.events_per_step(sv)                            # (B, T)
         act.layers.append(sv)
         events_in.append(events)
         v_final.append(v)
         if record:
             spikes_rec.append(sv.copy(order="C").view(np.uint8))       # never the scratch map itself
-        layer_in, events = s, step_spikes
+        layer_in, events = s, None
 
     counts = s.sum(axis=0, dtype=np.int64)
     membranes = v_final[-1]

@@ -16,7 +16,7 @@ import pytest
 import golden
 from golden import Conv2d, Dense, MaxPool2d, Model, engine, perf
 
-from conv_reference import _currents
+from conv_reference import _currents, reference_rate
 
 
 def _layer_sum(layer, a):
@@ -505,14 +505,114 @@ def test_default_threads_follow_the_work(monkeypatch):
     assert used == [2, 3]
 
 
-def test_bias_that_leaves_float32_is_added_in_integers():
-    """The product is exact in float32 (bound 2**24), but adding the bias would leave float32's exact
-    range (2**24 + 1): the engine must add it in the integer dtype, not in the float cast."""
-    layer = Dense([[1 << 12, 1 << 12]], 1, 1 << 30, 0)
+def _spy_matrix(monkeypatch):
+    """Record every (layer, dtype, bias folded) the engine asks golden.engine._matrix for."""
+    used = []
+    real = engine._matrix
+    monkeypatch.setattr(engine, "_matrix", lambda layer, dt, bias=False, events=False:
+                        used.append((layer, np.dtype(dt), bias)) or real(layer, dt, bias, events))
+    return used
+
+
+def _same_as_reference(model, x, r):
+    """golden's spikes and final membranes of every neuron layer equal tests/conv_reference.py's."""
+    for b, (spikes, V, counts, _) in enumerate(reference_rate(model, x)):
+        for li, layer in enumerate(model.layers):
+            assert r.spikes[li][b].tolist() == spikes[li], (b, li)
+            if layer.kind != "maxpool2d":
+                assert r.v_final[li][b].tolist() == V[li], (b, li)
+        if model.readout == "count":
+            assert r.counts[b].tolist() == counts
+
+
+def test_bias_rides_in_the_product_where_the_biased_sums_are_exact(monkeypatch):
+    """A layer with a bias whose biased sums stay exact in the product's dtype takes the bias as an
+    input of constant 1 (one row more in its matrix); a zero bias is not added at all. Runs with
+    per-neuron and uniform thresholds and initial membranes, rate and direct, a conv layer on its
+    matrix, equal the plain reference."""
+    used = _spy_matrix(monkeypatch)
+    rng = np.random.default_rng(21)
+    conv = Conv2d(rng.integers(-9, 10, (3, 2, 3, 3)), [4, -7, 2], [20, 25, 30], [1, 0, -2], in_shape=(2, 4, 4),
+                  padding=1)
+    mid = Dense(rng.integers(-30, 30, (6, 48)), rng.integers(-9, 9, 6), 40, 3)
+    out = Dense(rng.integers(-30, 30, (4, 6)), 0, [35, 20, 50, 45], 0)
+    assert engine._uses_matrix(conv)
+    for enc in ("rate", "direct"):
+        m = Model([conv, mid, out], T=4, encoding=enc, input_max=5)
+        x = rng.integers(0, 6, (9, m.n_in))
+        used.clear()
+        r = golden.run(m, x, lanes=2, record=True)
+        folded = {(id(l), b) for l, _, b in used}
+        assert folded == {(id(conv), True), (id(mid), True), (id(out), False)}
+        _same_as_reference(m, x, r)
+
+
+def test_small_layers_count_their_input_events_in_the_product(monkeypatch):
+    """A layer of fewer than EVENT_COLUMNS outputs on spikes sums its inputs in one more column of its
+    product: the previous layer's spikes per step, which events_in and the counters then use. They
+    equal plain sums of the recorded spikes, and whole runs equal runs without the column."""
+    seeded = []
+    real_note = perf.note_events_per_step
+    monkeypatch.setattr(perf, "note_events_per_step", lambda ev, c: seeded.append(ev.shape) or real_note(ev, c))
+    rng = np.random.default_rng(22)
+    nets = _nets()
+    runs, used = [], 0
+    for m in nets:
+        x = rng.integers(0, m.input_max + 1, (11, m.n_in))
+        seeded.clear()
+        r = golden.run(m, x, lanes=4, record=True)
+        # every neuron layer after the first with < 16 outputs (and no STEB kernel) counted its inputs
+        want = [(len(x), m.T, m.layers[li - 1].n_out) for li, l in enumerate(m.layers)
+                if li and l.kind != "maxpool2d" and l.n_out < engine.EVENT_COLUMNS and not l.has_kernel
+                and engine._uses_matrix(l)]
+        assert seeded == want
+        used += len(want)
+        for li in range(1, len(m.layers)):
+            assert np.array_equal(r.events_in[li], r.spikes[li - 1].sum(axis=2, dtype=np.int64)), li
+        runs.append((m, x, r))
+    assert used >= len(nets) - 1
+    monkeypatch.setattr(engine, "EVENT_COLUMNS", 0)
+    for m, x, r in runs:
+        seeded.clear()
+        _same_result(r, golden.run(m, x, lanes=4, record=True))
+        assert seeded == []
+
+
+def _edge_model(bias):
+    """Dense [[2**12, 2**12 - 1]] on inputs up to 2**11 (direct): the unbiased bound is 2**24 - 2**11."""
+    layer = Dense([[1 << 12, (1 << 12) - 1]], bias, 1 << 30, 0)
     m = Model([layer], T=1, encoding="direct", input_max=1 << 11, weight_bits=14, readout="membrane")
+    assert engine.synaptic_bound(layer, m.input_max) == (1 << 24) - (1 << 11)
+    return layer, m
+
+
+def test_bias_folds_up_to_2_24_in_float32(monkeypatch):
+    """A bias of 2**11 brings the biased bound to exactly 2**24: still float32, folded, exact (also with
+    a negative bias)."""
+    used = _spy_matrix(monkeypatch)
+    for bias in (1 << 11, -(1 << 11)):
+        layer, m = _edge_model(bias)
+        assert engine._biased_bound(layer, m.input_max) == 1 << 24
+        used.clear()
+        r = golden.run(m, np.array([[1 << 11, 1 << 11], [1 << 11, 0], [0, 1]]))
+        assert used == [(layer, np.dtype(np.float32), True)]
+        assert r.membranes[:, 0].tolist() == [(1 << 24) - (1 << 11) + bias, (1 << 23) + bias, (1 << 12) - 1 + bias]
+
+
+def test_bias_that_leaves_float32_is_added_in_integers(monkeypatch):
+    """The product is exact in float32, but with the bias the sums would leave float32's exact range
+    (2**24 + 1): the engine must not fold the bias into the float32 product (it would round to 2**24)
+    and adds it in the integer dtype after the cast."""
+    used = _spy_matrix(monkeypatch)
+    layer, m = _edge_model((1 << 11) + 1)
     assert engine.exact_dtype(engine.synaptic_bound(layer, m.input_max)) == np.float32
-    assert int(np.float32(1 << 24) + np.float32(1)) == 1 << 24
-    r = golden.run(m, np.array([[1 << 11, 1 << 11]]))
+    assert engine.exact_dtype(engine._biased_bound(layer, m.input_max)) == np.float64
+    x = np.array([[1 << 11, 1 << 11]])
+    folded = np.concatenate([x, [[1]]], axis=1).astype(np.float32) @ engine._matrix(layer, np.float32, True)
+    assert int(folded[0, 0]) == 1 << 24                                   # what the fold would give
+    used.clear()
+    r = golden.run(m, x)
+    assert used == [(layer, np.dtype(np.float32), False)]
     assert r.membranes[0, 0] == (1 << 24) + 1
 
 
