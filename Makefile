@@ -98,8 +98,9 @@ setup-fpga: $(STAMP)
 readme: $(STAMP)
 	$(PY) -m sim.readme
 
-# the seed papers' claims measured on the core (trains its models under build/claims/models; about 15
-# minutes on the 2-core machine, most of it training and the RTL runs); then README's claims block
+# the seed papers' claims measured on the core (trains its models under build/claims/models, reused when
+# present; from a fresh clone 8.5 minutes on the shared 2-core machine with the RTL on 50-sample draws,
+# more with the whole split where it fits --rtl-cycle-budget); then README's claims block
 claims: $(STAMP)
 	$(PY) -m sim.claims --networks digits
 	$(PY) -m sim.readme --only claims

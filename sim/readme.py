@@ -289,7 +289,7 @@ def _claims(src, foot):
                                                              f" (seeded sample {v['sample_seed']} of {v['of']})")
                  for k, v in rtl.items()]
         lines.append(f"RTL (`sim.regress`, P = {d['lanes']}): {ok}/{len(rtl)} quoted models equal to golden on every "
-                     f"output and counter: {', '.join(parts)}. `make claims` took {d['seconds']:,.0f} s.")
+                     f"output and counter: {', '.join(parts)}. This run of `sim.claims`: {d['seconds']:,.0f} s (models and simulator builds it found were reused).")
     else:
         lines.append("RTL: not run (`--no-rtl`).")
     return "\n".join(lines + ["", foot])

@@ -105,6 +105,8 @@ def test_reads_per_synapse_checks_the_counter(monkeypatch):
     (["--max-T", "2000"], "--max-T: 2000 is above 1024"),
     (["--lanes", "3"], "--lanes"),
     (["--tolerance", "-1"], "--tolerance"),
+    (["--models-dir", "README.md"], "--models-dir README.md: not a directory"),
+    (["--fmax-json", "nope.json"], "--fmax-json nope.json"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, msg, tmp_path):
     out = tmp_path / "c.json"
