@@ -21,13 +21,14 @@ EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme synth-table
+        setup-fpga readme synth-table claims
 
 help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
 	@echo "make test    the whole pytest suite (creates .venv first)"
 	@echo "make setup   create .venv and install the pinned toolchain"
 	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
+	@echo "make claims  the seed papers' claims measured on the core (build/reports/claims/claims.json, README block)"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
 
@@ -96,6 +97,13 @@ setup-fpga: $(STAMP)
 
 readme: $(STAMP)
 	$(PY) -m sim.readme
+
+# the seed papers' claims measured on the core (trains its models under build/claims/models, reused when
+# present; from a fresh clone 8.5 minutes on the shared 2-core machine with the RTL on 50-sample draws,
+# more with the whole split where it fits --rtl-cycle-budget); then README's claims block
+claims: $(STAMP)
+	$(PY) -m sim.claims --networks digits
+	$(PY) -m sim.readme --only claims
 
 clean:
 	rm -rf build

@@ -266,6 +266,35 @@ def _robust(src, foot):
     return "\n".join(lines + ["", foot])
 
 
+def _claims(src, foot):
+    """sim.claims: one table per paper, every row's claim, figure, command and verdict (README)."""
+    (d,) = src
+    titles = {"tsc": "TSC (Han & Roy, ECCV 2020) against the rate-coded conversion of the same integer ANN",
+              "min_latency": "Minimum latency: T = 1 direct input against the same layers as an ANN and as a rate SNN",
+              "stcb": "STCSNN: spike-train-level processing (STCB) against step-by-step rate"}
+    lines = []
+    for key in ("tsc", "min_latency", "stcb"):
+        rows = d["tables"].get(key) or []
+        if not rows:
+            continue
+        lines += [f"**{titles[key]}**", "", "| network | claim | our figure | verdict | command |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['network']} | {r['claim']} | {r['figure']} | {r['verdict']} | `{r['command']}` |"
+                  for r in rows]
+        lines.append("")
+    rtl = d.get("rtl") or {}
+    if rtl:
+        ok = sum(v["exact"] for v in rtl.values())
+        parts = [f"`{k}` {v['matching']}/{v['samples']}" + ("" if v["whole_split"] else
+                                                             f" (seeded sample {v['sample_seed']} of {v['of']})")
+                 for k, v in rtl.items()]
+        lines.append(f"RTL (`sim.regress`, P = {d['lanes']}): {ok}/{len(rtl)} quoted models equal to golden on every "
+                     f"output and counter: {', '.join(parts)}. This run of `sim.claims`: {d['seconds']:,.0f} s (models and simulator builds it found were reused).")
+    else:
+        lines.append("RTL: not run (`--no-rtl`).")
+    return "\n".join(lines + ["", foot])
+
+
 BLOCKS = {b.name: b for b in (
     Block("demo-ladder", ("reports/{name}/report.json",), "make demo", _ladder),
     Block("demo-per-inference", ("reports/{name}/report.json",), "make demo", _per_inference),
@@ -275,6 +304,7 @@ BLOCKS = {b.name: b for b in (
     Block("demo-lanes", ("reports/{name}/report.json",), "make demo", _lanes),
     Block("train-bench", ("bench/train.json",), "python -m quant.bench", _train_bench),
     Block("robust", ("reports/robustness.json",), "make robust", _robust),
+    Block("claims", ("reports/claims/claims.json",), "make claims", _claims),
     Block("synth-lanes", tuple(f"synth/{{name}}_p{P}_ecp5.json" for P in (1, 2, 4, 8, 16, 32, 64)),
           "make synth LANES=P", _synth_lanes, shown="build/synth/{name}_p<P>_ecp5.json",
           note=" (P = 1, 2, 4, ..., 64)"),

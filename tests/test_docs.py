@@ -138,3 +138,31 @@ def test_robust_block_counts_networks_by_coding(tmp_path):
     assert "| functional coverage bins hit (each a hardware event at the core's ports) | 20/21 |" in body
     assert "| network shapes exercised (configuration bins, from the manifests) | 18/19 |" in body
     assert "| **0** |" in body
+
+
+CLAIMS_JSON = ROOT / "build" / "reports" / "claims" / "claims.json"
+
+
+@pytest.mark.skipif(not CLAIMS_JSON.is_file(), reason="no build/reports/claims/claims.json: run `make claims` first")
+def test_readme_claims_block_equals_a_fresh_claims_json():
+    # make claims writes claims.json and renders the block; the block must be what that file renders
+    assert "claims" in blocks_in(README.read_text())
+    r = _readme("--check", "--only", "claims")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_drifted_claims_figure_fails_the_check(tmp_path):
+    import json
+    d = {"lanes": 8, "seconds": 100.0, "rtl": {},
+         "tables": {"tsc": [{"network": "n", "claim": "c", "figure": "1.87x", "command": "x", "verdict": "holds partly"}],
+                    "min_latency": [], "stcb": []}}
+    src = tmp_path / "reports" / "claims"
+    src.mkdir(parents=True)
+    (src / "claims.json").write_text(json.dumps(d))
+    copy = tmp_path / "README.md"
+    copy.write_text(update_text(README.read_text(), {"claims": render_block("claims", tmp_path)}))
+    assert _readme("--check", "--build-dir", tmp_path, "--only", "claims", "--files", copy).returncode == 0
+    d["tables"]["tsc"][0]["figure"] = "1.88x"
+    (src / "claims.json").write_text(json.dumps(d))
+    r = _readme("--check", "--build-dir", tmp_path, "--only", "claims", "--files", copy)
+    assert r.returncode == 1 and "out of date: README.md" in r.stderr and "1.88x" in r.stdout

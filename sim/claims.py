@@ -1,0 +1,543 @@
+"""``python -m sim.claims`` (``make claims``): the seed papers' headline claims, measured on our core.
+
+One table per paper, each row a claim, our figure, the command that produced it and a verdict
+(holds / holds partly / does not hold on this network):
+
+1. **TSC** (Han & Roy, ECCV 2020) against the rate-coded conversion of the *same* integer ANN
+   (:func:`golden.convert.rate_from_tsc`: same weights and thresholds, IF with subtract reset,
+   rate-encoded input, biases spread over the window with the half-level shift). The rate model's
+   T is the smallest on the search grid (:func:`search_grid`, then every T below the first grid
+   point that reaches it) at which its accuracy is within ``--tolerance`` points of the TSC model's,
+   up to 1024; where none reaches it, the best accuracy and its T. Ratios rate / TSC of cycles,
+   syn_ops, weight reads and all memory accesses at that T; the largest number of weight reads of
+   one synapse over the test split (the paper's bound is 2).
+2. **Minimum latency** (single time step): the T = 1 direct-input SNN's energy per inference
+   (``golden.energy``: the counters times the documented 45 nm table) against the same layers as
+   an int8 and a float32 ANN (``golden.energy.ann_energy``) and the rate T = 8 SNN trained with the
+   same recipe; accuracy beside each.
+3. **STCB** against step-by-step rate processing on the same weights (``sim.sweep.retarget``):
+   cycles, weight reads, energy; on the conv net golden only (the RTL does not run stcb conv layers
+   yet, and ``golden.energy`` has no memories for it), and on the dense 64-128-10 net of the same task,
+   whose stcb core the RTL runs. The learned-kernel comparison is not measured here.
+
+Every model is trained here with ``quant.train`` (into ``--models-dir``, reused when present), every
+figure is golden's over the whole test split, and every model a row quotes is run on the RTL with
+``sim.regress``, equal to golden on every output and counter: over the whole split when its golden
+cycles fit ``--rtl-cycle-budget``, else over a seeded sample of ``--rtl-samples``. A mismatch exits 1.
+
+Writes ``--out`` (default build/reports/claims/claims.json); ``python -m sim.readme`` renders the
+README block ``claims`` from it. Bad input exits 2 with one line and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import golden
+from golden import energy as en
+from golden import perf
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, guard, lanes_arg,
+                        positive_float, positive_int, seed_int)
+from golden.convert import rate_from_tsc
+from golden.progress import Progress
+
+__all__ = ["NETWORKS", "Network", "search_grid", "smallest_T", "memory_accesses", "MEMORY_COUNTERS", "ratios",
+           "reads_per_synapse", "ratio_verdict", "bound_verdict", "claims"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# every memory access the counters see: weights, neuron state, parameters, event buffers, accumulators
+MEMORY_COUNTERS = ("weight_reads", "state_reads", "state_writes", "param_reads", "event_reads", "event_writes",
+                   "acc_reads", "acc_writes")
+HOLDS, PARTLY, NOT = "holds", "holds partly", "does not hold on this network"
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of the claims: its dataset, the TSC architecture and its pool-free variant."""
+    name: str
+    dataset: str
+    arch: str
+    arch_pool_free: str
+    tsc_T: int = 17
+
+
+NETWORKS = {
+    "digits": Network("digits", "digits", "16c3-mp2-32c3-10", "16c3-32c3s2-10"),
+    "mnist5k": Network("mnist5k", "mnist5k", "16c3-mp2-32c3-mp2-10", "16c3-32c3s2-32c3s2-10"),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# the pieces the tests check on tiny inputs
+
+def search_grid(max_T: int = 1024) -> list[int]:
+    """Every T from 1 to 32, then quarter-octave steps (40, 48, 56, 64, 80, ..., 1024), up to ``max_T``."""
+    grid = list(range(1, min(32, max_T) + 1))
+    t = 32
+    while t < max_T:
+        t += 1 << max(0, t.bit_length() - 3)          # a quarter of the octave t is in
+        grid.append(min(t, max_T))
+    return grid
+
+
+def smallest_T(acc_at: Callable[[int], float], target: float, grid: list[int], progress=None) -> dict:
+    """The smallest T of ``grid`` with ``acc_at(T) >= target``, refined: every T between the grid point
+    before it and it is tried too, in order. Where none reaches the target, the best accuracy and the
+    smallest T that has it. Returns {"reached", "T", "accuracy", "evaluated": {T: accuracy}}."""
+    seen: dict[int, float] = {}
+
+    def acc(T):
+        if T not in seen:
+            seen[T] = float(acc_at(T))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(T=T, accuracy=f"{100 * seen[T]:.2f}%")
+        return seen[T]
+
+    prev = 0
+    for T in grid:
+        if acc(T) >= target:
+            for t in range(prev + 1, T):
+                if acc(t) >= target:
+                    return {"reached": True, "T": t, "accuracy": seen[t], "evaluated": dict(sorted(seen.items()))}
+            return {"reached": True, "T": T, "accuracy": seen[T], "evaluated": dict(sorted(seen.items()))}
+        prev = T
+    best = max(seen.values())
+    T = min(t for t, a in seen.items() if a == best)
+    return {"reached": False, "T": T, "accuracy": best, "evaluated": dict(sorted(seen.items()))}
+
+
+def memory_accesses(counters: dict) -> np.ndarray:
+    """Per sample: every memory word read or written (:data:`MEMORY_COUNTERS`)."""
+    return sum(np.asarray(counters[k], dtype=np.int64) for k in MEMORY_COUNTERS)
+
+
+def ratios(rate: dict, tsc: dict) -> dict:
+    """rate / tsc of each mean per inference (``cycles``, ``syn_ops``, ``weight_reads``, ``memory_accesses``)."""
+    out = {}
+    for k in ("cycles", "syn_ops", "weight_reads", "memory_accesses"):
+        if not tsc[k] > 0:
+            raise ValueError(f"tsc's {k} is {tsc[k]}: no ratio")
+        out[k] = rate[k] / tsc[k]
+    return out
+
+
+def _synapse_words(layer, P: int) -> np.ndarray:
+    """Per input neuron of ``layer``: the weight words one event of it reads (docs/spec.md section 4:
+    a dense layer's G groups; a conv2d layer's Gc channel groups at each kernel offset that reaches
+    the map)."""
+    if layer.kind == "dense":
+        return np.full(layer.n_in, perf.groups(layer.n_out, P), dtype=np.int64)
+    nv = np.tile(layer.valid_offsets().reshape(-1), layer.in_shape[0]).astype(np.int64)
+    return nv * perf.groups(layer.channels, P)
+
+
+def reads_per_synapse(model, x, P: int, chunk: int = 64) -> dict:
+    """How often one synapse's weight is read in an inference: once per event of its input neuron (a
+    spike in rate, an ON or an OFF in tsc). Returns the maximum over every synapse (every input neuron
+    that reaches an output) and sample, and the mean per synapse, over the weight layers. Each layer's
+    reads, summed from the events, must equal golden's ``weight_reads`` counter (which the RTL
+    reports): a disagreement raises RuntimeError."""
+    worst, total_reads, total_syn_events, n = 0, 0, 0, 0
+    for s in range(0, len(x), chunk):
+        r = golden.run(model, x[s:s + chunk], lanes=P, record=True)
+        if model.coding == "tsc":
+            sent = [np.asarray(r.input_events) != 0] + [np.asarray(e) != 0 for e in r.events]
+        else:
+            sent = [np.asarray(r.input_spikes, dtype=bool)] + [np.asarray(sp, dtype=bool) for sp in r.spikes]
+        for li, layer in enumerate(model.layers):
+            src = sent[li]                                  # what reaches layer li: (B, T, n_in)
+            if model.encoding == "direct" and li == 0:
+                # direct input: every non-zero value is an event at every step
+                src = np.repeat((x[s:s + chunk] != 0)[:, None, :], model.T, axis=1)
+            if not layer.has_neurons:
+                continue
+            ev = src.sum(axis=1).astype(np.int64)           # events per input neuron (B, n_in)
+            words = _synapse_words(layer, P)
+            reads = ev @ words
+            got = np.asarray(r.layer_counters[li]["weight_reads"], dtype=np.int64)
+            if not np.array_equal(reads, got):
+                raise RuntimeError(f"layer {li}: weight reads from the events ({int(reads.sum())}) differ from "
+                                   f"golden's counter ({int(got.sum())})")
+            live = words > 0
+            worst = max(worst, int(ev[:, live].max()) if live.any() else 0)
+            total_syn_events += int(ev[:, live].sum())
+            n += int(live.sum()) * len(ev)
+            total_reads += int(got.sum())
+    return {"max": worst, "mean": total_syn_events / n if n else 0.0}
+
+
+def ratio_verdict(value: float, claimed: float) -> str:
+    """A "k times fewer" claim: holds at ``value >= claimed``, holds partly when TSC is still ahead."""
+    if value >= claimed:
+        return HOLDS
+    return PARTLY if value > 1 else NOT
+
+
+def bound_verdict(value: float, bound: float) -> str:
+    return HOLDS if value <= bound else NOT
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+
+def _train_cmd(net: Network, kind: str, out: Path) -> list[str]:
+    base = ["--dataset", net.dataset, "--recipe", "conv", "--seed", "0", "--out", str(out), "--quiet"]
+    if kind == "tsc":
+        return ["--arch", net.arch, "--coding", "tsc", "--T", str(net.tsc_T), *base]
+    if kind == "tsc_pool_free":
+        return ["--arch", net.arch_pool_free, "--coding", "tsc", "--T", str(net.tsc_T), *base]
+    if kind == "direct_t1":
+        return ["--arch", net.arch, "--coding", "rate", "--encoding", "direct", "--T", "1", *base]
+    if kind == "rate_t8":
+        return ["--arch", net.arch, "--coding", "rate", "--encoding", "rate", "--T", "8", *base]
+    if kind == "dense_rate_t8":         # make train's dense net: the demo's 64-128-10 recipe
+        return ["--dataset", net.dataset, "--hidden", "128", "--coding", "rate", "--encoding", "rate", "--T", "8",
+                "--readout", "count", "--seed", "0", "--out", str(out), "--quiet"]
+    raise ValueError(kind)
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def _model(net: Network, kind: str, models_dir: Path, log) -> tuple[golden.Model, dict]:
+    out = models_dir / f"{net.name}_{kind}.npz"
+    args = _train_cmd(net, kind, out)
+    cmd = "python -m quant.train " + " ".join(shlex.quote(_rel(a) if a == str(out) else a) for a in args)
+    if not out.is_file():
+        log(f"training {out.name}: {cmd}")
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "quant.train", *args], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"{cmd} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        log(f"  {time.perf_counter() - t0:.0f} s")
+    info = {"file": _rel(out), "train_command": cmd}
+    meta = out.with_suffix(".json")
+    if meta.is_file():
+        d = json.loads(meta.read_text())
+        info["float_accuracy"] = d.get("float_accuracy")
+        info["train_seconds"] = d.get("train_seconds")
+    return golden.load_model(out), info
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring
+
+def _measure(model, x, y, P: int, table: dict) -> dict:
+    g = golden.run(model, x, lanes=P)
+    c = g.counters
+    row = {"coding": model.coding, "encoding": model.encoding, "T": model.T, "samples": int(len(x)),
+           "accuracy": float((g.predictions == y).mean()),
+           **{k: float(np.mean(c[k])) for k in perf.COUNTERS},
+           "memory_accesses": float(memory_accesses(c).mean())}
+    try:
+        e = en.energy(model, g, P, table)
+        row["energy_pj"] = e["mean_total_pj"]
+    except Exception as err:              # noqa: BLE001 - a coding the core cannot build has no memories
+        row["energy_pj"], row["energy_note"] = None, str(err).splitlines()[0]
+    ann = en.ann_energy(model, table)
+    row["ann_int8_pj"], row["ann_float32_pj"] = ann["int8"]["total_pj"], ann["float32"]["total_pj"]
+    return row
+
+
+def _fmax(entries: list, model, P: int):
+    for e in entries:
+        if e["lanes"] == P and e["layers"] == model.meta()["layers"] and e["coding"] in (None, model.coding):
+            return e
+    return None
+
+
+def _latency(row: dict, model, P: int, fmax: list) -> None:
+    f = _fmax(fmax, model, P)
+    if f is None:
+        row["fmax_mhz"], row["latency_us"], row["fmax_file"] = None, None, None
+    else:
+        row["fmax_mhz"], row["fmax_file"] = f["fmax_mhz"], f["file"]
+        row["latency_us"] = row["cycles"] / f["fmax_mhz"]
+
+
+def _rtl(model, x, y, P: int, name: str, n_sample: int, budget: float, seed: int, log) -> dict:
+    """sim.regress on the whole split when its golden cycles fit ``budget``, else on a seeded sample."""
+    from .regress import regress
+    g = golden.run(model, x, lanes=P)
+    if float(g.counters["cycles"].sum()) <= budget or n_sample >= len(x):
+        idx = np.arange(len(x))
+    else:
+        idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n_sample, replace=False))
+    t0 = time.perf_counter()
+    # an unoptimised C++ build: several times quicker to compile, and these runs are short
+    res = regress(model, x[idx], y[idx], lanes=P, name=name, log=lambda s: None, fast_build=True)
+    s = res.summary
+    out = {"samples": int(s["samples"]), "of": int(len(x)), "whole_split": bool(len(idx) == len(x)),
+           "sample_seed": None if len(idx) == len(x) else seed, "matching": int(s["matching_samples"]),
+           "exact": bool(s["matching_samples"] == s["samples"] and res.first_mismatch is None),
+           "first_mismatch": res.first_mismatch, "seconds": round(time.perf_counter() - t0, 1)}
+    log(f"  RTL {name}: {out['matching']}/{out['samples']} samples equal to golden ({out['seconds']} s)")
+    return out
+
+
+def _stcb_row(out: dict, label: str, name: str, m_r, m_s, info_r: dict, x, y, P: int, table: dict, *,
+              rtl: bool) -> dict:
+    """Table 3's row: the rate model and the same weights processed train by train (stcb)."""
+    r_row, s_row = _measure(m_r, x, y, P, table), _measure(m_s, x, y, P, table)
+    same = bool(np.array_equal(golden.run(m_s, x, lanes=P).predictions, golden.run(m_r, x, lanes=P).predictions))
+    has_e = s_row["energy_pj"] is not None and r_row["energy_pj"] is not None
+    e_txt = (f", {r_row['energy_pj'] / s_row['energy_pj']:.2f}x in energy ({s_row['energy_pj'] / 1e3:,.1f} vs "
+             f"{r_row['energy_pj'] / 1e3:,.1f} nJ)" if has_e else
+             f"; no energy ({s_row.get('energy_note', 'no memories')})")
+    fewer = s_row["cycles"] < r_row["cycles"] and s_row["weight_reads"] < r_row["weight_reads"]
+    if same and fewer and has_e and s_row["energy_pj"] < r_row["energy_pj"]:
+        verdict = HOLDS
+    elif same and fewer:
+        verdict = PARTLY + " (cycles and weight reads; energy not measured)"
+    else:
+        verdict = NOT
+    out["tables"]["stcb"].append({
+        "network": label, "claim": "spike-train-level processing (STCB) is highly energy-efficient at the "
+                                   f"same accuracy (the rate model's weights, re-targeted, T={m_r.T})",
+        "figure": f"rate / STCB = {r_row['cycles'] / s_row['cycles']:.2f}x in cycles ({r_row['cycles']:,.0f} vs "
+                  f"{s_row['cycles']:,.0f}), {r_row['weight_reads'] / s_row['weight_reads']:.2f}x in weight "
+                  f"reads{e_txt}; {'identical' if same else 'DIFFERENT'} predictions ({_pct(s_row['accuracy'])})",
+        "command": f"python -m sim.claims --networks {name}: sim.sweep.retarget({info_r['file']}, 'stcb', {m_r.T})",
+        "verdict": verdict})
+    return {"rate": r_row, "stcb": s_row, "same_predictions": same, "rtl": rtl}
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _golden_cmd(info: dict, net: Network, P: int) -> str:
+    return f"python -m golden.run --model {info['file']} --dataset {net.dataset} --lanes {P}"
+
+
+def claims(networks: list[str], *, models_dir: Path, lanes: int = 8, tolerance: float = 0.5, max_T: int = 1024,
+           rtl_samples: int = 50, rtl_cycle_budget: float = 2e6, seed: int = 0, fmax: list | None = None,
+           rtl: bool = True, progress: bool = True, log=print) -> dict:
+    """Every table for ``networks`` (keys of :data:`NETWORKS`); see the module docstring."""
+    from golden import datasets
+    from .sweep import retarget
+    table = en.DEFAULT_TABLE
+    fmax = fmax or []
+    P = lanes
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    out = {"lanes": P, "tolerance_points": tolerance, "max_T": max_T, "grid": search_grid(max_T),
+           "rtl_samples": rtl_samples, "rtl_cycle_budget": rtl_cycle_budget, "seed": seed,
+           "energy_table": "golden.energy.DEFAULT_TABLE (Horowitz, ISSCC 2014, 45 nm)",
+           "networks": {}, "tables": {"tsc": [], "min_latency": [], "stcb": []}, "models": {}}
+    to_verify = []                          # (key, model) quoted by a row: each goes to the RTL
+
+    for name in networks:
+        net = NETWORKS[name]
+        x, y = datasets.load(net.dataset, "test")
+        nd = out["networks"][name] = {"dataset": net.dataset, "test_samples": int(len(x)), "variants": {}}
+        # ---------------------------------------------------------------- table 1: TSC vs conversion
+        for kind, arch in (("tsc", net.arch), ("tsc_pool_free", net.arch_pool_free)):
+            m_tsc, info = _model(net, kind, models_dir, log)
+            key_tsc = f"{name}_{kind}"
+            out["models"][key_tsc] = info
+            tsc_row = _measure(m_tsc, x, y, P, table)
+            _latency(tsc_row, m_tsc, P, fmax)
+            target = tsc_row["accuracy"] - tolerance / 100
+            grid = search_grid(max_T)
+            log(f"{key_tsc}: tsc T={m_tsc.T} accuracy {_pct(tsc_row['accuracy'])}; searching the converted rate "
+                f"model's smallest T <= {max_T} within {tolerance} points")
+            bar = Progress(len(grid), f"{key_tsc} T search", "T", enabled=progress)
+
+            def acc_at(T, m=m_tsc):
+                g = golden.run(rate_from_tsc(m, T), x, lanes=P)
+                return float((g.predictions == y).mean())
+            found = smallest_T(acc_at, target - 1e-12, grid, bar)
+            bar.close()
+            m_rate = rate_from_tsc(m_tsc, found["T"])
+            key_rate = f"{name}_{kind}_as_rate_t{found['T']}"
+            rate_file = models_dir / f"{key_rate}.npz"
+            golden.save_model(m_rate, rate_file)
+            rinfo = {"file": _rel(rate_file), "from": info["file"],
+                     "command": f"golden.convert.rate_from_tsc({info['file']}, T={found['T']})"}
+            out["models"][key_rate] = rinfo
+            rate_row = _measure(m_rate, x, y, P, table)
+            _latency(rate_row, m_rate, P, fmax)
+            rat = ratios(rate_row, tsc_row)
+            rps_tsc = reads_per_synapse(m_tsc, x, P)
+            rps_rate = reads_per_synapse(m_rate, x, P)
+            lat = (rate_row["latency_us"] / tsc_row["latency_us"]
+                   if rate_row["latency_us"] is not None and tsc_row["latency_us"] is not None else None)
+            nd["variants"][kind] = {"arch": arch, "tsc": tsc_row, "rate": rate_row, "search": {
+                "reached": found["reached"], "T": found["T"], "accuracy": found["accuracy"],
+                "target": target, "evaluated": {str(k): v for k, v in found["evaluated"].items()}},
+                "ratios": rat, "latency_ratio_us": lat,
+                "reads_per_synapse": {"tsc": rps_tsc, "rate": rps_rate}}
+            to_verify += [(key_tsc, m_tsc, name), (key_rate, m_rate, name)]
+            cmd = (f"python -m sim.claims --networks {name}: {_golden_cmd(info, net, P)}; "
+                   f"{_golden_cmd(rinfo, net, P)}")
+            label = f"{name} `{arch}`" + (" (pool-free)" if kind == "tsc_pool_free" else "")
+            reach = (f"rate reaches {_pct(found['accuracy'])} at T={found['T']} (TSC {_pct(tsc_row['accuracy'])}, "
+                     f"T={m_tsc.T})" if found["reached"] else
+                     f"rate never within {tolerance} points of TSC's {_pct(tsc_row['accuracy'])} up to T={max_T}: "
+                     f"best {_pct(found['accuracy'])} at T={found['T']}")
+            lat_txt = (f"; {rate_row['latency_us']:.1f} µs vs {tsc_row['latency_us']:.1f} µs at Fmax"
+                       if lat is not None else "; µs: not synthesized")
+            T1 = out["tables"]["tsc"]
+            T1.append({"network": label, "claim": "the converted rate SNN needs T steps for TSC's accuracy",
+                       "figure": reach, "command": cmd, "verdict": "measured (no claim)"})
+            T1.append({"network": label, "claim": "at most 2 weight reads (memory accesses) and 2 additions per "
+                       "synapse", "figure": f"max {rps_tsc['max']} reads per synapse over the test split "
+                       f"(mean {rps_tsc['mean']:.3f}); rate at T={found['T']}: max {rps_rate['max']}",
+                       "command": cmd, "verdict": bound_verdict(rps_tsc["max"], 2)})
+            T1.append({"network": label, "claim": "7-14.5x lower inference latency than the converted rate SNN",
+                       "figure": f"rate / TSC = {rat['cycles']:.2f}x in cycles ({rate_row['cycles']:,.0f} vs "
+                       f"{tsc_row['cycles']:,.0f}){lat_txt}", "command": cmd,
+                       "verdict": ratio_verdict(rat["cycles"], 7)})
+            T1.append({"network": label, "claim": "30-60x fewer addition operations",
+                       "figure": f"rate / TSC = {rat['syn_ops']:.2f}x in syn_ops ({rate_row['syn_ops']:,.0f} vs "
+                       f"{tsc_row['syn_ops']:,.0f})", "command": cmd, "verdict": ratio_verdict(rat["syn_ops"], 30)})
+            T1.append({"network": label, "claim": "30-60x fewer memory accesses",
+                       "figure": f"rate / TSC = {rat['weight_reads']:.2f}x in weight reads ({rate_row['weight_reads']:,.0f} vs "
+                       f"{tsc_row['weight_reads']:,.0f}), {rat['memory_accesses']:.2f}x in all memory "
+                       f"accesses ({rate_row['memory_accesses']:,.0f} vs {tsc_row['memory_accesses']:,.0f})",
+                       "command": cmd, "verdict": ratio_verdict(min(rat["weight_reads"], rat["memory_accesses"]), 30)})
+
+        # ------------------------------------------------- table 2: T = 1 direct vs ANN and rate T = 8
+        m_d, info_d = _model(net, "direct_t1", models_dir, log)
+        m_r, info_r = _model(net, "rate_t8", models_dir, log)
+        out["models"][f"{name}_direct_t1"], out["models"][f"{name}_rate_t8"] = info_d, info_r
+        d_row, r_row = _measure(m_d, x, y, P, table), _measure(m_r, x, y, P, table)
+        nd["min_latency"] = {"direct_t1": d_row, "rate_t8": r_row}
+        to_verify += [(f"{name}_direct_t1", m_d, name), (f"{name}_rate_t8", m_r, name)]
+        cmd = f"python -m sim.claims --networks {name}: {_golden_cmd(info_d, net, P)}; {_golden_cmd(info_r, net, P)}"
+        label = f"{name} `{net.arch}`"
+        e1 = d_row["energy_pj"]
+        # golden.energy charges no accumulator-memory accesses (conv and pool layers): say how many there are
+        acc_note = "; " + ", ".join(f"{k} {row['acc_reads'] + row['acc_writes']:,.0f}" for k, row in
+                                    (("T=1", d_row), ("T=8", r_row))) + \
+            " accumulator reads + writes per inference, not charged by golden.energy"
+        # the ANN of these layers is the TSC model of table 1 (a clipped-floor integer ANN, trained on the
+        # same architecture): its accuracy, and its float reference's, stand beside the ANN's energy
+        tsc_acc = nd["variants"]["tsc"]["tsc"]["accuracy"]
+        tsc_float = out["models"][f"{name}_tsc"].get("float_accuracy")
+        ann_acc = (f"the same layers as an integer ANN (the TSC model, {m_d.weight_bits}-bit weights): "
+                   f"{_pct(tsc_acc)}, float {_pct(tsc_float) if tsc_float is not None else 'n/a'}")
+        nd["min_latency"]["ann_accuracy"], nd["min_latency"]["ann_float_accuracy"] = tsc_acc, tsc_float
+        for what, ann, claimed in (("int8", d_row["ann_int8_pj"], 10), ("float32", d_row["ann_float32_pj"], 10)):
+            out["tables"]["min_latency"].append({
+                "network": label, "claim": f"10x less energy than a standard ANN ({what} MACs, same layers)",
+                "figure": f"ANN / T=1 = {ann / e1:.2f}x: {e1 / 1e3:,.1f} nJ (T=1, {_pct(d_row['accuracy'])}) vs {ann / 1e3:,.1f} nJ "
+                          f"({what} ANN; {ann_acc}){acc_note}",
+                "command": cmd, "verdict": ratio_verdict(ann / e1, claimed)})
+        out["tables"]["min_latency"].append({
+            "network": label, "claim": "3x less energy than an SNN (rate T=8, same recipe)",
+            "figure": f"rate T=8 / T=1 = {r_row['energy_pj'] / e1:.2f}x: {e1 / 1e3:,.1f} nJ ({_pct(d_row['accuracy'])}) vs "
+                      f"{r_row['energy_pj'] / 1e3:,.1f} nJ ({_pct(r_row['accuracy'])}); cycles "
+                      f"{d_row['cycles']:,.0f} vs {r_row['cycles']:,.0f}{acc_note}",
+            "command": cmd, "verdict": ratio_verdict(r_row["energy_pj"] / e1, 3)})
+
+        # ---------------------------------------------------- table 3: STCB vs rate on the same weights
+        # the conv net (golden only: the core runs no stcb conv layers yet), and a dense net of the same
+        # task whose stcb core the RTL runs
+        m_s = retarget(m_r, "stcb", m_r.T)
+        nd["stcb"] = {"conv": _stcb_row(out, label + " (golden only: the RTL runs no stcb conv layers yet)",
+                                        name, m_r, m_s, info_r, x, y, P, table, rtl=False)}
+        m_dr, info_dr = _model(net, "dense_rate_t8", models_dir, log)
+        out["models"][f"{name}_dense_rate_t8"] = info_dr
+        m_ds = retarget(m_dr, "stcb", m_dr.T)
+        nd["stcb"]["dense"] = _stcb_row(out, f"{name} `{m_dr.arch}` (dense)", name, m_dr, m_ds, info_dr, x, y, P,
+                                        table, rtl=True)
+        to_verify += [(f"{name}_dense_rate_t8", m_dr, name), (f"{name}_dense_rate_t8_as_stcb", m_ds, name)]
+        out["tables"]["stcb"].append({
+            "network": label, "claim": "a learned STCB kernel keeps accuracy with fewer time steps",
+            "figure": "not measured: needs stcb conv training at several T (not run by this command)",
+            "command": "-", "verdict": "not measured"})
+
+    # ---------------------------------------------------------------- every quoted model on the RTL
+    out["rtl"] = {}
+    if rtl:
+        for key, m, name in to_verify:
+            x, y = datasets.load(NETWORKS[name].dataset, "test")
+            out["rtl"][key] = _rtl(m, x, y, P, f"claims_{key}", rtl_samples, rtl_cycle_budget, seed, log)
+    out["seconds"] = round(time.perf_counter() - t_start, 1)
+    return out
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python -m sim.claims", description=__doc__.splitlines()[0])
+    p.add_argument("--networks", default="digits", help=f"comma-separated, of {', '.join(NETWORKS)} (default digits)")
+    p.add_argument("--models-dir", default=str(ROOT / "build" / "claims" / "models"), metavar="DIR",
+                   help="where the models are trained (reused when present; default build/claims/models)")
+    p.add_argument("--out", default=str(ROOT / "build" / "reports" / "claims" / "claims.json"), metavar="FILE.json",
+                   help="results (default build/reports/claims/claims.json)")
+    p.add_argument("--lanes", type=lanes_arg, default=8, help="hardware lanes P (default 8)")
+    p.add_argument("--tolerance", type=positive_float, default=0.5,
+                   help="accuracy points the converted rate model may lie below TSC's (default 0.5)")
+    p.add_argument("--max-T", type=positive_int, default=1024, help="largest T searched, 1..1024 (default 1024)")
+    p.add_argument("--rtl-samples", type=positive_int, default=50,
+                   help="seeded RTL sample size where the whole split does not fit the budget (default 50)")
+    p.add_argument("--rtl-cycle-budget", type=positive_float, default=2e6,
+                   help="golden cycles of the whole split up to which the RTL runs it all (default 2e6)")
+    p.add_argument("--no-rtl", action="store_true", help="skip sim.regress (figures only; not for the README)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the RTL sample (default 0)")
+    p.add_argument("--fmax-json", action="append", default=[], metavar="FILE.json",
+                   help="hw.synth result whose Fmax clocks the rows of the same layers, coding and lanes (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    nets = [n.strip() for n in a.networks.split(",") if n.strip()]
+    for n in nets:
+        if n not in NETWORKS:
+            raise UsageError(f"--networks: unknown network {n!r} (known: {', '.join(NETWORKS)})")
+    if not nets or len(set(nets)) != len(nets):
+        raise UsageError("--networks: give each network once")
+    if a.max_T > 1024:
+        raise UsageError(f"--max-T: {a.max_T} is above 1024")
+    check_outputs([Output("--out", a.out)])
+    fmax = []
+    for f in a.fmax_json:
+        fp = Path(f)
+        try:
+            d = json.loads(fp.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--fmax-json {f}: {type(e).__name__}: {e}") from None
+        if not isinstance(d, dict) or d.get("status") != "ok" or not isinstance(d.get("fmax_mhz"), (int, float)):
+            raise UsageError(f"--fmax-json {f}: not an ok hw.synth result with an Fmax")
+        meta = d.get("model_meta") or {}
+        fmax.append({"lanes": int(d.get("lanes", 0)), "layers": meta.get("layers"), "coding": meta.get("coding"),
+                     "fmax_mhz": float(d["fmax_mhz"]), "file": _rel(fp)})
+    if Path(a.models_dir).exists() and not Path(a.models_dir).is_dir():
+        raise UsageError(f"--models-dir {a.models_dir}: not a directory")
+    try:
+        res = claims(nets, models_dir=Path(a.models_dir), lanes=a.lanes, tolerance=a.tolerance, max_T=a.max_T,
+                     rtl_samples=a.rtl_samples, rtl_cycle_budget=a.rtl_cycle_budget, seed=a.seed, fmax=fmax,
+                     rtl=not a.no_rtl, progress=not a.no_progress,
+                     log=lambda s: print(s, file=sys.stderr, flush=True))
+    except RuntimeError as e:            # a training run that failed, or the per-synapse check
+        print(f"sim.claims: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    res["command"] = "python -m sim.claims " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:]))
+    with OutputSet() as files:
+        files.add_text(a.out, json.dumps(res, indent=2))
+        files.commit()
+    bad = [k for k, v in res["rtl"].items() if not v["exact"]]
+    print(f"wrote {a.out} in {res['seconds']:.0f} s; RTL: "
+          + ("skipped" if a.no_rtl else f"{len(res['rtl']) - len(bad)}/{len(res['rtl'])} models equal to golden"))
+    if bad:
+        print(f"sim.claims: RTL differs from golden for {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    guard("sim.claims", main)

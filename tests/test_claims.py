@@ -1,0 +1,137 @@
+"""sim.claims: the T search, the ratios, the per-synapse reads and the verdicts, on tiny inputs; the CLI's
+bad input; the README block's renderer."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import golden
+from golden import Conv2d, Dense, MaxPool2d, Model
+from golden.convert import rate_from_tsc
+from sim import claims as cl
+from sim.readme import render_block
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_search_grid():
+    g = cl.search_grid(1024)
+    assert g[:32] == list(range(1, 33))
+    assert g[32:44] == [40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256]
+    assert g[-5:] == [512, 640, 768, 896, 1024] and len(g) == len(set(g)) and g == sorted(g)
+    assert cl.search_grid(10) == list(range(1, 11))
+    assert cl.search_grid(100)[-3:] == [80, 96, 100]
+
+
+def test_smallest_T_refines_below_the_first_grid_point():
+    calls = []
+
+    def acc(T):
+        calls.append(T)
+        return 0.9 if T >= 45 else 0.5
+    r = cl.smallest_T(acc, 0.9, cl.search_grid(1024))
+    assert r["reached"] and r["T"] == 45 and r["accuracy"] == 0.9
+    # the grid up to 48, then 41..45 in order; nothing twice
+    assert calls == list(range(1, 33)) + [40, 48] + list(range(41, 46))
+    assert len(calls) == len(set(calls))
+
+
+def test_smallest_T_not_monotone_and_never_reached():
+    acc = {1: 0.1, 2: 0.8, 3: 0.95, 4: 0.7}
+    r = cl.smallest_T(lambda T: acc.get(T, 0.5), 0.9, [1, 2, 3, 4, 8])
+    assert (r["reached"], r["T"]) == (True, 3)
+    # never reached: the best accuracy, at the smallest T that has it
+    acc = {1: 0.1, 2: 0.8, 3: 0.8, 4: 0.7}
+    r = cl.smallest_T(lambda T: acc.get(T, 0.5), 0.9, [1, 2, 3, 4, 8])
+    assert (r["reached"], r["T"], r["accuracy"]) == (False, 2, 0.8)
+    assert r["evaluated"] == {1: 0.1, 2: 0.8, 3: 0.8, 4: 0.7, 8: 0.5}
+
+
+def test_ratios_and_memory_accesses():
+    c = {k: np.array([1, 2]) for k in cl.MEMORY_COUNTERS}
+    c.update(cycles=np.array([100, 100]), syn_ops=np.array([7, 7]))
+    assert cl.memory_accesses(c).tolist() == [len(cl.MEMORY_COUNTERS), 2 * len(cl.MEMORY_COUNTERS)]
+    rate = {"cycles": 300.0, "syn_ops": 90.0, "weight_reads": 40.0, "memory_accesses": 50.0}
+    tsc = {"cycles": 100.0, "syn_ops": 3.0, "weight_reads": 20.0, "memory_accesses": 100.0}
+    assert cl.ratios(rate, tsc) == {"cycles": 3.0, "syn_ops": 30.0, "weight_reads": 2.0, "memory_accesses": 0.5}
+    with pytest.raises(ValueError, match="syn_ops"):
+        cl.ratios(rate, dict(tsc, syn_ops=0.0))
+
+
+def test_verdicts():
+    assert cl.ratio_verdict(7.0, 7) == cl.HOLDS
+    assert cl.ratio_verdict(6.99, 7) == cl.PARTLY
+    assert cl.ratio_verdict(1.0, 7) == cl.NOT and cl.ratio_verdict(0.4, 30) == cl.NOT
+    assert cl.bound_verdict(2, 2) == cl.HOLDS and cl.bound_verdict(3, 2) == cl.NOT
+
+
+def _tiny_tsc():
+    rng = np.random.default_rng(5)
+    layers = [Conv2d(rng.integers(-6, 7, (3, 1, 3, 3)), rng.integers(-3, 4, 3), rng.integers(2, 6, 3),
+                     in_shape=(1, 4, 4), padding=1),
+              MaxPool2d(2, in_shape=(3, 4, 4)),
+              Dense(rng.integers(-6, 7, (4, 12)), rng.integers(-3, 4, 4), 1)]
+    m = Model(layers, coding="tsc", encoding="tsc", readout="membrane", T=6, input_max=10)
+    return m, rng.integers(0, 11, (30, 16))
+
+
+def test_reads_per_synapse_tsc_and_rate():
+    m, x = _tiny_tsc()
+    r = cl.reads_per_synapse(m, x, 2, chunk=7)
+    assert r["max"] == 2 and 0 < r["mean"] <= 2          # an ON and an OFF per non-zero value
+    rate = rate_from_tsc(m, 9)
+    rr = cl.reads_per_synapse(rate, x, 2, chunk=7)
+    g = golden.run(rate, x, record=True)
+    # the busiest input neuron of any weight layer: its spike count (the encoder's, or a pool's)
+    busiest = max(int(g.input_spikes.sum(axis=1).max()), int(g.spikes[1].sum(axis=1).max()))
+    assert rr["max"] == busiest and busiest <= 9
+
+
+def test_reads_per_synapse_checks_the_counter(monkeypatch):
+    m, x = _tiny_tsc()
+    real = cl._synapse_words
+    monkeypatch.setattr(cl, "_synapse_words", lambda layer, P: real(layer, P) + (layer.kind == "dense"))
+    with pytest.raises(RuntimeError, match="differ from golden's counter"):
+        cl.reads_per_synapse(m, x, 2)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--networks", "cifar"], "--networks: unknown network 'cifar'"),
+    (["--networks", "digits,digits"], "--networks: give each network once"),
+    (["--max-T", "2000"], "--max-T: 2000 is above 1024"),
+    (["--lanes", "3"], "--lanes"),
+    (["--tolerance", "-1"], "--tolerance"),
+    (["--models-dir", "README.md"], "--models-dir README.md: not a directory"),
+    (["--fmax-json", "nope.json"], "--fmax-json nope.json"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, msg, tmp_path):
+    out = tmp_path / "c.json"
+    r = subprocess.run([sys.executable, "-m", "sim.claims", *args, "--out", str(out), "--no-rtl"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
+def _claims_json(tmp_path, verdict="holds"):
+    d = {"lanes": 8, "seconds": 612.3,
+         "tables": {"tsc": [{"network": "digits `a`", "claim": "at most 2 reads", "figure": "max 2",
+                             "command": "python -m sim.claims --networks digits", "verdict": verdict}],
+                    "min_latency": [], "stcb": []},
+         "rtl": {"digits_tsc": {"matching": 50, "samples": 50, "exact": True, "whole_split": False,
+                                "sample_seed": 0, "of": 360}}}
+    p = tmp_path / "reports" / "claims"
+    p.mkdir(parents=True)
+    (p / "claims.json").write_text(json.dumps(d))
+    return d
+
+
+def test_claims_block_renders_every_row_and_the_rtl(tmp_path):
+    _claims_json(tmp_path)
+    body = render_block("claims", tmp_path)
+    assert "| digits `a` | at most 2 reads | max 2 | holds | `python -m sim.claims --networks digits` |" in body
+    assert "1/1 quoted models equal to golden" in body and "`digits_tsc` 50/50 (seeded sample 0 of 360)" in body
+    assert "written by `make claims`" in body and "612 s" in body
