@@ -28,6 +28,7 @@ from .bits import popcount
 from .config import CoreConfig
 from .counters import Counters
 from .accmem import AccKind, AccumulatorMemory
+from .banks import check_core_banks
 from .conv_addrgen import ConvAddressGen, ConvLayerGeom
 from .descriptor import Kind, source_maps
 from .encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
@@ -55,6 +56,9 @@ class SpikeCore(wiring.Component):
     model : golden.Model
     lanes : int
         P neurons updated in parallel (power of two, 1..64).
+    banks : int
+        Accumulator banks (docs/spec.md section 3, Banks); only 1 is built so far, any other value is a
+        ``ConfigError``.
 
     Members
     -------
@@ -75,7 +79,8 @@ class SpikeCore(wiring.Component):
         the accumulation ops (hw.signatures).
     """
 
-    def __init__(self, model: golden.Model, *, lanes: int = 8):
+    def __init__(self, model: golden.Model, *, lanes: int = 8, banks: int = 1):
+        check_core_banks(banks)                 # banks > 1: specified and predicted, not built yet
         self._cfg = cfg = CoreConfig(model, lanes)
         self.x_layout = data.StructLayout({"value": unsigned(cfg.in_bits), "last": unsigned(1)})
         self.result_layout = data.StructLayout({
