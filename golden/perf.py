@@ -492,17 +492,18 @@ def bundle_map(layer, banks: int) -> np.ndarray:
 def bank_address(layer, banks: int, og: int, oy: int, ox: int) -> tuple[int, int]:
     """``(bank, address)`` of output word (og, oy, ox) of a conv2d or maxpool2d layer (docs/spec.md
     section 3, "Banks"): bank ``(oy mod r)*c + ox mod c``, address ``(og*ceil(Ho/r) + oy div r)*ceil(Wo/c)
-    + ox div c``; a maxpool2d layer uses ``(r, c) = (1, banks)``."""
+    + ox div c``; a maxpool2d layer uses ``(r, c) = (1, 1)``: all in bank 0 at its linear address."""
     r, c = layer_bank_shape(layer, banks)
     _, Ho, Wo = layer.out_shape
     return (oy % r) * c + ox % c, (og * -(-Ho // r) + oy // r) * -(-Wo // c) + ox // c
 
 
 def layer_bank_shape(layer, banks: int) -> tuple[int, int]:
-    """:func:`bank_shape` of a conv2d layer; ``(1, banks)`` for a maxpool2d layer."""
+    """:func:`bank_shape` of a conv2d layer; ``(1, 1)`` for a maxpool2d layer (one op per cycle: its words
+    stay in bank 0 at their linear addresses, so its scatter and sweep need no bank mapping)."""
     if layer.kind == "conv2d":
         return bank_shape(layer.kernel, layer.stride, banks)
-    return 1, int(banks)
+    return 1, 1
 
 
 def bank_depth(model, lanes: int, banks: int) -> int:

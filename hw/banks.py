@@ -2,11 +2,10 @@
 ``banks`` memories by output position, so that one bundle of an event's valid offsets (all of one
 channel group) is one op cycle.
 
-Built so far: :class:`ConvBundleGen` (an event's bundles, one per cycle: per bank slot its weight word and
-accumulator bank address) and :class:`BankedAccumulator` (the banks and the sweep's multiplexer over
-them). The per-slot weight copies, the sweep's and the pools' bank addresses and the composition in the
-core are not built yet, so the core refuses ``banks > 1`` (:func:`check_core_banks`); golden.perf
-predicts the cycles of the schedule.
+The parts: :class:`ConvBundleGen` (an event's bundles, one per cycle: per bank slot its weight word and
+accumulator bank address), :class:`BankedAccumulator` (the banks and the sweep's multiplexer over them)
+and :class:`BankSweepMap` (the sweep's bank addresses). ``hw.core.SpikeCore(..., banks=N)`` composes
+them with a weight fetch per slot; golden.perf predicts the cycles.
 """
 
 from __future__ import annotations
@@ -23,20 +22,16 @@ from .bits import bits_for
 from .conv_addrgen import ConvLayerGeom, conv_event_layout
 
 __all__ = ["check_core_banks", "banked_swept_layout", "BankedAccumulator", "bundle_layout", "ConvBundleGen",
-           "bundle_axis_rom"]
+           "bundle_axis_rom", "BankSweepMap"]
 
 
-def check_core_banks(banks) -> int:
-    """``banks`` for :class:`hw.core.SpikeCore`: 1, or ConfigError (the banked scatter is specified and
-    predicted by golden.perf, but the core does not build it yet)."""
+def check_core_banks(banks, model=None) -> int:
+    """``banks`` for :class:`hw.core.SpikeCore` as an int, or ConfigError: an integer from 1 to
+    ``perf.MAX_BANKS``."""
     try:
-        banks = perf.check_banks(banks)
+        return perf.check_banks(banks)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if banks != 1:
-        raise ConfigError(f"banks={banks}: the core does not build the banked conv scatter yet (golden.perf "
-                          f"predicts its cycles, docs/spec.md section 3, Banks); use banks 1")
-    return banks
 
 
 def banked_swept_layout(*, bank_bits: int, addr_bits: int, word: data.Layout) -> data.StructLayout:
@@ -156,10 +151,11 @@ def bundle_axis_rom(n: int, n_out: int, K: int, S: int, p: int, parts: int, slot
 def bundle_layout(*, banks: int, waddr_bits: int, aaddr_bits: int, payload_bits: int = 0) -> data.StructLayout:
     """A bundle: per bank slot b a valid bit, the weight word and the address in bank b; ``first``/``last``:
     the event's first and last bundle; ``null``: the bundle of an event with no valid offset (no slot
-    valid); ``payload`` travels along."""
+    valid); ``og_last``: the bundle is of the last channel group (whose real lanes may be fewer than P);
+    ``payload`` travels along."""
     slot = data.StructLayout({"valid": unsigned(1), "waddr": unsigned(waddr_bits), "aaddr": unsigned(aaddr_bits)})
     return data.StructLayout({"slots": data.ArrayLayout(slot, banks), "payload": unsigned(max(1, payload_bits)),
-                              "first": unsigned(1), "last": unsigned(1), "null": unsigned(1)})
+                              "first": unsigned(1), "last": unsigned(1), "null": unsigned(1), "og_last": unsigned(1)})
 
 
 class ConvBundleGen(wiring.Component):
@@ -318,7 +314,8 @@ class ConvBundleGen(wiring.Component):
         last = null | ((og == gmax) & last_row & last_col)
         m.d.comb += [self.ops.valid.eq(busy), self.busy.eq(busy | hold), self.held.eq(hold)]
         out = self.ops.payload
-        m.d.comb += [out.first.eq(first), out.last.eq(last), out.null.eq(null), out.payload.eq(payload)]
+        m.d.comb += [out.first.eq(first), out.last.eq(last), out.null.eq(null), out.payload.eq(payload),
+                     out.og_last.eq(og == gmax)]
         for b in range(B):
             v = ~null & (dy[b] < rem_y) & (dx[b] < rem_x)
             m.d.comb += [out.slots[b].valid.eq(v), out.slots[b].waddr.eq(Mux(v, wb[b] + wo, self._zero)),
@@ -349,4 +346,64 @@ class ConvBundleGen(wiring.Component):
                              wo_row.eq(wo_row + wrow), ao_row.eq(ao_row - arow),
                              wo_col.eq(wo_row + wrow), ao_col.eq(ao_row - arow),
                              wo.eq(wo_row + wrow), ao.eq(ao_row - arow)]
+        return m
+
+
+# ---------------------------------------------------------------------------------------------------
+# the sweep's bank addresses
+
+
+class BankSweepMap(wiring.Component):
+    """The bank and bank address of the word the sweep walks (docs/spec.md section 3, "Banks"), a cycle
+    later (registered: the core issues the word's ``SWEEP`` op a cycle after the walker names it).
+
+    A conv2d layer's word (og, oy, ox), named by its packed index ``(og << (bx + by)) | (oy << bx) | ox``,
+    is in bank ``(oy mod r)*c + ox mod c`` at ``og*ceil(Ho/r)*ceil(Wo/c) + (oy div r)*ceil(Wo/c) + ox div c``
+    (per-layer tables indexed by oy and by ox: no divider); a maxpool2d layer's word stays in bank 0 at
+    its linear address ``word``.
+
+    Parameters
+    ----------
+    layers : sequence of hw.sweep.SweepLayer
+    shapes : sequence of (r, c)
+        Each layer's bank shape (``golden.perf.layer_bank_shape``; (1, 1) for a pool).
+    conv : sequence of bool
+        Which layers are conv2d (mapped) rather than maxpool2d (bank 0, linear).
+    banks, packed_bits, word_bits, addr_bits : int
+
+    Members
+    -------
+    layer : In, packed : In(packed_bits), word : In(word_bits)
+    bank : Out(bank_bits), addr : Out(addr_bits)
+        The previous cycle's word's bank and address.
+    """
+
+    def __init__(self, layers, shapes, conv, *, banks: int, packed_bits: int, word_bits: int, addr_bits: int):
+        self._layers, self._shapes, self._conv = tuple(layers), tuple(shapes), tuple(conv)
+        if not (len(self._layers) == len(self._shapes) == len(self._conv)) or not self._layers:
+            raise ValueError("layers, shapes and conv must be non-empty and of one length")
+        self._B = perf.check_banks(banks)
+        self._abits = addr_bits
+        super().__init__({"layer": In(bits_for(len(self._layers) - 1)), "packed": In(packed_bits),
+                          "word": In(word_bits), "bank": Out(max(1, perf.ceil_log2(self._B))),
+                          "addr": Out(addr_bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.Switch(self.layer):
+            for i, (l, (r, c), conv) in enumerate(zip(self._layers, self._shapes, self._conv)):
+                with m.Case(i):
+                    if not conv:
+                        m.d.sync += [self.bank.eq(0), self.addr.eq(self.word)]
+                        continue
+                    Hr, Wc = -(-l.height // r), -(-l.width // c)
+                    ox = self.packed[:l.bx]
+                    oy = self.packed[l.bx:l.bx + l.by]
+                    og = self.packed[l.bx + l.by:]
+                    ny, nx = 1 << l.by, 1 << l.bx
+                    ybank = Array([C((y % r) * c) for y in range(ny)])[oy]
+                    xbank = Array([C(x % c) for x in range(nx)])[ox]
+                    yaddr = Array([C((y // r) * Wc, self._abits + 1) for y in range(ny)])[oy]
+                    xaddr = Array([C(x // c, self._abits + 1) for x in range(nx)])[ox]
+                    m.d.sync += [self.bank.eq(ybank + xbank), self.addr.eq(og * (Hr * Wc) + yaddr + xaddr)]
         return m

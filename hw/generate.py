@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64")
     p.add_argument("--banks", type=banks_arg, default=1,
                    help="accumulator banks: kernel offsets of a conv2d scatter in parallel (docs/spec.md section 3, "
-                        "Banks); only 1 is built so far")
+                        "Banks; default 1)")
     p.add_argument("--out", required=True, metavar="FILE.v",
                    help="the Verilog file, e.g. build/verilog/NAME.v; the manifest NAME.json goes next to it")
     p.add_argument("--name", default=None, help="top module name (default: the file's stem)")
@@ -127,14 +127,14 @@ def main(argv=None) -> int:
     except ConfigError as e:
         raise UsageError(f"--banks: {e}") from None
     try:
-        fit = check_capacity(CoreGeometry(model, a.lanes), a.target, device)
-        text, man = render(model, a.lanes, name)
+        fit = check_capacity(CoreGeometry(model, a.lanes, a.banks), a.target, device)
+        text, man = render(model, a.lanes, name, a.banks)
     except (ConfigError, CapacityError) as e:
         raise UsageError(str(e)) from None
     man["block_rams"] = fit.as_dict()
     _write(v, j, text, man)
     print(f"wrote {v} ({len(text.splitlines())} lines, top module {name}) and {j}; "
-          f"memories {man['memory_bits_total']} bits, lanes {a.lanes}")
+          f"memories {man['memory_bits_total']} bits, lanes {a.lanes}" + (f", banks {a.banks}" if a.banks > 1 else ""))
     return 0
 
 

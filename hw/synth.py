@@ -448,7 +448,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     result = {
         "status": "ok", "target": target, "device": device, "package": package,
         "part": t.part.get(device, device), "speed": speed if speed is not None else SPEEDS.get(target, (None,))[0],
-        "lanes": lanes, "model": model_path, "model_meta": model.meta(),
+        "lanes": lanes, **({"banks": banks} if banks > 1 else {}), "model": model_path, "model_meta": model.meta(),
         "top": top, "verilog_sha256": manifest["verilog_sha256"],   # which netlist: a result of an older core is stale
         "out_of_context": t.out_of_context, "wrapper_xor_bits": n_xor,
         "freq_target_mhz": freq_mhz, "seed": seed, "memories": manifest["memories"],
@@ -635,7 +635,7 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64")
     p.add_argument("--banks", type=banks_arg, default=1,
                    help="accumulator banks: kernel offsets of a conv2d scatter in parallel (docs/spec.md section 3, "
-                        "Banks); only 1 is built so far")
+                        "Banks; default 1)")
     p.add_argument("--target", default="ecp5", help="ecp5 or ice40")
     p.add_argument("--device", default=None, help="nextpnr device (ecp5: 25k, 45k, 85k, ...; ice40: up5k, hx8k, ...)")
     p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, CABGA381 for the 85k parts; ice40 sg48)")
@@ -667,13 +667,14 @@ def main(argv=None) -> int:
         raise NoToolsError(INSTALL_HINT)
     from .config import CoreConfig, ConfigError
     try:
-        CoreConfig(model, a.lanes)
+        CoreConfig(model, a.lanes, a.banks)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     stem = re.sub(r"\W", "_", Path(a.model).stem)
     if stem[0].isdigit():
         stem = "m_" + stem
-    out = Path(a.out).with_suffix("") if a.out else ROOT / "build" / "synth" / f"{stem}_p{a.lanes}_{a.target}"
+    out = Path(a.out).with_suffix("") if a.out else \
+        ROOT / "build" / "synth" / f"{stem}_p{a.lanes}{f'_b{a.banks}' if a.banks > 1 else ''}_{a.target}"
     top = re.sub(r"\W", "_", out.name)
     if top[0].isdigit():
         top = "core_" + top

@@ -165,7 +165,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         if p["sizes"] != model.sizes or p["T"] != model.T or p["encoding"] != model.encoding \
                 or p["readout"] != model.readout:
             raise UsageError(f"--verilog {verilog} was generated for a different model ({p['sizes']}, T={p['T']})")
-        lanes = p["lanes"]
+        lanes, banks = p["lanes"], p.get("banks", 1)
     top = manifest["top"]
     import hashlib
     edited = hashlib.sha256(verilog.read_text().encode()).hexdigest() != manifest.get("verilog_sha256")
@@ -242,7 +242,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
     cyc = g.counters["cycles"]
     eff = (g.counters["weight_reads"] + g.counters["state_writes"]).sum() / cyc.sum()
     summary = {
-        "top": top, "verilog": str(verilog), "lanes": lanes, "model": model.meta(), "samples": B,
+        "top": top, "verilog": str(verilog), "lanes": lanes, **({"banks": banks} if banks > 1 else {}), "model": model.meta(), "samples": B,
         "matching_samples": n_match, "agreement": n_match / B if B else 1.0,
         "mismatches_by_field": bad, "first_mismatch": first, "stall_prob": stall_prob, "seed": seed,
         "stall_cycles": int(rtl["stall_cycles"]), "err_range": int(rtl["err_range"]),
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=lanes_arg, default=None, help="P (default 8, or the netlist's)")
     p.add_argument("--banks", type=banks_arg, default=1,
                    help="accumulator banks: kernel offsets of a conv2d scatter in parallel (docs/spec.md section 3, "
-                        "Banks); only 1 is built so far")
+                        "Banks; default 1)")
     p.add_argument("--verilog", default=None, help="verify this netlist (its manifest .json must sit next to it)")
     p.add_argument("--simulator", default="verilator", choices=SIMULATORS,
                    help="verilator (2-state, fast; default) or icarus (4-state: also checks every output for X/Z)")
@@ -302,6 +302,7 @@ def main(argv=None) -> int:
     name = re.sub(r"\W", "_", Path(a.model).stem)
     lanes = a.lanes or 8
     name = f"{name}_p{lanes}" if name and not name[0].isdigit() else f"m_{name}_p{lanes}"
+    name += f"_b{a.banks}" if a.banks > 1 else ""
     json_out = Path(a.json) if a.json else ROOT / "build" / "regress" / f"{name}.json"
     junit_out = Path(a.junit) if a.junit else json_out.with_suffix(".xml")
     # every output is checked before the model, the dataset, the build or the simulation
@@ -322,6 +323,9 @@ def main(argv=None) -> int:
         man = _find_manifest(Path(a.verilog))
         if man["parameters"]["lanes"] != a.lanes:
             raise UsageError(f"--lanes: {a.lanes} contradicts the netlist's lanes={man['parameters']['lanes']}")
+    if a.verilog and a.banks != 1 and _find_manifest(Path(a.verilog))["parameters"].get("banks", 1) != a.banks:
+        raise UsageError(f"--banks: {a.banks} contradicts the netlist's banks="
+                         f"{_find_manifest(Path(a.verilog))['parameters'].get('banks', 1)}")
     try:
         ensure_simulator(a.simulator)
     except ToolchainError as e:

@@ -211,7 +211,7 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", n
                                    "neuron_updates", "event_reads", "event_writes", "spikes")}}
     row["counters"] = {k: float(v.mean()) for k, v in c.items()}
     try:
-        mems = CoreGeometry(model, P).memories()
+        mems = CoreGeometry(model, P, banks).memories()
     except ConfigError as e:     # a coding golden runs but hw cannot build yet: no memories, no energy
         row.update({"memory_bits": None, "weight_memory_bits": None, "energy_pj": None, "memories": None,
                     "note": str(e)})
@@ -225,9 +225,6 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", n
                     "energy_pj": e["mean_total_pj"], **{f"energy_{k}_pj": v for k, v in e["mean_pj"].items()}})
     row["ann_float32_pj"] = ann["float32"]["total_pj"]
     row["ann_int8_pj"] = ann["int8"]["total_pj"]
-    if banks != 1:
-        row["note"] = (f"banks={banks}: golden's cycles of the banked conv scatter (docs/spec.md section 3, Banks); "
-                       f"the core does not build it yet, so the memories and energy are those of banks 1")
     return row
 
 
@@ -237,7 +234,7 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
 
     Each model runs under ``codings`` (default: its own coding) and ``Ts`` (default: its own T),
     re-targeted with :func:`retarget`, at every lanes P and accumulator ``banks`` (golden's cycles;
-    a measured Fmax clocks banks 1 only, the netlist it was measured on). Returns {"rows": [...], "models": {(label, coding, T): Model},
+    a measured Fmax clocks banks 1 only: hw.synth's results are matched by lanes). Returns {"rows": [...], "models": {(label, coding, T): Model},
     "results": {...}}.
     """
     import golden
@@ -283,29 +280,30 @@ def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str |
     from .regress import regress
     from .runner import SimError
     from .toolchain import ToolchainError
-    cand = [r for r in rows if r["memory_bits"] is not None and r.get("banks", 1) == 1]   # the core builds banks 1
+    cand = [r for r in rows if r["memory_bits"] is not None]
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(cand), size=min(k, len(cand)), replace=False).tolist()) if cand else []
     verdicts = []
     for i in progress_of(pick, "verify", "configurations", enabled=progress):
         r = cand[i]
         m = models[(r["model"], r["coding"], r["T"])]
-        P = r["lanes"]
+        P, B = r["lanes"], r.get("banks", 1)
         label = re.sub(r"\W", "_", stem or r["model"])
         label = label if label[:1].isalpha() else f"m_{label}"
         # an unmodified model uses sim.regress's own netlist name, so its Verilator builds are reused
         bases = base if isinstance(base, (list, tuple, set)) else [base]
         name = f"{label}_p{P}" if any(m is b for b in bases) else f"{label}_{r['coding']}_t{r['T']}_p{P}"
+        name += f"_b{B}" if B > 1 else ""
         t0 = time.perf_counter()
         try:
-            res = regress(m, x, y, lanes=P, name=name, log=lambda s: None)
+            res = regress(m, x, y, lanes=P, name=name, log=lambda s: None, **({"banks": B} if B > 1 else {}))
         except (SimError, ToolchainError) as e:
             verdicts.append({"model": r["model"], "coding": r["coding"], "T": r["T"], "lanes": P, "samples": 0, "cycles_match": False,
                              "verdict": "ERROR", "error": str(e).splitlines()[0], "first_cycle_mismatch": None,
                              "regress_first_mismatch": str(e).splitlines()[0], "predicted_cycles_mean": float("nan"),
                              "rtl_cycles_mean": float("nan"), "seconds": round(time.perf_counter() - t0, 1)})
             continue
-        g = golden.run(m, x, lanes=P)
+        g = golden.run(m, x, lanes=P, banks=B)
         pred = [int(v) for v in g.counters["cycles"]]
         rtl = [int(s["counters_rtl"]["cycles"]) for s in res.samples]
         diff = [j for j, (a, b) in enumerate(zip(pred, rtl)) if a != b]
@@ -556,8 +554,7 @@ def main(argv=None) -> int:
                    help=f"comma-separated lane counts, powers of two from 1 to 64 (default {DEFAULT_LANES})")
     p.add_argument("--banks", type=banks_list, default=[1],
                    help="comma-separated accumulator banks, integers from 1 to 64: kernel offsets of a conv2d scatter "
-                        "in parallel (docs/spec.md section 3, Banks; golden's cycles; the core builds 1 only; "
-                        "default 1)")
+                        "in parallel (docs/spec.md section 3, Banks; default 1)")
     p.add_argument("--codings", default=None, help=f"comma-separated codings golden supports "
                                                    f"({', '.join(CODINGS)}); re-targets each model "
                                                    f"(default: each model's own)")

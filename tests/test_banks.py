@@ -73,8 +73,9 @@ def test_bank_depth():
     assert perf.bank_depth(m, 2, 9) == 2 * 2 * 2           # ceil(6/3) * ceil(5/3)
     assert perf.bank_depth(m, 4, 3) == 1 * 6 * 2
     m2 = Model([_conv(3, 1, 1, 6, 4, C=1, Co=3), pool, Dense(np.ones((2, 18), int), 0, 1, 0)], T=2, input_max=1)
-    assert perf.bank_depth(m2, 2, 4) == 2 * 6 * 2          # conv (1, 3): Gc 2 x 6 x ceil(4/3) > pool 2 x 3 x 1
-    assert perf.bank_address(pool, 4, 1, 2, 1) == (1, (1 * 3 + 2) * 1 + 0)
+    assert perf.bank_depth(m2, 2, 4) == 2 * 6 * 2          # conv (1, 3): Gc 2 x 6 x ceil(4/3) > pool 2 x 3 x 2
+    assert perf.bank_depth(m2, 2, 9) == 2 * 3 * 2          # conv (3, 3): 2 x 2 x 2 < the pool's 12 words
+    assert perf.bank_address(pool, 4, 1, 2, 1) == (0, (1 * 3 + 2) * 2 + 1)   # bank 0, linear
 
 
 @pytest.mark.parametrize("bad", [0, -1, 65, True, 2.0, "3", None])

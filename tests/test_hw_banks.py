@@ -1,11 +1,13 @@
-"""The banked conv scatter's parts (docs/spec.md section 3, "Banks") against plain-Python references,
-and the core's refusal of banks > 1 (the scatter is specified and predicted by golden.perf, not composed
-in the core yet).
+"""The banked conv scatter (docs/spec.md section 3, "Banks"): its parts against plain-Python references,
+and the core with banks > 1 against golden in the Amaranth simulator, on every output and counter.
 
 - ``ConvBundleGen``: random conv geometries (K 1..5, stride 1 and 2, padding, non-square maps, Co not a
   multiple of P) and banks 1..9, every event against ``golden.perf.event_bundles`` (an enumeration) under
   random stalls; the bundle count is ``golden.perf``'s ``Gc*XB + Z`` and the first bundle comes LATENCY
   cycles after its event, then one per cycle.
+- ``BankSweepMap``: every word of conv2d and maxpool2d maps against ``golden.perf.bank_address``.
+- The core: conv/pool/dense nets (rate, direct, tsc; K 3 and 5, stride 2, padding) at banks 2..9, bit-exact
+  with golden.run(..., banks=N) (cycles included).
 - ``BankedAccumulator``: random bundles (several banks per cycle, crowded onto a few words of each bank)
   and sweeps (one bank per cycle) against one plain dict of words per bank, updated op by op: every swept
   word, its bank and address in its cycle + LATENCY, the forwarding flag, and the read and write counts
@@ -18,16 +20,23 @@ import random
 
 import numpy as np
 import pytest
+
+import golden
 from amaranth import Signal
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from golden import Conv2d, Dense, Model, perf
+from golden import Conv2d, Dense, MaxPool2d, Model, perf
+from golden.geometry import map_pack
 from hw.accmem import AccKind
-from hw.banks import BankedAccumulator, ConvBundleGen, check_core_banks
+from hw.banks import BankedAccumulator, BankSweepMap, ConvBundleGen, check_core_banks
 from hw.config import ConfigError
 from hw.conv_addrgen import ConvAddressGen, ConvLayerGeom
+from hw.core import SpikeCore
+from hw.sweep import SweepLayer
 from sim.toolchain import lint
+from tests.core_check import run_both
+from tests.test_hw_conv_core import conv_net
 from tests.test_hw_conv_parts import acc_reference, py, random_conv, run_streams
 
 # parts built only to be refused (or checked and dropped) are never elaborated
@@ -124,12 +133,11 @@ def test_banked_accumulator_lints_clean(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def test_the_core_refuses_banks_above_one():
-    from hw.core import SpikeCore
+def test_the_core_refuses_bad_banks():
     m = Model([Dense(np.ones((2, 3), int), 0, 1, 0)], T=1, input_max=1)
-    SpikeCore(m, lanes=2, banks=1)
-    with pytest.raises(ConfigError, match="banks=3: the core does not build the banked conv scatter yet"):
-        SpikeCore(m, lanes=2, banks=3)
+    for bad in (0, 65, True):
+        with pytest.raises(ConfigError, match="banks must be an integer from 1 to 64"):
+            SpikeCore(m, lanes=2, banks=bad)
     with pytest.raises(ConfigError, match="banks must be an integer from 1 to 64"):
         check_core_banks(0)
 
@@ -253,3 +261,71 @@ def test_bundle_gen_lints_clean(tmp_path):
     path.write_text(verilog.convert(part, name="bundle_gen", ports=ports))
     r = lint(path, "bundle_gen")
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# BankSweepMap
+
+
+@pytest.mark.parametrize("banks", [2, 3, 9])
+def test_bank_sweep_map_against_golden_bank_address(banks):
+    P = 2
+    conv = Conv2d(np.zeros((5, 2, 3, 3), np.int64), in_shape=(2, 7, 6), padding=1)       # out (5, 7, 6)
+    conv2 = Conv2d(np.zeros((3, 5, 5, 5), np.int64), in_shape=(5, 7, 6), stride=2, padding=2)
+    pool = MaxPool2d(2, in_shape=(5, 6, 4))
+    layers = [conv, conv2, pool]
+    sweeps = []
+    for l in layers:
+        C, Ho, Wo = l.out_shape
+        bx, by, _ = map_pack(l.out_shape, P)
+        sweeps.append(SweepLayer(-(-C // P), Ho, Wo, bx, by))
+    pbits = max(map_pack(l.out_shape, P)[2] for l in layers).bit_length() + 1
+    dut = BankSweepMap(sweeps, [perf.layer_bank_shape(l, banks) for l in layers],
+                       [l.kind == "conv2d" for l in layers], banks=banks, packed_bits=pbits, word_bits=9, addr_bits=9)
+    frames, expect = [], []
+    for li, (l, sl) in enumerate(zip(layers, sweeps)):
+        for og in range(sl.groups):
+            for oy in range(sl.height):
+                for ox in range(sl.width):
+                    w = (og * sl.height + oy) * sl.width + ox
+                    frames.append((li, (og << (sl.bx + sl.by)) | (oy << sl.bx) | ox, w))
+                    expect.append(perf.bank_address(l, banks, og, oy, ox))
+    got = []
+
+    async def bench(ctx):
+        for li, packed, w in frames:
+            ctx.set(dut.layer, li)
+            ctx.set(dut.packed, packed)
+            ctx.set(dut.word, w)
+            await ctx.tick()
+            got.append((ctx.get(dut.bank), ctx.get(dut.addr)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == expect
+    assert len({(li, e) for (li, _, _), e in zip(frames, expect)}) == len(frames)      # no two words share a slot
+
+
+# ---------------------------------------------------------------------------------------------------
+# the core, banks > 1, against golden (every output and counter)
+
+CORE_CASES = [
+    ("rate", 2, 9, {}),
+    ("direct", 4, 3, {}),
+    ("rate", 2, 4, dict(coding="tsc")),
+    ("direct", 2, 4, dict(in_shape=(1, 8, 8), convs=((3, 3, 2, 1), (5, 3, 1, 1)), pool_after=(1,))),
+    ("rate", 4, 2, dict(in_shape=(1, 7, 6), convs=((3, 5, 1, 2),), pool_after=(), T=2)),
+]
+
+
+@pytest.mark.parametrize("encoding, lanes, banks, kw", CORE_CASES)
+def test_core_with_banks_matches_golden(encoding, lanes, banks, kw):
+    model, x = conv_net(lanes, encoding=encoding, **kw)
+    _, g = run_both(model, x, lanes, banks=banks)
+    g1 = golden.run(model, x, lanes=lanes)                            # banks 1: only the conv scatter is longer
+    assert (g.counters["cycles"] < g1.counters["cycles"])[1:].all()      # samples with events: fewer cycles
+    for k in perf.COUNTERS:
+        if k != "cycles":
+            assert g.counters[k].tolist() == g1.counters[k].tolist(), k
