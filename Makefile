@@ -17,18 +17,21 @@ export SPIKEFORGE_SIM_CACHE_MB := $(SIM_CACHE_MB)
 NAME      ?= digits_rate_t8
 MODEL     ?= build/models/$(NAME).npz
 LANES     ?= 8
+BANKS     ?= 1
+B_SUFFIX   = $(if $(filter-out 1,$(BANKS)),_b$(BANKS))
 EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme synth-table claims
+        setup-fpga readme synth-table claims regress-mnist5k-banks
 
 help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
 	@echo "make test    the whole pytest suite (creates .venv first)"
 	@echo "make setup   create .venv and install the pinned toolchain"
-	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
+	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, BANKS=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
 	@echo "make claims  the seed papers' claims measured on the core (build/reports/claims/claims.json, README block)"
+	@echo "make regress-mnist5k-banks   the mnist5k direct T=1 model at P=8, banks 9, on all 1,000 test digits (Verilator, stalls 0.2)"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
 
@@ -53,16 +56,20 @@ train: $(STAMP)
 	    --readout count --weight-bits 8 $(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED) --out $(MODEL)
 
 golden: $(STAMP)
-	$(PY) -m golden.run --model $(MODEL) --dataset digits --split test --lanes $(LANES) \
-	    --json build/golden/$(NAME).json
+	$(PY) -m golden.run --model $(MODEL) --dataset digits --split test --lanes $(LANES) --banks $(BANKS) \
+	    --json build/golden/$(NAME)$(B_SUFFIX).json
 
 verilog: $(STAMP)
-	$(PY) -m hw.generate --model $(MODEL) --lanes $(LANES) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
-	    --out build/verilog/$(NAME)/$(NAME).v
+	$(PY) -m hw.generate --model $(MODEL) --lanes $(LANES) --banks $(BANKS) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
+	    --out build/verilog/$(NAME)$(B_SUFFIX)/$(NAME)$(B_SUFFIX).v
 
 regress: $(STAMP)
-	$(PY) -m sim.regress --model $(MODEL) --dataset digits --split test --lanes $(LANES) \
-	    --json build/regress/$(NAME).json
+	$(PY) -m sim.regress --model $(MODEL) --dataset digits --split test --lanes $(LANES) --banks $(BANKS) \
+	    --json build/regress/$(NAME)$(B_SUFFIX).json
+
+regress-mnist5k-banks: $(STAMP)
+	$(PY) -m sim.regress --model build/models/mnist5k_direct_t1.npz --dataset mnist5k --split test --lanes 8 --banks 9 \
+	    --stall-prob 0.2 --json build/regress/mnist5k_direct_t1_p8_b9.json
 
 demo: $(STAMP)
 	$(PY) -m sim.demo --name $(NAME) --lanes $(LANES) $(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED)
@@ -90,8 +97,8 @@ synth-table: $(STAMP) $(SYNTH_MODELS)
 	    --model stcb=build/models/digits_rate_t8.npz@stcb --lanes 1,8,16 --also 85k:8:8 --out build/synth/codings.json
 
 synth: $(STAMP)
-	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
-	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET).json
+	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --banks $(BANKS) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
+	    --out build/synth/$(NAME)_p$(LANES)$(B_SUFFIX)_$(TARGET).json
 
 setup-fpga: $(STAMP)
 

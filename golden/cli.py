@@ -14,12 +14,12 @@ import sys
 from typing import Callable, NoReturn
 
 from .errors import UsageError
-from .options import (check, choice_list, finite_float, int_list, int_range, lanes_arg, lanes_list,
+from .options import (banks_arg, banks_list, check, choice_list, finite_float, int_list, int_range, lanes_arg, lanes_list,
                       nonneg_int, positive_float, positive_int, probability, seed_int)
 from .outputs import Output, OutputSet, check_outputs, main_output
 
 __all__ = ["UsageError", "ArgumentParser", "guard", "error_line", "short_prog",
-           "positive_int", "nonneg_int", "seed_int", "int_range", "lanes_arg", "lanes_list", "int_list",
+           "positive_int", "nonneg_int", "seed_int", "int_range", "lanes_arg", "lanes_list", "banks_arg", "banks_list", "int_list",
            "choice_list", "probability", "prob_arg", "finite_float", "positive_float", "check",
            "Output", "OutputSet", "check_outputs", "main_output", "add_data_options"]
 

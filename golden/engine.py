@@ -55,6 +55,8 @@ class Result:
     encoder_counters : dict name -> (B,) int64
         The on-chip rate encoder's share (zeros for direct encoding).
     lanes : int
+    banks : int
+        The accumulator banks the counters are for (:func:`golden.perf.bank_shape`).
     events_in : list of (B, T) int64
         Events reaching each layer at each step.
     events : list of (B, T, n_l) int8 or None
@@ -84,6 +86,7 @@ class Result:
     activations: list | None = None
     coding: str = "rate"
     phase_activity: list | None = None
+    banks: int = 1
 
     @property
     def batch(self) -> int:
@@ -576,7 +579,7 @@ def _scratch(key, shape, dtype) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # codings
 
-def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
+def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1) -> "Result":
     """Temporal switch coding: every layer is the clipped-floor integer ANN; the ON/OFF events are
     derived from the values for the counters (and recorded on request)."""
     B, T, Q, M = x.shape[0], model.T, model.T - 1, model.input_max
@@ -608,20 +611,22 @@ def _run_tsc(model: Model, x: np.ndarray, P: int, record: bool) -> "Result":
             events_rec.append(ev_out)
         act.layers.append(ev_out != 0)
         a_in, E = a, E_out
-    totals, layer_counters, enc = perf.count(model, P, act)
+    totals, layer_counters, enc = perf.count(model, P, act, banks)
     membranes = v_final[-1]
     predictions = np.argmax(membranes, axis=1).astype(np.int64)
     return Result(predictions=predictions, counts=np.zeros_like(membranes), membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   events_in=events_in, events=events_rec if record else None,
                   input_events=tsc_events(q, T) if record else None, activations=acts, coding="tsc",
-                  phase_activity=perf.phase_activity(model, P, act))
+                  phase_activity=perf.phase_activity(model, P, act, banks), banks=banks)
 
 
-def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int | None = None) -> Result:
+def run(model: Model, x, *, lanes: int = 1, banks: int = 1, record: bool = False,
+        threads: int | None = None) -> Result:
     """Run ``model`` on integer inputs ``x`` (B, n_in), flattened C-major, and return outputs and counters.
 
-    ``lanes`` is the hardware's P; it changes only the counters, never the outputs. ``threads``
+    ``lanes`` is the hardware's P and ``banks`` its accumulator banks (kernel offsets of a conv2d
+    layer's scatter in parallel); they change only the counters, never the outputs. ``threads``
     splits the batch into that many parts run side by side (default: one per CPU, but no more than
     one per ``WORK_PER_THREAD`` synapse-steps, see :func:`_work`); samples are independent, so the
     result is the same for every split.
@@ -630,6 +635,7 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
         raise TypeError(f"model must be a golden.Model, not {type(model).__name__}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+    banks = perf.check_banks(banks)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
                                 or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
@@ -641,10 +647,10 @@ def run(model: Model, x, *, lanes: int = 1, record: bool = False, threads: int |
         n = min(os.cpu_count() or 1, n) if n > 1 else n
     n = max(1, min(int(n), len(x)))
     if n == 1:
-        return _run_batch(model, x, int(lanes), record)
+        return _run_batch(model, x, int(lanes), record, banks)
     parts = np.array_split(x, n)
     with _one_blas_thread():
-        results = list(_pool(n).map(lambda part: _run_batch(model, part, int(lanes), record), parts))
+        results = list(_pool(n).map(lambda part: _run_batch(model, part, int(lanes), record, banks), parts))
     return _concat(results)
 
 
@@ -718,15 +724,15 @@ def _concat(parts: list):
     return first                          # lanes, coding: the same in every part
 
 
-def _run_batch(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
+def _run_batch(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1) -> Result:
     """:func:`run` on one batch of checked inputs, in this thread."""
     with perf.shared_counts():            # the per-step spike counts below are the counters' too
-        return _run_arrays(model, x, P, record)
+        return _run_arrays(model, x, P, record, banks)
 
 
-def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
+def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1) -> Result:
     if model.coding == "tsc":
-        return _run_tsc(model, x, P, record)
+        return _run_tsc(model, x, P, record, banks)
     B, T = x.shape[0], model.T
     input_spikes = None
     # every map is step-major (T, B, n): each step's rows are contiguous for the recurrence, and a
@@ -781,11 +787,11 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool) -> Result:
     else:
         key = membranes
     predictions = np.argmax(key, axis=1).astype(np.int64)
-    totals, layer_counters, enc = perf.count(model, P, act)
+    totals, layer_counters, enc = perf.count(model, P, act, banks)
     return Result(predictions=predictions, counts=counts, membranes=membranes, v_final=v_final,
                   counters=totals, layer_counters=layer_counters, encoder_counters=enc, lanes=P,
                   spikes=spikes_rec if record else None,
                   input_spikes=(np.ascontiguousarray(input_spikes.transpose(1, 0, 2)).view(np.uint8)
                                 if record and input_spikes is not None else None),
                   events_in=[np.ascontiguousarray(e) for e in events_in], coding=model.coding,
-                  phase_activity=perf.phase_activity(model, P, act))
+                  phase_activity=perf.phase_activity(model, P, act, banks), banks=banks)

@@ -83,15 +83,22 @@ class CoreGeometry:
     model : Model
     lanes : int
         P, a power of two from 1 to 64.
+    banks : int
+        Accumulator banks (docs/spec.md section 3, Banks): the accumulator's banks and the weight copies
+        of bundle slots 1..banks-1 among the memories.
     """
 
-    def __init__(self, model: Model, lanes: int):
+    def __init__(self, model: Model, lanes: int, banks: int = 1):
         if not isinstance(model, Model):
             raise TypeError(f"model must be a Model, not {type(model).__name__}")
         if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
+        try:
+            self.banks = perf.check_banks(banks)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         # the core runs IF or leaky dense layers, reset by subtraction or to zero; conv2d and maxpool2d in
         # rate (rate or direct input) and tsc coding, without a leak so far (docs/spec.md, status)
         for i, l in enumerate(model.layers):
@@ -267,8 +274,16 @@ class CoreGeometry:
             "state": (P * self.state_lane_bits, self.state_depth),
             "params": (P * 4 * self.pbits, self.param_depth),
         }
+        banked = {}
         if self.spatial:
             mems["acc"] = (P * self.acc_bits, self.acc_depth)
+            if self.banks > 1:        # the banks, each as deep as the largest layer needs
+                mems["acc"] = (P * self.acc_bits, perf.bank_depth(self.model, P, self.banks))
+                banked["acc"] = self.banks
+                top = self.conv_weight_words
+                if top:               # bundle slots 1..banks-1: a copy each of the conv2d layers' weights
+                    mems["weight_copies"] = (P * self.wbits, top)
+                    banked["weight_copies"] = self.banks - 1
         if not self.membrane_readout:
             mems["counts"] = (P * self.cnt_bits, self.layers[-1].groups)
         if self.tsc:
@@ -283,8 +298,15 @@ class CoreGeometry:
         out = {}
         for k, (width, depth) in mems.items():
             depth = max(2, depth)  # the generator pads one-word memories to two
-            out[k] = {"width": width, "depth": depth, "banks": 1, "bits": width * depth}
+            nb = banked.get(k, 1)
+            out[k] = {"width": width, "depth": depth, "banks": nb, "bits": width * depth * nb}
         return out
+
+    @property
+    def conv_weight_words(self) -> int:
+        """The weight words up to the last conv2d layer's (they come before every dense layer's)."""
+        return max((lh.wbase + lh.groups * l.in_shape[0] * l.kernel ** 2
+                    for l, lh in zip(self.model.layers, self.layers) if l.kind == "conv2d"), default=0)
 
     def parameters(self) -> dict:
         return {"lanes": self.P, "T": self.T, "coding": self.model.coding, "encoding": self.model.encoding,
@@ -297,4 +319,5 @@ class CoreGeometry:
                 "resets": [l.reset for l in self.model.layers],
                 "leaks": [list(l.leak) if l.leak is not None else None for l in self.model.layers],
                 "leak_bits": self.leak_bits,
-                "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE}
+                "counter_bits": self.counter_bits, "min_state_raw_distance": perf.MIN_STATE_RAW_DISTANCE,
+                **({"banks": self.banks} if self.banks > 1 else {})}

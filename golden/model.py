@@ -342,18 +342,24 @@ class Conv2d(_Neurons):
     padding = property(lambda self: self._padding)
     channels = property(lambda self: self._weight.shape[0])
 
-    def valid_offsets(self) -> np.ndarray:
-        """(H, W) int64: for each input pixel, the kernel offsets (ky, kx) through which it reaches an
-        output position inside the map (docs/spec.md section 3, ``nv(y, x)``)."""
+    def valid_offsets_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(nv_y (H,), nv_x (W,))`` int64: per input row (column), the kernel rows ky (columns kx)
+        through which it reaches an output row (column) inside the map (docs/spec.md section 3)."""
         K, S, p = self.kernel, self._stride, self._padding
         _, H, W = self._in_shape
         _, Ho, Wo = self._out_shape
 
         def along(n: int, n_out: int) -> np.ndarray:
             d = np.arange(n)[:, None] + p - np.arange(K)[None, :]        # y + p - ky
-            return ((d % S == 0) & (d >= 0) & (d // S < n_out)).sum(axis=1)
+            return ((d % S == 0) & (d >= 0) & (d // S < n_out)).sum(axis=1).astype(np.int64)
 
-        return (along(H, Ho)[:, None] * along(W, Wo)[None, :]).astype(np.int64)
+        return along(H, Ho), along(W, Wo)
+
+    def valid_offsets(self) -> np.ndarray:
+        """(H, W) int64: for each input pixel, the kernel offsets (ky, kx) through which it reaches an
+        output position inside the map (docs/spec.md section 3, ``nv(y, x)``)."""
+        nv_y, nv_x = self.valid_offsets_axes()
+        return nv_y[:, None] * nv_x[None, :]
 
     def __eq__(self, other):
         return self._same(other) and self._stride == other._stride and self._padding == other._padding

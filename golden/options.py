@@ -16,9 +16,10 @@ from typing import Callable, Sequence
 from .errors import UsageError
 
 __all__ = ["int_range", "positive_int", "nonneg_int", "seed_int", "probability", "finite_float",
-           "positive_float", "lanes_arg", "int_list", "lanes_list", "choice_list", "check"]
+           "positive_float", "lanes_arg", "banks_arg", "int_list", "lanes_list", "banks_list", "choice_list", "check"]
 
 MAX_LANES = 64
+MAX_BANKS = 64        # golden.perf.MAX_BANKS (options imports nothing of golden's models)
 
 
 def _fail(msg: str):
@@ -97,6 +98,14 @@ def lanes_arg(text: str) -> int:
     return v
 
 
+def banks_arg(text: str) -> int:
+    """banks: the accumulator's interlacing, an integer from 1 to 64 (docs/spec.md section 3, "Banks")."""
+    v = _int(text, f"an integer from 1 to {MAX_BANKS}")
+    if v < 1 or v > MAX_BANKS:
+        _fail(f"expected an integer from 1 to {MAX_BANKS}, got {text!r}")
+    return v
+
+
 def int_list(item: Callable[[str], int], *, what: str, unique: bool = True) -> Callable[[str], list[int]]:
     """A comma-separated list, each item parsed by ``item``; no empty items, no repeats."""
 
@@ -120,6 +129,7 @@ def int_list(item: Callable[[str], int], *, what: str, unique: bool = True) -> C
 
 
 lanes_list = int_list(lanes_arg, what=f"powers of two from 1 to {MAX_LANES} (e.g. 1,2,4,8)")
+banks_list = int_list(banks_arg, what=f"integers from 1 to {MAX_BANKS} (e.g. 1,3,9)")
 
 
 def choice_list(choices: Sequence[str], *, what: str = "names") -> Callable[[str], list[str]]:

@@ -27,8 +27,10 @@ import numpy as np
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
     "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
-    "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "note_events_per_step", "breakdown", "breakdown_totals", "breakdown_parts", "phase_activity",
-    "events_per_step", "shared_counts",
+    "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "note_events_per_step",
+    "breakdown", "breakdown_totals", "breakdown_parts", "phase_activity",
+    "events_per_step", "shared_counts", "MAX_BANKS", "check_banks", "bank_shape", "layer_bank_shape", "bank_address", "bank_depth",
+    "bundle_map", "conv_bundles", "event_bundles",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,13 +321,15 @@ def note_events_per_step(ev: np.ndarray, counts: np.ndarray) -> None:
         memo[(events_per_step.__name__, id(ev))] = (ev, counts)
 
 
-def count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
-    """The counters of a batch: (totals, per-layer counters, the encoder's share)."""
+def count(model, lanes: int, act: Activity, banks: int = 1) -> tuple[dict, list, dict]:
+    """The counters of a batch: (totals, per-layer counters, the encoder's share). ``banks`` is the
+    accumulator's interlacing (:func:`bank_shape`); it changes a conv2d layer's scatter cycles only."""
+    check_banks(banks)
     with shared_counts():
-        return _count(model, lanes, act)
+        return _count(model, lanes, act, int(banks))
 
 
-def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
+def _count(model, lanes: int, act: Activity, banks: int = 1) -> tuple[dict, list, dict]:
     P, T = int(lanes), model.T
     B = act.inputs.shape[0]
     coding, direct = model.coding, model.encoding == "direct"
@@ -365,7 +369,7 @@ def _count(model, lanes: int, act: Activity) -> tuple[dict, list, dict]:
         out = act.layers[li]
         out_shape = tuple(layer.out_shape) if _spatial(layer) else None
         if _spatial(layer):
-            layers.append(_spatial_layer(model, li, P, src, src_shape, out, out_shape, direct and li == 0))
+            layers.append(_spatial_layer(model, li, P, src, src_shape, out, out_shape, direct and li == 0, banks))
             src, src_shape = out, out_shape
             src_entries = _entries(out, P, out_shape) if not last else None
             continue
@@ -461,7 +465,107 @@ def _shared_taps(layer, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return memo[key][1]
 
 
-def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direct_in: bool) -> dict:
+# ---------------------------------------------------------------------------------------------
+# kernel offsets in parallel (docs/spec.md section 3, "Banks"): the accumulator interlaced over
+# ``banks`` memories by output position, so one event's bundle of valid offsets, all of one channel
+# group, touches distinct banks and is one op cycle. banks = 1 is the one-offset-per-cycle scatter.
+
+MAX_BANKS = 64
+
+
+def check_banks(banks) -> int:
+    """``banks`` as an int, or ValueError: a positive integer up to :data:`MAX_BANKS`."""
+    if isinstance(banks, bool) or not isinstance(banks, (int, np.integer)) or not 1 <= banks <= MAX_BANKS:
+        raise ValueError(f"banks must be an integer from 1 to {MAX_BANKS}, not {banks!r}")
+    return int(banks)
+
+
+def bank_shape(kernel: int, stride: int, banks: int) -> tuple[int, int]:
+    """``(r, c)`` of a conv2d layer with this kernel and stride: a bundle covers up to ``r`` valid
+    kernel rows by ``c`` valid kernel columns of one event, and the layer uses ``r*c <= banks``
+    accumulator banks, output (oy, ox) in bank ``(oy mod r)*c + ox mod c``. Along an axis an event has
+    at most ``a = ceil(K/S)`` valid offsets, reaching consecutive output coordinates, so any ``c``
+    (``r``) consecutive ones fall into distinct banks: ``c = min(banks, a)``, ``r = min(a, banks // c)``."""
+    a = -(-int(kernel) // int(stride))
+    c = min(int(banks), a)
+    return min(a, int(banks) // c), c
+
+
+def bundle_map(layer, banks: int) -> np.ndarray:
+    """(H, W) int64: the bundles (op cycles per channel group) of an event at each input pixel,
+    ``ceil(nv_y/r) * ceil(nv_x/c)``; 0 where no offset is valid (the event is one null op). With
+    banks = 1 it is ``layer.valid_offsets()``."""
+    r, c = bank_shape(layer.kernel, layer.stride, banks)
+    nv_y, nv_x = layer.valid_offsets_axes()
+    return (-(-nv_y // r))[:, None] * (-(-nv_x // c))[None, :]
+
+
+def bank_address(layer, banks: int, og: int, oy: int, ox: int) -> tuple[int, int]:
+    """``(bank, address)`` of output word (og, oy, ox) of a conv2d or maxpool2d layer (docs/spec.md
+    section 3, "Banks"): bank ``(oy mod r)*c + ox mod c``, address ``(og*ceil(Ho/r) + oy div r)*ceil(Wo/c)
+    + ox div c``; a maxpool2d layer uses ``(r, c) = (1, 1)``: all in bank 0 at its linear address."""
+    r, c = layer_bank_shape(layer, banks)
+    _, Ho, Wo = layer.out_shape
+    return (oy % r) * c + ox % c, (og * -(-Ho // r) + oy // r) * -(-Wo // c) + ox // c
+
+
+def layer_bank_shape(layer, banks: int) -> tuple[int, int]:
+    """:func:`bank_shape` of a conv2d layer; ``(1, 1)`` for a maxpool2d layer (one op per cycle: its words
+    stay in bank 0 at their linear addresses, so its scatter and sweep need no bank mapping)."""
+    if layer.kind == "conv2d":
+        return bank_shape(layer.kernel, layer.stride, banks)
+    return 1, 1
+
+
+def bank_depth(model, lanes: int, banks: int) -> int:
+    """Words per accumulator bank: the largest ``Gc*ceil(Ho/r)*ceil(Wo/c)`` of the spatial layers (0
+    without one). With banks = 1 it is the largest ``N_l``."""
+    depth = 0
+    for layer in model.layers:
+        if _spatial(layer):
+            r, c = layer_bank_shape(layer, banks)
+            C, Ho, Wo = layer.out_shape
+            depth = max(depth, groups(C, lanes) * -(-Ho // r) * -(-Wo // c))
+    return depth
+
+
+def event_bundles(layer, banks: int, y: int, x: int) -> list:
+    """The bundles of one input event at (y, x) of a conv2d layer, for channel group 0, in issue
+    order (row chunks outer, column chunks inner): each a list of ``(ky, kx, oy, ox, bank, address)``
+    (docs/spec.md section 3, "Banks"). Written by enumeration, as the plain reference of
+    :func:`bundle_map` and of the hardware's bundle generator; [] for an event with no valid offset."""
+    K, S, p = layer.kernel, layer.stride, layer.padding
+    _, Ho, Wo = layer.out_shape
+    r, c = bank_shape(K, S, banks)
+    rows = [k for k in range(K) if (y + p - k) % S == 0 and 0 <= (y + p - k) // S < Ho]
+    cols = [k for k in range(K) if (x + p - k) % S == 0 and 0 <= (x + p - k) // S < Wo]
+    out = []
+    for i in range(0, len(rows), r):
+        for j in range(0, len(cols), c):
+            b = []
+            for ky in rows[i:i + r]:
+                for kx in cols[j:j + c]:
+                    oy, ox = (y + p - ky) // S, (x + p - kx) // S
+                    b.append((ky, kx, oy, ox, *bank_address(layer, banks, 0, oy, ox)))
+            out.append(b)
+    return out
+
+
+def conv_bundles(layer, events: np.ndarray, banks: int) -> np.ndarray:
+    """For input events (..., n_in): the bundles ``XB`` their scatter issues per channel group (the
+    ``X`` of :func:`conv_taps` when banks = 1), (...,)."""
+    if banks == 1:
+        return _shared_taps(layer, events)[0]
+    tv = _step_major(events)
+    if tv is not None:
+        return conv_bundles(layer, tv, banks).T
+    nb = np.tile(bundle_map(layer, banks).reshape(-1), layer.in_shape[0])
+    dt = np.float32 if nb.size * layer.kernel ** 2 <= 1 << 24 else np.float64   # exact, as conv_taps
+    flat = events.reshape(-1, events.shape[-1]).astype(dt)
+    return (flat @ nb.astype(dt)).astype(np.int64).reshape(events.shape[:-1])
+
+
+def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direct_in: bool, banks: int = 1) -> dict:
     """Counters of conv2d or maxpool2d layer ``li``: ``src`` (B, T, n_in) are its input events, ``out``
     (B, T, n_out) what it sends. These layers are never last."""
     layer, T = model.layers[li], model.T
@@ -475,8 +579,9 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
     if model.coding == "stcb":                 # one phase: active trains, then one sweep
         active, in_entries = _trains(src, P, src_shape)
         if conv:
-            XA, ZA = conv_taps(layer, src.any(axis=1))
-            scatter = Gc * XA + ZA
+            trains = src.any(axis=1)
+            XA, ZA = conv_taps(layer, trains)
+            scatter = Gc * conv_bundles(layer, trains, banks) + ZA
             c["weight_reads"] = Gc * XA
             c["acc_reads"] = Gc * XA + N
             X = conv_taps(layer, src)[0].sum(axis=1)
@@ -503,7 +608,8 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
     if conv:                                   # rate, direct and tsc: a scatter and a sweep per step
         Xs, Zs = _shared_taps(layer, src)
         X, Z = Xs.sum(axis=1), Zs.sum(axis=1)
-        c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + Gc * X + Z
+        XB = conv_bundles(layer, src, banks).sum(axis=1) if banks > 1 else X
+        c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + Gc * XB + Z
         c["weight_reads"] = Gc * X
         c["acc_reads"] = Gc * X + N * T
         c["syn_ops"] = layer.channels * X
@@ -537,12 +643,13 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
 # checked against the cycles counter :func:`count` computed; the two are written apart so that a
 # wrong part (or a wrong counter) shows as a mismatch
 
-def phase_activity(model, lanes: int, act: Activity) -> list:
+def phase_activity(model, lanes: int, act: Activity, banks: int = 1) -> list:
     """Per layer, the activity its phases' cycles depend on (docs/spec.md sections 3 and 4), as a dict
     of int64 arrays over the batch: ``E`` (B, T) input events per step; stcb: ``A`` (B,) active input
     trains; conv2d: ``X``, ``Z`` (B, T) valid event-offset pairs and events with no valid offset
-    (stcb: ``XA``, ``ZA`` (B,) over the active trains). Counts no cycle: :func:`breakdown_totals`
-    turns these into the parts of ``cycles``."""
+    (stcb: ``XA``, ``ZA`` (B,) over the active trains); with ``banks`` > 1 also ``XB`` (stcb: ``XBA``),
+    the bundles (:func:`conv_bundles`) that take the place of ``X`` in the scatter's cycles. Counts no
+    cycle: :func:`breakdown_totals` turns these into the parts of ``cycles``."""
     with shared_counts():
         out = []
         src = act.inputs
@@ -554,8 +661,12 @@ def phase_activity(model, lanes: int, act: Activity) -> list:
             if getattr(layer, "kind", "dense") == "conv2d":
                 if model.coding == "stcb":
                     a["XA"], a["ZA"] = conv_taps(layer, trains)
+                    if banks > 1:
+                        a["XBA"] = conv_bundles(layer, trains, banks)
                 else:
                     a["X"], a["Z"] = _shared_taps(layer, src)
+                    if banks > 1:
+                        a["XB"] = conv_bundles(layer, src, banks)
             out.append(a)
             src = act.layers[li]
         return out
@@ -587,13 +698,13 @@ def _layer_parts(model, li: int, P: int, a: dict) -> dict:
     Gc = groups(C, P)
     if coding == "stcb":                                  # one phase: scatter, its drain, one sweep
         if kind == "conv2d":
-            return {"setup": zero + LAYER_SETUP, "scatter": Gc * a["XA"] + a["ZA"], "sweep": zero + N,
+            return {"setup": zero + LAYER_SETUP, "scatter": Gc * a.get("XBA", a["XA"]) + a["ZA"], "sweep": zero + N,
                     "slot wait": zero + (N - 1) * (slot - 1), "drain": zero + drain + sdrain}
         return {"setup": zero + LAYER_SETUP, "scatter": a["A"].copy(), "sweep": zero + N,
                 "drain": zero + 2 * drain}
     gen = {"ON/OFF generator": zero + T * (N + GEN_DRAIN)} if coding == "tsc" else {}
     if kind == "conv2d":
-        scatter = Gc * a["X"].sum(axis=1) + a["Z"].sum(axis=1)
+        scatter = Gc * a.get("XB", a["X"]).sum(axis=1) + a["Z"].sum(axis=1)
     else:
         scatter = a["E"].sum(axis=1)
     if kind == "maxpool2d" and coding == "tsc":           # per step the events only; one clear sweep

@@ -12,7 +12,7 @@ import types
 
 
 from . import engine, perf
-from .cli import ArgumentParser, Output, OutputSet, add_data_options, check_outputs, guard, lanes_arg
+from .cli import ArgumentParser, Output, OutputSet, add_data_options, banks_arg, check_outputs, guard, lanes_arg
 from .io import load_model
 
 
@@ -40,11 +40,12 @@ def format_summary(summary: dict) -> list[str]:
     return lines
 
 
-def summarize(model, x, y, lanes: int) -> dict:
-    res = engine.run(model, x, lanes=lanes)
+def summarize(model, x, y, lanes: int, banks: int = 1) -> dict:
+    res = engine.run(model, x, lanes=lanes, banks=banks)
     acc = float((res.predictions == y).mean()) if len(y) else float("nan")
     return {
-        "model": model.meta(), "summary": model.summary(), "lanes": lanes, "samples": int(len(y)), "accuracy": acc,
+        "model": model.meta(), "summary": model.summary(), "lanes": lanes, "banks": banks, "samples": int(len(y)),
+        "accuracy": acc,
         "mean_counters": {k: float(v.mean()) for k, v in res.counters.items()},
         "mean_layer_spikes": [float(c["spikes"].mean()) for c in res.layer_counters],
         "mean_encoder_spikes": float(res.encoder_counters["spikes"].mean()),
@@ -57,6 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     add_data_options(p)
     p.add_argument("--lanes", type=lanes_arg, default=1, help="hardware lanes P for the counters")
+    p.add_argument("--banks", type=banks_arg, default=1,
+                   help="accumulator banks for the counters: kernel offsets of a conv2d scatter in parallel "
+                        "(docs/spec.md section 3, Banks; default 1)")
     p.add_argument("--json", default=None, metavar="FILE.json", help="write the summary as JSON here")
     a = p.parse_args(argv)
     if a.json:
@@ -66,10 +70,10 @@ def main(argv=None) -> int:
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
     engine.check_inputs(model, x)
-    s = summarize(model, x, y, a.lanes)
+    s = summarize(model, x, y, a.lanes, a.banks)
     print("\n".join(format_summary(s["summary"])))
     print(f"{a.model}: {s['samples']} {a.dataset}/{a.split} samples, accuracy {100 * s['accuracy']:.2f}%, "
-          f"lanes={a.lanes}")
+          f"lanes={a.lanes}" + (f", banks={a.banks}" if a.banks != 1 else ""))
     for k in perf.COUNTERS:
         print(f"  {k:<15} {s['mean_counters'][k]:>12.1f} per inference")
     if a.json:

@@ -28,6 +28,7 @@ from .bits import popcount
 from .config import CoreConfig
 from .counters import Counters
 from .accmem import AccKind, AccumulatorMemory
+from .banks import BankedAccumulator, BankSweepMap, ConvBundleGen, check_core_banks
 from .conv_addrgen import ConvAddressGen, ConvLayerGeom
 from .descriptor import Kind, source_maps
 from .encoders import InputLoader, RateEncoder, TrainEncoder, TscGenerator, enc_lane_layout
@@ -55,6 +56,9 @@ class SpikeCore(wiring.Component):
     model : golden.Model
     lanes : int
         P neurons updated in parallel (power of two, 1..64).
+    banks : int
+        Accumulator banks (docs/spec.md section 3, Banks): a conv2d scatter does up to ``banks`` kernel
+        offsets per cycle (1: one, the default).
 
     Members
     -------
@@ -75,8 +79,9 @@ class SpikeCore(wiring.Component):
         the accumulation ops (hw.signatures).
     """
 
-    def __init__(self, model: golden.Model, *, lanes: int = 8):
-        self._cfg = cfg = CoreConfig(model, lanes)
+    def __init__(self, model: golden.Model, *, lanes: int = 8, banks: int = 1):
+        self._cfg = cfg = CoreConfig(model, lanes, check_core_banks(banks))
+        self._banks = cfg.banks
         self.x_layout = data.StructLayout({"value": unsigned(cfg.in_bits), "last": unsigned(1)})
         self.result_layout = data.StructLayout({
             "index": unsigned(cfg.cls_bits), "count": unsigned(cfg.cnt_bits), "membrane": signed(cfg.vbits),
@@ -156,8 +161,11 @@ class SpikeCore(wiring.Component):
                      agen.state_from_memory.eq(~t0 if not cfg.stcb else 0)]
         # the fetch's op: the dense generator's fields, then (conv scatter) the accumulator word
         abits = max(1, ceil_log2(max(2, cfg.acc_depth)))
+        B = self._banks                          # banks > 1: a conv op is a bundle, slot b into bank b
         fop_layout = data.StructLayout({**agen.op_layout.members, "aaddr": unsigned(abits), "og_last": unsigned(1),
-                                        "conv": unsigned(1)})
+                                        "conv": unsigned(1),
+                                        **({"bvalid": unsigned(B), "baddr": data.ArrayLayout(unsigned(abits), B)}
+                                           if B > 1 else {})})
         fop, fop_valid = Signal(fop_layout), Signal()
         m.d.comb += [fop.as_value()[:Shape.cast(agen.op_layout).width].eq(agen.op.as_value()),
                      fop_valid.eq(agen.op_valid)]
@@ -225,8 +233,15 @@ class SpikeCore(wiring.Component):
         spatial = [(li, lh) for li, lh in enumerate(cfg.layers) if lh.spatial]
         convs = [(li, lh) for li, lh in spatial if lh.kind == "conv2d"]
         pools = [(li, lh) for li, lh in spatial if lh.kind == "maxpool2d"]
-        sub.acc = acc = AccumulatorMemory(lanes=P, width=cfg.acc_bits, depth=cfg.acc_depth)
-        aop = acc.ops.payload
+        B = self._banks
+        if B > 1:           # pools and their sweeps use bank 0, at linear addresses (docs/spec.md, Banks)
+            sub.acc = acc = BankedAccumulator(lanes=P, width=cfg.acc_bits, banks=B,
+                                              depth=perf.bank_depth(cfg.model, P, B))
+            aport = acc.ops[0]
+        else:
+            sub.acc = acc = AccumulatorMemory(lanes=P, width=cfg.acc_bits, depth=cfg.acc_depth)
+            aport = acc.ops
+        aop = aport.payload
 
         # ---- the event's (c, y, x): bit fields of the source map's packed index
         def src_pack(li):
@@ -255,8 +270,12 @@ class SpikeCore(wiring.Component):
         pool_rmw = None
         if convs:
             geoms = [ConvLayerGeom.of(cfg.model.layers[li], lh.wbase) for li, lh in convs]
-            sub.cagen = cagen = ConvAddressGen(layers=geoms, lanes=P, zero_word=cfg.weight_depth,
-                                               payload_bits=cfg.payload_in)
+            if B > 1:
+                sub.cagen = cagen = ConvBundleGen(layers=geoms, lanes=P, banks=B, zero_word=cfg.weight_depth,
+                                                  payload_bits=cfg.payload_in)
+            else:
+                sub.cagen = cagen = ConvAddressGen(layers=geoms, lanes=P, zero_word=cfg.weight_depth,
+                                                   payload_bits=cfg.payload_in)
             ce = cagen.events.payload
             m.d.comb += [cagen.layer.eq(desc.cidx), cagen.ops.ready.eq(1),
                          cagen.events.valid.eq(real_ev & conv_ph), ce.c.eq(ev_c), ce.y.eq(ev_y), ce.x.eq(ev_x)]
@@ -273,17 +292,28 @@ class SpikeCore(wiring.Component):
             # (the phase's last event may be held while the one before it still expands)
             scatter_last = scatter_last | (conv_ph & cagen.ops.valid & cop.last & final & ~cagen.held)
             with m.If(conv_ph):
-                m.d.comb += [fop_valid.eq(cagen.ops.valid), fop.waddr.eq(cop.waddr), fop.null.eq(cop.null),
-                             fop.first.eq(cop.first), fop.last.eq(cop.last), fop.group.eq(0),
-                             fop.layer.eq(seq.layer), fop.aaddr.eq(cop.aaddr),
-                             fop.og_last.eq(cop.aaddr >= desc.last_plane), fop.conv.eq(1)]
+                if B > 1:
+                    m.d.comb += [fop_valid.eq(cagen.ops.valid), fop.waddr.eq(cop.slots[0].waddr), fop.null.eq(cop.null),
+                                 fop.first.eq(cop.first), fop.last.eq(cop.last), fop.group.eq(0),
+                                 fop.layer.eq(seq.layer), fop.aaddr.eq(cop.slots[0].aaddr),   # (baddr: every slot's)
+                                 fop.og_last.eq(cop.og_last), fop.conv.eq(1),
+                                 fop.bvalid.eq(Cat(*[sl.valid for sl in cop.slots]))]
+                    m.d.comb += [fop.baddr[b].eq(cop.slots[b].aaddr) for b in range(B)]
+                else:
+                    m.d.comb += [fop_valid.eq(cagen.ops.valid), fop.waddr.eq(cop.waddr), fop.null.eq(cop.null),
+                                 fop.first.eq(cop.first), fop.last.eq(cop.last), fop.group.eq(0),
+                                 fop.layer.eq(seq.layer), fop.aaddr.eq(cop.aaddr),
+                                 fop.og_last.eq(cop.aaddr >= desc.last_plane), fop.conv.eq(1)]
                 if cfg.payload_in:
                     m.d.comb += fop.payload.eq(cop.payload)
             # the fetched weights into the accumulator word
             fo = fetch.out_op
-            with m.If(fetch.out_valid & fo.conv & ~fo.null):
-                m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(fo.aaddr), aop.kind.eq(AccKind.ADD)]
-                m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
+            if B > 1:
+                self._bundle_slots(m, seq, cop, cagen, conv_ph, fop_valid, fetch, acc, geoms)
+            else:
+                with m.If(fetch.out_valid & fo.conv & ~fo.null):
+                    m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(fo.aaddr), aop.kind.eq(AccKind.ADD)]
+                    m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
         if pools:
             sub.pscat = pscat = PoolScatter(layers=[PoolLayerGeom.of(cfg.model.layers[li]) for li, _ in pools],
                                             lanes=P, coding=cfg.coding, T=cfg.T, width=cfg.acc_bits,
@@ -296,7 +326,7 @@ class SpikeCore(wiring.Component):
             scatter_last = scatter_last | (pool_ph & last_in)
             if not cfg.tsc:
                 with m.If(pscat.ops.valid & ~pscat.ops.payload.null):
-                    m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
+                    m.d.comb += [aport.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
                                  aop.terms.eq(pscat.ops.payload.terms)]
             else:
                 pool_rmw = self._tsc_pool_rmw(m, seq, pscat.ops)
@@ -314,8 +344,20 @@ class SpikeCore(wiring.Component):
         for i in range(1, len(s)):
             m.d.sync += s[i].eq(s[i - 1])
         # (tsc: a maxpool2d layer's sweep is its clear sweep, at step 0: zero to its state words)
-        with m.If((s[1].valid & ~pool_ph) if cfg.tsc else s[1].valid):
-            m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(s[1].word), aop.kind.eq(AccKind.SWEEP)]
+        if B > 1:           # a conv2d word in its bank at its bank address, a pool's in bank 0 (linear)
+            sub.bsweep = bsm = BankSweepMap(sweeps, [perf.layer_bank_shape(cfg.model.layers[li], B) for li, _ in spatial],
+                                            [lh.kind == "conv2d" for _, lh in spatial], banks=B,
+                                            packed_bits=cfg.group_bits, word_bits=len(sw.word), addr_bits=acc.addr_bits)
+            m.d.comb += [bsm.layer.eq(desc.xidx), bsm.packed.eq(sw.packed), bsm.word.eq(sw.word)]
+            with m.If((s[1].valid & ~pool_ph) if cfg.tsc else s[1].valid):
+                with m.Switch(bsm.bank):
+                    for b in range(B):
+                        with m.Case(b):
+                            m.d.comb += [acc.ops[b].valid.eq(1), acc.ops[b].payload.addr.eq(bsm.addr),
+                                         acc.ops[b].payload.kind.eq(AccKind.SWEEP)]
+        else:
+            with m.If((s[1].valid & ~pool_ph) if cfg.tsc else s[1].valid):
+                m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(s[1].word), aop.kind.eq(AccKind.SWEEP)]
         word = acc.swept.payload.word
         if ts:                                                   # direct input: the fetch's term stage
             word_d = Signal.like(word)
@@ -341,6 +383,35 @@ class SpikeCore(wiring.Component):
         return {"reader_ready": reader_ready, "trace": trace, "scatter_last": scatter_last, "sweep": sw, "acc": acc,
                 "unit_op": unit_op, "pool_entry": pool_entry, "off_bits": off_bits, "pool_rmw": pool_rmw,
                 "clear": clear}
+
+    def _bundle_slots(self, m, seq, cop, cagen, conv_ph, fop_valid, fetch, acc, geoms):
+        """banks > 1 (docs/spec.md section 3, Banks): slot 0 of a bundle goes through the core's weight
+        fetch; slots 1..B-1 each through a weight fetch of their own, on a copy of the conv2d layers'
+        weights, in step with it (same latency, same term stage); every valid slot's terms are ADDed into
+        its bank at its bank address, carried with the op through the fetch."""
+        cfg, P, B = self._cfg, self._cfg.P, self._banks
+        top = cfg.conv_weight_words                  # the conv2d layers' words come before the dense layers' 
+        words = cfg.weight_init()[:top]
+        layout = data.StructLayout({"waddr": unsigned(max(1, ceil_log2(max(2, top)))),
+                                    "payload": unsigned(max(1, cfg.payload_in)), "first": unsigned(1)})
+        fo = fetch.out_op
+        for b in range(B):
+            if b == 0:
+                terms = fetch.terms
+            else:
+                f = WeightFetch(op_layout=layout, lanes=P, weight_bits=cfg.wbits, depth=top, init=words,
+                                multiply_bits=cfg.xbits if cfg.direct else 0, negates=cfg.tsc)
+                m.submodules[f"fetch_slot{b}"] = f
+                sl = cop.slots[b]
+                m.d.comb += [f.op_valid.eq(fop_valid & conv_ph), f.op.waddr.eq(Mux(sl.valid, sl.waddr, 0)),
+                             f.op.first.eq(cop.first), f.scale.eq(fetch.scale), f.negate.eq(fetch.negate)]
+                if cfg.payload_in:
+                    m.d.comb += f.op.payload.eq(cop.payload)
+                terms = f.terms
+            with m.If(fetch.out_valid & fo.conv & fo.bvalid[b]):
+                m.d.comb += [acc.ops[b].valid.eq(1), acc.ops[b].payload.addr.eq(fo.baddr[b]),
+                             acc.ops[b].payload.kind.eq(AccKind.ADD)]
+                m.d.comb += [acc.ops[b].payload.terms[p].eq(terms[p]) for p in range(P)]
 
     def _tsc_pool_rmw(self, m, seq, ops) -> dict:
         """tsc maxpool2d (docs/spec.md section 3): an OFF's op (the pool scatter's MAX of t into lane
@@ -600,7 +671,9 @@ class SpikeCore(wiring.Component):
         inc = {n: [] for n in self.counter_names}
         # cycles: beats taken while loading, every cycle of the phases, the readout's reads and beats
         inc["cycles"] += [loader.fired, seq.counted, readout.reading, readout.result.valid & readout.result.ready]
-        inc["weight_reads"].append(rd_op)
+        # a bundle (banks > 1) reads one weight word per valid slot
+        n_rd = Mux(op.conv, popcount(op.bvalid), 1) if self._banks > 1 else 1
+        inc["weight_reads"].append(Mux(rd_op, n_rd, 0) if self._banks > 1 else rd_op)
         inc["event_reads"].append(reader.rd_issue)
         inc["event_writes"] += [b.append for b in bufs]
         # a conv2d scatter op adds the real lanes of its channel group
@@ -612,7 +685,7 @@ class SpikeCore(wiring.Component):
             m.d.sync += [lanes_r.eq(Mux(rd_op, real_op, 0)), slots_r.eq(popcount(train))]
             inc["syn_ops"].append(lanes_r * slots_r)
         else:
-            inc["syn_ops"].append(Mux(rd_op, real_op, 0))
+            inc["syn_ops"].append(Mux(rd_op, real_op * n_rd if self._banks > 1 else real_op, 0))
         inc["param_reads"].append(store.param_rd_en)
         inc["state_reads"].append(st_rd)                            # step 0 starts from v_init
         inc["state_writes"].append(upd["valid"])

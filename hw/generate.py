@@ -19,9 +19,11 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 
 import golden
-from golden.cli import ArgumentParser, Output, OutputSet, UsageError, check_outputs, guard, lanes_arg, main_output
+from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, banks_arg, check_outputs, guard, lanes_arg,
+                        main_output)
 from golden.geometry import CoreGeometry
 
+from .banks import check_core_banks
 from .capacity import DEVICE_BLOCKS, CapacityError, check_capacity
 from .config import ConfigError
 from .core import SpikeCore
@@ -63,11 +65,11 @@ def manifest(core: SpikeCore, name: str, verilog_text: str) -> dict:
     }
 
 
-def render(model: golden.Model, lanes: int, name: str) -> tuple[str, dict]:
+def render(model: golden.Model, lanes: int, name: str, banks: int = 1) -> tuple[str, dict]:
     """The Verilog text of the core with top module ``name``, and its manifest."""
     if not _NAME_RE.match(name):
         raise UsageError(f"name must be a Verilog identifier, got {name!r}")
-    core = SpikeCore(model, lanes=lanes)
+    core = SpikeCore(model, lanes=lanes, banks=banks)
     text = convert(core, name)
     return text, manifest(core, name, text)
 
@@ -79,9 +81,9 @@ def _write(v_path: Path, j_path: Path, text: str, man: dict) -> None:
         files.commit()
 
 
-def generate(model: golden.Model, lanes: int, out_dir, name: str) -> tuple[Path, Path]:
+def generate(model: golden.Model, lanes: int, out_dir, name: str, banks: int = 1) -> tuple[Path, Path]:
     """Generate ``out_dir/name.v`` and ``out_dir/name.json``; returns both paths."""
-    text, man = render(model, lanes, name)
+    text, man = render(model, lanes, name, banks)
     out = Path(out_dir)
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
     _write(v_path, j_path, text, man)
@@ -92,6 +94,9 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m hw.generate", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64")
+    p.add_argument("--banks", type=banks_arg, default=1,
+                   help="accumulator banks: kernel offsets of a conv2d scatter in parallel (docs/spec.md section 3, "
+                        "Banks; default 1)")
     p.add_argument("--out", required=True, metavar="FILE.v",
                    help="the Verilog file, e.g. build/verilog/NAME.v; the manifest NAME.json goes next to it")
     p.add_argument("--name", default=None, help="top module name (default: the file's stem)")
@@ -118,14 +123,18 @@ def main(argv=None) -> int:
     check_outputs([Output("--out", v), Output("--out", j, note=f"the manifest, next to {v.name}")])
     model = golden.load_model(a.model)
     try:
-        fit = check_capacity(CoreGeometry(model, a.lanes), a.target, device)
-        text, man = render(model, a.lanes, name)
+        check_core_banks(a.banks)
+    except ConfigError as e:
+        raise UsageError(f"--banks: {e}") from None
+    try:
+        fit = check_capacity(CoreGeometry(model, a.lanes, a.banks), a.target, device)
+        text, man = render(model, a.lanes, name, a.banks)
     except (ConfigError, CapacityError) as e:
         raise UsageError(str(e)) from None
     man["block_rams"] = fit.as_dict()
     _write(v, j, text, man)
     print(f"wrote {v} ({len(text.splitlines())} lines, top module {name}) and {j}; "
-          f"memories {man['memory_bits_total']} bits, lanes {a.lanes}")
+          f"memories {man['memory_bits_total']} bits, lanes {a.lanes}" + (f", banks {a.banks}" if a.banks > 1 else ""))
     return 0
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from importlib import metadata, util
 from pathlib import Path
 
-from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error_line, guard, int_range, lanes_arg,
+from golden.cli import (ArgumentParser, Output, UsageError, banks_arg, check_outputs, error_line, guard, int_range, lanes_arg,
                         main_output, positive_float, positive_int)
 from golden.blockram import BLOCK_RAMS
 from golden.io import atomic_write
@@ -374,7 +374,7 @@ SPEEDS = {"ecp5": (6, 7, 8)}     # ECP5 speed grades (nextpnr --speed); 6 is the
 
 def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None, package: str | None = None,
           out=None, name: str | None = None, freq_mhz: float = 100.0, seed: int = 1, speed: int | None = None,
-          model_path: str | None = None, timeout: float = 1800, log=print) -> dict:
+          model_path: str | None = None, timeout: float = 1800, log=print, banks: int = 1) -> dict:
     """Generate, synthesise and place-and-route one core; write ``OUT.json``/``OUT.md``; return the result.
 
     Raises :class:`NoToolsError` (yowasp missing), :class:`UsageError` (bad target/device) or
@@ -402,7 +402,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
 
-    v_path, m_path = generate(model, lanes, work, top)
+    v_path, m_path = generate(model, lanes, work, top, banks)
     manifest = json.loads(m_path.read_text())
     sources, synth_top, n_xor = [v_path.name], top, 0
     if not t.out_of_context:
@@ -448,7 +448,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     result = {
         "status": "ok", "target": target, "device": device, "package": package,
         "part": t.part.get(device, device), "speed": speed if speed is not None else SPEEDS.get(target, (None,))[0],
-        "lanes": lanes, "model": model_path, "model_meta": model.meta(),
+        "lanes": lanes, **({"banks": banks} if banks > 1 else {}), "model": model_path, "model_meta": model.meta(),
         "top": top, "verilog_sha256": manifest["verilog_sha256"],   # which netlist: a result of an older core is stale
         "out_of_context": t.out_of_context, "wrapper_xor_bits": n_xor,
         "freq_target_mhz": freq_mhz, "seed": seed, "memories": manifest["memories"],
@@ -633,6 +633,9 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m hw.synth", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     p.add_argument("--lanes", type=lanes_arg, default=8, help="P, a power of two from 1 to 64")
+    p.add_argument("--banks", type=banks_arg, default=1,
+                   help="accumulator banks: kernel offsets of a conv2d scatter in parallel (docs/spec.md section 3, "
+                        "Banks; default 1)")
     p.add_argument("--target", default="ecp5", help="ecp5 or ice40")
     p.add_argument("--device", default=None, help="nextpnr device (ecp5: 25k, 45k, 85k, ...; ice40: up5k, hx8k, ...)")
     p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, CABGA381 for the 85k parts; ice40 sg48)")
@@ -654,23 +657,30 @@ def main(argv=None) -> int:
         check_outputs([Output("--out", res), Output("--out", res.with_suffix(".md"), note=f"next to {res.name}"),
                        Output("--out", res.with_suffix(""), kind="dir", note=f"work directory next to {res.name}")])
     model = golden.load_model(a.model)
+    from .banks import check_core_banks
+    from .config import ConfigError as _ConfigError
+    try:
+        check_core_banks(a.banks)
+    except _ConfigError as e:
+        raise UsageError(f"--banks: {e}") from None
     if not tools_available(a.target):
         raise NoToolsError(INSTALL_HINT)
     from .config import CoreConfig, ConfigError
     try:
-        CoreConfig(model, a.lanes)
+        CoreConfig(model, a.lanes, a.banks)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     stem = re.sub(r"\W", "_", Path(a.model).stem)
     if stem[0].isdigit():
         stem = "m_" + stem
-    out = Path(a.out).with_suffix("") if a.out else ROOT / "build" / "synth" / f"{stem}_p{a.lanes}_{a.target}"
+    out = Path(a.out).with_suffix("") if a.out else \
+        ROOT / "build" / "synth" / f"{stem}_p{a.lanes}{f'_b{a.banks}' if a.banks > 1 else ''}_{a.target}"
     top = re.sub(r"\W", "_", out.name)
     if top[0].isdigit():
         top = "core_" + top
     try:
         r = synth(model, a.lanes, a.target, device=a.device, package=a.package, out=out, name=top,
-                  freq_mhz=a.freq, seed=a.seed, speed=a.speed, model_path=str(a.model))
+                  freq_mhz=a.freq, seed=a.seed, speed=a.speed, model_path=str(a.model), banks=a.banks)
     except SynthError as e:
         sys.stderr.write(error_line("hw.synth", f"{e.status}: {e}"))
         return 1

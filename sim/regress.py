@@ -24,7 +24,7 @@ import golden
 from golden.geometry import packed_to_flat
 from golden import datasets
 from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, add_data_options, check_outputs, error_line,
-                        guard, lanes_arg, probability, seed_int)
+                        banks_arg, guard, lanes_arg, probability, seed_int)
 
 __all__ = ["regress", "RegressResult", "decode_spikes", "decode_events", "compare", "junit_xml"]
 
@@ -144,7 +144,7 @@ def _find_manifest(verilog: Path) -> dict:
 def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: int = 8,
             verilog: Path | None = None, name: str = "core", stall_prob: float = 0.0, seed: int = 0,
             waves: bool = False, localise: bool = True, log=print, fast_build: bool = False,
-            simulator: str = "verilator") -> RegressResult:
+            simulator: str = "verilator", banks: int = 1) -> RegressResult:
     """Generate (or take) the netlist, build it for ``simulator``, stream ``x``, compare with golden."""
     from hw.generate import generate
     from .runner import build, cycle_budget, run_job
@@ -152,7 +152,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
     t0 = time.perf_counter()
     if verilog is None:
         vdir = ROOT / "build" / "verilog" / name
-        verilog, mpath = generate(model, lanes, vdir, name)
+        verilog, mpath = generate(model, lanes, vdir, name, banks)
         manifest = json.loads(mpath.read_text())
         gen_s = time.perf_counter() - t0
     else:
@@ -165,14 +165,14 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
         if p["sizes"] != model.sizes or p["T"] != model.T or p["encoding"] != model.encoding \
                 or p["readout"] != model.readout:
             raise UsageError(f"--verilog {verilog} was generated for a different model ({p['sizes']}, T={p['T']})")
-        lanes = p["lanes"]
+        lanes, banks = p["lanes"], p.get("banks", 1)
     top = manifest["top"]
     import hashlib
     edited = hashlib.sha256(verilog.read_text().encode()).hexdigest() != manifest.get("verilog_sha256")
     if edited:
         log(f"note: {verilog} differs from the netlist its manifest describes (hand-edited?)")
     b = build(verilog, top, waves=waves, fast=fast_build, simulator=simulator, log=log)
-    g = golden.run(model, x, lanes=lanes)
+    g = golden.run(model, x, lanes=lanes, banks=banks)
     budget = cycle_budget(int(g.counters["cycles"].sum()), len(x) * (model.n_in + model.n_out), stall_prob)
     t1 = time.perf_counter()
     rtl = run_job(b, {"manifest": manifest, "inputs_array": x, "stall_prob": stall_prob, "seed": seed,
@@ -242,7 +242,7 @@ def regress(model: golden.Model, x: np.ndarray, y: np.ndarray | None, *, lanes: 
     cyc = g.counters["cycles"]
     eff = (g.counters["weight_reads"] + g.counters["state_writes"]).sum() / cyc.sum()
     summary = {
-        "top": top, "verilog": str(verilog), "lanes": lanes, "model": model.meta(), "samples": B,
+        "top": top, "verilog": str(verilog), "lanes": lanes, **({"banks": banks} if banks > 1 else {}), "model": model.meta(), "samples": B,
         "matching_samples": n_match, "agreement": n_match / B if B else 1.0,
         "mismatches_by_field": bad, "first_mismatch": first, "stall_prob": stall_prob, "seed": seed,
         "stall_cycles": int(rtl["stall_cycles"]), "err_range": int(rtl["err_range"]),
@@ -285,6 +285,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="integer model file (.npz)")
     add_data_options(p)
     p.add_argument("--lanes", type=lanes_arg, default=None, help="P (default 8, or the netlist's)")
+    p.add_argument("--banks", type=banks_arg, default=1,
+                   help="accumulator banks: kernel offsets of a conv2d scatter in parallel (docs/spec.md section 3, "
+                        "Banks; default 1)")
     p.add_argument("--verilog", default=None, help="verify this netlist (its manifest .json must sit next to it)")
     p.add_argument("--simulator", default="verilator", choices=SIMULATORS,
                    help="verilator (2-state, fast; default) or icarus (4-state: also checks every output for X/Z)")
@@ -299,6 +302,7 @@ def main(argv=None) -> int:
     name = re.sub(r"\W", "_", Path(a.model).stem)
     lanes = a.lanes or 8
     name = f"{name}_p{lanes}" if name and not name[0].isdigit() else f"m_{name}_p{lanes}"
+    name += f"_b{a.banks}" if a.banks > 1 else ""
     json_out = Path(a.json) if a.json else ROOT / "build" / "regress" / f"{name}.json"
     junit_out = Path(a.junit) if a.junit else json_out.with_suffix(".xml")
     # every output is checked before the model, the dataset, the build or the simulation
@@ -309,16 +313,25 @@ def main(argv=None) -> int:
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
     golden.check_inputs(model, x)
+    from hw.banks import check_core_banks
+    from hw.config import ConfigError
+    try:
+        check_core_banks(a.banks)
+    except ConfigError as e:
+        raise UsageError(f"--banks: {e}") from None
     if a.verilog and a.lanes is not None:
         man = _find_manifest(Path(a.verilog))
         if man["parameters"]["lanes"] != a.lanes:
             raise UsageError(f"--lanes: {a.lanes} contradicts the netlist's lanes={man['parameters']['lanes']}")
+    if a.verilog and a.banks != 1 and _find_manifest(Path(a.verilog))["parameters"].get("banks", 1) != a.banks:
+        raise UsageError(f"--banks: {a.banks} contradicts the netlist's banks="
+                         f"{_find_manifest(Path(a.verilog))['parameters'].get('banks', 1)}")
     try:
         ensure_simulator(a.simulator)
     except ToolchainError as e:
         raise UsageError(f"--simulator {a.simulator}: {str(e).splitlines()[0]}") from None
     try:
-        res = regress(model, x, y, lanes=lanes, verilog=Path(a.verilog) if a.verilog else None, name=name,
+        res = regress(model, x, y, lanes=lanes, banks=a.banks, verilog=Path(a.verilog) if a.verilog else None, name=name,
                       stall_prob=a.stall_prob, seed=a.seed, waves=a.waves, simulator=a.simulator,
                       log=lambda msg: print(msg, flush=True))
     except SimHang as e:            # a hardware failure, not a usage error: exit 1 like a mismatch

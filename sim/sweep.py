@@ -32,7 +32,7 @@ import numpy as np
 
 from golden import energy as en
 from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, add_data_options, check, check_outputs,
-                        error_line, guard, int_list, int_range, lanes_list, main_output, nonneg_int, positive_float,
+                        banks_list, error_line, guard, int_list, int_range, lanes_list, main_output, nonneg_int, positive_float,
                         positive_int, seed_int)
 from golden.geometry import ConfigError, CoreGeometry
 from golden.io import load_model
@@ -46,7 +46,7 @@ __all__ = ["parse_lanes", "parse_codings", "parse_T", "load_fmax", "sweep", "ver
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LANES = "1,2,4,8,16,32,64"
 
-CSV_FIELDS = ("model", "coding", "T", "lanes", "samples", "accuracy", "cycles_mean", "cycles_min", "cycles_max",
+CSV_FIELDS = ("model", "coding", "T", "lanes", "banks", "samples", "accuracy", "cycles_mean", "cycles_min", "cycles_max",
               "clock_mhz", "clock_source", "clock_netlist", "latency_us", "throughput_per_s", "cycle_efficiency",
               "weight_reads", "state_reads", "state_writes", "param_reads", "syn_ops", "neuron_updates",
               "event_reads", "event_writes", "spikes", "memory_bits", "weight_memory_bits",
@@ -193,14 +193,15 @@ def retarget(model, coding: str, T: int):
     return model.replace(**kw) if kw else model
 
 
-def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", netlist=None, fmax_file=None) -> dict:
+def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", netlist=None, fmax_file=None,
+         banks: int = 1) -> dict:
     c = {k: v.astype(np.float64) for k, v in g.counters.items()}
     cyc = g.counters["cycles"]
 
     def mean(k):
         return float(c[k].mean())
 
-    row = {"model": label, "coding": coding, "T": T, "lanes": P, "samples": int(g.batch),
+    row = {"model": label, "coding": coding, "T": T, "lanes": P, "banks": banks, "samples": int(g.batch),
            "accuracy": float((g.predictions == y).mean()) if y is not None and len(y) else None,
            "cycles_mean": float(cyc.mean()), "cycles_min": int(cyc.min()), "cycles_max": int(cyc.max()),
            "clock_mhz": clock, "clock_source": clock_source, "clock_netlist": netlist, "fmax_file": fmax_file,
@@ -210,7 +211,7 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", n
                                    "neuron_updates", "event_reads", "event_writes", "spikes")}}
     row["counters"] = {k: float(v.mean()) for k, v in c.items()}
     try:
-        mems = CoreGeometry(model, P).memories()
+        mems = CoreGeometry(model, P, banks).memories()
     except ConfigError as e:     # a coding golden runs but hw cannot build yet: no memories, no energy
         row.update({"memory_bits": None, "weight_memory_bits": None, "energy_pj": None, "memories": None,
                     "note": str(e)})
@@ -228,11 +229,12 @@ def _row(model, coding, T, P, g, y, clock, clock_source, table, label="model", n
 
 
 def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=None, table=None,
-          progress=True, keep_results=False) -> dict:
+          progress=True, keep_results=False, banks=(1,)) -> dict:
     """All configurations of one model or several (a list of Models or (label, Model) pairs).
 
     Each model runs under ``codings`` (default: its own coding) and ``Ts`` (default: its own T),
-    re-targeted with :func:`retarget`. Returns {"rows": [...], "models": {(label, coding, T): Model},
+    re-targeted with :func:`retarget`, at every lanes P and accumulator ``banks`` (golden's cycles;
+    a measured Fmax clocks banks 1 only: hw.synth's results are matched by lanes). Returns {"rows": [...], "models": {(label, coding, T): Model},
     "results": {...}}.
     """
     import golden
@@ -242,21 +244,21 @@ def sweep(model, x, y, *, lanes, codings=None, Ts=None, clock_mhz=100.0, fmax=No
         for coding in codings or [m0.coding]:
             for T in Ts or [m0.T]:
                 models[(label, coding, T)] = retarget(m0, coding, T)
-    configs = [(key, P) for key in models for P in lanes]
+    configs = [(key, P, B) for key in models for P in lanes for B in banks]
     rows, results = [], {}
     bar = Progress(len(configs), "sweep", "configurations", enabled=progress)
-    for (label, cd, T), P in configs:
+    for (label, cd, T), P, B in configs:
         m = models[(label, cd, T)]
-        g = golden.run(m, x, lanes=P)
-        f = _fmax_for(fmax, m, P)
+        g = golden.run(m, x, lanes=P, banks=B)
+        f = _fmax_for(fmax, m, P) if B == 1 else None
         if f is not None:
             clock, src = f["fmax_mhz"], f"fmax {Path(f['file']).name}"
             netlist, ffile = fmax_netlist(f, m, P), f["file"]
         else:
             clock, src, netlist, ffile = float(clock_mhz), "--clock-mhz", None, None
-        rows.append(_row(m, cd, T, P, g, y, clock, src, table, label, netlist, ffile))
+        rows.append(_row(m, cd, T, P, g, y, clock, src, table, label, netlist, ffile, banks=B))
         if keep_results:
-            results[(label, cd, T, P)] = g
+            results[(label, cd, T, P) if tuple(banks) == (1,) else (label, cd, T, P, B)] = g
         bar.update(1)
     bar.close()
     ok = [r for r in rows if r["energy_pj"] is not None]
@@ -285,22 +287,23 @@ def verify(models: dict, rows: list, k: int, x, y, *, seed: int = 0, stem: str |
     for i in progress_of(pick, "verify", "configurations", enabled=progress):
         r = cand[i]
         m = models[(r["model"], r["coding"], r["T"])]
-        P = r["lanes"]
+        P, B = r["lanes"], r.get("banks", 1)
         label = re.sub(r"\W", "_", stem or r["model"])
         label = label if label[:1].isalpha() else f"m_{label}"
         # an unmodified model uses sim.regress's own netlist name, so its Verilator builds are reused
         bases = base if isinstance(base, (list, tuple, set)) else [base]
         name = f"{label}_p{P}" if any(m is b for b in bases) else f"{label}_{r['coding']}_t{r['T']}_p{P}"
+        name += f"_b{B}" if B > 1 else ""
         t0 = time.perf_counter()
         try:
-            res = regress(m, x, y, lanes=P, name=name, log=lambda s: None)
+            res = regress(m, x, y, lanes=P, name=name, log=lambda s: None, **({"banks": B} if B > 1 else {}))
         except (SimError, ToolchainError) as e:
             verdicts.append({"model": r["model"], "coding": r["coding"], "T": r["T"], "lanes": P, "samples": 0, "cycles_match": False,
                              "verdict": "ERROR", "error": str(e).splitlines()[0], "first_cycle_mismatch": None,
                              "regress_first_mismatch": str(e).splitlines()[0], "predicted_cycles_mean": float("nan"),
                              "rtl_cycles_mean": float("nan"), "seconds": round(time.perf_counter() - t0, 1)})
             continue
-        g = golden.run(m, x, lanes=P)
+        g = golden.run(m, x, lanes=P, banks=B)
         pred = [int(v) for v in g.counters["cycles"]]
         rtl = [int(s["counters_rtl"]["cycles"]) for s in res.samples]
         diff = [j for j, (a, b) in enumerate(zip(pred, rtl)) if a != b]
@@ -387,8 +390,10 @@ def figures(rows: list, title: str) -> dict:
     figs = {}
     groups = {}
     multi = len({r["model"] for r in rows}) > 1
+    banked = len({r.get("banks", 1) for r in rows}) > 1
     for r in rows:
-        groups.setdefault((r["coding"], r["T"], r["model"] if multi else ""), []).append(r)
+        lb = ((r["model"] + (", " if banked else "")) if multi else "") + (f"banks={r['banks']}" if banked else "")
+        groups.setdefault((r["coding"], r["T"], lb), []).append(r)
     name = lambda cd, T, lb: f"{lb + ': ' if lb else ''}{cd}, T={T}"  # noqa: E731
     clocked = clock_note(rows)
 
@@ -507,14 +512,17 @@ def _sib(out: Path, suffix: str) -> Path:
 def table_markdown(rows: list) -> str:
     """The sweep as a Markdown table (one line per configuration; a model column when there are several)."""
     multi = len({r["model"] for r in rows}) > 1
-    lines = [("| model " if multi else "") + "| coding | T | P | accuracy | cycles | clock (MHz) | latency (µs) | "
+    banked = any(r.get("banks", 1) != 1 for r in rows)
+    lines = [("| model " if multi else "") + "| coding | T | P | " + ("banks | " if banked else "") + "accuracy | cycles | clock (MHz) | latency (µs) | "
              "inferences/s | memory (bits) | energy (nJ) | Pareto |",
-             ("| --- " if multi else "") + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             ("| --- " if multi else "") + "| --- | --- | --- | " + ("--- | " if banked else "")
+             + "--- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
         e = "-" if r["energy_pj"] is None else f"{r['energy_pj'] / 1e3:.2f}"
         lines.append((f"| {r['model']} " if multi else "") +
-                     f"| {r['coding']} | {r['T']} | {r['lanes']} | {acc} | {r['cycles_mean']:.1f} | "
+                     f"| {r['coding']} | {r['T']} | {r['lanes']} | " + (f"{r['banks']} | " if banked else "")
+                     + f"{acc} | {r['cycles_mean']:.1f} | "
                      f"{r['clock_mhz']:.2f}{_clock_mark(r)} | {r['latency_us']:.2f} | {r['throughput_per_s']:.0f} | "
                      f"{r['memory_bits'] if r['memory_bits'] is not None else '-'} | {e} | "
                      f"{'*' if r['pareto'] else ''} |")
@@ -544,6 +552,9 @@ def main(argv=None) -> int:
                    help="integer model file(s) (.npz); several (e.g. one per coding, same task) are swept side by side")
     p.add_argument("--lanes", type=lanes_list, default=DEFAULT_LANES,
                    help=f"comma-separated lane counts, powers of two from 1 to 64 (default {DEFAULT_LANES})")
+    p.add_argument("--banks", type=banks_list, default=[1],
+                   help="comma-separated accumulator banks, integers from 1 to 64: kernel offsets of a conv2d scatter "
+                        "in parallel (docs/spec.md section 3, Banks; default 1)")
     p.add_argument("--codings", default=None, help=f"comma-separated codings golden supports "
                                                    f"({', '.join(CODINGS)}); re-targets each model "
                                                    f"(default: each model's own)")
@@ -600,7 +611,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     s = sweep(models, x, y, lanes=lanes, codings=codings, Ts=Ts, clock_mhz=a.clock_mhz, fmax=fmax, table=table,
-              progress=not a.no_progress)
+              progress=not a.no_progress, banks=a.banks)
     rows = s["rows"]
     notes = fmax_notes(rows)
     for n in notes:                    # said, never silent: these latencies are clocked by another core's Fmax
@@ -616,7 +627,8 @@ def main(argv=None) -> int:
                   f"samples (predicted {v['predicted_cycles_mean']:.1f}, RTL {v['rtl_cycles_mean']:.1f} "
                   f"cycles/inference; {v['seconds']} s)")
     doc = {"models": {label: {"path": str(path), "meta": m.meta()} for (label, m), path in zip(models, a.model)},
-           "dataset": a.dataset, "split": a.split, "samples": int(len(x)), "lanes": lanes, "codings": codings,
+           "dataset": a.dataset, "split": a.split, "samples": int(len(x)), "lanes": lanes, "banks": a.banks,
+           "codings": codings,
            "T": Ts, "clock_mhz": a.clock_mhz, "clock_note": clock_note(rows), "fmax": fmax, "fmax_notes": notes,
            "energy_table": table,
            "rows": rows, "verify": verdicts, "seconds": round(time.perf_counter() - t0, 1)}

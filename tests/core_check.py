@@ -4,12 +4,15 @@ import golden
 from hw.pysim import simulate
 
 
-def run_both(model, x, lanes, **kw):
+def run_both(model, x, lanes, banks=1, **kw):
     """Simulate the core on ``x`` and run golden; assert predictions, counts, membranes, every counter,
     every layer's and the encoder's spikes, and no error flag, equal. Returns (core's outputs, golden's
-    Result)."""
+    Result). ``banks``: the accumulator banks of both."""
+    if banks != 1:
+        from hw.core import SpikeCore
+        kw["core"] = SpikeCore(model, lanes=lanes, banks=banks)
     hw = simulate(model, x, lanes=lanes, **kw)
-    g = golden.run(model, x, lanes=lanes)
+    g = golden.run(model, x, lanes=lanes, banks=banks)
     assert hw["predictions"].tolist() == g.predictions.tolist()
     assert hw["counts"].tolist() == g.counts.tolist()
     assert hw["membranes"].tolist() == g.membranes.tolist()
