@@ -64,6 +64,8 @@ class BankedAccumulator(wiring.Component):
         The old word of the ``SWEEP`` op issued in cycle c, with its bank and address, in c + ``LATENCY``.
     forwarded : Out(1)
         Some bank forwarded a write to the op whose old word it has now.
+    merged : Out(1)
+        Some bank's pool op met a window that already held a spike (:class:`AccumulatorMemory`'s).
     acc_read, acc_write : Out(range(banks + 1))
         Counter increments: the words read (ops but ``CLEAR``) in this cycle over all banks; the words
         written in this cycle.
@@ -87,7 +89,7 @@ class BankedAccumulator(wiring.Component):
                                        always_ready=True)).array(banks),
             "swept": Out(stream.Signature(banked_swept_layout(bank_bits=self._bbits, addr_bits=abits,
                                                               word=self.word_layout), always_ready=True)),
-            "forwarded": Out(1), "acc_read": Out(range(banks + 1)), "acc_write": Out(range(banks + 1))})
+            "forwarded": Out(1), "merged": Out(1), "acc_read": Out(range(banks + 1)), "acc_write": Out(range(banks + 1))})
 
     @property
     def banks(self) -> int:
@@ -115,6 +117,7 @@ class BankedAccumulator(wiring.Component):
                      self.swept.payload.word.eq(word), self.swept.payload.addr.eq(addr),
                      self.swept.payload.bank.eq(bank),
                      self.forwarded.eq(Cat(*[mem.forwarded for mem in mems]).any()),
+                     self.merged.eq(Cat(*[mem.merged for mem in mems]).any()),
                      self.acc_read.eq(sum(mem.acc_read for mem in mems)),
                      self.acc_write.eq(sum(mem.acc_write for mem in mems))]
         return m
@@ -290,11 +293,12 @@ class ConvBundleGen(wiring.Component):
         # ---- stage 1: the event taken, with its ROM rows
         hold, take = Signal(), Signal()
         h_y, h_x = Signal(self.rom_layout), Signal(self.rom_layout)
-        h_c, h_payload = Signal.like(ev.c), Signal.like(ev.payload)
+        h_payload = Signal.like(ev.payload)
+        h_ck = Signal(W)                  # c * K * K, registered: the multiplier ends a stage (as ConvAddressGen)
         h_wp = Signal(W)
         m.d.comb += self.events.ready.eq(~hold | take)
         with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [hold.eq(1), h_y.eq(yr.data), h_x.eq(xr.data), h_c.eq(ev.c), h_payload.eq(ev.payload),
+            m.d.sync += [hold.eq(1), h_y.eq(yr.data), h_x.eq(xr.data), h_ck.eq(ev.c * ksq), h_payload.eq(ev.payload),
                          h_wp.eq(wbase + yr.data.k0s + xr.data.k0s)]
         with m.Elif(take):
             m.d.sync += hold.eq(0)
@@ -324,7 +328,7 @@ class ConvBundleGen(wiring.Component):
         m.d.comb += take.eq(hold & (~busy | (done & last)))
 
         h_w0 = Signal(W)
-        m.d.comb += h_w0.eq(h_wp + h_c * ksq)
+        m.d.comb += h_w0.eq(h_wp + h_ck)
         with m.If(take):
             m.d.sync += [busy.eq(1), first.eq(1), og.eq(0), payload.eq(h_payload),
                          null.eq((h_y.n == 0) | (h_x.n == 0)), dy.eq(h_y.d), dx.eq(h_x.d),
