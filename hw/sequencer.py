@@ -72,10 +72,17 @@ class Sequencer(wiring.Component):
         return encode_cycles(self._cfg, layer)
 
     def drain_cycles(self) -> int:
+        """The DRAIN after a phase that ends in the neuron unit: a dense phase, a conv2d sweep (stcb:
+        the slot unit's pass over the last group or word and its pipeline)."""
         cfg = self._cfg
         if cfg.stcb:
             return perf.stcb_layer_drain(cfg.T, cfg.taps, cfg.direct)
         return perf.layer_drain(cfg.coding, cfg.model.encoding)
+
+    def scatter_drain_cycles(self) -> int:
+        """The pipeline's drain after a scatter, or after a maxpool2d sweep (its words go to the
+        accumulator memory or the event buffer, not through the slot unit): ``layer_drain``."""
+        return perf.layer_drain(self._cfg.coding, self._cfg.model.encoding)
 
     def elaborate(self, platform):
         m = Module()
@@ -132,8 +139,8 @@ class Sequencer(wiring.Component):
                 with m.If(self.reader_last):
                     # a scatter's ISSUE ends when its last op leaves the conv address generator or the
                     # pool scatter, LATENCY cycles after its event left the reader: its DRAIN is shorter by that
-                    conv_drain = self.drain_cycles() - ConvAddressGen.LATENCY
-                    pool_drain = self.drain_cycles() - PoolScatter.LATENCY
+                    conv_drain = self.scatter_drain_cycles() - ConvAddressGen.LATENCY
+                    pool_drain = self.scatter_drain_cycles() - PoolScatter.LATENCY
                     m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(~spatial),
                                  wait.eq(Mux(self.desc.kind == Kind.CONV, conv_drain - 1,
                                              Mux(spatial, pool_drain - 1, self.drain_cycles() - 1)))]
@@ -146,7 +153,10 @@ class Sequencer(wiring.Component):
                 with m.If(self.sweep_last & tsc_pool):         # the clear sweep: its writes need no drain
                     self._next_phase(m, layer_next, begin_step, enter_encode, enter_setup)
                 with m.Elif(self.sweep_last):
-                    m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(1), wait.eq(self.drain_cycles() - 1)]
+                    # a conv2d sweep drains through the neuron unit (stcb: the slot unit), a pool's does not
+                    m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(1),
+                                 wait.eq(Mux(self.desc.kind == Kind.CONV, self.drain_cycles() - 1,
+                                             self.scatter_drain_cycles() - 1))]
             with m.Case(Phase.FINISH):
                 with m.If(wait == 0):
                     m.d.sync += self.phase.eq(Phase.READOUT)
