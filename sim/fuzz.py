@@ -48,12 +48,20 @@ def _sizes(rng: random.Random, n: int) -> list[int]:
                         else rng.randint(1, 24)]) for _ in range(n)]
 
 
-def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
-    """A random rate-coded convolutional network (what the core runs: conv2d and maxpool2d in rate
-    coding): 1-2 conv layers with kernels 1-5, strides 1-2 and any padding < K, channel counts drawn
-    regardless of P, non-square maps, a 2x2 or 3x3 pool where the map allows, then 1-2 dense layers;
-    rate or direct input (direct: one input channel), either readout, either reset per layer."""
+# the codings whose convolutional networks --conv draws
+CONV_CODINGS = ("rate", "stcb")
+
+
+def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndarray, int, dict]:
+    """A random convolutional network in ``coding`` (``rate`` or ``stcb``): 1-2 conv layers with kernels
+    1-5, strides 1-2 and any padding < K, channel counts drawn regardless of P, non-square maps, a 2x2 or
+    3x3 pool where the map allows, then 1-2 dense layers; rate or direct input (direct: one input
+    channel), either readout, either reset per layer; stcb: an STEB kernel of 1-3 taps on some layers
+    (drawn from a generator of its own, so the rest of a seed's network is the same in both codings)."""
+    if coding not in CONV_CODINGS:
+        raise ValueError(f"coding must be one of {', '.join(CONV_CODINGS)}, not {coding!r}")
     rng = random.Random(f"conv {seed}")
+    hrng = random.Random(f"conv kernel {seed}")
     nprng = np.random.default_rng([seed, 7])
     for _ in range(100):
         encoding = rng.choice(["rate", "direct"])
@@ -65,6 +73,12 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
         T = rng.randint(1, 8)
         input_max = rng.randint(1, 63)
         layers = []
+
+        def kernel() -> tuple:
+            if coding != "stcb" or hrng.random() >= 0.5:
+                return (1,)
+            h = tuple(hrng.randint(-2, 2) for _ in range(hrng.randint(1, min(3, T))))
+            return h if any(h) else (1,)
 
         def neuron_params(n, fan_in):
             scale = max(1, int(lim * fan_in * 0.5) // max(1, rng.randint(1, 6)))
@@ -78,8 +92,8 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
                     continue
                 co = rng.randint(1, 12)
                 b, th, v0, reset = neuron_params(co, shape[0] * K * K)
-                layers.append(Conv2d(nprng.integers(-lim, lim, (co, shape[0], K, K)), b, th, v0, in_shape=shape,
-                                     stride=S, padding=pad, reset=reset))
+                layers.append(Conv2d(nprng.integers(-lim, lim, (co, shape[0], K, K)), b, th, v0, kernel(),
+                                     in_shape=shape, stride=S, padding=pad, reset=reset))
                 shape = layers[-1].out_shape
                 ks = [k for k in (2, 3) if shape[1] % k == 0 and shape[2] % k == 0]
                 if ks and rng.random() < 0.5:
@@ -90,15 +104,15 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
             n = int(np.prod(shape))
             for n_out in [rng.randint(1, 16) for _ in range(rng.choice([1, 1, 2]))]:
                 b, th, v0, reset = neuron_params(n_out, n)
-                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, reset=reset))
+                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, kernel(), reset=reset))
                 n = n_out
-            model = Model(layers, T=T, encoding=encoding, input_max=input_max,
+            model = Model(layers, T=T, coding=coding, encoding=encoding, input_max=input_max,
                           readout=rng.choice(["count", "membrane"]), weight_bits=wb)
         except ModelError:
             continue
         lanes = rng.choice([1, 2, 4, 8, 16])
         x = adversarial_samples(model, nprng)
-        info = {"seed": seed, "mode": "conv", "sizes": model.sizes, "coding": "rate", "T": T, "lanes": lanes,
+        info = {"seed": seed, "mode": "conv", "sizes": model.sizes, "coding": coding, "T": T, "lanes": lanes,
                 "weight_bits": wb, "resets": [l.reset for l in model.layers], "input_shape": list(in_shape),
                 "layers": [repr(l) for l in model.layers]}
         return model, x, lanes, info
@@ -108,9 +122,11 @@ def random_conv_network(seed: int) -> tuple[Model, np.ndarray, int, dict]:
 def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0) -> tuple[Model, np.ndarray, int, dict]:
     """A random valid network, its input samples, the lane count and what was drawn. With probability
     ``conv`` (drawn from a generator of its own, so a seed's dense network does not change with it) a
-    rate-coding campaign's seed draws a convolutional network instead (:func:`random_conv_network`)."""
-    if "rate" in codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
-        return random_conv_network(seed)
+    seed of a campaign with rate or stcb among its codings draws a convolutional network instead
+    (:func:`random_conv_network`), in one of those codings (chosen by a generator of its own too)."""
+    conv_codings = [c for c in CONV_CODINGS if c in codings]
+    if conv_codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
+        return random_conv_network(seed, random.Random(f"conv coding {seed}").choice(conv_codings))
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
     for _ in range(100):
@@ -400,8 +416,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="build/fuzz/fuzz.json", metavar="FILE.json",
                    help="campaign summary with every network (default build/fuzz/fuzz.json)")
     p.add_argument("--conv", type=probability, default=0.0,
-                   help="probability in [0, 1) that a seed draws a convolutional rate-coding network (conv2d, "
-                        "maxpool2d, dense; default 0: dense networks only, as earlier campaigns)")
+                   help="probability in [0, 1) that a seed draws a convolutional network (conv2d, maxpool2d, "
+                        "dense) in rate or stcb coding, whichever --coding has; default 0: dense networks only, as "
+                        "earlier campaigns)")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")

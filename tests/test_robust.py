@@ -110,9 +110,27 @@ def test_conv_draws_cover_the_shapes_the_core_runs():
         assert m1 == m0 or any(l.kind != "dense" for l in m1.layers)
 
 
-@pytest.mark.parametrize("seed", [2, 6])
-def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed):
+def test_conv_draws_in_stcb_have_kernels_and_both_codings_are_drawn():
+    """sim.fuzz --conv also draws stcb conv networks (with STEB kernels of several taps on some layers),
+    which the core accepts; a campaign of rate and stcb draws both; a rate-only campaign only rate."""
+    from sim.fuzz import random_conv_network
+    taps = set()
+    for seed in range(30):
+        model, x, lanes, info = random_conv_network(seed, "stcb")
+        assert model.coding == info["coding"] == "stcb"
+        CoreGeometry(model, lanes)
+        taps |= {len(l.h) for l in model.layers if hasattr(l, "h") and list(l.h) != [1]}
+    assert taps == {1, 2, 3}
+    both = {random_network(seed, ("rate", "stcb"), 0.99)[3]["coding"] for seed in range(20)}
+    assert both == {"rate", "stcb"}
+    assert {random_network(seed, ("rate", "tsc"), 0.99)[3]["coding"] for seed in range(20)} <= {"rate", "tsc"}
+    with pytest.raises(ValueError, match="coding must be one of rate, stcb"):
+        random_conv_network(0, "tsc")
+
+
+@pytest.mark.parametrize("seed, coding", [(2, "rate"), (6, "rate"), (17, "stcb"), (35, "stcb")])
+def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed, coding):
     from core_check import run_both
     from sim.fuzz import random_conv_network
-    model, x, lanes, _ = random_conv_network(seed)
+    model, x, lanes, _ = random_conv_network(seed, coding)
     run_both(model, x[:4], lanes)
