@@ -51,7 +51,9 @@ class Sequencer(wiring.Component):
     A conv2d or maxpool2d layer's phase (docs/spec.md section 3) is SETUP, ISSUE (the scatter: it ends
     in the cycle its last op leaves the conv address generator or pool scatter, their ``LATENCY``
     cycles after its event left the reader, so the DRAIN that follows is shorter by as much), DRAIN,
-    SWEEP (N words, one per cycle), DRAIN; a tsc maxpool2d layer's is SETUP, ISSUE, DRAIN, and at step 0
+    SWEEP (N words, one per cycle; an stcb conv2d layer's one every T*taps cycles, for the slot unit), DRAIN
+    (stcb: after a conv2d sweep the slot unit's ``stcb_layer_drain``, after a scatter or a pool's sweep
+    ``layer_drain``); a tsc maxpool2d layer's is SETUP, ISSUE, DRAIN, and at step 0
     then its clear SWEEP.
     counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
     """
