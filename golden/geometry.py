@@ -100,11 +100,11 @@ class CoreGeometry:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         # the core runs IF or leaky dense layers, reset by subtraction or to zero; conv2d and maxpool2d in
-        # rate (rate or direct input) and tsc coding, without a leak so far (docs/spec.md, status)
+        # every coding, without a leak so far (docs/spec.md, status)
         for i, l in enumerate(model.layers):
-            if l.kind != "dense" and model.coding == "stcb":
-                raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate and tsc coding "
-                                  f"only (not stcb yet)")
+            if l.kind != "dense" and model.coding == "stcb" and self.banks > 1:
+                raise ConfigError(f"layer {i}: banks > 1 on an stcb {l.kind} layer is not built yet (its T-slot "
+                                  f"accumulator words are not banked); use banks 1")
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
                                   f"hardware core, not {l.in_shape[0]}")
@@ -192,6 +192,8 @@ class CoreGeometry:
                 lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
                 ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
         self.acc_bits = signed_bits(*_span(*ranges))
+        # an accumulator-memory lane: stcb keeps T slots per lane (slot t of lane p at element p*T + t)
+        self.acc_lane_bits = self.acc_bits * (T if self.stcb else 1)
         # the leak per layer as the neuron units' multiplier and shifter run it: (num, shift), a layer
         # without a leak the identity. When every leaky layer shifts by the same s, the identity is
         # (2**s, s), so the shift is a constant (wiring, no shifter), unless the product would pass 64
@@ -276,9 +278,9 @@ class CoreGeometry:
         }
         banked = {}
         if self.spatial:
-            mems["acc"] = (P * self.acc_bits, self.acc_depth)
+            mems["acc"] = (P * self.acc_lane_bits, self.acc_depth)
             if self.banks > 1:        # the banks, each as deep as the largest layer needs
-                mems["acc"] = (P * self.acc_bits, perf.bank_depth(self.model, P, self.banks))
+                mems["acc"] = (P * self.acc_lane_bits, perf.bank_depth(self.model, P, self.banks))
                 banked["acc"] = self.banks
                 top = self.conv_weight_words
                 if top:               # bundle slots 1..banks-1: a copy each of the conv2d layers' weights

@@ -430,8 +430,8 @@ def _count(model, lanes: int, act: Activity, banks: int = 1) -> tuple[dict, list
 
 
 # ---------------------------------------------------------------------------------------------
-# conv2d and maxpool2d layers (schema 2): golden only for now; docs/spec.md sections 3 and 4 define
-# the event-driven dataflow the next hardware step builds. A step scatters each input event over the
+# conv2d and maxpool2d layers (schema 2), in every coding on the core; docs/spec.md sections 3 and 4
+# define the event-driven dataflow. A step scatters each input event over the
 # kernel offsets that reach an output (one weight word per offset and group of P output channels,
 # accumulated into an accumulator memory), then sweeps every output word (state, parameters, update,
 # spikes). A pool ORs its input events into the accumulator and sweeps it.

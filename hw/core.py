@@ -234,12 +234,16 @@ class SpikeCore(wiring.Component):
         convs = [(li, lh) for li, lh in spatial if lh.kind == "conv2d"]
         pools = [(li, lh) for li, lh in spatial if lh.kind == "maxpool2d"]
         B = self._banks
+        T = cfg.T
+        pw = max(cfg.payload_in, cfg.payload_ab)       # the events' payload: direct input's value, stcb's train
         if B > 1:           # pools and their sweeps use bank 0, at linear addresses (docs/spec.md, Banks)
             sub.acc = acc = BankedAccumulator(lanes=P, width=cfg.acc_bits, banks=B,
                                               depth=perf.bank_depth(cfg.model, P, B))
             aport = acc.ops[0]
         else:
-            sub.acc = acc = AccumulatorMemory(lanes=P, width=cfg.acc_bits, depth=cfg.acc_depth)
+            # stcb: T slots per lane (slot t of lane p at element p*T + t); a pool's lane is the T slots' bits
+            sub.acc = acc = AccumulatorMemory(lanes=P * T if cfg.stcb else P, width=cfg.acc_bits,
+                                              depth=cfg.acc_depth)
             aport = acc.ops
         aop = aport.payload
 
@@ -275,11 +279,11 @@ class SpikeCore(wiring.Component):
                                                   payload_bits=cfg.payload_in)
             else:
                 sub.cagen = cagen = ConvAddressGen(layers=geoms, lanes=P, zero_word=cfg.weight_depth,
-                                                   payload_bits=cfg.payload_in)
+                                                   payload_bits=pw)
             ce = cagen.events.payload
             m.d.comb += [cagen.layer.eq(desc.cidx), cagen.ops.ready.eq(1),
                          cagen.events.valid.eq(real_ev & conv_ph), ce.c.eq(ev_c), ce.y.eq(ev_y), ce.x.eq(ev_x)]
-            if cfg.payload_in:
+            if pw:
                 m.d.comb += ce.payload.eq(rev.payload.payload)
             reader_ready = Mux(conv_ph, cagen.events.ready | rev.payload.null, 1)
             # the ops of the phase's last event are its last
@@ -304,7 +308,7 @@ class SpikeCore(wiring.Component):
                                  fop.first.eq(cop.first), fop.last.eq(cop.last), fop.group.eq(0),
                                  fop.layer.eq(seq.layer), fop.aaddr.eq(cop.aaddr),
                                  fop.og_last.eq(cop.aaddr >= desc.last_plane), fop.conv.eq(1)]
-                if cfg.payload_in:
+                if pw:
                     m.d.comb += fop.payload.eq(cop.payload)
             # the fetched weights into the accumulator word
             fo = fetch.out_op
@@ -313,34 +317,47 @@ class SpikeCore(wiring.Component):
             else:
                 with m.If(fetch.out_valid & fo.conv & ~fo.null):
                     m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(fo.aaddr), aop.kind.eq(AccKind.ADD)]
-                    m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
+                    if cfg.stcb:      # the weight into the slots whose train bit is set (direct input: all)
+                        train = fo.payload[:T]
+                        if cfg.direct:
+                            train = Mux(seq.layer == 0, (1 << T) - 1, train)
+                        m.d.comb += [aop.terms[p * T + t].eq(Mux(train[t], fetch.terms[p], 0))
+                                     for p in range(P) for t in range(T)]
+                    else:
+                        m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
         if pools:
             sub.pscat = pscat = PoolScatter(layers=[PoolLayerGeom.of(cfg.model.layers[li]) for li, _ in pools],
-                                            lanes=P, coding=cfg.coding, T=cfg.T, width=cfg.acc_bits,
+                                            lanes=P, coding=cfg.coding, T=cfg.T, width=cfg.acc_lane_bits,
                                             addr_bits=acc.addr_bits)
             pe_ = pscat.events.payload
             m.d.comb += [pscat.layer.eq(desc.pidx), pscat.t.eq(seq.t), pscat.ops.ready.eq(1),
                          pscat.events.valid.eq(real_ev & pool_ph), pe_.c.eq(ev_c), pe_.y.eq(ev_y), pe_.x.eq(ev_x)]
+            if cfg.stcb:                                         # the event's train, ORed into its lane
+                m.d.comb += pe_.payload.eq(rev.payload.payload[:T])
             last_in = Signal()                                   # its op leaves a cycle after the event
             m.d.sync += last_in.eq(pscat.events.valid & rev.payload.last)
             scatter_last = scatter_last | (pool_ph & last_in)
             if not cfg.tsc:
                 with m.If(pscat.ops.valid & ~pscat.ops.payload.null):
                     m.d.comb += [aport.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
-                                 aop.terms.eq(pscat.ops.payload.terms)]
+                                 aop.terms.as_value().eq(pscat.ops.payload.terms.as_value())]
             else:
                 pool_rmw = self._tsc_pool_rmw(m, seq, pscat.ops)
 
         # ---- the sweep: walker (c), SWEEP op (c + 1), swept word (c + 3), [term stage], neuron unit
         sweeps = [SweepLayer(lh.groups, lh.out_shape[1], lh.out_shape[2], lh.pack[0], lh.pack[1])
                   for _, lh in spatial]
-        sub.sweep = sw = SweepGen(sweeps, packed_bits=cfg.group_bits)
+        # stcb: a conv2d layer's words go to the serial slot unit, one every T * taps cycles
+        slot = max(1, perf.stcb_group_cycles(cfg.T, cfg.taps)) if cfg.stcb and convs else 1
+        sub.sweep = sw = SweepGen(sweeps, packed_bits=cfg.group_bits, max_spacing=slot)
         m.d.comb += [sw.start.eq(seq.sweep_start), sw.layer.eq(desc.xidx), seq.sweep_last.eq(sw.last)]
+        if slot > 1:
+            m.d.comb += sw.spacing.eq(Mux(conv_ph, slot, 1))
         meta = data.StructLayout({"valid": unsigned(1), "word": unsigned(len(sw.word)),
-                                  "name": unsigned(cfg.group_bits), "og_last": unsigned(1)})
+                                  "name": unsigned(cfg.group_bits), "og_last": unsigned(1), "og": unsigned(len(sw.og))})
         s = [Signal(meta, name=f"sweep_s{i}") for i in range(4 + ts)]
         m.d.comb += [s[0].valid.eq(sw.valid), s[0].word.eq(sw.word), s[0].name.eq(sw.packed),
-                     s[0].og_last.eq(sw.og_last)]
+                     s[0].og_last.eq(sw.og_last), s[0].og.eq(sw.og)]
         for i in range(1, len(s)):
             m.d.sync += s[i].eq(s[i - 1])
         # (tsc: a maxpool2d layer's sweep is its clear sweep, at step 0: zero to its state words)
@@ -366,11 +383,17 @@ class SpikeCore(wiring.Component):
         u = s[3 + ts]
         unit_op = {"valid": u.valid & conv_ph, "next": s[2 + ts].valid & conv_ph, "og_last": u.og_last,
                    "name": u.name, "off": u.word, "word": word}
-        # a pool word with a set lane becomes an entry, a cycle after its swept word
-        pool_entry = {"valid": Signal(), "group": Signal(cfg.group_bits), "mask": Signal(P)}
-        lanes_set = Cat(*[w != 0 for w in acc.swept.payload.word])
+        # a pool word with a set lane becomes an entry, a cycle after its swept word (stcb: with its trains,
+        # the low T bits of each lane's T slots)
+        pool_entry = {"valid": Signal(), "group": Signal(cfg.group_bits), "mask": Signal(P),
+                      "trains": [Signal(T, name=f"pool_train{p}") for p in range(P)] if cfg.stcb else None}
+        lb = cfg.acc_lane_bits
+        pool_lanes = [acc.swept.payload.word.as_value()[p * lb:p * lb + (T if cfg.stcb else lb)] for p in range(P)]
+        lanes_set = Cat(*[w != 0 for w in pool_lanes])
         m.d.sync += [pool_entry["valid"].eq(acc.swept.valid & pool_ph & (lanes_set != 0)),
                      pool_entry["group"].eq(s[3].name), pool_entry["mask"].eq(lanes_set)]
+        if cfg.stcb:
+            m.d.sync += [pool_entry["trains"][p].eq(pool_lanes[p]) for p in range(P)]
         off_bits = max(1, ceil_log2(max([l.groups for l in cfg.layers if not l.spatial] +
                                          [l.words for l in cfg.layers if l.spatial]) + 1))
         clear = sw.valid & pool_ph & C(int(cfg.tsc), 1)
@@ -380,9 +403,12 @@ class SpikeCore(wiring.Component):
                  "merged": acc.merged | (pool_rmw["merged"] if pool_rmw is not None else 0),
                  "empty_step": null_ev & rev.ready & (conv_ph | pool_ph),
                  "stall": real_ev & ~rev.ready & conv_ph}
+        # a conv2d word's parameter word: read in the walker's cycle, or (stcb) timed to arrive with its
+        # swept word, which the slot unit's handoff takes in its cycle (words may follow each other closely)
+        prm = s[1 + ts] if cfg.stcb else s[0]
         return {"reader_ready": reader_ready, "trace": trace, "scatter_last": scatter_last, "sweep": sw, "acc": acc,
                 "unit_op": unit_op, "pool_entry": pool_entry, "off_bits": off_bits, "pool_rmw": pool_rmw,
-                "clear": clear}
+                "clear": clear, "prm_rd": prm.valid & conv_ph, "prm_og": prm.og}
 
     def _bundle_slots(self, m, seq, cop, cagen, conv_ph, fop_valid, fetch, acc, geoms):
         """banks > 1 (docs/spec.md section 3, Banks): slot 0 of a bundle goes through the core's weight
@@ -457,8 +483,8 @@ class SpikeCore(wiring.Component):
             sw, conv = sp["sweep"], desc.kind == Kind.CONV
             st_en = st_en | (sw.valid & conv & ~seq.t0)
             st_addr = Mux(conv, desc.sbase + sw.word, st_addr)
-            pr_en = pr_en | (sw.valid & conv)
-            pr_addr = Mux(conv, desc.pbase + sw.og, pr_addr)
+            pr_en = pr_en | sp["prm_rd"]
+            pr_addr = Mux(conv, desc.pbase + sp["prm_og"], pr_addr)
             rmw = sp["pool_rmw"]
             if rmw is not None:     # tsc maxpool2d: an OFF's read-modify-write, the clear sweep's zeros
                 st_en, st_addr = st_en | rmw["rd"], Mux(rmw["rd"], desc.sbase + rmw["raddr"], st_addr)
@@ -523,7 +549,7 @@ class SpikeCore(wiring.Component):
                              enc.src_pool.eq(seq.desc.src_pool)]
         elif cfg.stcb:
             enc = TrainEncoder(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, lane_layout=value, T=cfg.T,
-                               entry=self.entry, group_bits=gbits)
+                               entry=self.entry, group_bits=gbits, shape=shape, pack=pack)
         else:
             enc = RateEncoder(lanes=P, n_in=cfg.n_in, input_max=cfg.model.input_max, lane_layout=value,
                               ubits=cfg.ubits, entry=self.entry, group_bits=gbits, shape=shape, pack=pack)
@@ -547,28 +573,7 @@ class SpikeCore(wiring.Component):
         common = dict(lanes=cfg.P, group_bits=len(op.group), term_layout=fetch.term_layout,
                       param_layout=store.param_layout, acc_bits=cfg.acc_bits, base_delay=base_delay)
         if cfg.stcb:
-            m.submodules.slots = acc = SlotAccumulator(T=cfg.T, **common)
-            tap_bits = cfg.wbits + 1
-            m.submodules.slot_unit = unit = SlotUnit(lanes=cfg.P, T=cfg.T, taps=cfg.taps,
-                                                     kernels=[l.h.tolist() for l in cfg.model.layers],
-                                                     group_bits=len(op.group), slots_layout=acc.slots_layout,
-                                                     param_layout=store.param_layout, state_layout=store.state_layout,
-                                                     acc_bits=cfg.acc_bits, layer_bits=cfg.layer_bits,
-                                                     tap_bits=tap_bits, leak_bits=leak_bits)
-            train = op.payload[:cfg.T]
-            m.d.comb += [acc.op_valid.eq(fetch.out_valid), acc.first.eq(op.first), acc.last.eq(op.last),
-                         acc.next_first.eq(fetch.next_first), acc.group.eq(op.group), acc.terms.eq(fetch.terms),
-                         acc.train.eq(Mux(seq.layer == 0, (1 << cfg.T) - 1, train) if cfg.direct else train),
-                         acc.params.eq(store.params),
-                         unit.hand_valid.eq(acc.hand_valid), unit.hand_group.eq(acc.hand_group),
-                         unit.hand_slots.eq(acc.hand_slots), unit.hand_params.eq(acc.hand_params),
-                         unit.layer.eq(seq.layer), unit.fires.eq(seq.desc.fires),
-                         unit.zero_reset.eq(seq.desc.zero_reset),
-                         unit.real_lanes.eq(real_lanes(acc.hand_group))]
-            self._leak(m, seq, unit)
-            return {"valid": unit.upd_valid, "group": unit.upd_group, "off": unit.upd_group, "state": unit.upd_state,
-                    "mask": unit.upd_mask, "unit": unit, "real": None, "op_valid": fetch.out_valid,
-                    "op_last": op.last, "op_null": op.null}
+            return self._slot_unit(m, seq, store, fetch, real_lanes, sp, common)
         if sp is None:
             gbits, term_layout = len(op.group), fetch.term_layout
         else:
@@ -623,6 +628,65 @@ class SpikeCore(wiring.Component):
         return {"valid": unit.upd_valid, "group": name, "off": off, "state": unit.upd_state, "mask": unit.upd_mask,
                 "unit": unit, "real": real_upd, "op_valid": unit.op_valid, "op_last": unit.last, "op_null": null}
 
+    def _slot_unit(self, m, seq, store, fetch, real_lanes, sp, common) -> dict:
+        """stcb: the slot accumulator after the fetch (dense layers) and the slot unit. A conv2d layer's
+        sweep hands each swept accumulator word (its P x T slots, the same layout as the slot
+        accumulator's vector) with its parameter word to the slot unit directly, in the cycle a dense
+        group's last op would, so a word's update follows the dense group's timing (docs/spec.md section 3,
+        stcb). As for the IfUnit, the unit's group carries a word's packed name and its state word."""
+        cfg = self._cfg
+        P, T = cfg.P, cfg.T
+        op = fetch.out_op
+        m.submodules.slots = acc = SlotAccumulator(T=T, **common)
+        gbits = len(op.group) if sp is None else cfg.group_bits + sp["off_bits"]
+        m.submodules.slot_unit = unit = SlotUnit(lanes=P, T=T, taps=cfg.taps,
+                                                 kernels=[l.h.tolist() if hasattr(l, "h") else [1] for l in cfg.model.layers],
+                                                 group_bits=gbits, slots_layout=acc.slots_layout,
+                                                 param_layout=store.param_layout, state_layout=store.state_layout,
+                                                 acc_bits=cfg.acc_bits, layer_bits=cfg.layer_bits,
+                                                 tap_bits=cfg.wbits + 1, leak_bits=cfg.leak_bits)
+        train = op.payload[:T]
+        dense_op = fetch.out_valid if sp is None else fetch.out_valid & ~op.conv
+        dense_next = fetch.next_first if sp is None else fetch.next_first & (seq.desc.kind == Kind.DENSE)
+        m.d.comb += [acc.op_valid.eq(dense_op), acc.first.eq(op.first), acc.last.eq(op.last),
+                     acc.next_first.eq(dense_next), acc.group.eq(op.group), acc.terms.eq(fetch.terms),
+                     acc.train.eq(Mux(seq.layer == 0, (1 << T) - 1, train) if cfg.direct else train),
+                     acc.params.eq(store.params),
+                     unit.layer.eq(seq.layer), unit.fires.eq(seq.desc.fires),
+                     unit.zero_reset.eq(seq.desc.zero_reset)]
+        self._leak(m, seq, unit)
+        if sp is None:
+            m.d.comb += [unit.hand_valid.eq(acc.hand_valid), unit.hand_group.eq(acc.hand_group),
+                         unit.hand_slots.eq(acc.hand_slots), unit.hand_params.eq(acc.hand_params),
+                         unit.real_lanes.eq(real_lanes(acc.hand_group))]
+            return {"valid": unit.upd_valid, "group": unit.upd_group, "off": unit.upd_group, "state": unit.upd_state,
+                    "mask": unit.upd_mask, "unit": unit, "real": None, "op_valid": fetch.out_valid,
+                    "op_last": op.last, "op_null": op.null}
+        # a conv2d word's handoff, registered: its slots, its parameter word (read to arrive now) and names
+        u = sp["unit_op"]
+        ob = sp["off_bits"]
+        cv, cg, cl = Signal(name="conv_hand_valid"), Signal(gbits, name="conv_hand_group"), Signal(name="conv_hand_last")
+        cs, cp = Signal(acc.slots_layout, name="conv_hand_slots"), Signal.like(store.params, name="conv_hand_params")
+        m.d.sync += cv.eq(u["valid"])
+        with m.If(u["valid"]):
+            m.d.sync += [cg.eq(Cat(u["name"], u["off"][:ob])), cl.eq(u["og_last"]), cs.eq(u["word"].as_value()),
+                         cp.eq(store.params)]
+        name_d = Signal(cfg.group_bits)
+        m.d.comb += name_d.eq(acc.hand_group)
+        m.d.comb += [unit.hand_valid.eq(acc.hand_valid | cv),
+                     unit.hand_group.eq(Mux(cv, cg, Cat(name_d, acc.hand_group))),
+                     unit.hand_slots.eq(Mux(cv, cs.as_value(), acc.hand_slots.as_value())),
+                     unit.hand_params.eq(Mux(cv, cp.as_value(), acc.hand_params.as_value())),
+                     unit.real_lanes.eq(Mux(cv, Mux(cl, seq.desc.last_lanes, P), real_lanes(acc.hand_group)))]
+        name, off = unit.upd_group[:cfg.group_bits], unit.upd_group[cfg.group_bits:]
+        # the update's real lanes (neuron updates): a conv2d word's from its place in the layer's words
+        real = Mux(seq.desc.kind == Kind.CONV, Mux(off >= seq.desc.last_plane, seq.desc.last_lanes, P),
+                   real_lanes(name))
+        return {"valid": unit.upd_valid, "group": name, "off": off, "state": unit.upd_state,
+                "mask": unit.upd_mask, "unit": unit, "real": None, "real_stcb": real,
+                "op_valid": dense_op | u["valid"], "op_last": op.last | u["valid"],
+                "op_null": op.null & ~op.conv & ~u["valid"]}
+
     def _leak(self, m, seq, unit):
         """The layer's leak (num, shift) into the unit, from the descriptor's registers (a layer without one
         runs an identity, CoreGeometry.leak_table); a shift every layer shares is a constant, the shifter
@@ -644,10 +708,16 @@ class SpikeCore(wiring.Component):
         else:
             lane_mask = upd["mask"]
         valid, group = upd["valid"], upd["group"]
+        mon_mask = upd["mask"]
         if sp is not None:                      # a pool's sweep writes entries while no neuron updates
             pe = sp["pool_entry"]
             valid, group = valid | pe["valid"], Mux(pe["valid"], pe["group"], group)
             lane_mask = Mux(pe["valid"], pe["mask"], lane_mask)
+            if cfg.stcb:
+                trains = [Mux(pe["valid"], pe["trains"][p], trains[p]) for p in range(P)]
+                mon_mask = Cat(*trains)
+            else:
+                mon_mask = lane_mask
         for i, b in enumerate(bufs[1:], start=1):
             writes = valid & (seq.layer != cfg.L - 1) & (lane_mask != 0) & \
                 (seq.layer[0] == (0 if i == 1 else 1))
@@ -659,7 +729,7 @@ class SpikeCore(wiring.Component):
             m.d.comb += b.clear.eq(clear_here | seq.sample_start)
         with m.If(valid):
             m.d.comb += [self.spk.valid.eq(1), self.spk.enc.eq(0), self.spk.group.eq(group),
-                         self.spk.mask.eq(lane_mask if sp is not None else upd["mask"])]
+                         self.spk.mask.eq(mon_mask)]
         m.d.comb += [self.spk.layer.eq(seq.layer), self.spk.t.eq(seq.t)]
 
     def _counters(self, m, seq, bufs, reader, agen, fetch, upd, enc, readout, store, st_rd, real_lanes, sp):
@@ -694,7 +764,7 @@ class SpikeCore(wiring.Component):
         if upd["real"] is not None:
             inc["neuron_updates"].append(Mux(upd["valid"], upd["real"], 0))
         else:
-            inc["neuron_updates"].append(Mux(upd["valid"], real_lanes(upd["group"]) * T, 0))
+            inc["neuron_updates"].append(Mux(upd["valid"], upd.get("real_stcb", real_lanes(upd["group"])) * T, 0))
         if sp is not None:
             inc["acc_reads"].append(sp["acc"].acc_read)
             inc["acc_writes"].append(sp["acc"].acc_write)
@@ -706,9 +776,9 @@ class SpikeCore(wiring.Component):
                 # the layer a cycle behind still names their layer then, whenever the sequencer moves on
                 fired, layer_of = upd["unit"].inc_spikes, Signal.like(seq.layer)
                 m.d.sync += layer_of.eq(seq.layer)
-            if sp is not None:                  # a pool's output spikes: its entries' lanes
+            if sp is not None:                  # a pool's output spikes: its entries' lanes (stcb: their trains)
                 pe = sp["pool_entry"]
-                fired = fired + Mux(pe["valid"], popcount(pe["mask"]), 0)
+                fired = fired + Mux(pe["valid"], popcount(Cat(*pe["trains"]) if cfg.stcb else pe["mask"]), 0)
             for li in range(L):
                 inc[f"spikes_l{li}"].append(Mux(layer_of == li, fired, 0))
         if not cfg.direct:

@@ -252,11 +252,24 @@ class TrainEncoder(_Walker):
     """stcb's input encoder: every input word's P whole trains in one pass (a T-stage pipeline).
 
     Members as :class:`RateEncoder`; ``spk_mask`` holds P x T bits (lane p, slot t at bit p*T + t) and
-    each entry carries the P trains as its payload."""
+    each entry carries the P trains as its payload. With ``shape`` and ``pack`` the input is a map stored
+    by channel words, as for :class:`RateEncoder`: the pass walks its Gc * H * W words, and the memory
+    and the entries use their packed index."""
 
-    def __init__(self, *, lanes: int, n_in: int, input_max: int, lane_layout, T: int, entry, group_bits: int):
+    def __init__(self, *, lanes: int, n_in: int, input_max: int, lane_layout, T: int, entry, group_bits: int,
+                 shape=None, pack=None):
         self._P, self._n, self._M, self._T = lanes, n_in, input_max, T
-        self._words = perf.groups(n_in, lanes)
+        self._map = None
+        if shape is not None:
+            Cn, H, W = shape
+            self._map = SweepLayer(perf.groups(Cn, lanes), H, W, pack[0], pack[1])
+            self._words = self._map.words
+            self._depth = self._map.groups << (pack[0] + pack[1])
+            self._last_real = Cn - (self._map.groups - 1) * lanes
+        else:
+            self._words = perf.groups(n_in, lanes)
+            self._depth = self._words
+            self._last_real = n_in - (self._words - 1) * lanes
         self._max_words = self._words
         self._lane = lane_layout
         super().__init__({"start": In(1), "issuing": Out(1),
@@ -269,18 +282,25 @@ class TrainEncoder(_Walker):
     def elaborate(self, platform):
         m = Module()
         P, T = self._P, self._T
-        depth = max(2, self._words)
+        depth = max(2, self._depth)
         xmem, lane_w = _x_memory(self._lane, P, depth, self._M)
         m.submodules.xmem = xmem
         x_wr, x_rd = xmem.write_port(granularity=1), xmem.read_port()
         m.d.comb += [x_wr.addr.eq(self.ld_group), x_wr.en.eq(Mux(self.ld_en, 1 << self.ld_lane, 0)),
                      x_wr.data.eq(Cat(*[self.ld_value.as_value()] * P))]
-        gi, issue = self._walk(m, self._words)
+        if self._map is None:
+            gi, issue = self._walk(m, self._words)
+            at_last = gi == self._words - 1
+        else:                                          # the map's words, named by packed index
+            m.submodules.walk = walk = SweepGen([self._map], packed_bits=max(1, ceil_log2(self._depth)))
+            m.d.comb += walk.start.eq(self.start)
+            gi, issue, at_last = walk.packed, walk.valid, walk.og_last
+            m.d.comb += self.issuing.eq(issue)
         m.d.comb += x_rd.addr.eq(gi)
-        v1, g1 = Signal(), Signal.like(gi)
-        m.d.sync += [v1.eq(issue), g1.eq(gi)]
-        valid, grp, xw = Signal(), Signal.like(gi), Signal(data.ArrayLayout(self._lane, P))
-        m.d.sync += [valid.eq(v1), grp.eq(g1), xw.eq(x_rd.data)]
+        v1, g1, l1 = Signal(), Signal.like(gi), Signal()
+        m.d.sync += [v1.eq(issue), g1.eq(gi), l1.eq(at_last)]
+        valid, grp, xw, at = Signal(), Signal.like(gi), Signal(data.ArrayLayout(self._lane, P)), Signal()
+        m.d.sync += [valid.eq(v1), grp.eq(g1), xw.eq(x_rd.data), at.eq(l1)]
         ub = Shape.cast(self._lane).width + 1
         u = [C(0, 1)] * P
         bits = [[] for _ in range(P)]
@@ -289,6 +309,7 @@ class TrainEncoder(_Walker):
             # one time step per stage: a = u + x, d = u + x - input_max; spike when d >= 0
             nv, ng, nu, nc = Signal(name=f"te_v{t}"), Signal.like(grp, name=f"te_g{t}"), [], Signal(range(P * T + 1),
                                                                                              name=f"te_c{t}")
+            na = Signal(name=f"te_l{t}")
             nb = [[Signal(name=f"te_b{t}_{p}_{k}") for k in range(t + 1)] for p in range(P)]
             nx = Signal(data.ArrayLayout(self._lane, P), name=f"te_x{t}")
             stage_fire = []
@@ -307,9 +328,9 @@ class TrainEncoder(_Walker):
                 m.d.sync += nb[p][t].eq(f)
             # the spikes of the previous slot, from its registered bits: off this stage's compare
             prev = popcount(Cat(*[bits[p][t - 1] for p in range(P)])) if t else C(0, 1)
-            m.d.sync += [nv.eq(valid), ng.eq(grp), nx.eq(xw), nc.eq(count + prev)]
-            valid, grp, xw, u, bits, count = nv, ng, nx, nu, nb, nc
-        real = Mux(grp == self._words - 1, self._n - (self._words - 1) * P, P)
+            m.d.sync += [nv.eq(valid), ng.eq(grp), nx.eq(xw), nc.eq(count + prev), na.eq(at)]
+            valid, grp, xw, u, bits, count, at = nv, ng, nx, nu, nb, nc, na
+        real = Mux(at, self._last_real, P)
         trains = [Mux(p < real, Cat(*bits[p]), 0) for p in range(P)]
         mask = Cat(*[tr != 0 for tr in trains])
         m.d.sync += [self.ent_append.eq(valid & (mask != 0)), self.ent.group.eq(grp), self.ent.mask.eq(mask),

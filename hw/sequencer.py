@@ -51,7 +51,9 @@ class Sequencer(wiring.Component):
     A conv2d or maxpool2d layer's phase (docs/spec.md section 3) is SETUP, ISSUE (the scatter: it ends
     in the cycle its last op leaves the conv address generator or pool scatter, their ``LATENCY``
     cycles after its event left the reader, so the DRAIN that follows is shorter by as much), DRAIN,
-    SWEEP (N words, one per cycle), DRAIN; a tsc maxpool2d layer's is SETUP, ISSUE, DRAIN, and at step 0
+    SWEEP (N words, one per cycle; an stcb conv2d layer's one every T*taps cycles, for the slot unit), DRAIN
+    (stcb: after a conv2d sweep the slot unit's ``stcb_layer_drain``, after a scatter or a pool's sweep
+    ``layer_drain``); a tsc maxpool2d layer's is SETUP, ISSUE, DRAIN, and at step 0
     then its clear SWEEP.
     counted : Out(1)       the cycle counts (every cycle but LOAD and READOUT, which count beats and reads)
     """
@@ -72,10 +74,17 @@ class Sequencer(wiring.Component):
         return encode_cycles(self._cfg, layer)
 
     def drain_cycles(self) -> int:
+        """The DRAIN after a phase that ends in the neuron unit: a dense phase, a conv2d sweep (stcb:
+        the slot unit's pass over the last group or word and its pipeline)."""
         cfg = self._cfg
         if cfg.stcb:
             return perf.stcb_layer_drain(cfg.T, cfg.taps, cfg.direct)
         return perf.layer_drain(cfg.coding, cfg.model.encoding)
+
+    def scatter_drain_cycles(self) -> int:
+        """The pipeline's drain after a scatter, or after a maxpool2d sweep (its words go to the
+        accumulator memory or the event buffer, not through the slot unit): ``layer_drain``."""
+        return perf.layer_drain(self._cfg.coding, self._cfg.model.encoding)
 
     def elaborate(self, platform):
         m = Module()
@@ -132,8 +141,8 @@ class Sequencer(wiring.Component):
                 with m.If(self.reader_last):
                     # a scatter's ISSUE ends when its last op leaves the conv address generator or the
                     # pool scatter, LATENCY cycles after its event left the reader: its DRAIN is shorter by that
-                    conv_drain = self.drain_cycles() - ConvAddressGen.LATENCY
-                    pool_drain = self.drain_cycles() - PoolScatter.LATENCY
+                    conv_drain = self.scatter_drain_cycles() - ConvAddressGen.LATENCY
+                    pool_drain = self.scatter_drain_cycles() - PoolScatter.LATENCY
                     m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(~spatial),
                                  wait.eq(Mux(self.desc.kind == Kind.CONV, conv_drain - 1,
                                              Mux(spatial, pool_drain - 1, self.drain_cycles() - 1)))]
@@ -146,7 +155,10 @@ class Sequencer(wiring.Component):
                 with m.If(self.sweep_last & tsc_pool):         # the clear sweep: its writes need no drain
                     self._next_phase(m, layer_next, begin_step, enter_encode, enter_setup)
                 with m.Elif(self.sweep_last):
-                    m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(1), wait.eq(self.drain_cycles() - 1)]
+                    # a conv2d sweep drains through the neuron unit (stcb: the slot unit), a pool's does not
+                    m.d.sync += [self.phase.eq(Phase.DRAIN), swept.eq(1),
+                                 wait.eq(Mux(self.desc.kind == Kind.CONV, self.drain_cycles() - 1,
+                                             self.scatter_drain_cycles() - 1))]
             with m.Case(Phase.FINISH):
                 with m.If(wait == 0):
                     m.d.sync += self.phase.eq(Phase.READOUT)

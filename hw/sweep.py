@@ -48,9 +48,12 @@ class SweepGen(wiring.Component):
     og_last : Out(1)     the word belongs to the last channel group (whose real lanes may be fewer than P)
     plane_end : Out(1)   the word is its channel group's last (the next word starts the next group)
     last : Out(1)        the sweep's last word
+    spacing : In         (only with ``max_spacing > 1``) cycles from one word to the next, held through the
+                         sweep (at least 1): an stcb conv2d sweep hands each word to the serial slot unit,
+                         which takes one every ``T * taps`` cycles (docs/spec.md section 3, stcb)
     """
 
-    def __init__(self, layers, *, packed_bits: int):
+    def __init__(self, layers, *, packed_bits: int, max_spacing: int = 1):
         self._layers = tuple(layers)
         if not self._layers or not all(isinstance(l, SweepLayer) for l in self._layers):
             raise TypeError(f"layers must be a non-empty sequence of SweepLayer, not {layers!r}")
@@ -59,10 +62,16 @@ class SweepGen(wiring.Component):
         self._ybits = bits_for(max(l.height for l in self._layers))
         self._xbits = bits_for(max(l.width for l in self._layers))
         self._pbits = packed_bits
-        super().__init__({"start": In(1), "layer": In(bits_for(len(self._layers) - 1)),
-                          "valid": Out(1), "word": Out(self._wbits), "packed": Out(packed_bits),
-                          "og": Out(self._gbits), "og_last": Out(1), "plane_end": Out(1),
-                          "last": Out(1)})
+        if isinstance(max_spacing, bool) or not isinstance(max_spacing, int) or max_spacing < 1:
+            raise TypeError(f"max_spacing must be a positive integer, not {max_spacing!r}")
+        self._max_spacing = max_spacing
+        members = {"start": In(1), "layer": In(bits_for(len(self._layers) - 1)),
+                   "valid": Out(1), "word": Out(self._wbits), "packed": Out(packed_bits),
+                   "og": Out(self._gbits), "og_last": Out(1), "plane_end": Out(1),
+                   "last": Out(1)}
+        if max_spacing > 1:
+            members["spacing"] = In(range(max_spacing + 1), init=1)
+        super().__init__(members)
 
     @property
     def layers(self) -> tuple[SweepLayer, ...]:
@@ -83,7 +92,16 @@ class SweepGen(wiring.Component):
                                  packed.eq((og << (l.bx + l.by)) | (y << l.bx) | x)]
         x_end, y_end = x == xmax, y == ymax
         last = (og == gmax) & y_end & x_end
-        valid = self.start | run
+        if self._max_spacing > 1:
+            # the cycles still to wait before the next word: loaded with spacing - 1 as a word goes out
+            gap = Signal(range(self._max_spacing), name="gap")
+            valid = self.start | (run & (gap == 0))
+            with m.If(valid):
+                m.d.sync += gap.eq(self.spacing - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
+        else:
+            valid = self.start | run
         m.d.comb += [self.valid.eq(valid), self.word.eq(w), self.packed.eq(packed), self.og.eq(og),
                      self.og_last.eq(og == gmax), self.plane_end.eq(x_end & y_end),
                      self.last.eq(valid & last)]

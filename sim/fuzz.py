@@ -48,20 +48,23 @@ def _sizes(rng: random.Random, n: int) -> list[int]:
                         else rng.randint(1, 24)]) for _ in range(n)]
 
 
-#: the codings whose conv2d and maxpool2d layers the core runs (golden.geometry says why the others not)
-CONV_CODINGS = ("rate", "tsc")
+#: the codings whose conv2d and maxpool2d layers the core runs, and so --conv draws
+CONV_CODINGS = ("rate", "stcb", "tsc")
 
 
 def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndarray, int, dict]:
-    """A random convolutional network of what the core runs: 1-2 conv layers with kernels 1-5, strides
-    1-2 and any padding < K, channel counts drawn regardless of P, non-square maps, a 2x2 or 3x3 pool
-    where the map allows, then 1-2 dense layers. Rate coding: rate or direct input (direct: one input
-    channel), either readout, either reset per layer. tsc: the tsc input generator, membrane readout, no
-    reset or initial membrane (the integer ANN). A rate seed draws what it drew before tsc existed."""
+    """A random convolutional network in ``coding``: 1-2 conv layers with kernels 1-5, strides 1-2 and
+    any padding < K, channel counts drawn regardless of P, non-square maps, a 2x2 or 3x3 pool where the
+    map allows, then 1-2 dense layers. Rate and stcb: rate or direct input (direct: one input channel),
+    either readout, either reset per layer; stcb: an STEB kernel of 1-3 taps on some layers (drawn from
+    a generator of its own, so the rest of a seed's network is the same in both codings). tsc: the tsc
+    input generator, membrane readout, no reset or initial membrane (the integer ANN). A rate seed draws
+    what it drew before stcb and tsc existed."""
     if coding not in CONV_CODINGS:
-        raise ValueError(f"conv networks are drawn in {', '.join(CONV_CODINGS)}, not {coding!r}")
+        raise ValueError(f"coding must be one of {', '.join(CONV_CODINGS)}, not {coding!r}")
     tsc = coding == "tsc"
     rng = random.Random(f"conv {seed}" if not tsc else f"conv {coding} {seed}")
+    hrng = random.Random(f"conv kernel {seed}")
     nprng = np.random.default_rng([seed, 7] if not tsc else [seed, 7, 2])
     for _ in range(100):
         encoding = rng.choice(["rate", "direct"])
@@ -77,6 +80,12 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
             input_max = rng.randint(1, T - 1)
         layers = []
 
+        def kernel() -> tuple:
+            if coding != "stcb" or hrng.random() >= 0.5:
+                return (1,)
+            h = tuple(hrng.randint(-2, 2) for _ in range(hrng.randint(1, min(3, T))))
+            return h if any(h) else (1,)
+
         def neuron_params(n, fan_in):
             scale = max(1, int(lim * fan_in * 0.5) // max(1, rng.randint(1, 6)))
             b, th, v0 = (nprng.integers(-lim // 2, lim // 2 + 1, n), nprng.integers(1, scale + 1, n),
@@ -91,8 +100,8 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
                     continue
                 co = rng.randint(1, 12)
                 b, th, v0, reset = neuron_params(co, shape[0] * K * K)
-                layers.append(Conv2d(nprng.integers(-lim, lim, (co, shape[0], K, K)), b, th, v0, in_shape=shape,
-                                     stride=S, padding=pad, reset=reset))
+                layers.append(Conv2d(nprng.integers(-lim, lim, (co, shape[0], K, K)), b, th, v0, kernel(),
+                                     in_shape=shape, stride=S, padding=pad, reset=reset))
                 shape = layers[-1].out_shape
                 ks = [k for k in (2, 3) if shape[1] % k == 0 and shape[2] % k == 0]
                 if ks and rng.random() < 0.5:
@@ -103,7 +112,7 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
             n = int(np.prod(shape))
             for n_out in [rng.randint(1, 16) for _ in range(rng.choice([1, 1, 2]))]:
                 b, th, v0, reset = neuron_params(n_out, n)
-                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, reset=reset))
+                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, kernel(), reset=reset))
                 n = n_out
             readout = rng.choice(["count", "membrane"])
             model = Model(layers, coding=coding, T=T, encoding=encoding, input_max=input_max,
@@ -123,10 +132,10 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0
     """A random valid network, its input samples, the lane count and what was drawn. With probability
     ``conv`` (drawn from a generator of its own, so a seed's dense network does not change with it) the
     seed draws a convolutional network instead (:func:`random_conv_network`), in one of the campaign's
-    codings that the core runs on conv layers (again from a generator of its own)."""
-    conv_codings = [c for c in codings if c in CONV_CODINGS]
+    codings (chosen by a generator of its own too)."""
+    conv_codings = [c for c in CONV_CODINGS if c in codings]
     if conv_codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
-        return random_conv_network(seed, random.Random(f"conv coding {seed}").choice(sorted(conv_codings)))
+        return random_conv_network(seed, random.Random(f"conv coding {seed}").choice(conv_codings))
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
     for _ in range(100):
@@ -419,8 +428,8 @@ def main(argv=None) -> int:
                    help="campaign summary with every network (default build/fuzz/fuzz.json)")
     p.add_argument("--conv", type=probability, default=0.0,
                    help="probability in [0, 1) that a seed draws a convolutional network (conv2d, maxpool2d, dense) "
-                        "in one of the campaign's codings the core runs on conv layers (rate, tsc); default 0: "
-                        "dense networks only, as earlier campaigns")
+                        "in one of the campaign's codings (rate, stcb, tsc); default 0: dense networks only, as "
+                        "earlier campaigns")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")

@@ -12,10 +12,11 @@ from core_check import run_both
 
 
 def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,), dense=5, T=3, encoding="rate",
-             readout="count", resets=None, input_max=5, samples=3, coding="rate"):
+             readout="count", resets=None, input_max=5, samples=3, coding="rate", kernels=None):
     """conv layers (channels, kernel, stride, padding), a 2x2 max pool after the convs listed in
     ``pool_after``, then a dense layer; fixed-seed weights that make the layers fire. ``coding="tsc"``:
-    tsc coding (tsc encoding, membrane readout, v_init 0)."""
+    tsc coding (tsc encoding, membrane readout, v_init 0). ``kernels``: stcb's STEB kernel h of each
+    layer with neurons, by layer index (default [1])."""
     rng = np.random.default_rng(seed)
     tsc = coding == "tsc"
     if tsc:
@@ -23,9 +24,10 @@ def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,)
     layers, shape = [], tuple(in_shape)
     for i, (co, k, s, p) in enumerate(convs):
         reset = (resets or {}).get(len(layers), "subtract")
+        h = (kernels or {}).get(len(layers), [1])
         v_init = rng.integers(-2, 3, co)
         layers.append(Conv2d(rng.integers(-6, 10, (co, shape[0], k, k)), rng.integers(-2, 3, co),
-                             rng.integers(4, 14, co), 0 * v_init if tsc else v_init, in_shape=shape, stride=s,
+                             rng.integers(4, 14, co), 0 * v_init if tsc else v_init, h, in_shape=shape, stride=s,
                              padding=p, reset=reset))
         shape = layers[-1].out_shape
         if i in pool_after:
@@ -34,7 +36,7 @@ def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,)
     n = int(np.prod(shape))
     for d in (dense,) if isinstance(dense, int) else dense:     # one dense layer, or several
         layers.append(Dense(rng.integers(-8, 8, (d, n)), rng.integers(-2, 3, d), rng.integers(3, 10, d),
-                            0, reset=(resets or {}).get(len(layers), "subtract")))
+                            0, (kernels or {}).get(len(layers), [1]), reset=(resets or {}).get(len(layers), "subtract")))
         n = d
     model = Model(layers, T=T, coding=coding, encoding=encoding, input_max=input_max, readout=readout,
                   weight_bits=5)
@@ -185,17 +187,85 @@ def test_tsc_pool_on_the_input_matches_golden(K, shape, lanes):
     assert int(c0["param_reads"].sum()) == 0
 
 
-def test_conv_models_the_core_does_not_run_yet_are_refused():
+# ---- stcb coding (docs/spec.md section 3, "stcb"): one phase per layer; the scatter adds each active
+# train's weights into the T slots of a P x T-slot accumulator word where the train's bits are set (a pool
+# ORs the trains); the sweep hands each word with its parameter word to the serial slot unit, one every
+# T * taps cycles, which runs the STEB kernel and the IF over the T slots from v_init
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+def test_stcb_conv_pool_dense_matches_golden(lanes):
+    # a kernel of three taps in the conv layer, two in the dense one: the sweep's words 15 cycles apart
+    model, x = conv_net(lanes, coding="stcb", T=5, kernels={0: [2, -1, 1], 2: [1, 1]})
+    assert_matches_golden(model, x, lanes)
+
+
+@pytest.mark.parametrize("case", [
+    # conv, pool, conv (the digits architecture, small), both convs with a kernel: the second conv's
+    # events are the pool's trains, a map of two channel groups; 6 and 5 channels at P = 4
+    dict(in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 1, 1)), pool_after=(0,), kernels={0: [1, -1, 2], 2: [2, 1]},
+         T=6, lanes=4),
+    # ten channels at P = 8 (a second, partial channel group), three input channels (the train encoder's
+    # input map has a partial last channel group), a pool
+    dict(in_shape=(3, 6, 6), convs=((10, 3, 1, 1),), pool_after=(0,), kernels={0: [1, 1, -1]}, T=6, lanes=8),
+    # stride 2, no padding, a non-square map and an input row no output uses (trains with no valid offset)
+    dict(in_shape=(1, 7, 6), convs=((3, 3, 2, 0),), pool_after=(), T=4, lanes=2),
+    # kernel 5 with padding 2, several input channels, channels not a multiple of P
+    dict(in_shape=(3, 5, 5), convs=((5, 5, 1, 2),), pool_after=(), kernels={0: [1, 2]}, T=4, lanes=4),
+    # zero reset in the conv layer and the dense layer, membrane readout
+    dict(in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,), resets={0: "zero", 2: "zero"},
+         readout="membrane", T=4, lanes=2),
+    # two dense layers after the conv, with kernels
+    dict(in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(), dense=(7, 4), kernels={1: [1, 2], 2: [1, -1]},
+         T=4, lanes=2),
+    # direct input: every non-zero pixel's weight times its value into all T slots
+    dict(encoding="direct", kernels={0: [1, 1]}, T=4, lanes=2),
+    # T = 1: one slot, words one cycle apart (the sweep at full rate)
+    dict(T=1, lanes=4),
+])
+def test_stcb_conv_shapes_match_golden(case):
+    case = dict(case)
+    lanes = case.pop("lanes")
+    model, x = conv_net(7, coding="stcb", **case)
+    assert_matches_golden(model, x, lanes)
+
+
+@pytest.mark.parametrize("K, shape, lanes", [(2, (3, 4, 6), 2), (3, (2, 6, 3), 4)])
+def test_stcb_pool_on_the_input_matches_golden(K, shape, lanes):
+    """A maxpool2d layer 0 in stcb: the train encoder's entries name the input map's packed channel words,
+    the pool ORs their trains (kernel 3: the divider-free ROMs), channels not a multiple of P."""
+    rng = np.random.default_rng(3 + K)
+    pool = MaxPool2d(K, in_shape=shape)
+    n = int(np.prod(pool.out_shape))
+    model = Model([pool, Dense(rng.integers(-8, 8, (6, n)), rng.integers(-2, 3, 6), rng.integers(1, 4, 6), 0, [1, 1]),
+                   Dense(rng.integers(-8, 8, (3, 6)), 0, 4, 0)], T=5, coding="stcb", input_max=7, weight_bits=5)
+    x = rng.integers(0, 8, (3, int(np.prod(shape))))
+    x[0] = 0
+    assert_matches_golden(model, x, lanes)
+
+
+def test_stcb_an_all_zero_sample_reads_no_conv_weights():
+    """An all-zero input sends no train, so the first conv layer's scatter reads no weight; its sweep
+    reads each accumulator word once (one phase per layer) and hands it to the slot unit."""
+    model, x = conv_net(5, samples=2, coding="stcb", T=4, kernels={0: [1, 2]})
+    g = assert_matches_golden(model, x, 2)
+    c0 = g.layer_counters[0]
+    assert x[0].sum() == 0 and int(c0["weight_reads"][1]) > 0
+    assert int(c0["weight_reads"][0]) == 0
+    words = 2 * 6 * 6                            # Gc * Ho * Wo at P = 2
+    assert int(c0["acc_reads"][0]) == words and int(c0["param_reads"][0]) == words
+    # the sweep's words go to the slot unit T * taps cycles apart
+    # (an empty scatter costs no cycle: only the setup, the scatter's drain and the sweep with its drain)
+    assert int(c0["cycles"][0]) == perf.LAYER_SETUP + perf.layer_drain("stcb", "rate") + \
+        perf.stcb_sweep_cycles(words, 4, 2, False)
+
+
+def test_conv_model_refusals():
     model, _ = conv_net(0, encoding="rate")
-    stcb = Model(model.layers, T=4, coding="stcb", input_max=5, weight_bits=5)
-    with pytest.raises(ConfigError, match=r"layer 0: conv2d layers run on the hardware core in rate and tsc "
-                                          r"coding only \(not stcb yet\)"):
-        CoreConfig(stcb, 2)
-    pool = Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb",
-                 input_max=1)
-    with pytest.raises(ConfigError, match=r"layer 0: maxpool2d layers run on the hardware core in rate and tsc "
-                                          r"coding only \(not stcb yet\)"):
-        CoreConfig(pool, 2)
+    # every coding runs conv2d and maxpool2d layers now (stcb too); direct input by channel words needs one
+    # input channel
+    CoreConfig(Model(model.layers, T=4, coding="stcb", input_max=5, weight_bits=5), 2)
+    CoreConfig(Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb",
+                     input_max=1), 2)
     rng = np.random.default_rng(0)
     c = Conv2d(rng.integers(-3, 4, (2, 2, 3, 3)), 0, 5, 0, in_shape=(2, 4, 4), padding=1)
     d = Model([c, Dense(rng.integers(-3, 4, (3, 32)), 0, 5, 0)], T=2, encoding="direct", input_max=5)

@@ -130,13 +130,30 @@ def test_tsc_conv_draws_are_tsc_networks_the_core_runs():
             seen["pool"] |= l.kind == "maxpool2d"
     assert seen["K"] == {1, 2, 3, 4, 5} and seen["S"] == {1, 2} and seen["pool"]
     codings = {random_network(s, ("rate", "stcb", "tsc"), 0.99)[0].coding for s in range(30)}
-    assert codings == {"rate", "tsc"}
+    assert codings == {"rate", "stcb", "tsc"}
     assert {random_network(s, ("rate",), 0.99)[0].coding for s in range(10)} == {"rate"}
-    with pytest.raises(ValueError, match="not 'stcb'"):
-        random_conv_network(0, "stcb")
+    with pytest.raises(ValueError, match="coding must be one of rate, stcb, tsc"):
+        random_conv_network(0, "direct")
 
 
-@pytest.mark.parametrize("seed,coding", [(2, "rate"), (6, "rate"), (3, "tsc"), (5, "tsc")])
+def test_conv_draws_in_stcb_have_kernels_and_both_codings_are_drawn():
+    """sim.fuzz --conv also draws stcb conv networks (with STEB kernels of several taps on some layers),
+    which the core accepts; a campaign of rate and stcb draws both; a rate-only campaign only rate."""
+    from sim.fuzz import random_conv_network
+    taps = set()
+    for seed in range(30):
+        model, x, lanes, info = random_conv_network(seed, "stcb")
+        assert model.coding == info["coding"] == "stcb"
+        CoreGeometry(model, lanes)
+        taps |= {len(l.h) for l in model.layers if hasattr(l, "h") and list(l.h) != [1]}
+    assert taps == {1, 2, 3}
+    both = {random_network(seed, ("rate", "stcb"), 0.99)[3]["coding"] for seed in range(20)}
+    assert both == {"rate", "stcb"}
+    assert {random_network(seed, ("rate", "tsc"), 0.99)[3]["coding"] for seed in range(20)} <= {"rate", "tsc"}
+
+
+@pytest.mark.parametrize("seed, coding", [(2, "rate"), (6, "rate"), (17, "stcb"), (35, "stcb"),
+                                         (3, "tsc"), (5, "tsc")])
 def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed, coding):
     from core_check import run_both
     from sim.fuzz import random_conv_network
