@@ -92,8 +92,8 @@ class CoreGeometry:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes & (lanes - 1) or lanes > MAX_LANES:
             raise ConfigError(f"lanes must be a power of two from 1 to {MAX_LANES}, not {lanes}")
-        # the core runs IF or leaky dense layers, reset by subtraction or to zero; conv2d and maxpool2d in
-        # rate (rate or direct input) and tsc coding, without a leak so far (docs/spec.md, status)
+        # the core runs IF or leaky dense and conv2d layers, reset by subtraction or to zero; conv2d and
+        # maxpool2d in rate (rate or direct input) and tsc coding (docs/spec.md, status)
         for i, l in enumerate(model.layers):
             if l.kind != "dense" and model.coding == "stcb":
                 raise ConfigError(f"layer {i}: {l.kind} layers run on the hardware core in rate and tsc coding "
@@ -101,9 +101,6 @@ class CoreGeometry:
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
                                   f"hardware core, not {l.in_shape[0]}")
-            if l.kind == "conv2d" and l.leak is not None:
-                raise ConfigError(f"layer {i}: leak={list(l.leak)} on a conv2d layer is not supported by the "
-                                  f"hardware core yet (dense layers only)")
             # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit), the leak a multiplier and
             # a shift ahead of their adders; tsc layers have neither (the model refuses them)
         self.model = model
