@@ -21,7 +21,7 @@ EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme synth-table
+        setup-fpga readme synth-table nir-sj
 
 help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
@@ -29,6 +29,7 @@ help:
 	@echo "make setup   create .venv and install the pinned toolchain"
 	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
+	@echo "make nir-sj  SpikingJelly conv nets (IF, LIF): train, export, import, round trip, sim.regress on all 360 digits"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
 
 $(STAMP): pyproject.toml
@@ -91,6 +92,20 @@ synth-table: $(STAMP) $(SYNTH_MODELS)
 synth: $(STAMP)
 	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
 	    --out build/synth/$(NAME)_p$(LANES)_$(TARGET).json
+
+# issue 19's acceptance on the whole digits test split: the SpikingJelly conv networks of tests/test_nir_sj.py
+# (tests/nir_sj_nets.py), imported (metrics in build/nir_sj/<kind>.json), exported and re-imported, and the
+# round-tripped model on Verilator with random stalls
+nir-sj: $(STAMP)
+	$(PY) tests/nir_sj_nets.py --out build/nir_sj
+	for k in if lif; do \
+	    $(PY) -m quant.nir import build/nir_sj/sj_conv_$$k.nir --dataset digits --input-scale 0.0625 --T 4 \
+	        --weight-bits 8 --out build/nir_sj/$$k.npz && \
+	    $(PY) -m quant.nir export build/nir_sj/$$k.npz --out build/nir_sj/$$k.nir && \
+	    $(PY) -m quant.nir import build/nir_sj/$$k.nir --out build/nir_sj/$${k}_rt.npz && \
+	    $(PY) -m sim.regress --model build/nir_sj/$${k}_rt.npz --lanes $(LANES) --stall-prob 0.2 \
+	        --json build/nir_sj/regress_$${k}_rt_p$(LANES).json || exit 1; \
+	done
 
 setup-fpga: $(STAMP)
 
