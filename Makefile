@@ -23,7 +23,7 @@ EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme synth-table claims regress-mnist5k-banks
+        setup-fpga readme synth-table claims regress-mnist5k-banks nir-sj
 
 help:
 	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
@@ -33,6 +33,7 @@ help:
 	@echo "make claims  the seed papers' claims measured on the core (build/reports/claims/claims.json, README block)"
 	@echo "make regress-mnist5k-banks   the mnist5k direct T=1 model at P=8, banks 9, on all 1,000 test digits (Verilator, stalls 0.2)"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
+	@echo "make nir-sj  SpikingJelly conv nets (IF, LIF): train, export, import, round trip, sim.regress on all 360 digits"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
 
 $(STAMP): pyproject.toml
@@ -99,6 +100,20 @@ synth-table: $(STAMP) $(SYNTH_MODELS)
 synth: $(STAMP)
 	$(PY) -m hw.synth --model $(MODEL) --lanes $(LANES) --banks $(BANKS) --target $(TARGET) $(if $(DEVICE),--device $(DEVICE)) \
 	    --out build/synth/$(NAME)_p$(LANES)$(B_SUFFIX)_$(TARGET).json
+
+# issue 19's acceptance on the whole digits test split: the SpikingJelly conv networks of tests/test_nir_sj.py
+# (tests/nir_sj_nets.py), imported (metrics in build/nir_sj/<kind>.json), exported and re-imported, and the
+# round-tripped model on Verilator with random stalls
+nir-sj: $(STAMP)
+	$(PY) tests/nir_sj_nets.py --out build/nir_sj
+	for k in if lif; do \
+	    $(PY) -m quant.nir import build/nir_sj/sj_conv_$$k.nir --dataset digits --input-scale 0.0625 --T 4 \
+	        --weight-bits 8 --out build/nir_sj/$$k.npz && \
+	    $(PY) -m quant.nir export build/nir_sj/$$k.npz --out build/nir_sj/$$k.nir && \
+	    $(PY) -m quant.nir import build/nir_sj/$$k.nir --out build/nir_sj/$${k}_rt.npz && \
+	    $(PY) -m sim.regress --model build/nir_sj/$${k}_rt.npz --lanes $(LANES) --stall-prob 0.2 \
+	        --json build/nir_sj/regress_$${k}_rt_p$(LANES).json || exit 1; \
+	done
 
 setup-fpga: $(STAMP)
 

@@ -100,7 +100,7 @@ class CoreGeometry:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         # the core runs IF or leaky dense layers, reset by subtraction or to zero; conv2d and maxpool2d in
-        # every coding, without a leak so far (docs/spec.md, status)
+        # every coding; a leak on conv2d layers in rate coding (docs/spec.md, status)
         for i, l in enumerate(model.layers):
             if l.kind != "dense" and model.coding == "stcb" and self.banks > 1:
                 raise ConfigError(f"layer {i}: banks > 1 on an stcb {l.kind} layer is not built yet (its T-slot "
@@ -108,9 +108,9 @@ class CoreGeometry:
             if l.kind != "dense" and i == 0 and model.encoding == "direct" and l.in_shape[0] != 1:
                 raise ConfigError(f"layer {i}: direct input into a {l.kind} layer needs one input channel on the "
                                   f"hardware core, not {l.in_shape[0]}")
-            if l.kind == "conv2d" and l.leak is not None:
-                raise ConfigError(f"layer {i}: leak={list(l.leak)} on a conv2d layer is not supported by the "
-                                  f"hardware core yet (dense layers only)")
+            if l.kind == "conv2d" and l.leak is not None and model.coding == "stcb":
+                raise ConfigError(f"layer {i}: leak={list(l.leak)} on an stcb conv2d layer is not supported by the "
+                                  f"hardware core yet (rate conv2d layers leak)")
             # reset "zero" is a multiplexer in the neuron units (IfUnit, SlotUnit), the leak a multiplier and
             # a shift ahead of their adders; tsc layers have neither (the model refuses them)
         self.model = model

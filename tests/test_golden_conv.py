@@ -759,9 +759,6 @@ def test_schema1_layer_entries_are_strict(tmp_path):
     (ZOO["stcb"], r"layer 0: conv2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
     (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb", input_max=1),
      r"layer 0: maxpool2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
-    (Model([Conv2d(np.ones((2, 1, 3, 3), int), in_shape=(1, 4, 4), padding=1, leak=(3, 2)),
-            Dense(np.ones((1, 32), int))], T=2, input_max=1),
-     r"layer 0: leak=\[3, 2\] on a conv2d layer is not supported by the hardware core yet"),
     (Model([Conv2d(np.ones((2, 2, 3, 3), int), in_shape=(2, 4, 4), padding=1), Dense(np.ones((1, 32), int))],
            T=2, input_max=1, encoding="direct"),
      "layer 0: direct input into a conv2d layer needs one input channel on the hardware core, not 2"),
@@ -781,6 +778,16 @@ def test_core_geometry_builds_rate_conv_models():
     # and the dense layer has a weight column per packed index of the pool's map: (Gc << 3) * P
     assert [l.words for l in g.layers[:2]] == [2 * 4 * 6, 2 * 2 * 3] and g.acc_depth == 48
     assert g.layers[0].pack == (3, 2) and g.layers[1].pack == (2, 1) and g.layers[2].n_in == (2 << 3) * 4
+
+
+def test_core_geometry_builds_leaky_conv_models():
+    """A leak on a conv2d layer runs on the core (the sweep feeds the IfUnit's multiplier): the leak table
+    and the manifest's leaks carry it, a layer without one runs the identity at the shared shift."""
+    m = Model([Conv2d(np.ones((2, 1, 3, 3), int), in_shape=(1, 4, 4), padding=1, leak=(3, 2), reset="zero"),
+               Dense(np.ones((1, 32), int))], T=2, input_max=1)
+    g = CoreGeometry(m, 4)
+    assert g.leak_table == ((3, 2), (4, 2)) and g.leak_bits == 3        # the identity's num 4
+    assert g.parameters()["leaks"] == [[3, 2], None] and g.parameters()["resets"] == ["zero", "subtract"]
 
 
 def test_core_geometry_still_builds_dense_models(tmp_path):

@@ -5,6 +5,8 @@ exactly (docs/spec.md section 3, "conv2d and maxpool2d dataflow")."""
 import numpy as np
 import pytest
 
+import golden
+
 from golden import Dense, Model, perf
 from golden.model import Conv2d, MaxPool2d
 from hw import ConfigError, CoreConfig
@@ -12,11 +14,13 @@ from core_check import run_both
 
 
 def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,), dense=5, T=3, encoding="rate",
-             readout="count", resets=None, input_max=5, samples=3, coding="rate", kernels=None):
+             readout="count", resets=None, leaks=None, v_init=(-2, 3), input_max=5, samples=3,
+             coding="rate", kernels=None):
     """conv layers (channels, kernel, stride, padding), a 2x2 max pool after the convs listed in
-    ``pool_after``, then a dense layer; fixed-seed weights that make the layers fire. ``coding="tsc"``:
-    tsc coding (tsc encoding, membrane readout, v_init 0). ``kernels``: stcb's STEB kernel h of each
-    layer with neurons, by layer index (default [1])."""
+    ``pool_after``, then a dense layer; fixed-seed weights that make the layers fire. ``resets`` and
+    ``leaks`` map a layer index to its reset and leak [num, shift]. ``coding="tsc"``: tsc coding (tsc
+    encoding, membrane readout, v_init 0); a conv layer's v_init is drawn from ``v_init`` [lo, hi).
+    ``kernels``: stcb's STEB kernel h of each layer with neurons, by layer index (default [1])."""
     rng = np.random.default_rng(seed)
     tsc = coding == "tsc"
     if tsc:
@@ -25,10 +29,10 @@ def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,)
     for i, (co, k, s, p) in enumerate(convs):
         reset = (resets or {}).get(len(layers), "subtract")
         h = (kernels or {}).get(len(layers), [1])
-        v_init = rng.integers(-2, 3, co)
+        v0 = rng.integers(*v_init, co)
         layers.append(Conv2d(rng.integers(-6, 10, (co, shape[0], k, k)), rng.integers(-2, 3, co),
-                             rng.integers(4, 14, co), 0 * v_init if tsc else v_init, h, in_shape=shape, stride=s,
-                             padding=p, reset=reset))
+                             rng.integers(4, 14, co), 0 * v0 if tsc else v0, h, in_shape=shape, stride=s,
+                             padding=p, reset=reset, leak=(leaks or {}).get(len(layers))))
         shape = layers[-1].out_shape
         if i in pool_after:
             layers.append(MaxPool2d(2, in_shape=shape))
@@ -36,7 +40,8 @@ def conv_net(seed, *, in_shape=(1, 6, 6), convs=((4, 3, 1, 1),), pool_after=(0,)
     n = int(np.prod(shape))
     for d in (dense,) if isinstance(dense, int) else dense:     # one dense layer, or several
         layers.append(Dense(rng.integers(-8, 8, (d, n)), rng.integers(-2, 3, d), rng.integers(3, 10, d),
-                            0, (kernels or {}).get(len(layers), [1]), reset=(resets or {}).get(len(layers), "subtract")))
+                            0, (kernels or {}).get(len(layers), [1]), reset=(resets or {}).get(len(layers), "subtract"),
+                            leak=(leaks or {}).get(len(layers))))
         n = d
     model = Model(layers, T=T, coding=coding, encoding=encoding, input_max=input_max, readout=readout,
                   weight_bits=5)
@@ -82,6 +87,38 @@ def test_conv_shapes_match_golden(case):
     lanes = case.pop("lanes")
     model, x = conv_net(11, **case)
     assert_matches_golden(model, x, lanes)
+
+
+# ---- leaky conv2d layers (docs/spec.md section 2: V <- (V * num) >> shift before the current, at step 0 too,
+# on v_init): the sweep's word reaches the IfUnit as a dense op does, so the state word read in the walker's
+# cycle (v_init at step 0) goes through the unit's multiplier and shifter ahead of the adders
+
+@pytest.mark.parametrize("case", [
+    # zero reset in the leaky conv layer, a second leaky conv (another shift: a shifter, not wiring), P = 2
+    dict(encoding="rate", in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 1, 1)), pool_after=(0,), T=5,
+         resets={0: "zero", 2: "zero"}, leaks={0: (3, 2), 2: (13, 4)}, lanes=2),
+    # subtract reset, a leak on the conv and on the dense layer that share the shift (a constant), P = 4
+    dict(encoding="rate", convs=((5, 3, 1, 1),), T=4, resets={0: "subtract"}, leaks={0: (11, 4), 2: (7, 4)},
+         lanes=4),
+    # direct input (the term stage: the leaked V registered before the bias), zero reset, P = 1 and 8
+    dict(encoding="direct", T=4, resets={0: "zero"}, leaks={0: (5, 3)}, lanes=1),
+    dict(encoding="direct", convs=((10, 3, 1, 1),), T=3, resets={0: "subtract", 2: "zero"},
+         leaks={0: (1, 1), 2: (3, 2)}, lanes=8),
+    # a kernel-1 conv, membrane readout from a dense layer whose leak clears V each step (num = 0)
+    dict(encoding="rate", in_shape=(2, 4, 4), convs=((3, 1, 1, 0),), readout="membrane",
+         leaks={0: (1, 2), 2: (0, 0)}, resets={0: "zero"}, lanes=2),
+])
+def test_leaky_conv_matches_golden(case):
+    case = dict(case)
+    lanes = case.pop("lanes")
+    # v_init well below 0, so the floor of a negative product matters at step 0
+    model, x = conv_net(21, v_init=(-30, 20), **case)
+    assert_matches_golden(model, x, lanes)
+    # the leak changes the outcome (else this would not test it)
+    case.pop("leaks")
+    plain, _ = conv_net(21, v_init=(-30, 20), **case)
+    assert all(l.leak is None for l in plain.layers if l.kind != "maxpool2d")
+    assert golden.run(plain, x).membranes.tolist() != golden.run(model, x).membranes.tolist()
 
 
 def test_an_all_zero_sample_reads_no_conv_weights():

@@ -1,8 +1,9 @@
 """SpikingJelly as a real client of quant.nir (issue 19): train a small digits conv network here,
-export it with SpikingJelly's own ``export_to_nir``, import it, and compare.
+export it with SpikingJelly's own ``export_to_nir``, import it, and compare in golden and on the RTL.
 
 conv + ``IFNode(v_reset=0)`` + AvgPool2d + Linear (and the same with ``LIFNode(tau=3)``), multi-step,
-T=4, the input ``x / 16`` every step (direct encoding). Training takes about two seconds per network.
+T=4, the input ``x / 16`` every step (direct encoding); the recipe is tests/nir_sj_nets.py, which
+``make nir-sj`` runs on the whole test split. Training takes a few seconds per network.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ torch = pytest.importorskip("torch")
 nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch", reason="SpikingJelly's NIR exporter imports nirtorch (make setup installs it)")
 sj = pytest.importorskip("spikingjelly.activation_based")
-from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
-from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir  # noqa: E402
+from spikingjelly.activation_based import functional, layer  # noqa: E402
 
 import golden  # noqa: E402
 from golden import datasets  # noqa: E402
@@ -26,8 +26,7 @@ from quant import nir as qnir  # noqa: E402
 from quant.nir_convert import float_run  # noqa: E402
 from quant.nir_graph import plan, read_graph  # noqa: E402
 
-T = 4
-SCALE = 1 / 16
+from nir_sj_nets import SCALE, T, export, neuron_node, predict, train, trained_conv_net  # noqa: E402
 
 
 def run_cli(capsys, *argv):
@@ -37,47 +36,16 @@ def run_cli(capsys, *argv):
     return e.value.code, out.out, out.err
 
 
-def _net(kind: str) -> torch.nn.Sequential:
-    node = (neuron.IFNode(v_reset=0.0, surrogate_function=surrogate.ATan()) if kind == "if" else
-            neuron.LIFNode(tau=3.0, v_reset=0.0, surrogate_function=surrogate.ATan()))
-    net = torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), node, layer.AvgPool2d(2), layer.Flatten(),
-                              layer.Linear(8 * 4 * 4, 10))
-    functional.set_step_mode(net, "m")
-    return net
-
-
-def _forward(net, x: np.ndarray) -> torch.Tensor:
-    """SpikingJelly's own output: the mean over T of the Linear layer's output."""
-    p = next(net.parameters())
-    xin = torch.tensor(x, dtype=p.dtype).reshape(-1, 1, 8, 8) * SCALE
-    out = net(xin.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)
-    functional.reset_net(net)
-    return out
-
-
 @pytest.fixture(scope="module", params=["if", "lif"])
 def trained(request, tmp_path_factory):
-    """A trained SpikingJelly network, its own test predictions (float64), and its exported graph."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    x_tr, y_tr = datasets.load("digits", "train")
+    """A trained SpikingJelly network (tests/nir_sj_nets.py), its own test predictions (float64), and its
+    exported graph."""
     x_te, y_te = datasets.load("digits", "test")
-    net = _net(request.param)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for epoch in range(6):
-        perm = np.random.RandomState(epoch).permutation(len(x_tr))
-        for i in range(0, len(x_tr), 64):
-            idx = perm[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(_forward(net, x_tr[idx]), torch.tensor(y_tr[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net = net.double()
-    with torch.no_grad():
-        pred = _forward(net, x_te).argmax(1).numpy()
+    net = trained_conv_net(request.param)
+    pred = predict(net, x_te)
     d = tmp_path_factory.mktemp(request.param)
     src = d / "sj.nir"
-    export_to_nir(net, torch.zeros(T, 2, 1, 8, 8, dtype=torch.float64), save_path=src)
+    export(net, src)
     return dict(kind=request.param, net=net, pred=pred, acc=float((pred == y_te).mean()), src=src, dir=d,
                 x=x_te, y=y_te)
 
@@ -139,6 +107,31 @@ def test_import_golden_within_one_point_and_round_trip_exact(trained, capsys):
     assert all(np.array_equal(a, b) for a, b in zip(r.v_final, r2.v_final))
 
 
+def test_conv_import_and_its_round_trip_run_exactly_on_the_rtl(trained, tmp_path, capsys):
+    """The conv network on hardware: imported (conv2d with reset zero, the LIF's leak [171, 8] on the conv
+    layer, the pool folded into the dense layer), exported and re-imported, then the round-tripped model
+    on Verilator with random stalls: every sample and counter equals golden (a few samples here; the whole
+    test split is ``make nir-sj``)."""
+    from sim.regress import regress
+    from sim.toolchain import ensure_verilator
+    ensure_verilator()
+    code, _, err = run_cli(capsys, "import", trained["src"], "--dataset", "digits", "--input-scale", "0.0625",
+                           "--T", T, "--weight-bits", "8", "--limit", "8", "--calib", "128", "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "export", tmp_path / "m.npz", "--out", tmp_path / "f.nir")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "import", tmp_path / "f.nir", "--out", tmp_path / "m2.npz")
+    assert code == 0, err
+    m, m2 = golden.load_model(tmp_path / "m.npz"), golden.load_model(tmp_path / "m2.npz")
+    assert m2 == m and [(l.kind, l.reset) for l in m2.layers] == [("conv2d", "zero"), ("dense", "zero")]
+    assert m2.layers[0].leak == ((171, 8) if trained["kind"] == "lif" else None)
+    n = 12
+    res = regress(m2, trained["x"][:n], trained["y"][:n], lanes=8, stall_prob=0.2,
+                  name=f"nir_conv_{trained['kind']}", log=lambda *_: None, fast_build=True)
+    assert res.first_mismatch is None, res.first_mismatch
+    assert res.summary["matching_samples"] == n
+
+
 @pytest.mark.parametrize("kind", ["if", "lif"])
 def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path, capsys, kind):
     """The whole path on hardware: SpikingJelly Linear + IFNode(v_reset=0) (or LIFNode(tau=3, v_reset=0): a leak
@@ -149,31 +142,12 @@ def test_dense_spikingjelly_network_imports_and_runs_exactly_on_the_rtl(tmp_path
     ensure_verilator()
     torch.set_num_threads(1)
     torch.manual_seed(1)
-    x_tr, y_tr = datasets.load("digits", "train")
     x_te, y_te = datasets.load("digits", "test")
-    node = (neuron.IFNode(v_reset=0.0, surrogate_function=surrogate.ATan()) if kind == "if" else
-            neuron.LIFNode(tau=3.0, v_reset=0.0, surrogate_function=surrogate.ATan()))
-    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 24), node, layer.Linear(24, 10))
+    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 24), neuron_node(kind), layer.Linear(24, 10))
     functional.set_step_mode(net, "m")
-
-    def forward(xs):
-        p = next(net.parameters())
-        xin = torch.tensor(xs, dtype=p.dtype).reshape(-1, 1, 8, 8) * SCALE
-        out = net(xin.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)
-        functional.reset_net(net)
-        return out
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for epoch in range(4):
-        perm = np.random.RandomState(epoch).permutation(len(x_tr))
-        for i in range(0, len(x_tr), 64):
-            idx = perm[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(forward(x_tr[idx]), torch.tensor(y_tr[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net = net.double()
+    net = train(net, 4)
     src = tmp_path / "dense.nir"
-    export_to_nir(net, torch.zeros(T, 2, 1, 8, 8, dtype=torch.float64), save_path=src)
+    export(net, src)
     code, _, err = run_cli(capsys, "import", src, "--dataset", "digits", "--input-scale", "0.0625", "--T", T,
                            "--weight-bits", "8", "--out", tmp_path / "m.npz")
     assert code == 0, err

@@ -59,14 +59,14 @@ CONFIGS = [
 ZERO_RESET = {"r_cnt_p1": (1,), "d_cnt_p8": (0, 2), "stcb_k_p2_3l": (1,)}
 
 # conv2d and maxpool2d networks (tests/test_hw_conv_core.conv_net): two convs with a pool and a strided
-# conv (rate, P=4), a direct-input conv on a non-square map with zero reset and membrane readout, and an
-# stcb conv with a kernel, five channels at P=4, and a pool (the sweep's words spaced T*taps for the slot unit)
+# conv (rate, P=4), a direct-input leaky conv on a non-square map with zero reset and membrane readout, and
+# an stcb conv with a kernel, five channels at P=4, and a pool (the sweep's words spaced T*taps for the slot unit)
 CONV_CONFIGS = {
     # the last conv (K 1, stride 2 on a 2x2 map) gets events none of whose offsets lands in its output
     "conv_r_p4": dict(seed=21, in_shape=(1, 8, 8), convs=((6, 3, 1, 1), (5, 3, 2, 1), (4, 1, 2, 0)), pool_after=(0,),
                       lanes=4),
     "conv_d_p2": dict(seed=22, in_shape=(1, 6, 5), convs=((3, 3, 1, 1),), pool_after=(), lanes=2,
-                      encoding="direct", readout="membrane", resets={0: "zero"}),
+                      encoding="direct", readout="membrane", resets={0: "zero"}, leaks={0: (5, 3)}),
     "conv_s_p4": dict(seed=23, in_shape=(1, 6, 6), convs=((5, 3, 1, 1),), pool_after=(0,), lanes=4, coding="stcb",
                       T=4, kernels={0: [2, -1, 1], 2: [1, 1]}),
 }
@@ -146,6 +146,17 @@ def test_leaky_configurations_are_leaky(cores, name):
     g, p = golden.run(model, x, record=True), golden.run(plain, x, record=True)
     for li in sorted(LEAK[name]):
         assert g.spikes[li].tolist() != p.spikes[li].tolist() or li == len(model.layers) - 1, (name, li)
+    assert g.membranes.tolist() != p.membranes.tolist()
+
+
+def test_leaky_conv_configuration_is_leaky(cores):
+    # the conv layer's leak must change what the core computes, or its exactness would not test it
+    model, x, lanes, v, man, b = cores["conv_d_p2"]
+    assert man["parameters"]["leaks"] == [[5, 3], None] and man["parameters"]["resets"][0] == "zero"
+    case = {k: v for k, v in CONV_CONFIGS["conv_d_p2"].items() if k not in ("seed", "lanes", "leaks")}
+    plain, _ = conv_net(CONV_CONFIGS["conv_d_p2"]["seed"], samples=12, **case)
+    g, p = golden.run(model, x, record=True), golden.run(plain, x, record=True)
+    assert g.spikes[0].tolist() != p.spikes[0].tolist()
     assert g.membranes.tolist() != p.membranes.tolist()
 
 
