@@ -756,9 +756,9 @@ def test_schema1_layer_entries_are_strict(tmp_path):
 # the hardware core refuses what it cannot run yet
 
 @pytest.mark.parametrize("model, msg", [
-    (ZOO["stcb"], r"layer 0: conv2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
-    (Model([MaxPool2d(2, in_shape=(1, 4, 4)), Dense(np.ones((1, 4), int))], T=2, coding="stcb", input_max=1),
-     r"layer 0: maxpool2d layers run on the hardware core in rate and tsc coding only \(not stcb yet\)"),
+    (Model([Conv2d(np.ones((2, 1, 3, 3), int), leak=(3, 2), in_shape=(1, 4, 4), padding=1),
+            Dense(np.ones((1, 32), int))], T=2, coding="stcb", input_max=1),
+     r"layer 0: leak=\[3, 2\] on an stcb conv2d layer is not supported by the hardware core yet"),
     (Model([Conv2d(np.ones((2, 2, 3, 3), int), in_shape=(2, 4, 4), padding=1), Dense(np.ones((1, 32), int))],
            T=2, input_max=1, encoding="direct"),
      "layer 0: direct input into a conv2d layer needs one input channel on the hardware core, not 2"),
@@ -766,6 +766,12 @@ def test_schema1_layer_entries_are_strict(tmp_path):
 def test_core_geometry_refuses_schema2_features(model, msg):
     with pytest.raises(ConfigError, match=msg):
         CoreGeometry(model, 4)
+
+
+def test_stcb_spatial_layers_run_at_banks_1_only():
+    CoreGeometry(ZOO["stcb"], 4)
+    with pytest.raises(ConfigError, match=r"layer 0: banks > 1 on an stcb conv2d layer is not built yet"):
+        CoreGeometry(ZOO["stcb"], 4, banks=3)
 
 
 def test_core_geometry_builds_rate_conv_models():
