@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -29,6 +30,10 @@ TARGET_SPS = 5000.0
 TARGET_RATIO = 2.0      # golden's speed over SpikingJelly's, median of the interleaved pairs
 GAP_S = 0.2             # idle seconds before every timed run of the comparison (see compare)
 MIN_REPEATS = 5
+# each side's timing in a pair is one batch of back-to-back runs at least this long, divided by its
+# runs: a single 1-ms run of the dense net is decided by a scheduler tick or a cold cache on this
+# shared machine (pairs of single runs ranged 0.9x to 4.3x in one sitting), a batch of 50 ms is not
+MIN_TIMED_S = 0.05
 
 
 def bench_model(T: int, seed: int = 0) -> Model:
@@ -116,10 +121,17 @@ def _spikingjelly_runner(model: Model, spikes: np.ndarray, threads: int):
     return run
 
 
-def _timed(f) -> float:
+def _timed(f, runs: int = 1) -> float:
+    """Seconds per run of ``runs`` back-to-back calls of ``f``."""
     t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
+    for _ in range(runs):
+        f()
+    return (time.perf_counter() - t0) / runs
+
+
+def batch_runs(f, min_s: float = MIN_TIMED_S) -> int:
+    """How many back-to-back runs of ``f`` take at least ``min_s`` (from one timed run, ``f`` warm)."""
+    return max(1, math.ceil(min_s / max(_timed(f), 1e-9)))
 
 
 def compare(name: str, model: Model, x: np.ndarray, repeats: int, lanes: int, gap_s: float = GAP_S) -> dict:
@@ -127,13 +139,16 @@ def compare(name: str, model: Model, x: np.ndarray, repeats: int, lanes: int, ga
     one run of each, golden first on even repeats and SpikingJelly first on odd ones, so a burst of
     load on the shared machine hits both sides of a pair alike. The verdict is the median over the
     repeats of each pair's ratio (SpikingJelly's seconds / golden's: golden's speed in SpikingJelly's
-    units). Before every timed run, ``gap_s`` of idle time lets the other side's spinning worker
-    threads (OpenBLAS, OpenMP) go to sleep, so neither is timed against the other's, and an untimed
-    run of the same side wakes its own threads and caches again after the idle time."""
+    units). Each side's timing is a batch of back-to-back runs of at least ``MIN_TIMED_S`` (its
+    number of runs fixed once, after the warm-up), divided by its runs. Before every timed batch,
+    ``gap_s`` of idle time lets the other side's spinning worker threads (OpenBLAS, OpenMP) go to
+    sleep, so neither is timed against the other's, and an untimed run of the same side wakes its
+    own threads and caches again after the idle time."""
     rec = engine.run(model, x, lanes=lanes, record=True)     # SpikingJelly's input spikes, and the outputs
     out = {"network": name, "T": model.T, "input_shape": list(model.input_shape), "coding": model.coding,
            "lanes": lanes, "samples": len(x), "repeats": repeats, "gap_seconds": gap_s,
-           "protocol": "per pair, each side: idle gap, untimed run, timed run; order alternates",
+           "protocol": "per pair, each side: idle gap, untimed run, timed batch of back-to-back runs "
+                       f"(>= {MIN_TIMED_S * 1000:g} ms) over its runs; order alternates",
            "mean_spikes": float(rec.counters["spikes"].mean()),
            "firing_rates": [float(s.mean()) for s in rec.spikes]}
     # torch logs a warning about Triton (a GPU compiler) on import; it says nothing about this CPU run
@@ -157,6 +172,8 @@ def compare(name: str, model: Model, x: np.ndarray, repeats: int, lanes: int, ga
             engine.run(model, x, lanes=lanes)
         golden()                                               # untimed warm-up of both
         sj()
+        runs = {golden: batch_runs(golden), sj: batch_runs(sj)}
+        out["runs_per_timing"] = {"golden": runs[golden], "spikingjelly": runs[sj]}
         pairs = []
         for i in range(repeats):
             order = (golden, sj) if i % 2 == 0 else (sj, golden)
@@ -164,7 +181,7 @@ def compare(name: str, model: Model, x: np.ndarray, repeats: int, lanes: int, ga
             for f in order:
                 time.sleep(gap_s)         # the other side's worker threads stop spinning
                 f()                       # then this side's threads, caches and clock are warm again
-                t[f] = _timed(f)
+                t[f] = _timed(f, runs[f])
             pairs.append({"golden_seconds": t[golden], "spikingjelly_seconds": t[sj],
                           "golden_over_spikingjelly": t[sj] / t[golden]})
     finally:

@@ -135,3 +135,22 @@ def test_bench_network_equals_spikingjelly_on_digits():
     x, _ = golden.datasets.load("digits", "test")
     r = assert_equal(conv_bench_model(), x)
     assert 0.02 < r.spikes[0].mean() < 0.5 and 0.02 < r.spikes[2].mean() < 0.5       # it really fires
+
+
+def test_bench_times_each_side_as_a_batch_of_back_to_back_runs(monkeypatch):
+    """golden.bench times a side as one batch of runs lasting at least MIN_TIMED_S, divided by its runs
+    (a single 1-ms run is decided by the scheduler): with a clock that advances 7 ms per run, 8 runs make
+    the batch, and the time per run is exactly 7 ms."""
+    from golden import bench
+    now = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    calls = []
+
+    def run():
+        calls.append(1)
+        now[0] += 0.007
+    assert bench.batch_runs(run, 0.05) == 8                       # ceil(50 / 7)
+    assert len(calls) == 1
+    assert bench._timed(run, 8) == pytest.approx(0.007, abs=1e-12)
+    assert len(calls) == 9
+    assert bench.batch_runs(lambda: None, 0.05) >= 1              # a run faster than the clock: no division by 0
