@@ -3,11 +3,13 @@
 The scatter adds P weights into an accumulator word (pools OR their spikes or trains in), and the
 fire sweep reads every word and writes zero back, so the memory is all-zero between phases
 (docs/spec.md section 3). An op issued in cycle c reads its word through the block RAM and a fabric
-register (its old word is there in cycle c + ``MEM_READ_LATENCY``), and writes the new word in that
-same cycle. The block RAM reads without write-through, so the two ops after it would read a stale
-word: the new word of each of the last two writes is kept beside its address and *forwarded* to an op
-on the same address (the nearer write wins). Back-to-back ops on one word therefore see each other's
-sums, whatever the order of events.
+register (its old word is there in cycle c + ``MEM_READ_LATENCY``), forms the new word in that same
+cycle into a register, and writes it into the block RAM a cycle later (the adder's path then ends in a
+fabric register next to it, not at the block RAM's data input: that path limited the rate conv core to
+86.8-93.4 MHz on the LFE5U-25F). The block RAM reads without write-through, so the three ops after it
+would read a stale word: the new word of each of the last three ops is kept beside its address and
+*forwarded* to an op on the same address (the nearest wins). Back-to-back ops on one word therefore see
+each other's sums, whatever the order of events.
 """
 
 from __future__ import annotations
@@ -59,15 +61,16 @@ class AccumulatorMemory(wiring.Component):
     swept : Out(stream.Signature(swept_layout, always_ready=True))
         The old word of a ``SWEEP`` op issued in cycle c, in cycle c + ``LATENCY``.
     forwarded : Out(1)
-        In cycle c + ``LATENCY``: the old word of the op issued in cycle c came from one of the two
-        writes before it, not from the RAM (a coverage point).
+        In cycle c + ``LATENCY``: the old word of the op issued in cycle c came from one of the three
+        ops before it, not from the RAM (a coverage point).
     merged : Out(1)
         In cycle c + ``LATENCY`` + 1: an ``OR`` op whose terms share a set bit with its old word, or a
         ``MAX`` op whose terms and old word are both non-zero in a lane (a pool window that already
         held a spike: a coverage point).
     acc_read, acc_write : Out(1)
         Counter increments: a word read (every op but ``CLEAR``), in the cycle it is issued; a word
-        written (every op), in the cycle it is written (c + ``LATENCY``).
+        written (every op), in the cycle its new word is formed (c + ``LATENCY``; it reaches the block
+        RAM a cycle later).
 
     ``LATENCY`` is ``perf.MEM_READ_LATENCY``.
     """
@@ -109,20 +112,25 @@ class AccumulatorMemory(wiring.Component):
         ram = Signal(self.word_layout)
         m.d.sync += [v1.eq(self.ops.valid), op1.eq(op), v2.eq(v1), op2.eq(op1)]
 
-        # the last two writes (one and two cycles ago): the RAM read of op2 missed both
+        # the new words of the last two ops (w1: formed a cycle ago, in the RAM's write port now; w2: two
+        # cycles ago, written a cycle ago): the RAM read of op2 missed them and the one being formed now
         w1_en, w1_addr, w1_data = Signal(), Signal(self._abits), Signal(self.word_layout)
-        # the forwarding hits, compared a cycle ahead: op1 against the write happening now (op2, one
-        # write back when op1 reaches stage 2) and the one before it (w1), so the multiplexer in front of
-        # the adder takes its select from flops (the compare in series limited a conv core to 79 MHz)
-        hit1, hit2 = Signal(), Signal()
-        m.d.sync += [hit1.eq(v2 & (op2.addr == op1.addr)), hit2.eq(w1_en & (w1_addr == op1.addr))]
-        # the older hit is folded into the RAM word's register: the write it forwards is w1 now and w2 when
-        # op1 reaches stage 2, so the word is the same, and ``old`` is one 2:1 multiplexer before the adder
-        m.d.sync += ram.eq(Mux(w1_en & (w1_addr == op1.addr), w1_data, rd.data))
+        w2_en, w2_addr, w2_data = Signal(), Signal(self._abits), Signal(self.word_layout)
+        # the nearest hit is compared a cycle ahead: op1 against op2, whose new word is w1 when op1
+        # reaches stage 2, so the multiplexer in front of the adder takes its select from a flop (the
+        # compare in series limited a conv core to 79 MHz)
+        hit1 = Signal()
+        m.d.sync += hit1.eq(v2 & (op2.addr == op1.addr))
+        # the two older hits are folded into the RAM word's register: the words they forward are w1 and
+        # w2 now, and the same words (then w2 and gone from the pipeline, but in the RAM for a read after
+        # it) are what op1 needs at stage 2, so ``old`` is one 2:1 multiplexer before the adder
+        hit2, hit3 = w1_en & (w1_addr == op1.addr), w2_en & (w2_addr == op1.addr)
+        fwd_old = Signal()
+        m.d.sync += [ram.eq(Mux(hit2, w1_data, Mux(hit3, w2_data, rd.data))), fwd_old.eq(hit2 | hit3)]
         old = Signal(self.word_layout)
         m.d.comb += old.eq(Mux(hit1, w1_data, ram))
         uses_old = op2.kind != AccKind.CLEAR
-        m.d.comb += self.forwarded.eq(v2 & uses_old & (hit1 | hit2))
+        m.d.comb += self.forwarded.eq(v2 & uses_old & (hit1 | fwd_old))
 
         # (coverage) the lanes where a pool op met a window that already held a spike, registered: the
         # strobe is a cycle late, so that its compare is not in series with the adder's path from ``old``
@@ -144,8 +152,9 @@ class AccumulatorMemory(wiring.Component):
                              for i in range(self._lanes)]
             with m.Default():                          # SWEEP and CLEAR write zero
                 m.d.comb += new.eq(0)
-        m.d.comb += [wr.en.eq(v2), wr.addr.eq(op2.addr), wr.data.eq(new), self.acc_write.eq(v2),
+        m.d.comb += [wr.en.eq(w1_en), wr.addr.eq(w1_addr), wr.data.eq(w1_data), self.acc_write.eq(v2),
                      self.swept.valid.eq(v2 & (op2.kind == AccKind.SWEEP)),
                      self.swept.payload.addr.eq(op2.addr), self.swept.payload.word.eq(old)]
-        m.d.sync += [w1_en.eq(v2), w1_addr.eq(op2.addr), w1_data.eq(new)]
+        m.d.sync += [w1_en.eq(v2), w1_addr.eq(op2.addr), w1_data.eq(new),
+                     w2_en.eq(w1_en), w2_addr.eq(w1_addr), w2_data.eq(w1_data)]
         return m

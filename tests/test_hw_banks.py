@@ -106,10 +106,10 @@ def test_banked_accumulator_against_one_dict_per_bank(banks, lanes, width):
     assert got_sweeps == expect_sweeps
     assert len(expect_sweeps) > 100
     # forwarded: some bank's op of LATENCY cycles ago (not a clear) follows a write to its word in that
-    # same bank one or two cycles before it
+    # same bank one, two or three cycles before it
     expect_fwd = [n for n in range(len(frames)) if any(
         (o := frames[n - L].get(b)) is not None and o["kind"] != AccKind.CLEAR
-        and any(frames[n - L - d].get(b, {}).get("addr") == o["addr"] for d in (1, 2) if n - L - d >= 0)
+        and any(frames[n - L - d].get(b, {}).get("addr") == o["addr"] for d in (1, 2, 3) if n - L - d >= 0)
         for b in range(banks)) if n >= L]
     assert [n for n, row in enumerate(trace) if row["fwd"]] == expect_fwd
     assert len(expect_fwd) > 50
