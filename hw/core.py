@@ -441,11 +441,12 @@ class SpikeCore(wiring.Component):
 
     def _tsc_pool_rmw(self, m, seq, ops) -> dict:
         """tsc maxpool2d (docs/spec.md section 3): an OFF's op (the pool scatter's MAX of t into lane
-        c mod P; an ON's op is null) reads the pool's state word in its cycle c, and in c + 2 writes
-        back the lane-wise max of the word and the op's terms. The store does not write through, so the
-        two previous ops' words are forwarded (the nearer wins), as the accumulator memory does.
-        Returns the read (``rd``, ``raddr``) and the write (``wr``, ``waddr``, ``wdata``), addresses
-        within the layer."""
+        c mod P; an ON's op is null) reads the pool's state word in its cycle c, forms the lane-wise max
+        of the word and the op's terms in c + 2 into a register, and writes it back from there in c + 3
+        (the max's carry chain then ends at that register, not behind the store's write multiplexer).
+        The store does not write through, so the three previous ops' words are forwarded (the nearest
+        wins), as the accumulator memory does. Returns the read (``rd``, ``raddr``) and the write
+        (``wr``, ``waddr``, ``wdata``), addresses within the layer."""
         cfg = self._cfg
         P = cfg.P
         word = data.ArrayLayout(self.state_lane, P)
@@ -454,19 +455,32 @@ class SpikeCore(wiring.Component):
         v1, a1, t1 = Signal(), Signal.like(pl.addr), Signal.like(pl.terms)
         v2, a2, t2 = Signal(), Signal.like(pl.addr), Signal.like(pl.terms)
         m.d.sync += [v1.eq(rd), a1.eq(pl.addr), t1.eq(pl.terms), v2.eq(v1), a2.eq(a1), t2.eq(t1)]
+        # r1: the word formed a cycle ago (being written now), r2 and r3: formed two and three cycles ago
         r1v, r1a, r1w = Signal(), Signal.like(pl.addr), Signal(word)
         r2v, r2a, r2w = Signal(), Signal.like(pl.addr), Signal(word)
+        r3w = Signal(word)
         old, new = Signal(word), Signal(word)
         store = m.submodules.store
-        m.d.comb += old.eq(Mux(r1v & (r1a == a2), r1w, Mux(r2v & (r2a == a2), r2w, store.state)))
+        # the hits, compared a cycle ahead (the op in stage 1 against the op now in stage 2, whose word
+        # is r1 a cycle later, against r1, which is r2 then, and against r2, which is r3 then), so the
+        # multiplexer in front of the max takes its selects from flops: the compares in series limited
+        # the tsc conv core to 71 MHz
+        hit1, hit2, hit3 = Signal(), Signal(), Signal()
+        m.d.sync += [hit1.eq(v2 & (a2 == a1)), hit2.eq(r1v & (r1a == a1)), hit3.eq(r2v & (r2a == a1))]
+        m.d.comb += old.eq(Mux(hit1, r1w, Mux(hit2, r2w, Mux(hit3, r3w, store.state))))
+        # the max against each of the four words side by side, then the hits pick one: the compare's
+        # carry chain starts at a flop, not behind the hits' multiplexer and its fan-out (88 MHz; 97.8
+        # MHz so; picking one compare bit by the hits first and then t or the old word measured 91.8 MHz)
         for p in range(P):
-            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(t2[p] > old[p].v, t2[p], old[p].v))]
-        m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w)]
-        # the read's word will not be used: an op in flight (the next two stages) writes the same word
-        fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)))
+            cand = [Mux(t2[p] > w[p].v, t2[p], w[p].v) for w in (r1w, r2w, r3w, store.state)]
+            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(hit1, cand[0], Mux(hit2, cand[1], Mux(hit3, cand[2],
+                                                                                                   cand[3]))))]
+        m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w), r3w.eq(r2w)]
+        # the read's word will not be used: an op in flight (the next three stages) writes the same word
+        fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)) | (r1v & (r1a == pl.addr)))
         # (coverage) a window that already held an OFF: a max over two times
         merged = v2 & (Cat(*[(old[p].v != 0) & (t2[p] != 0) for p in range(P)]) != 0)
-        return {"rd": rd, "raddr": pl.addr, "wr": v2, "waddr": a2, "wdata": new, "fwd": fwd, "merged": merged}
+        return {"rd": rd, "raddr": pl.addr, "wr": r1v, "waddr": r1a, "wdata": r1w, "fwd": fwd, "merged": merged}
 
     def _store_clients(self, m, seq, store, agen, gen, readout, upd, sp):
         """The state and parameter memories' clients, arbitrated here and nowhere else: the address

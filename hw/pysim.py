@@ -24,8 +24,11 @@ class SimulationHang(RuntimeError):
 
 
 def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0, max_cycles: int = 2_000_000,
-             core: SpikeCore | None = None, spikes: list | None = None) -> dict:
-    """``spikes``: a list that receives every spike-monitor row (cycle, enc, layer, t, group, mask)."""
+             core: SpikeCore | None = None, spikes: list | None = None, hazards: list | None = None) -> dict:
+    """``spikes``: a list that receives every spike-monitor row (cycle, enc, layer, t, group, mask).
+    ``hazards``: a list that receives (cycle, address) of every state-memory read whose word is used
+    (``st.fwd`` low) in the cycle a write to the same address happens: the read-during-write the
+    store does not resolve (sim/harness.py's ``v_same_cycle`` check, here in the Amaranth simulator)."""
     core = SpikeCore(model, lanes=lanes) if core is None else core
     cfg = core.config
     x = np.asarray(x, dtype=np.int64)
@@ -104,10 +107,20 @@ def simulate(model, x, *, lanes: int = 1, stall_prob: float = 0.0, seed: int = 0
             if valid:
                 spikes.append((n, enc, layer, t, group, mask))
 
+    async def hazard_monitor(ctx):
+        n = 0
+        async for _, _, rd, raddr, fwd, wr, waddr in ctx.tick().sample(
+                core.st.rd, core.st.raddr, core.st.fwd, core.st.wr, core.st.waddr):
+            n += 1
+            if rd and not fwd and wr and raddr == waddr:
+                hazards.append((n, raddr))
+
     sim = Simulator(core)
     sim.add_clock(CLOCK_PERIOD)
     if spikes is not None:
         sim.add_testbench(monitor, background=True)
+    if hazards is not None:
+        sim.add_testbench(hazard_monitor, background=True)
     sim.add_testbench(feeder)
     sim.add_testbench(drain)
     sim.add_testbench(counters)

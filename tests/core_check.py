@@ -6,12 +6,14 @@ from hw.pysim import simulate
 
 def run_both(model, x, lanes, banks=1, **kw):
     """Simulate the core on ``x`` and run golden; assert predictions, counts, membranes, every counter,
-    every layer's and the encoder's spikes, and no error flag, equal. Returns (core's outputs, golden's
+    every layer's and the encoder's spikes, and no error flag, equal, and no state-memory read-during-write
+    hazard (hw.pysim's ``hazards``). Returns (core's outputs, golden's
     Result). ``banks``: the accumulator banks of both."""
     if banks != 1:
         from hw.core import SpikeCore
         kw["core"] = SpikeCore(model, lanes=lanes, banks=banks)
-    hw = simulate(model, x, lanes=lanes, **kw)
+    hazards = []
+    hw = simulate(model, x, lanes=lanes, hazards=hazards, **kw)
     g = golden.run(model, x, lanes=lanes, banks=banks)
     assert hw["predictions"].tolist() == g.predictions.tolist()
     assert hw["counts"].tolist() == g.counts.tolist()
@@ -22,4 +24,6 @@ def run_both(model, x, lanes, banks=1, **kw):
         assert hw["layer_spikes"][li].tolist() == c["spikes"].tolist(), f"layer {li}"
     assert hw["encoder_spikes"].tolist() == g.encoder_counters["spikes"].tolist()
     assert hw["err_range"] == 0 and hw["err_protocol"] == 0
+    # no state read whose word is used meets a write to its word in the same cycle (the first ten)
+    assert hazards == [], hazards[:10]
     return hw, g
