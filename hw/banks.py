@@ -42,7 +42,7 @@ class BankedAccumulator(wiring.Component):
     """``banks`` accumulator memories (:class:`hw.accmem.AccumulatorMemory`), each with its own op port.
 
     A bundle gives each bank at most one op, so every bank is the one-bank read-modify-write pipeline
-    with its own forwarding of its last two writes: any sequence of bundles is exact, whatever words
+    with its own forwarding of its last three ops' words: any sequence of bundles is exact, whatever words
     consecutive bundles share. The sweep reads one word per cycle from whichever bank holds it; the
     banks' ``swept`` outputs are combined by their own valid flags (an AND-OR multiplexer with no
     delayed select), so the swept word comes ``LATENCY`` cycles after its op, as with one bank.

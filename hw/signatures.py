@@ -72,7 +72,7 @@ class ScatterTraceSignature(wiring.Signature):
 
     - ``no_offset``: the conv address generator emitted the null op of an event with no valid kernel
       offset (an event at a border whose offsets all fall outside the output map, stride 2);
-    - ``forwarded``: an accumulator op's old word came from one of the two writes before it (a
+    - ``forwarded``: an accumulator op's old word came from one of the three ops before it (a
       read-modify-write hazard resolved by forwarding);
     - ``merged``: a pool op met a window that already had a spike in this step (rate: a set bit
       ORed again; tsc: a max over two OFF times);

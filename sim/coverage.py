@@ -81,7 +81,7 @@ POINTS: dict[str, dict[str, tuple]] = {
     "scatter": {"no-valid-offset": (_CONV, "the conv address generator's null op for an event none of whose "
                                            "kernel offsets lands in the output map (sc__no_offset)"),
                 "forwarded-hazard": (_CONV, "an accumulator read-modify-write whose old word was forwarded from "
-                                            "one of the two writes before it (sc__forwarded)"),
+                                            "one of the three ops before it (sc__forwarded)"),
                 "pool-window-several-spikes": (_CONV, "a pool op into a window that already held a spike this "
                                                       "step (sc__merged)"),
                 "sweep-after-empty-step": (_CONV, "a conv2d or maxpool2d scatter with no source event this step, "
