@@ -108,22 +108,22 @@ def test_conv_weight_words_and_synapse_words():
     synapse divide by the latter, which for a dense layer is its G·n_in weight words."""
     from golden import Conv2d, MaxPool2d
     rng = np.random.default_rng(6)
-    m = Model([Conv2d(rng.integers(-4, 8, (3, 1, 3, 3)), 0, 6, 0, in_shape=(1, 4, 4), padding=1),
+    m = Model([Conv2d(rng.integers(-4, 8, (3, 2, 3, 3)), 0, 6, 0, in_shape=(2, 4, 4), padding=1),
                MaxPool2d(2, in_shape=(3, 4, 4)), Dense(rng.integers(-8, 8, (4, 12)), 0, 5, 0)], T=3, input_max=6)
-    # P = 2: conv Gc = 2 groups of 1 channel by 9 offsets; the pool none; dense 2 groups by 12 inputs
-    assert cp.weight_words(m, 2) == 2 * 1 * 9 + 0 + 2 * 12
-    # nv per row (and column) of a 4-wide map, K = 3, padding 1: 2, 3, 3, 2 (sum 10)
-    assert cp.synapse_words(m, 2) == 2 * 10 * 10 + 0 + 2 * 12
-    x = rng.integers(0, 7, (6, 16))
+    # P = 2: conv Gc = 2 groups of 2 input channels by 9 offsets; the pool none; dense 2 groups by 12 inputs
+    assert cp.weight_words(m, 2) == 2 * 2 * 9 + 0 + 2 * 12
+    # nv per row (and column) of a 4-wide map, K = 3, padding 1: 2, 3, 3, 2 (sum 10), in each of 2 channels
+    assert cp.synapse_words(m, 2) == 2 * 2 * 10 * 10 + 0 + 2 * 12
+    x = rng.integers(0, 7, (6, 32))
     samples, g = _samples(m, x, 2, [True] * 6)
     r = cp.comparison_row("conv", m, samples, np.zeros(6, int), 2)
-    assert (r["arch"], r["weight_words"], r["synapse_words"]) == ("3c3-mp2-4", 42, 224)
-    assert r["weight_reads_per_synapse"] == float((g.counters["weight_reads"] / 224).mean())
+    assert (r["arch"], r["weight_words"], r["synapse_words"]) == ("3c3-mp2-4", 60, 424)
+    assert r["weight_reads_per_synapse"] == float((g.counters["weight_reads"] / 424).mean())
     # the conv row is said apart, against the first row
     base = cp.comparison_row("rate T=8", _model(), _samples(_model(), x[:, :5] % 9, 2, [True] * 6)[0],
                              np.zeros(6, int), 2)
     note = cp.conv_notes([base, r])
     assert note.startswith(f"- **conv**: {100 * r['accuracy']:.2f}% against {100 * base['accuracy']:.2f}% for the "
                            f"dense rate T=8 core, at {r['cycles'] / base['cycles']:.2f}x its cycles")
-    assert "42 weight words for 224 synapse words" in note and f"read {r['weight_reads_per_synapse']:.3f} times" in note
+    assert "60 weight words for 424 synapse words" in note and f"read {r['weight_reads_per_synapse']:.3f} times" in note
     assert cp.conv_notes([base]) == ""
