@@ -217,7 +217,7 @@ def comparison_plot(rows: list):
     import matplotlib.pyplot as plt
     labels = [r["label"].replace(" (", "\n(").replace(", ", "\n") for r in rows]
     colors = plt.cm.Set2(np.arange(len(rows)))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
+    fig, axes = plt.subplots(2, 3, figsize=(max(13.0, 2.7 * len(rows)), 7.2))     # room for each label
     axes = axes.ravel()
     x = np.arange(len(rows))
 
@@ -276,7 +276,9 @@ def comparison_plot(rows: list):
     ax.set_ylim(0, max(a + b for a, b in zip(sr, sw)) * 1.18)
     ax.set_title("neuron-state memory words\nper inference (reads + writes)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"The same task under every coding, P={rows[0].get('lanes', '')}: per inference, counted by the RTL "
-                 f"on {rows[0]['samples']} test samples", fontsize=11)
+    other = any(r.get("arch") != rows[0].get("arch") for r in rows)
+    fig.suptitle(f"The same task under every coding{' (and another network)' if other else ''}, "
+                 f"P={rows[0].get('lanes', '')}: per inference, counted by the RTL on {rows[0]['samples']} test samples",
+                 fontsize=11)
     fig.tight_layout()
     return fig

@@ -384,6 +384,8 @@ def layer_cost_plot(tables: list):
             ax.set_ylim(0, (max(vals) if vals else 1) * 1.18)
         ax.set_xticks(x, [f"{r['part']}\n{r['kind']}\n{r['shape']}" for r in rows], fontsize=7)
         ax.set_ylabel("per inference" + (" (log)" if log else ""))
+        if any(r["weight_reads"] == 0 for r in rows):
+            ax.set_xlabel("no weight-read bar: the part reads no weight", fontsize=7)
         ax.legend(fontsize=8, loc="upper left")
         ax.set_title(f"Cost per layer: {t['title']} ({t['network']}, {t['coding']} T={t['T']}, P={t['lanes']}; "
                      f"mean over {t['samples']} samples)", fontsize=9)
