@@ -26,7 +26,7 @@ SEED      ?= 0
         setup-fpga readme synth-table claims regress-mnist5k-banks nir-sj
 
 help:
-	@echo "make demo    train on digits, quantize, generate Verilog, simulate, compare, report"
+	@echo "make demo    train on digits (dense codings and a conv net), quantize, generate Verilog, simulate, compare, report"
 	@echo "make test    the whole pytest suite (creates .venv first)"
 	@echo "make setup   create .venv and install the pinned toolchain"
 	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, BANKS=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"

@@ -15,8 +15,8 @@ import golden
 from golden import perf
 from hw.synth import same_netlist
 
-__all__ = ["weight_words", "comparison_row", "comparison_markdown", "comparison_plot", "comparison_notes", "clocking",
-           "fmax_from_synth", "synth_status", "synth_result", "result_fmax", "result_status", "fmt", "ASSUMED_MHZ"]
+__all__ = ["weight_words", "synapse_words", "comparison_row", "conv_notes", "comparison_markdown", "comparison_plot",
+           "comparison_notes", "clocking", "fmax_from_synth", "synth_status", "synth_result", "result_fmax", "result_status", "fmt", "ASSUMED_MHZ"]
 
 ASSUMED_MHZ = 100.0   # the clock a core's latency is given at when hw.synth has not measured its Fmax
 
@@ -31,8 +31,26 @@ def fmt(v: float) -> str:
 
 
 def weight_words(model: golden.Model, lanes: int) -> int:
-    """Weight words of the core (each holds one input's weights for P neurons): Σ_l G_l · n_in_l."""
-    return sum(perf.groups(l.n_out, lanes) * l.n_in for l in model.layers)
+    """Weight words of the core (each holds P output units' weights for one input): a dense layer's
+    G_l · n_in_l, a conv2d layer's Gc_l · C_in · K² (one word per channel group, input channel and kernel
+    offset: hw.generate's layout), none for a maxpool2d layer."""
+    words = 0
+    for l in model.layers:
+        if l.kind == "dense":
+            words += perf.groups(l.n_out, lanes) * l.n_in
+        elif l.kind == "conv2d":
+            words += perf.groups(l.channels, lanes) * l.in_shape[0] * l.kernel ** 2
+    return words
+
+
+def synapse_words(model: golden.Model, lanes: int) -> int:
+    """The weight words that one event of every input neuron of every layer reads, summed over the inputs
+    (sim.claims' per-input count): a dense layer's G_l · n_in_l, equal to its weight words; a conv2d
+    layer's Gc_l · nv(y, x) per input pixel and channel (each kernel offset through which it reaches the
+    map), since a conv weight word serves every position. ``weight_reads / synapse_words`` is how often
+    each synapse's weight is read per inference: once per event of its input neuron."""
+    from .claims import _synapse_words     # the one definition (docs/spec.md section 4's weight reads)
+    return int(sum(int(_synapse_words(l, lanes).sum()) for l in model.layers if l.has_neurons))
 
 
 def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray, lanes: int,
@@ -42,9 +60,10 @@ def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray
     ctr = {k: np.array([s["counters_rtl"][k] for s in samples], dtype=np.int64) for k in samples[0]["counters_rtl"]}
     emitted = sum(ctr[f"spikes_l{i}"] for i in range(len(model.layers)))
     pred = np.array([s["prediction_rtl"] for s in samples])
-    words = weight_words(model, lanes)
+    words = synapse_words(model, lanes)
     per_syn = ctr["weight_reads"] / words
-    return {"label": label, "coding": model.coding, "T": model.T, "encoding": model.encoding, "lanes": lanes,
+    return {"label": label, "arch": model.arch, "coding": model.coding, "T": model.T, "encoding": model.encoding,
+            "lanes": lanes,
             "accuracy": float((pred == y).mean()), "cycles": float(ctr["cycles"].mean()),
             "weight_reads": float(ctr["weight_reads"].mean()), "syn_ops": float(ctr["syn_ops"].mean()),
             "state_reads": float(ctr["state_reads"].mean()), "state_writes": float(ctr["state_writes"].mean()),
@@ -54,7 +73,7 @@ def comparison_row(label: str, model: golden.Model, samples: list, y: np.ndarray
             "predictions": pred.tolist(),
             "input_events": float(ctr["spikes_enc"].mean()),
             "weight_reads_per_synapse": float(per_syn.mean()), "weight_reads_per_synapse_max": float(per_syn.max()),
-            "weight_words": words, "samples": len(samples),
+            "weight_words": weight_words(model, lanes), "synapse_words": words, "samples": len(samples),
             "rtl_matching": sum(1 for s in samples if s["match"]),
             **clocking(float(ctr["cycles"].mean()), fmax)}
 
@@ -151,6 +170,28 @@ def comparison_notes(rows: list) -> str:
     return "\n".join(out)
 
 
+def conv_notes(rows: list) -> str:
+    """What the rows of another network than the first row's (the demo's conv model) show against the
+    first row (the dense rate T=8 core), as Markdown bullets computed from ``rows``."""
+    if not rows:
+        return ""
+    base = rows[0]
+    out = []
+    for r in rows[1:]:
+        if r.get("arch") == base.get("arch"):
+            continue
+        out.append(
+            f"- **{r['label']}**: {100 * r['accuracy']:.2f}% against {100 * base['accuracy']:.2f}% for the dense "
+            f"{base['label']} core, at {r['cycles'] / base['cycles']:.2f}x its cycles ({fmt(r['cycles'])} against "
+            f"{fmt(base['cycles'])}) and {r['weight_reads'] / base['weight_reads']:.2f}x its weight reads per "
+            f"inference. A conv weight word serves every output position, so the core holds "
+            f"{r['weight_words']:,} weight words for {r['synapse_words']:,} synapse words (one per input, "
+            f"kernel offset that reaches the map and channel group), each read "
+            f"{r['weight_reads_per_synapse']:.3f} times per inference on average. Where its cycles go: the "
+            f"per-layer table and `layers_cost.png`.")
+    return "\n".join(out)
+
+
 def comparison_markdown(rows: list, ratio_note: str = "") -> str:
     lines = ["| coding | T | accuracy (RTL) | cycles | latency | weight reads | "
              "weight reads per synapse (mean / max) | "
@@ -176,7 +217,7 @@ def comparison_plot(rows: list):
     import matplotlib.pyplot as plt
     labels = [r["label"].replace(" (", "\n(").replace(", ", "\n") for r in rows]
     colors = plt.cm.Set2(np.arange(len(rows)))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
+    fig, axes = plt.subplots(2, 3, figsize=(max(13.0, 2.7 * len(rows)), 7.2))     # room for each label
     axes = axes.ravel()
     x = np.arange(len(rows))
 
@@ -235,7 +276,9 @@ def comparison_plot(rows: list):
     ax.set_ylim(0, max(a + b for a, b in zip(sr, sw)) * 1.18)
     ax.set_title("neuron-state memory words\nper inference (reads + writes)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"The same task under every coding, P={rows[0].get('lanes', '')}: per inference, counted by the RTL "
-                 f"on {rows[0]['samples']} test samples", fontsize=11)
+    other = any(r.get("arch") != rows[0].get("arch") for r in rows)
+    fig.suptitle(f"The same task under every coding{' (and another network)' if other else ''}, "
+                 f"P={rows[0].get('lanes', '')}: per inference, counted by the RTL on {rows[0]['samples']} test samples",
+                 fontsize=11)
     fig.tight_layout()
     return fig

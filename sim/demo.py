@@ -1,10 +1,11 @@
 """``python -m sim.demo``: the whole flow on the embedded default (digits, rate coding, T=8).
 
 train (quant) -> integer model -> golden -> Verilog + lint -> RTL regression on the full test
-split (Verilator) -> the same task under every coding on the RTL -> FPGA synthesis (if yowasp is
-installed) and energy -> lanes sweep (golden) -> report in BUILD/reports/NAME/ (report.md, report.json,
-the plots, and the regression's regress.json and regress.xml). Exits 1 if the RTL disagrees with golden
-or the quantized model disagrees with golden.
+split (Verilator) -> the same task under every coding on the RTL, and the digits conv model
+(16c3-mp2-32c3-10, rate T=8, the conv recipe) on the RTL -> FPGA synthesis (if yowasp is installed) and
+energy -> lanes sweep (golden) -> report in BUILD/reports/NAME/ (report.md, report.json, the plots, and
+the regression's regress.json and regress.xml), with the cost per layer of the demo model and of the
+conv model. Exits 1 if the RTL disagrees with golden or a quantized model disagrees with golden.
 
 Everything goes under ``--build-dir`` (default build/) except the simulator cache, which is always
 build/sim/ (it is keyed by content, so any run may share it). README's demo tables are rendered from
@@ -28,6 +29,11 @@ from golden.cli import (ArgumentParser, Output, UsageError, check_outputs, error
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
+
+# the digits conv model of the coding table (README, "Convolution on the core"): quant.train's conv recipe
+CONV_ARCH = "16c3-mp2-32c3-10"
+CONV_NAME = "digits_conv_rate_t8"
+CONV_LABEL = f"conv rate T=8 ({CONV_ARCH})"
 
 
 def _step(i: int, msg: str) -> None:
@@ -72,16 +78,19 @@ def _synthesise(build: Path, model, lanes: int, top: str) -> Path | None:
 
 
 def compare_codings(build: Path, base_name: str, base_model, base_samples, x, y, lanes: int, seed: int, env: dict,
-                    retrain: bool, simulator: str = "verilator") -> tuple[list, list, list]:
+                    retrain: bool, simulator: str = "verilator", conv: bool = True) -> tuple[list, list, list, list]:
     """The same task under every coding, each verified and counted on the RTL: rate T=8 (the demo
     model), rate T=16 (equal precision to TSC), TSC T=17, the demo model re-targeted to STCB, and an
-    STCB model trained with a temporal kernel. Returns (rows, [(label, model, top)], mismatches)."""
+    STCB model trained with a temporal kernel; with ``conv``, then the digits conv model (CONV_ARCH, rate
+    T=8, quant.train's conv recipe). Returns (rows, [(label, model, top)], mismatches, layer cost tables
+    of the models other than the demo's: the conv model's)."""
     from hw.generate import generate
     from sim.compare import comparison_row
     from sim.regress import regress
+    from sim.report import layer_costs
     cores = [("rate T=8", base_model, f"{base_name}_p{lanes}")]
     rows = [comparison_row("rate T=8", base_model, base_samples, y, lanes)]
-    mismatches = []
+    mismatches, costs = [], []
 
     def verify(label, model, name):
         top = f"{name}_p{lanes}"
@@ -93,6 +102,7 @@ def compare_codings(build: Path, base_name: str, base_model, base_samples, x, y,
             mismatches.append(f"{label}: {res.first_mismatch}")
         rows.append(comparison_row(label, model, res.samples, y, lanes))
         cores.append((label, model, top))
+        return res
 
     common = ["--hidden", "128", "--weight-bits", "8", "--seed", str(seed)]
     for label, name, args in (("rate T=16", "digits_rate_t16", ["--coding", "rate", "--encoding", "rate", "--T", "16"]),
@@ -101,14 +111,32 @@ def compare_codings(build: Path, base_name: str, base_model, base_samples, x, y,
     verify("stcb T=8 (re-targeted)", base_model.replace(coding="stcb"), f"{base_name}_stcb")
     kpath = _train(build, "digits_stcb_k3", ["--coding", "stcb", "--kernel", "3", "--T", "8", *common], env, retrain)
     verify("stcb T=8, kernel 3", golden.load_model(kpath), "digits_stcb_k3")
+    if conv:
+        t0 = time.perf_counter()
+        cpath = _train(build, CONV_NAME, ["--arch", CONV_ARCH, "--recipe", "conv", "--coding", "rate", "--encoding",
+                                          "rate", "--T", "8", "--weight-bits", "8", "--seed", str(seed)], env, retrain)
+        t_train = time.perf_counter() - t0
+        cmodel = golden.load_model(cpath)
+        agreement = json.loads(cpath.with_suffix(".json").read_text()).get("golden_agreement")
+        if agreement != 1.0:
+            mismatches.append(f"{CONV_LABEL}: quantized torch and golden disagree (agreement {agreement})")
+        res = verify(CONV_LABEL, cmodel, CONV_NAME)
+        # its cost per layer: golden's per-layer counters, checked to add up to the totals the RTL counted
+        try:
+            costs.append({"name": CONV_NAME, "title": CONV_NAME,
+                          **layer_costs(cmodel, golden.run(cmodel, x, lanes=lanes), res.samples)})
+        except AssertionError as e:
+            mismatches.append(f"{CONV_LABEL}: {str(e).splitlines()[0]}")
+        print(f"{CONV_LABEL}: {time.perf_counter() - t0:.0f} s in all (training or reuse {t_train:.0f} s)")
     base_pred = rows[0]["predictions"]
     for r in rows:
-        r["same_predictions_as_rate_t8"] = r["predictions"] == base_pred
+        # only a model of the same layers can give the same predictions (the conv model cannot)
+        r["same_predictions_as_rate_t8"] = r["predictions"] == base_pred if r["arch"] == rows[0]["arch"] else None
     for r in rows:
         del r["predictions"]
-    if not rows[3]["same_predictions_as_rate_t8"]:
+    if not next(r for r in rows if r["label"] == "stcb T=8 (re-targeted)")["same_predictions_as_rate_t8"]:
         mismatches.append("stcb re-targeted: predictions differ from rate coding on the same layers")
-    return rows, cores, mismatches
+    return rows, cores, mismatches, costs
 
 
 def main(argv=None) -> int:
@@ -124,7 +152,10 @@ def main(argv=None) -> int:
                    help="probability in [0, 1) of a random valid/ready stall before each beat (default 0)")
     p.add_argument("--simulator", default="verilator", choices=SIMULATORS,
                    help="simulator of the RTL regressions (default verilator)")
-    p.add_argument("--no-compare", action="store_true", help="skip the rate/TSC/STCB coding comparison")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the rate/TSC/STCB coding comparison (and the conv model with it)")
+    p.add_argument("--no-conv", action="store_true",
+                   help=f"leave the digits conv model ({CONV_ARCH}) out of the comparison and the report")
     p.add_argument("--no-synth", action="store_true", help="skip FPGA synthesis even if yowasp is installed")
     p.add_argument("--synth-all", action="store_true",
                    help="synthesise every compared core, not only the demo core, so each one's latency is at its "
@@ -185,11 +216,12 @@ def main(argv=None) -> int:
     s = res.summary
     print(f"{s['matching_samples']}/{s['samples']} samples match golden exactly; simulation {s['sim_seconds']:.1f} s")
 
-    rows, cores, cmp_bad = [], [("rate T=8", model, top)], []
+    rows, cores, cmp_bad, more_costs = [], [("rate T=8", model, top)], [], []
     if not a.no_compare:
-        _step(5, "coding comparison on the RTL: rate T=8/T=16, TSC T=17, STCB T=8 (re-targeted, kernel)")
-        rows, cores, cmp_bad = compare_codings(build, a.name, model, res.samples, x, y, a.lanes, a.seed, env,
-                                               a.retrain, a.simulator)
+        _step(5, "coding comparison on the RTL: rate T=8/T=16, TSC T=17, STCB T=8 (re-targeted, kernel)"
+              + ("" if a.no_conv else f", the digits conv model {CONV_ARCH} (rate T=8)"))
+        rows, cores, cmp_bad, more_costs = compare_codings(build, a.name, model, res.samples, x, y, a.lanes, a.seed,
+                                                           env, a.retrain, a.simulator, conv=not a.no_conv)
     else:
         _step(5, "coding comparison: skipped (--no-compare)")
 
@@ -228,14 +260,20 @@ def main(argv=None) -> int:
     # the demo core's own Fmax, or none: assumed
     top_fmax = result_fmax(results[top]) if top in results else fmax_from_synth(syn_json, model, a.lanes)
     clock = clocking(1.0, top_fmax)
-    rep = write_report(report_dir, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
-                       clock_mhz=clock["clock_mhz"], clock_source=clock["clock_source"],
-                       comparison=rows, comparison_note=note, extra_markdown=fpga["markdown"],
-                       extra_json={"fpga": fpga["synth"], "energy": fpga["energy"], "lanes_sweep": lanes_sweep,
-                                   "demo": {"seed": a.seed, "epochs": metrics.get("epochs"),
-                                            "simulator": a.simulator, "stall_prob": a.stall_prob}},
-                       extra_files={"regress.json": json.dumps({"summary": s, "samples": res.samples}, indent=1),
-                                    "regress.xml": res.junit})
+    try:
+        rep = write_report(report_dir, a.name, model, x, y, lanes=a.lanes, regress_summary=s, metrics=metrics,
+                           clock_mhz=clock["clock_mhz"], clock_source=clock["clock_source"],
+                           comparison=rows, comparison_note=note, extra_markdown=fpga["markdown"],
+                           extra_json={"fpga": fpga["synth"], "energy": fpga["energy"], "lanes_sweep": lanes_sweep,
+                                       "demo": {"seed": a.seed, "epochs": metrics.get("epochs"),
+                                                "simulator": a.simulator, "stall_prob": a.stall_prob,
+                                                "conv": not (a.no_conv or a.no_compare)}},
+                           extra_files={"regress.json": json.dumps({"summary": s, "samples": res.samples}, indent=1),
+                                        "regress.xml": res.junit},
+                           rtl_samples=res.samples, more_layer_costs=more_costs)
+    except AssertionError as e:          # the per-layer figures do not add up to the totals
+        sys.stderr.write(error_line("sim.demo", f"MISMATCH: {str(e).splitlines()[0]}"))
+        return 1
     print(rep["markdown"])
     print(f"wrote {report_dir}/report.md, report.json, regress.json, regress.xml and {', '.join(rep['plots'])} "
           f"({time.perf_counter() - t_all:.0f} s in total)")

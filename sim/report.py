@@ -1,7 +1,7 @@
-"""The report a user looks at: accuracy ladder, agreement, per-inference cost, plots.
+"""The report a user looks at: accuracy ladder, agreement, per-inference cost, cost per layer, plots.
 
 Writes ``report.md``, ``report.json`` and PNG plots (spike raster, cycle breakdown, spikes and
-sparsity per layer) into one directory.
+sparsity per layer, cycles and weight reads per layer) into one directory.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import golden
 from golden import perf
 from golden.outputs import OutputSet
 
-__all__ = ["cycle_breakdown", "build_report", "write_report", "main"]
+__all__ = ["cycle_breakdown", "layer_costs", "layer_costs_markdown", "layer_cost_plot", "LayerSumError", "network_name",
+           "build_report", "write_report", "main"]
 
 
 def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
@@ -24,10 +25,131 @@ def cycle_breakdown(model: golden.Model, g: golden.Result) -> dict:
     return perf.breakdown(model, g.lanes, g)
 
 
+class LayerSumError(AssertionError):
+    """The rows of :func:`layer_costs` do not add up to golden's totals."""
+
+
+def network_name(model: golden.Model) -> str:
+    """64-128-10 for a dense network, 1x8x8-16c3-mp2-32c3-10 (the input shape, then quant's --arch) else."""
+    if all(l.kind == "dense" for l in model.layers):
+        return "-".join(map(str, model.sizes))
+    return f"{'x'.join(map(str, model.input_shape))}-{model.arch}"
+
+
+def _shape(layer) -> str:
+    if layer.kind == "dense":
+        return f"{layer.n_in}→{layer.n_out}"
+    io = f"{'×'.join(map(str, layer.in_shape))}→{'×'.join(map(str, layer.out_shape))}"
+    if layer.kind == "conv2d":
+        return f"{io}, k{layer.kernel} s{layer.stride} p{layer.padding}"
+    return f"{io}, k{layer.kernel}"
+
+
+def _encoder_kind(model: golden.Model) -> str:
+    if model.coding == "tsc":
+        return "ON/OFF input generator"
+    if model.encoding == "direct":
+        return "direct input (events written while loading)"
+    return "train encoder" if model.coding == "stcb" else "rate encoder"
+
+
+def layer_costs(model: golden.Model, g: golden.Result, rtl_samples: list | None = None) -> dict:
+    """Where an inference's cost goes, per part of the core: the load, the encoder, every layer (its kind
+    and shape) and the finish and readout, each with the mean per inference of every counter
+    (golden.perf.COUNTERS: cycles, weight reads, syn_ops, spikes, ...).
+
+    Every layer's and the encoder's figures are golden's per-layer counters (``g.layer_counters``,
+    ``g.encoder_counters``); the load's and the finish and readout's cycles are docs/spec.md's formulas
+    (golden.perf.breakdown_parts, which checks its own parts against the cycles counters). The rows must
+    add up to golden's totals (``g.counters``) in every counter on every sample (``spikes``: the network
+    layers', as the total counts them): otherwise LayerSumError names the counter, the sample and both
+    figures. ``rtl_samples`` (sim.regress's ``RegressResult.samples`` of the same inputs) adds what the RTL
+    reports of it, per sample: the totals and the per-layer and encoder spikes, which must be golden's."""
+    B, P = g.batch, g.lanes
+    parts = perf.breakdown_parts(model, P, g)
+
+    def arr(v):
+        return np.asarray(v, dtype=np.int64)
+
+    def only_cycles(c):
+        return {k: arr(c) if k == "cycles" else np.zeros(B, np.int64) for k in perf.COUNTERS}
+
+    spatial_in = model.layers[0].kind != "dense"
+    n_in = f"{'×'.join(map(str, model.input_shape))} inputs" if spatial_in else f"{model.n_in} inputs"
+    enc_part = "input generator" if model.coding == "tsc" else "encode"
+    rows = [("load", "input stream", n_in, only_cycles(parts["load"])),
+            ("encoder", _encoder_kind(model), n_in, {k: arr(g.encoder_counters[k]) for k in perf.COUNTERS})]
+    for li, (layer, c) in enumerate(zip(model.layers, g.layer_counters)):
+        rows.append((f"layer {li}", layer.kind, _shape(layer), {k: arr(c[k]) for k in perf.COUNTERS}))
+    rows.append(("finish + readout", "argmax, readout", f"{model.n_out} classes",
+                 only_cycles(parts["finish"] + parts["readout"])))
+    if not np.array_equal(rows[1][3]["cycles"], parts[enc_part]):
+        raise LayerSumError(f"encoder cycles: the counter {rows[1][3]['cycles'].tolist()[:4]}... differ from the "
+                            f"formula's {arr(parts[enc_part]).tolist()[:4]}...")
+    for k in perf.COUNTERS:
+        # the total of spikes counts the network layers only; the encoder's spikes are its input events
+        summed = [c[k] for part, _, _, c in rows if not (k == "spikes" and part == "encoder")]
+        have, want = sum(summed), arr(g.counters[k])
+        if have.shape != want.shape or not np.array_equal(have, want):
+            s = int(np.flatnonzero(have != want)[0]) if have.shape == want.shape else 0
+            raise LayerSumError(f"per-layer {k} add up to {int(have[s])} on sample {s}, but the total is "
+                                f"{int(want[s])} ({' + '.join(str(int(v[s])) for v in summed)})")
+    rtl = None
+    if rtl_samples is not None:
+        by = {int(smp["sample"]): smp["counters_rtl"] for smp in rtl_samples}
+        if sorted(by) != list(range(B)):
+            raise ValueError(f"rtl_samples: samples {sorted(by)[:5]}... are not the {B} samples of the run")
+        got = lambda name: np.array([by[i][name] for i in range(B)], dtype=np.int64)     # noqa: E731
+        layer_ok = np.ones(B, bool)
+        for li, c in enumerate(g.layer_counters):
+            layer_ok &= got(f"spikes_l{li}") == arr(c["spikes"])
+        layer_ok &= got("spikes_enc") == arr(g.encoder_counters["spikes"])
+        tot_ok = np.ones(B, bool)
+        for k in perf.COUNTERS:
+            if k != "spikes":                  # the core reports it per layer (checked above)
+                tot_ok &= got(k) == arr(g.counters[k])
+        rtl = {"samples": B, "per_layer_spikes_equal": int(layer_ok.sum()), "totals_equal": int(tot_ok.sum())}
+    mean_cycles = float(arr(g.counters["cycles"]).mean())
+    out_rows = []
+    for part, kind, shape, c in rows:
+        d = {"part": part, "kind": kind, "shape": shape, **{k: float(c[k].mean()) for k in perf.COUNTERS}}
+        d["cycles_share"] = d["cycles"] / mean_cycles
+        out_rows.append(d)
+    return {"network": network_name(model), "coding": model.coding, "T": model.T, "lanes": P, "samples": B,
+            "rows": out_rows, "totals": {k: float(arr(g.counters[k]).mean()) for k in perf.COUNTERS},
+            "check": {"sums_equal_totals": True, "counters": list(perf.COUNTERS), "samples": B, "rtl": rtl}}
+
+
+def layer_costs_markdown(t: dict) -> str:
+    """The table of :func:`layer_costs` and what its check found."""
+    lines = ["| part | kind | shape | cycles | share of cycles | weight reads | syn_ops | spikes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in t["rows"]:
+        spk = "" if r["part"] in ("load", "finish + readout") else (
+            f"{r['spikes']:.1f}" + (" in" if r["part"] == "encoder" else ""))
+        lines.append(f"| {r['part']} | {r['kind']} | {r['shape']} | {r['cycles']:.1f} | "
+                     f"{100 * r['cycles_share']:.1f}% | {r['weight_reads']:.1f} | {r['syn_ops']:.1f} | {spk} |")
+    tot = t["totals"]
+    lines.append(f"| **total** | | | **{tot['cycles']:.1f}** | 100% | **{tot['weight_reads']:.1f}** | "
+                 f"**{tot['syn_ops']:.1f}** | **{tot['spikes']:.1f}** |")
+    ck = t["check"]
+    text = (f"Check: on each of the {ck['samples']} samples the rows add up to golden's totals in all "
+            f"{len(ck['counters'])} counters (spikes: the network layers'; the encoder's \"in\" are its input "
+            f"spikes or events).")
+    if ck.get("rtl"):
+        rt = ck["rtl"]
+        text += (f" The RTL (sim.regress) reported these totals on {rt['totals_equal']}/{rt['samples']} samples and "
+                 f"these per-layer and encoder spikes on {rt['per_layer_spikes_equal']}/{rt['samples']}; it does "
+                 f"not count cycles or weight reads per layer.")
+    return "\n".join(lines + ["", text])
+
+
 def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray, regress_summary: dict | None,
-                 metrics: dict | None, clock_mhz: float = 100.0, clock_source: str = "assumed") -> dict:
+                 metrics: dict | None, clock_mhz: float = 100.0, clock_source: str = "assumed",
+                 rtl_samples: list | None = None) -> dict:
     """``clock_source`` says where ``clock_mhz`` comes from: "assumed", or the hw.synth result whose
-    measured Fmax it is (latency is quoted at the measured Fmax whenever one exists)."""
+    measured Fmax it is (latency is quoted at the measured Fmax whenever one exists). ``rtl_samples``
+    (sim.regress's samples of the same inputs) adds the RTL's side to the per-layer cost's check."""
     mc = {k: float(v.mean()) for k, v in g.counters.items()}
     cycles = mc["cycles"]
     layers = []
@@ -44,8 +166,9 @@ def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray
         "golden": float((g.predictions == y).mean()),
         "rtl": regress_summary.get("rtl_accuracy") if regress_summary else None,
     }
+    costs = {"name": name, "title": name, **layer_costs(model, g, rtl_samples)}
     return {
-        "name": name, "model": model.meta(), "lanes": g.lanes, "samples": int(len(y)),
+        "name": name, "network": network_name(model), "model": model.meta(), "lanes": g.lanes, "samples": int(len(y)),
         "accuracy": ladder,
         "agreement": None if not regress_summary else {
             "matching": regress_summary["matching_samples"], "samples": regress_summary["samples"],
@@ -57,6 +180,7 @@ def build_report(name: str, model: golden.Model, g: golden.Result, y: np.ndarray
                           "cycle_efficiency": (mc["weight_reads"] + mc["state_writes"]) / cycles},
         "layers": layers,
         "cycle_breakdown": cycle_breakdown(model, g),
+        "layer_costs": [costs],
         "rtl": None if not regress_summary else {
             k: regress_summary.get(k) for k in ("sim_seconds", "samples_per_s", "simulated_cycles_per_s",
                                                "build_seconds", "build_cached", "stall_prob")},
@@ -82,7 +206,7 @@ def to_markdown(r: dict) -> str:
     a, pi = r["accuracy"], r["per_inference"]
     m = r["model"]
     lines = [f"# spikeforge report: {r['name']}", "",
-             f"Model: {'-'.join(str(l['n_in']) for l in m['layers'])}-{m['layers'][-1]['n_out']}, coding "
+             f"Model: {r['network']}, coding "
              f"{m['coding']}, encoding {m['encoding']}, T={m['T']}, readout {m['readout']}, "
              f"{m['weight_bits']}-bit weights, {m['v_bits']}-bit membranes; core with P={r['lanes']} lanes; "
              f"{r['samples']} test samples.", "",
@@ -110,14 +234,16 @@ def to_markdown(r: dict) -> str:
               f"| neuron updates | {pi['neuron_updates']:.1f} |",
               f"| spikes (network) | {pi['spikes']:.1f} |",
               f"| cycle efficiency (weight reads + state writes) / cycles | {pi['cycle_efficiency']:.3f} |", ""]
-    lines += ["| layer | size | spikes | sparsity | weight reads | syn_ops | cycles |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| layer | kind, shape | spikes | sparsity |", "| --- | --- | --- | --- |"]
     if pi.get("input_sparsity") is not None:
-        lines.append(f"| encoder | {m['layers'][0]['n_in']} | {pi['encoder_spikes']:.1f} | "
-                     f"{100 * pi['input_sparsity']:.1f}% | | | |")
-    for l in r["layers"]:
-        lines.append(f"| {l['layer']} | {l['n_in']}→{l['n_out']} | {l['spikes']:.1f} | {100 * l['sparsity']:.1f}% | "
-                     f"{l['weight_reads']:.1f} | {l['syn_ops']:.1f} | {l['cycles']:.1f} |")
+        lines.append(f"| encoder | {r['layer_costs'][0]['rows'][1]['shape']} | {pi['encoder_spikes']:.1f} | "
+                     f"{100 * pi['input_sparsity']:.1f}% |")
+    for l, c in zip(r["layers"], r["layer_costs"][0]["rows"][2:]):
+        lines.append(f"| {l['layer']} | {c['kind']} {c['shape']} | {l['spikes']:.1f} | {100 * l['sparsity']:.1f}% |")
+    for t in r["layer_costs"]:
+        lines += ["", f"## Cost per layer: {t['title']} ({t['network']}, {t['coding']} coding, T={t['T']}, "
+                      f"P={t['lanes']}; mean per inference over {t['samples']} samples)", "",
+                  layer_costs_markdown(t)]
     lines += ["", "## Cycle breakdown (mean per inference)", "", "| part | cycles |", "| --- | --- |"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["cycle_breakdown"].items()]
     if r["rtl"]:
@@ -127,7 +253,8 @@ def to_markdown(r: dict) -> str:
                       f"({rt['samples_per_s']:.1f} samples/s, {rt['simulated_cycles_per_s']:.0f} cycles/s); "
                       f"build {build}."]
     lines += ["", "Plots: `raster.png` (spikes of test sample 0, its label and the prediction), `cycles.png` "
-                  "(cycle breakdown), `layers.png` (activity per neuron of every layer, encoder included).", ""]
+                  "(cycle breakdown), `layers.png` (activity per neuron of every layer, encoder included), "
+                  "`layers_cost.png` (cycles and weight reads per layer).", ""]
     return "\n".join(lines)
 
 
@@ -225,29 +352,75 @@ def _plots(out: Path, model: golden.Model, x: np.ndarray, y: np.ndarray, r: dict
     ax.set_title(f"Activity per layer (mean over {r['samples']} test samples)")
     fig.tight_layout()
     figs["layers.png"] = fig
+    figs["layers_cost.png"] = layer_cost_plot(r["layer_costs"])
     return figs
+
+
+def layer_cost_plot(tables: list):
+    """Cycles and weight reads per part of the core (:func:`layer_costs`), one panel per model, bars on a
+    log axis when the largest bar is more than 20 times the smallest; returns the matplotlib figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(tables), 1, figsize=(max(7.0, 1.5 * max(len(t["rows"]) for t in tables)),
+                                                      3.9 * len(tables)), squeeze=False)
+    from .compare import fmt
+    for ax, t in zip(axes[:, 0], tables):
+        rows = t["rows"]
+        x = np.arange(len(rows))
+        vals = [v for r in rows for v in (r["cycles"], r["weight_reads"]) if v > 0]
+        log = bool(vals) and max(vals) > 20 * min(vals)
+        for off, key, label, color in ((-0.2, "cycles", "cycles", "tab:blue"),
+                                       (0.2, "weight_reads", "weight reads", "tab:orange")):
+            xs = [i + off for i, r in enumerate(rows) if r[key] > 0]     # a log axis has no place for 0
+            hs = [r[key] for r in rows if r[key] > 0]
+            ax.bar(xs, hs, width=0.4, color=color, label=label)
+            for xi, h in zip(xs, hs):
+                ax.annotate(fmt(h), (xi, h), ha="center", va="bottom", fontsize=7)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(top=max(vals) * 4)
+        else:
+            ax.set_ylim(0, (max(vals) if vals else 1) * 1.18)
+        ax.set_xticks(x, [f"{r['part']}\n{r['kind']}\n{r['shape']}" for r in rows], fontsize=7)
+        ax.set_ylabel("per inference" + (" (log)" if log else ""))
+        if any(r["weight_reads"] == 0 for r in rows):
+            ax.set_xlabel("no weight-read bar: the part reads no weight", fontsize=7)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_title(f"Cost per layer: {t['title']} ({t['network']}, {t['coding']} T={t['T']}, P={t['lanes']}; "
+                     f"mean over {t['samples']} samples)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def write_report(out_dir, name: str, model: golden.Model, x: np.ndarray, y: np.ndarray, *, lanes: int,
                  regress_summary: dict | None = None, metrics: dict | None = None, clock_mhz: float = 100.0,
                  clock_source: str = "assumed",
                  comparison: list | None = None, comparison_note: str = "", extra_markdown: str = "",
-                 extra_json: dict | None = None, extra_files: dict | None = None, stem: str = "report") -> dict:
+                 extra_json: dict | None = None, extra_files: dict | None = None, stem: str = "report",
+                 rtl_samples: list | None = None, more_layer_costs: list | None = None) -> dict:
     """Write STEM.md, STEM.json, the plots and ``extra_files`` ({name: text}) into ``out_dir``: all of
-    them or none. With a stem other than ``report`` the plots are named ``STEM_<plot>.png``."""
+    them or none. With a stem other than ``report`` the plots are named ``STEM_<plot>.png``.
+    ``rtl_samples``: sim.regress's samples of this model on ``x`` (the per-layer table's RTL check);
+    ``more_layer_costs``: :func:`layer_costs` tables of other models (each with a ``title``), tabulated
+    and plotted after this model's."""
     import matplotlib.pyplot as plt
     out = Path(out_dir)
     g = golden.run(model, x, lanes=lanes)
-    r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz, clock_source)
+    r = build_report(name, model, g, y, regress_summary, metrics, clock_mhz, clock_source, rtl_samples)
+    r["layer_costs"] += list(more_layer_costs or [])
     figs = _plots(out, model, x, y, r)
     md = to_markdown(r)
     if comparison:
-        from .compare import comparison_markdown, comparison_plot
+        from .compare import comparison_markdown, comparison_plot, conv_notes
         figs["codings.png"] = comparison_plot(comparison)
         r["comparison"] = comparison
         r["comparison_note"] = comparison_note
+        # the rows of another network (the demo's conv model) are said apart from the codings' notes
+        r["conv_note"] = conv_notes(comparison)
+        note = "\n".join(n for n in (comparison_note, r["conv_note"]) if n)
         md += ("\n## Coding comparison (digits test split, P=%d, every figure counted by the RTL)\n\n" % lanes
-               + comparison_markdown(comparison, comparison_note) + "\n\nPlot: `codings.png`.\n")
+               + comparison_markdown(comparison, note) + "\n\nPlot: `codings.png`.\n")
     if stem != "report":
         figs = {f"{stem}_{k}": v for k, v in figs.items()}
     r["plots"] = list(figs)

@@ -48,7 +48,7 @@ def test_row_is_the_mean_of_the_rtl_counters(coding):
     per_syn = c["weight_reads"] / words
     emitted = g.layer_counters[0]["spikes"] + g.layer_counters[1]["spikes"]
     assert r == {
-        "label": "lbl", "coding": coding, "T": 4, "encoding": m.encoding, "lanes": 2,
+        "label": "lbl", "arch": "6-3", "coding": coding, "T": 4, "encoding": m.encoding, "lanes": 2,
         "accuracy": float((g.predictions == y).mean()), "cycles": float(c["cycles"].mean()),
         "weight_reads": float(c["weight_reads"].mean()), "syn_ops": float(c["syn_ops"].mean()),
         "state_reads": float(c["state_reads"].mean()), "state_writes": float(c["state_writes"].mean()),
@@ -58,7 +58,7 @@ def test_row_is_the_mean_of_the_rtl_counters(coding):
         "predictions": g.predictions.tolist(),
         "input_events": float(g.encoder_counters["spikes"].mean()),
         "weight_reads_per_synapse": float(per_syn.mean()), "weight_reads_per_synapse_max": float(per_syn.max()),
-        "weight_words": words, "samples": 7, "rtl_matching": 5,
+        "weight_words": words, "synapse_words": words, "samples": 7, "rtl_matching": 5,
         "clock_mhz": cp.ASSUMED_MHZ, "clock_measured": False, "clock_source": "assumed",
         "latency_us": float(c["cycles"].mean()) / cp.ASSUMED_MHZ}
     # the figures differ from sample to sample here, so a row taken from one sample cannot pass
@@ -100,3 +100,30 @@ def test_result_fmax_and_status():
     assert cp.result_fmax(bad) is None
     assert cp.result_status(bad) == "does_not_fit: needs 30000 LUTs"
     assert cp.result_status({"status": "timeout", "file": "a.json"}) == "timeout"
+
+
+def test_conv_weight_words_and_synapse_words():
+    """A conv weight word serves every position: the core holds Gc·C·K² of them, and one event of an
+    input pixel reads Gc·nv(y, x) (the kernel offsets through which it reaches the map); reads per
+    synapse divide by the latter, which for a dense layer is its G·n_in weight words."""
+    from golden import Conv2d, MaxPool2d
+    rng = np.random.default_rng(6)
+    m = Model([Conv2d(rng.integers(-4, 8, (3, 2, 3, 3)), 0, 6, 0, in_shape=(2, 4, 4), padding=1),
+               MaxPool2d(2, in_shape=(3, 4, 4)), Dense(rng.integers(-8, 8, (4, 12)), 0, 5, 0)], T=3, input_max=6)
+    # P = 2: conv Gc = 2 groups of 2 input channels by 9 offsets; the pool none; dense 2 groups by 12 inputs
+    assert cp.weight_words(m, 2) == 2 * 2 * 9 + 0 + 2 * 12
+    # nv per row (and column) of a 4-wide map, K = 3, padding 1: 2, 3, 3, 2 (sum 10), in each of 2 channels
+    assert cp.synapse_words(m, 2) == 2 * 2 * 10 * 10 + 0 + 2 * 12
+    x = rng.integers(0, 7, (6, 32))
+    samples, g = _samples(m, x, 2, [True] * 6)
+    r = cp.comparison_row("conv", m, samples, np.zeros(6, int), 2)
+    assert (r["arch"], r["weight_words"], r["synapse_words"]) == ("3c3-mp2-4", 60, 424)
+    assert r["weight_reads_per_synapse"] == float((g.counters["weight_reads"] / 424).mean())
+    # the conv row is said apart, against the first row
+    base = cp.comparison_row("rate T=8", _model(), _samples(_model(), x[:, :5] % 9, 2, [True] * 6)[0],
+                             np.zeros(6, int), 2)
+    note = cp.conv_notes([base, r])
+    assert note.startswith(f"- **conv**: {100 * r['accuracy']:.2f}% against {100 * base['accuracy']:.2f}% for the "
+                           f"dense rate T=8 core, at {r['cycles'] / base['cycles']:.2f}x its cycles")
+    assert "60 weight words for 424 synapse words" in note and f"read {r['weight_reads_per_synapse']:.3f} times" in note
+    assert cp.conv_notes([base]) == ""

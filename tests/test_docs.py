@@ -2,7 +2,9 @@
 hand typing: a fresh demo must render exactly the tables README shows, and a drifted figure must fail.
 
 The fresh demo takes about 2 minutes once its simulator builds are cached in build/sim (4-5 minutes cold);
-it runs without synthesis, so the synthesis-derived block (demo-fpga) is not compared here.
+it runs without synthesis, so the synthesis-derived block (demo-fpga) is not compared here, and without the
+conv model (``--no-conv``: its training and Verilator build would take minutes more), so neither is the
+block of its row and its cost per layer (demo-conv); the renderers' split is checked on a made-up report.
 """
 
 import os
@@ -18,7 +20,7 @@ from sim.readme import BLOCKS, blocks_in, render_block, update_text
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DEMO_BLOCKS = ("demo-ladder", "demo-per-inference", "demo-codings", "demo-energy", "demo-lanes")
+DEMO_BLOCKS = ("demo-ladder", "demo-per-inference", "demo-codings", "demo-layers", "demo-energy", "demo-lanes")
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
@@ -30,7 +32,7 @@ def _readme(*args):
 def test_readme_has_every_demo_block_and_each_names_its_command():
     text = README.read_text()
     names = blocks_in(text)
-    assert set(DEMO_BLOCKS) | {"demo-fpga"} <= set(names)
+    assert set(DEMO_BLOCKS) | {"demo-fpga", "demo-conv"} <= set(names)
     for name in names:
         body = text.split(f"<!-- BEGIN generated:{name} -->\n", 1)[1].split(f"<!-- END generated:{name} -->")[0]
         assert f"written by `{BLOCKS[name].command}`.</sub>" in body, name
@@ -67,6 +69,38 @@ def test_coding_notes_say_the_accuracy_and_state_traffic():
     assert "gives DIFFERENT predictions" in comparison_notes(rows)
 
 
+def test_conv_rows_render_apart_from_the_codings(tmp_path):
+    """demo-codings shows the demo network's rows only (a demo with --no-conv renders it the same), and
+    demo-conv the rows of another network against the first row, with that model's cost per layer."""
+    import json
+    full = dict(coding="rate", T=8, syn_ops=1.0, spikes=2.0, buffer_words=3.0, buffer_kind="event", state_reads=4.0,
+                state_writes=5.0, rtl_matching=360, weight_reads_per_synapse_max=1.0, lanes=8)
+    rows = [{**_row("rate T=8", "rate", 8, 0.9778, 3170, 2870, 2.242, 2.909, 190, 208), **full, "arch": "128-10"},
+            {**_row("tsc T=17", "tsc", 17, 0.975, 2226, 1281, 1.001, 1.197, 696, 714), **full, "arch": "128-10"},
+            {**_row("conv rate T=8 (16c3-mp2-32c3-10)", "rate", 8, 0.9944, 21409, 6838, 0.8, 1.5, 1, 2), **full,
+             "arch": "16c3-mp2-32c3-10"}]
+    row = {"part": "layer 0", "kind": "conv2d", "shape": "1×8×8→16×8×8, k3 s1 p1", "cycles": 9.0, "cycles_share": 1.0,
+           "weight_reads": 7.0, "syn_ops": 6.0, "spikes": 5.0}
+    table = {"title": "digits_conv_rate_t8", "network": "1x8x8-16c3-mp2-32c3-10", "coding": "rate", "T": 8, "lanes": 8,
+             "samples": 360, "rows": [row], "totals": {"cycles": 9.0, "weight_reads": 7.0, "syn_ops": 6.0, "spikes": 5.0},
+             "check": {"samples": 360, "counters": ["cycles"], "rtl": None}}
+    (tmp_path / "reports" / "d").mkdir(parents=True)
+    report = {"comparison": rows, "comparison_note": "- codings", "conv_note": "- conv", "layer_costs": [table, table]}
+    (tmp_path / "reports" / "d" / "report.json").write_text(json.dumps(report))
+    codings = render_block("demo-codings", tmp_path, "d")
+    assert "| tsc T=17 |" in codings and "conv rate" not in codings and "- codings" in codings
+    conv = render_block("demo-conv", tmp_path, "d")
+    assert [l.split(" | ")[0] for l in conv.splitlines()[2:4]] == ["| rate T=8", "| conv rate T=8 (16c3-mp2-32c3-10)"]
+    assert "- conv" in conv and "- codings" not in conv and "| tsc T=17 |" not in conv
+    assert "Cost per layer of `digits_conv_rate_t8` (1x8x8-16c3-mp2-32c3-10, rate coding, T=8, P=8" in conv
+    assert "| layer 0 | conv2d | 1×8×8→16×8×8, k3 s1 p1 | 9.0 | 100.0% | 7.0 | 6.0 | 5.0 |" in conv
+    assert conv.count("Cost per layer of") == 1                    # the demo model's own table is demo-layers'
+    assert "| **total** | | | **9.0** |" in render_block("demo-layers", tmp_path, "d")
+    report["comparison"] = rows[:2]                                 # a demo with --no-conv
+    (tmp_path / "reports" / "d" / "report.json").write_text(json.dumps(report))
+    assert render_block("demo-codings", tmp_path, "d") == codings and render_block("demo-conv", tmp_path, "d") is None
+
+
 def test_update_text_replaces_only_the_block():
     text = "a\n<!-- BEGIN generated:demo-lanes -->\nold\n<!-- END generated:demo-lanes -->\nb\n"
     assert update_text(text, {"demo-lanes": "new\n"}) == \
@@ -76,7 +110,7 @@ def test_update_text_replaces_only_the_block():
 @pytest.fixture(scope="module")
 def fresh_demo(tmp_path_factory):
     build = tmp_path_factory.mktemp("fresh-demo")
-    r = subprocess.run([sys.executable, "-m", "sim.demo", "--build-dir", str(build), "--no-synth"],
+    r = subprocess.run([sys.executable, "-m", "sim.demo", "--build-dir", str(build), "--no-synth", "--no-conv"],
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return build
@@ -87,7 +121,7 @@ def test_demo_keeps_everything_under_its_build_dir(fresh_demo):
     rep = fresh_demo / "reports" / "digits_rate_t8"
     assert sorted(p.name for p in fresh_demo.iterdir()) == ["models", "reports", "verilog"]
     assert {"report.md", "report.json", "regress.json", "regress.xml", "raster.png", "cycles.png", "layers.png",
-            "codings.png"} == {p.name for p in rep.iterdir()}
+            "layers_cost.png", "codings.png"} == {p.name for p in rep.iterdir()}
 
 
 def test_readme_tables_equal_a_fresh_demo(fresh_demo):
