@@ -315,7 +315,10 @@ def run_job(b: Build, job: dict, *, testcase: str = "stream_samples", timeout_no
             tail = log.read_text()[-3000:] if log.exists() else ""
             if (work / HANG_FILE).exists():       # the testbench's own verdict (under pytest the runner exits)
                 raise SimHang((work / HANG_FILE).read_text().strip().splitlines()[0]) from None
-            if isinstance(e, SystemExit) and e.code == 124:
+            # the wall-clock limit's exit status: SystemExit from the runner outside pytest, its
+            # RuntimeError("Command failed with return code: 124") under pytest
+            if ((isinstance(e, SystemExit) and e.code == 124)
+                    or (isinstance(e, RuntimeError) and str(e).endswith("return code: 124"))):
                 raise SimHang(f"the simulator ran past its wall-clock limit of {limit} s (a hung simulation)"
                               f"{timeout_note}") from None
             raise SimError(f"cocotb run failed ({e}){timeout_note}\n{tail}") from None
