@@ -455,6 +455,47 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
     return c
 
 
+def merge_campaigns(paths) -> Campaign:
+    """One campaign from the summaries (``--json``) of shards run one after another: counts, coverage and
+    shapes added up, the goal that of the shards' configurations together (codings, lanes and layers
+    joined), seconds the sum of the shards'. A seed in two shards is refused (it would count twice)."""
+    c, seen, configs = Campaign(), set(), []
+    for p in paths:
+        try:
+            d = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--merge: cannot read {p}: {e}") from None
+        camp = d.get("campaign") if isinstance(d, dict) else None
+        if not isinstance(camp, dict) or not {"conv", "lanes", "layers"} <= set(camp) or "networks_detail" not in d:
+            raise UsageError(f"--merge: {p} is not a sim.fuzz summary of this version (no campaign lanes, "
+                             f"layers and networks_detail); run its seeds again")
+        seeds = {n["seed"] for n in d["networks_detail"]}
+        if seen & seeds:
+            raise UsageError(f"--merge: seed {min(seen & seeds)} is in two shards ({p} and an earlier one)")
+        seen |= seeds
+        unknown = [f"{q}/{b}" for q, bins in d["shapes"].items() for b in bins
+                   if b not in cov.CONFIG_POINTS.get(q, {})]
+        if unknown:
+            raise UsageError(f"--merge: {p} has shape bins this version does not know ({', '.join(unknown)})")
+        configs.append(cov.CampaignConfig(frozenset(camp["codings"]), stalls=camp["stalls"], faults=camp["faults"],
+                                          conv=camp["conv"], lanes=frozenset(camp["lanes"]),
+                                          layers=frozenset(camp["layers"])))
+        for k in ("networks", "samples", "faults_injected", "lint_clean", "mismatches"):
+            setattr(c, k, getattr(c, k) + int(d[k]))
+        c.coverage = cov.merge(c.coverage, d["coverage"])
+        c.shapes = cov.merge(c.shapes, d["shapes"], cov.CONFIG_POINTS)
+        c.failures += d["failures"]
+        c.per_network += d["networks_detail"]
+        c.seconds += float(d["seconds"])
+    c.config = cov.CampaignConfig(frozenset().union(*(k.codings for k in configs)),
+                                  stalls=any(k.stalls for k in configs), faults=any(k.faults for k in configs),
+                                  conv=any(k.conv for k in configs),
+                                  lanes=frozenset().union(*(k.lanes for k in configs)),
+                                  layers=frozenset().union(*(k.layers for k in configs)))
+    c.per_network.sort(key=lambda n: n["seed"])
+    return c
+
+
 def replay(d: Path) -> int:
     d = Path(d)
     meta = json.loads((d / "repro.json").read_text())
@@ -481,6 +522,9 @@ def main(argv=None) -> int:
                         "in one of the campaign's codings (rate, stcb, tsc); default 0: dense networks only, as "
                         "earlier campaigns")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
+    p.add_argument("--merge", nargs="+", default=None, metavar="SHARD.json",
+                   help="add up the --json summaries of shards run one after another (disjoint seeds) into one "
+                        "campaign, written to --json and checked like one: no network is run")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
@@ -489,6 +533,12 @@ def main(argv=None) -> int:
         if not (Path(a.replay) / "repro.json").exists():
             raise UsageError(f"--replay: no repro.json in {a.replay}")
         return replay(Path(a.replay))
+    if a.merge:
+        if Path(a.json).resolve() in {Path(m).resolve() for m in a.merge}:
+            raise UsageError(f"--json: {a.json} is one of the --merge shards")
+        check_outputs([Output("--json", a.json)])
+        c = merge_campaigns(a.merge)
+        return _report(c, a.json, a.no_coverage_check, f"merged {len(a.merge)} shards: ")
     if a.first_seed + a.seeds - 1 > 2 ** 32 - 1:
         raise UsageError(f"--seeds: {a.seeds} networks from --first-seed {a.first_seed} run past the last seed "
                          f"4294967295")
@@ -497,14 +547,19 @@ def main(argv=None) -> int:
                    Output("reproducer directory", ROOT / "build" / "fuzz", kind="dir")])
     c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), codings=tuple(a.coding),
                      stall_prob=a.stall_prob, jobs=a.jobs, progress=not a.no_progress, conv=a.conv)
+    return _report(c, a.json, a.no_coverage_check)
+
+
+def _report(c: Campaign, json_path: str, no_coverage_check: bool, prefix: str = "") -> int:
+    """Write the campaign's summary, print it with every goal bin, and return the exit status."""
     s = c.summary()
     with OutputSet() as files:
-        files.add_text(a.json, json.dumps({**s, "networks_detail": c.per_network}, indent=1))
+        files.add_text(json_path, json.dumps({**s, "networks_detail": c.per_network}, indent=1))
         files.commit()
-    print(f"{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
+    print(f"{prefix}{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
           f"lint clean {s['lint_clean']}/{s['networks']}, mismatches {s['mismatches']}, "
           f"functional coverage {s['coverage_hit']}/{s['coverage_total']} bins, network shapes "
-          f"{s['shapes_hit']}/{s['shapes_total']} ({s['seconds']:.0f} s); wrote {a.json}")
+          f"{s['shapes_hit']}/{s['shapes_total']} ({s['seconds']:.0f} s); wrote {json_path}")
     for point, bins in s["coverage_goal"].items():
         for b in bins:
             n = s["coverage"][point][b]
@@ -516,7 +571,7 @@ def main(argv=None) -> int:
     if s["mismatches"]:
         return 1
     missed = s["missed_coverage"] + s["missed_shapes"]
-    if missed and not a.no_coverage_check:
+    if missed and not no_coverage_check:
         sys.stderr.write(error_line("sim.fuzz", f"coverage incomplete: {', '.join(missed)}"))
         return 1
     return 0

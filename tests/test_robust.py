@@ -216,6 +216,27 @@ def test_conv_draws_leak_where_the_core_runs_a_leak():
     assert where == {("rate", "conv2d"), ("rate", "dense"), ("stcb", "dense")}
 
 
+def test_shards_merge_into_one_campaign(tmp_path):
+    """sim.fuzz --merge adds up shards run one after another and checks the joined goal; a seed in two
+    shards is refused."""
+    from golden.cli import UsageError
+    from sim.fuzz import Campaign, merge_campaigns
+
+    def shard(name, seeds, conv_hits):
+        c = Campaign(config=campaign_config(["rate"], 0.3, seeds, 0.99), networks=len(seeds), samples=32 * len(seeds))
+        c.coverage = cov.merge(None, {"scatter": {"no-valid-offset": conv_hits}})
+        c.per_network = [{"seed": s} for s in seeds]
+        p = tmp_path / name
+        p.write_text(__import__("json").dumps({**c.summary(), "networks_detail": c.per_network}))
+        return p
+    a, b = shard("a.json", [1, 2], 3), shard("b.json", [5, 6, 7], 4)
+    m = merge_campaigns([a, b])
+    assert m.networks == 5 and m.samples == 160 and m.coverage["scatter"]["no-valid-offset"] == 7
+    assert m.config.faults is False and m.config.conv and [n["seed"] for n in m.per_network] == [1, 2, 5, 6, 7]
+    with pytest.raises(UsageError, match="seed 2 is in two shards"):
+        merge_campaigns([a, shard("c.json", [2, 9], 1)])
+
+
 @pytest.mark.parametrize("seed, coding", [(2, "rate"), (6, "rate"), (17, "stcb"), (35, "stcb"),
                                          (3, "tsc"), (5, "tsc")])
 def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed, coding):
