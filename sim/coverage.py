@@ -35,12 +35,15 @@ __all__ = ["POINTS", "CONFIG_POINTS", "CampaignConfig", "goal", "hit", "export",
 @dataclass(frozen=True)
 class CampaignConfig:
     """What a campaign can exercise: its codings, whether it stalls the streams, whether it injects
-    protocol faults."""
+    protocol faults, whether it draws conv networks, and the lane and layer counts its networks can
+    have (by default those of sim.fuzz's dense networks: sim.fuzz.campaign_config derives them)."""
 
     codings: frozenset
     stalls: bool = True
     faults: bool = True
     conv: bool = False          # it draws conv2d/maxpool2d networks (sim.fuzz --conv)
+    lanes: frozenset = frozenset({1, 2, 4, 8, 16, 32, 64})
+    layers: frozenset = frozenset({1, 2, 3, 4})
 
 
 def _any(c: CampaignConfig) -> bool:
@@ -55,6 +58,14 @@ _STALLS = lambda c: c.stalls                  # noqa: E731
 _FAULTS = lambda c: c.faults                  # noqa: E731
 _SPIKING = _codings("rate", "stcb")
 _CONV = lambda c: c.conv                      # noqa: E731
+
+
+def _lanes(lo: int, hi: int):
+    return lambda c: any(lo <= p <= hi for p in c.lanes)
+
+
+def _layers(lo: int, hi: int):
+    return lambda c: any(lo <= n <= hi for n in c.layers)
 
 #: point -> {bin: (reachable(config), what hits it)}
 #: functional point -> {bin: (reachable(config), what hardware event hits it)}
@@ -102,11 +113,14 @@ CONFIG_POINTS: dict[str, dict[str, tuple]] = {
     "config.encoding": {"rate": (_SPIKING, "on-chip rate encoder"), "direct": (_SPIKING, "direct input"),
                         "tsc": (_codings("tsc"), "tsc input generator")},
     "config.readout": {"count": (_SPIKING, "spike-count readout"), "membrane": (_any, "membrane readout")},
-    "config.lanes": {"1": (_any, "P = 1"), "2-32": (_any, "P in 2..32"), "64": (_any, "P = 64")},
-    "config.layers": {"1": (_any, "one layer"), "2-3": (_any, "two or three layers"), "4": (_any, "four layers")},
+    "config.lanes": {"1": (_lanes(1, 1), "P = 1"), "2-32": (_lanes(2, 32), "P in 2..32"),
+                     "64": (_lanes(64, 64), "P = 64")},
+    "config.layers": {"1": (_layers(1, 1), "one layer"), "2-3": (_layers(2, 3), "two or three layers"),
+                      "4+": (_layers(4, 1 << 30), "four or more layers")},
     "config.lane_edge": {"n_out%P!=0": (_any, "a layer's last group has padding lanes"),
                          "n_out<P": (_any, "a layer narrower than the lanes"),
-                         "n_in%P!=0": (_any, "the input's last word is partial")},
+                         "n_in%P!=0": (_any, "the input's last word is partial (a spatial input: C % P != 0, "
+                                                  "every position's word)")},
     "config.reset": {"zero": (_SPIKING, "a layer that resets to zero (reset: zero)")},
     "config.leak": {"on": (_SPIKING, "a leaky layer (leak: [num, shift])")},
     "config.kernel": {"kernel": (_codings("stcb"), "an STEB kernel h != [1]"),
@@ -170,12 +184,15 @@ def config_hits(params: dict) -> dict:
     on("config.encoding", params["encoding"])
     on("config.readout", params["readout"])
     on("config.lanes", "1" if P == 1 else "64" if P == 64 else "2-32")
-    on("config.layers", "1" if L == 1 else "4" if L == 4 else "2-3")
+    on("config.layers", "1" if L == 1 else "2-3" if L <= 3 else "4+")
     if any(n % P for n in sizes[1:]):
         on("config.lane_edge", "n_out%P!=0")
     if any(n < P for n in sizes[1:]):
         on("config.lane_edge", "n_out<P")
-    if sizes[0] % P:
+    # an input word holds P consecutive inputs, or P channels at one position when layer 0 is spatial
+    # (the manifest's input_groups words): it is partial when the words hold more lanes than inputs
+    G_in = params.get("input_groups")
+    if (G_in * P > sizes[0]) if G_in is not None else sizes[0] % P:
         on("config.lane_edge", "n_in%P!=0")
     if "zero" in (params.get("resets") or []):
         on("config.reset", "zero")

@@ -51,20 +51,35 @@ def _sizes(rng: random.Random, n: int) -> list[int]:
 #: the codings whose conv2d and maxpool2d layers the core runs, and so --conv draws
 CONV_CODINGS = ("rate", "stcb", "tsc")
 
+# What each generator can draw: the lane counts and layer counts of its networks. A campaign's shape goal
+# (campaign_config) asks only for the lanes and layers the generators its seeds use can produce; the
+# tests check that the draws fill these envelopes exactly, so the goal and the generators cannot drift.
+#: random_network's dense networks: 1-4 layers, P 1-64
+DENSE_LANES = (1, 2, 4, 8, 16, 32, 64)
+DENSE_LAYERS = (1, 2, 3, 4)
+#: random_conv_network: 1-2 conv2d layers (each maybe followed by a maxpool2d), then 1-2 dense layers;
+#: P 1-16, and on some seeds 32 or 64 (a word of P channels at one position, mostly padding lanes)
+CONV_LANES = (1, 2, 4, 8, 16, 32, 64)
+CONV_LAYERS = (2, 3, 4, 5, 6)
+
 
 def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndarray, int, dict]:
     """A random convolutional network in ``coding``: 1-2 conv layers with kernels 1-5, strides 1-2 and
-    any padding < K, channel counts drawn regardless of P, non-square maps, a 2x2 or 3x3 pool where the
-    map allows, then 1-2 dense layers. Rate and stcb: rate or direct input (direct: one input channel),
+    any padding < K, channel counts drawn regardless of P (P 1-16; on a fifth of the seeds, from a
+    generator of its own, 32 or 64), non-square maps, a 2x2 or 3x3 pool where the map allows, then 1-2
+    dense layers. Rate and stcb: rate or direct input (direct: one input channel),
     either readout, either reset per layer; stcb: an STEB kernel of 1-3 taps on some layers (drawn from
     a generator of its own, so the rest of a seed's network is the same in both codings). tsc: the tsc
     input generator, membrane readout, no reset or initial membrane (the integer ANN). A rate seed draws
-    what it drew before stcb and tsc existed."""
+    what it drew before stcb and tsc existed. A leak on some rate conv2d layers and on some rate and
+    stcb dense layers (the core refuses a leak on stcb conv2d layers, the model on tsc layers), drawn
+    from a generator of its own too, so every other draw of a seed is what it was before leaks."""
     if coding not in CONV_CODINGS:
         raise ValueError(f"coding must be one of {', '.join(CONV_CODINGS)}, not {coding!r}")
     tsc = coding == "tsc"
     rng = random.Random(f"conv {seed}" if not tsc else f"conv {coding} {seed}")
     hrng = random.Random(f"conv kernel {seed}")
+    lrng = random.Random(f"conv leak {seed}")
     nprng = np.random.default_rng([seed, 7] if not tsc else [seed, 7, 2])
     for _ in range(100):
         encoding = rng.choice(["rate", "direct"])
@@ -86,6 +101,15 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
             h = tuple(hrng.randint(-2, 2) for _ in range(hrng.randint(1, min(3, T))))
             return h if any(h) else (1,)
 
+        def leak(kind: str):
+            # as random_network's leak_of: num < 2**16 keeps v_bits + bits(num) <= 64 and a leak only narrows
+            # the membrane range, so it never makes a valid network invalid (a redraw would change the seed)
+            if tsc or (coding == "stcb" and kind == "conv2d") or lrng.random() >= 0.3:
+                return None
+            shift = lrng.choice([0, 1, 2, 3, 4, 5, 8, 16])
+            num = lrng.choice([0, 1 << shift, lrng.randint(0, 1 << shift)])
+            return (min(num, (1 << 16) - 1), shift)
+
         def neuron_params(n, fan_in):
             scale = max(1, int(lim * fan_in * 0.5) // max(1, rng.randint(1, 6)))
             b, th, v0 = (nprng.integers(-lim // 2, lim // 2 + 1, n), nprng.integers(1, scale + 1, n),
@@ -101,7 +125,7 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
                 co = rng.randint(1, 12)
                 b, th, v0, reset = neuron_params(co, shape[0] * K * K)
                 layers.append(Conv2d(nprng.integers(-lim, lim, (co, shape[0], K, K)), b, th, v0, kernel(),
-                                     in_shape=shape, stride=S, padding=pad, reset=reset))
+                                     in_shape=shape, stride=S, padding=pad, reset=reset, leak=leak("conv2d")))
                 shape = layers[-1].out_shape
                 ks = [k for k in (2, 3) if shape[1] % k == 0 and shape[2] % k == 0]
                 if ks and rng.random() < 0.5:
@@ -112,7 +136,8 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
             n = int(np.prod(shape))
             for n_out in [rng.randint(1, 16) for _ in range(rng.choice([1, 1, 2]))]:
                 b, th, v0, reset = neuron_params(n_out, n)
-                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, kernel(), reset=reset))
+                layers.append(Dense(nprng.integers(-lim, lim, (n_out, n)), b, th, v0, kernel(), reset=reset,
+                                    leak=leak("dense")))
                 n = n_out
             readout = rng.choice(["count", "membrane"])
             model = Model(layers, coding=coding, T=T, encoding=encoding, input_max=input_max,
@@ -120,12 +145,25 @@ def random_conv_network(seed: int, coding: str = "rate") -> tuple[Model, np.ndar
         except ModelError:
             continue
         lanes = rng.choice([1, 2, 4, 8, 16])
+        wide = random.Random(f"conv lanes {seed}")   # a generator of its own: the other draws stay what they were
+        if wide.random() < 0.2:
+            lanes = wide.choice([32, 64])
         x = adversarial_samples(model, nprng)
         info = {"seed": seed, "mode": "conv", "sizes": model.sizes, "coding": coding, "T": T, "lanes": lanes,
-                "weight_bits": wb, "resets": [l.reset for l in model.layers], "input_shape": list(in_shape),
-                "layers": [repr(l) for l in model.layers]}
+                "weight_bits": wb, "resets": [l.reset for l in model.layers],
+                "leaks": [list(l.leak) if l.leak is not None else None for l in model.layers],
+                "input_shape": list(in_shape), "layers": [repr(l) for l in model.layers]}
         return model, x, lanes, info
     raise RuntimeError(f"seed {seed}: no valid conv network in 100 draws")
+
+
+def _conv_coding(seed: int, codings, conv: float) -> str | None:
+    """The coding of the conv network ``seed`` draws in a campaign of ``codings`` with ``--conv conv``,
+    or None when it draws a dense network."""
+    conv_codings = [c for c in CONV_CODINGS if c in codings]
+    if conv_codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
+        return random.Random(f"conv coding {seed}").choice(conv_codings)
+    return None
 
 
 def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0) -> tuple[Model, np.ndarray, int, dict]:
@@ -133,9 +171,9 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0
     ``conv`` (drawn from a generator of its own, so a seed's dense network does not change with it) the
     seed draws a convolutional network instead (:func:`random_conv_network`), in one of the campaign's
     codings (chosen by a generator of its own too)."""
-    conv_codings = [c for c in CONV_CODINGS if c in codings]
-    if conv_codings and conv > 0 and random.Random(f"conv? {seed}").random() < conv:
-        return random_conv_network(seed, random.Random(f"conv coding {seed}").choice(conv_codings))
+    conv_coding = _conv_coding(seed, codings, conv)
+    if conv_coding is not None:
+        return random_conv_network(seed, conv_coding)
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
     for _ in range(100):
@@ -195,7 +233,7 @@ def random_network(seed: int, codings=("rate", "stcb", "tsc"), conv: float = 0.0
                           weight_bits=wb)
         except ModelError:
             continue                      # e.g. widths beyond 48 bits: draw again
-        lanes = rng.choice([1, 2, 4, 8, 16, 32, 64]) if max(sizes) > 8 else rng.choice([1, 2, 4, 8, 64])
+        lanes = rng.choice(list(DENSE_LANES)) if max(sizes) > 8 else rng.choice([1, 2, 4, 8, 64])
         x = adversarial_samples(model, nprng)
         info = {"seed": seed, "mode": mode, "sizes": sizes, "coding": coding, "T": T, "lanes": lanes,
                 "weight_bits": wb, "resets": [l.reset for l in model.layers],
@@ -240,10 +278,21 @@ def adversarial_samples(model: Model, rng: np.random.Generator, n: int = SAMPLES
 
 def campaign_config(codings, stall_prob: float, seeds, conv: float = 0.0) -> cov.CampaignConfig:
     """What a campaign can reach: its codings, whether it stalls, whether any seed takes the faults,
-    whether it draws conv networks."""
+    whether any seed draws a conv network, and the lane and layer counts of the generators its seeds use
+    (a seed's choice of generator is known before it draws: :func:`_conv_coding`). A conv-only campaign
+    is not asked for a one-layer network or P = 64, which random_conv_network never draws."""
+    seeds = list(seeds)
+    kinds = {_conv_coding(s, codings, conv) is not None for s in seeds}
+    lanes, layers = set(), set()
+    if True in kinds:
+        lanes |= set(CONV_LANES)
+        layers |= set(CONV_LAYERS)
+    if False in kinds or not seeds:
+        lanes |= set(DENSE_LANES)
+        layers |= set(DENSE_LAYERS)
     return cov.CampaignConfig(frozenset(codings), stalls=stall_prob > 0,
-                              faults=any(s % 4 == 0 for s in seeds),
-                              conv=conv > 0 and any(c in CONV_CODINGS for c in codings))
+                              faults=any(s % 4 == 0 for s in seeds), conv=True in kinds,
+                              lanes=frozenset(lanes), layers=frozenset(layers))
 
 
 @dataclass
@@ -275,7 +324,8 @@ class Campaign:
                 "shapes_hit": stotal - len(smissed), "shapes_total": stotal, "shapes": self.shapes,
                 "shapes_goal": sgoal, "missed_shapes": smissed,
                 "campaign": {"codings": sorted(self.config.codings), "stalls": self.config.stalls,
-                             "faults": self.config.faults},
+                             "faults": self.config.faults, "conv": self.config.conv,
+                             "lanes": sorted(self.config.lanes), "layers": sorted(self.config.layers)},
                 "failures": self.failures, "seconds": self.seconds}
 
 
@@ -405,6 +455,47 @@ def run_campaign(seeds, *, codings=("rate", "stcb", "tsc"), stall_prob: float = 
     return c
 
 
+def merge_campaigns(paths) -> Campaign:
+    """One campaign from the summaries (``--json``) of shards run one after another: counts, coverage and
+    shapes added up, the goal that of the shards' configurations together (codings, lanes and layers
+    joined), seconds the sum of the shards'. A seed in two shards is refused (it would count twice)."""
+    c, seen, configs = Campaign(), set(), []
+    for p in paths:
+        try:
+            d = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--merge: cannot read {p}: {e}") from None
+        camp = d.get("campaign") if isinstance(d, dict) else None
+        if not isinstance(camp, dict) or not {"conv", "lanes", "layers"} <= set(camp) or "networks_detail" not in d:
+            raise UsageError(f"--merge: {p} is not a sim.fuzz summary of this version (no campaign lanes, "
+                             f"layers and networks_detail); run its seeds again")
+        seeds = {n["seed"] for n in d["networks_detail"]}
+        if seen & seeds:
+            raise UsageError(f"--merge: seed {min(seen & seeds)} is in two shards ({p} and an earlier one)")
+        seen |= seeds
+        unknown = [f"{q}/{b}" for q, bins in d["shapes"].items() for b in bins
+                   if b not in cov.CONFIG_POINTS.get(q, {})]
+        if unknown:
+            raise UsageError(f"--merge: {p} has shape bins this version does not know ({', '.join(unknown)})")
+        configs.append(cov.CampaignConfig(frozenset(camp["codings"]), stalls=camp["stalls"], faults=camp["faults"],
+                                          conv=camp["conv"], lanes=frozenset(camp["lanes"]),
+                                          layers=frozenset(camp["layers"])))
+        for k in ("networks", "samples", "faults_injected", "lint_clean", "mismatches"):
+            setattr(c, k, getattr(c, k) + int(d[k]))
+        c.coverage = cov.merge(c.coverage, d["coverage"])
+        c.shapes = cov.merge(c.shapes, d["shapes"], cov.CONFIG_POINTS)
+        c.failures += d["failures"]
+        c.per_network += d["networks_detail"]
+        c.seconds += float(d["seconds"])
+    c.config = cov.CampaignConfig(frozenset().union(*(k.codings for k in configs)),
+                                  stalls=any(k.stalls for k in configs), faults=any(k.faults for k in configs),
+                                  conv=any(k.conv for k in configs),
+                                  lanes=frozenset().union(*(k.lanes for k in configs)),
+                                  layers=frozenset().union(*(k.layers for k in configs)))
+    c.per_network.sort(key=lambda n: n["seed"])
+    return c
+
+
 def replay(d: Path) -> int:
     d = Path(d)
     meta = json.loads((d / "repro.json").read_text())
@@ -431,6 +522,9 @@ def main(argv=None) -> int:
                         "in one of the campaign's codings (rate, stcb, tsc); default 0: dense networks only, as "
                         "earlier campaigns")
     p.add_argument("--replay", default=None, help="re-run a saved reproducer directory")
+    p.add_argument("--merge", nargs="+", default=None, metavar="SHARD.json",
+                   help="add up the --json summaries of shards run one after another (disjoint seeds) into one "
+                        "campaign, written to --json and checked like one: no network is run")
     p.add_argument("--no-coverage-check", action="store_true", help="do not fail on missed coverage points")
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
@@ -439,6 +533,12 @@ def main(argv=None) -> int:
         if not (Path(a.replay) / "repro.json").exists():
             raise UsageError(f"--replay: no repro.json in {a.replay}")
         return replay(Path(a.replay))
+    if a.merge:
+        if Path(a.json).resolve() in {Path(m).resolve() for m in a.merge}:
+            raise UsageError(f"--json: {a.json} is one of the --merge shards")
+        check_outputs([Output("--json", a.json)])
+        c = merge_campaigns(a.merge)
+        return _report(c, a.json, a.no_coverage_check, f"merged {len(a.merge)} shards: ")
     if a.first_seed + a.seeds - 1 > 2 ** 32 - 1:
         raise UsageError(f"--seeds: {a.seeds} networks from --first-seed {a.first_seed} run past the last seed "
                          f"4294967295")
@@ -447,14 +547,19 @@ def main(argv=None) -> int:
                    Output("reproducer directory", ROOT / "build" / "fuzz", kind="dir")])
     c = run_campaign(range(a.first_seed, a.first_seed + a.seeds), codings=tuple(a.coding),
                      stall_prob=a.stall_prob, jobs=a.jobs, progress=not a.no_progress, conv=a.conv)
+    return _report(c, a.json, a.no_coverage_check)
+
+
+def _report(c: Campaign, json_path: str, no_coverage_check: bool, prefix: str = "") -> int:
+    """Write the campaign's summary, print it with every goal bin, and return the exit status."""
     s = c.summary()
     with OutputSet() as files:
-        files.add_text(a.json, json.dumps({**s, "networks_detail": c.per_network}, indent=1))
+        files.add_text(json_path, json.dumps({**s, "networks_detail": c.per_network}, indent=1))
         files.commit()
-    print(f"{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
+    print(f"{prefix}{s['networks']} networks, {s['samples']} samples, {s['faults_injected']} protocol faults, "
           f"lint clean {s['lint_clean']}/{s['networks']}, mismatches {s['mismatches']}, "
           f"functional coverage {s['coverage_hit']}/{s['coverage_total']} bins, network shapes "
-          f"{s['shapes_hit']}/{s['shapes_total']} ({s['seconds']:.0f} s); wrote {a.json}")
+          f"{s['shapes_hit']}/{s['shapes_total']} ({s['seconds']:.0f} s); wrote {json_path}")
     for point, bins in s["coverage_goal"].items():
         for b in bins:
             n = s["coverage"][point][b]
@@ -466,7 +571,7 @@ def main(argv=None) -> int:
     if s["mismatches"]:
         return 1
     missed = s["missed_coverage"] + s["missed_shapes"]
-    if missed and not a.no_coverage_check:
+    if missed and not no_coverage_check:
         sys.stderr.write(error_line("sim.fuzz", f"coverage incomplete: {', '.join(missed)}"))
         return 1
     return 0

@@ -152,6 +152,91 @@ def test_conv_draws_in_stcb_have_kernels_and_both_codings_are_drawn():
     assert {random_network(seed, ("rate", "tsc"), 0.99)[3]["coding"] for seed in range(20)} <= {"rate", "tsc"}
 
 
+def _shapes_of(seeds, codings, conv):
+    """The configuration bins the networks of ``seeds`` have, from their geometry's manifest parameters
+    (what sim.fuzz reads after generating each netlist), without building anything."""
+    shapes = cov.merge(None, {}, cov.CONFIG_POINTS)
+    for seed in seeds:
+        model, _, lanes, _ = random_network(seed, codings, conv)
+        shapes = cov.merge(shapes, cov.config_hits(CoreGeometry(model, lanes).parameters()), cov.CONFIG_POINTS)
+    return shapes
+
+
+@pytest.mark.parametrize("codings", [("rate", "stcb", "tsc"), ("rate",), ("stcb",), ("tsc",)])
+def test_a_conv_campaign_can_close_its_shape_goal(codings):
+    """The shape goal of a conv campaign asks only for what its generators draw, and they draw all of it:
+    `--coding rate,stcb,tsc --conv 0.99` once exited 1 on config.lanes/64, config.layers/1 and
+    config.leak/on, which conv draws never had (the goal was that of dense campaigns)."""
+    from sim.fuzz import _conv_coding
+    seeds = [s for s in range(400) if _conv_coding(s, codings, 0.99) is not None][:120]
+    cfg = campaign_config(codings, 0.3, seeds, 0.99)
+    assert cfg.conv and 1 not in cfg.layers and 64 in cfg.lanes
+    assert cov.config_missed(_shapes_of(seeds, codings, 0.99), cfg) == []
+    # the issue's shards: every shape bin each one's goal asks for is drawn, a dense seed (319) included
+    for lo, hi in [(300, 350), (350, 402)]:
+        cfg = campaign_config(("rate", "stcb", "tsc"), 0.3, range(lo, hi), 0.99)
+        assert cov.config_missed(_shapes_of(range(lo, hi), ("rate", "stcb", "tsc"), 0.99), cfg) == []
+
+
+def test_the_generators_draw_exactly_their_declared_lanes_and_layers():
+    """campaign_config's lanes and layers are the generators' envelopes: the draws fill them exactly, so the
+    goal can neither ask for what is never drawn nor miss what is."""
+    from sim.fuzz import CONV_LANES, CONV_LAYERS, DENSE_LANES, DENSE_LAYERS, random_conv_network
+    def goal(lanes, layers):
+        c = cov.CampaignConfig(frozenset({"rate"}), lanes=frozenset(lanes), layers=frozenset(layers))
+        return {p: b for p, b in cov.config_goal(c).items() if p in ("config.lanes", "config.layers")}
+    conv = [random_conv_network(s, c) for s in range(150) for c in ("rate", "stcb", "tsc")]
+    lanes, layers = {n[2] for n in conv}, {len(n[0].layers) for n in conv}
+    # six layers (two conv2d, two pools, two dense) are drawn too, but rarely (9 in 4500 draws)
+    assert lanes == set(CONV_LANES) and layers <= set(CONV_LAYERS) and max(layers) >= 4
+    assert goal(lanes, layers) == goal(CONV_LANES, CONV_LAYERS)
+    dense = [random_network(s) for s in range(300)]
+    assert {n[2] for n in dense} == set(DENSE_LANES) and {len(n[0].layers) for n in dense} == set(DENSE_LAYERS)
+    assert campaign_config(["rate"], 0.3, range(8)) == cov.CampaignConfig(frozenset({"rate"}), faults=True)
+    # a dense seed in a conv campaign brings the dense envelope with it; conv-only seeds do not
+    assert campaign_config(["rate", "stcb", "tsc"], 0.3, [319], 0.99).layers == frozenset(DENSE_LAYERS)
+    assert campaign_config(["rate", "stcb", "tsc"], 0.3, [320], 0.99).layers == frozenset(CONV_LAYERS)
+    layers = cov.config_hits({"coding": "rate", "encoding": "rate", "readout": "count", "lanes": 2,
+                              "sizes": [9, 5, 5, 5, 5, 4]})["config.layers"]
+    assert layers == {"1": 0, "2-3": 0, "4+": 1}              # five layers were once counted as "2-3"
+
+
+def test_conv_draws_leak_where_the_core_runs_a_leak():
+    """random_conv_network draws a leak on rate conv2d layers and on rate and stcb dense layers, never on
+    stcb conv2d (the core refuses it) or tsc layers, and the core accepts every draw."""
+    from sim.fuzz import random_conv_network
+    where = set()
+    for seed in range(60):
+        for coding in ("rate", "stcb", "tsc"):
+            model, _, lanes, info = random_conv_network(seed, coding)
+            CoreGeometry(model, lanes)
+            where |= {(coding, l.kind) for l in model.layers if getattr(l, "leak", None) is not None}
+            assert info["leaks"] == [list(l.leak) if getattr(l, "leak", None) is not None else None
+                                     for l in model.layers]
+    assert where == {("rate", "conv2d"), ("rate", "dense"), ("stcb", "dense")}
+
+
+def test_shards_merge_into_one_campaign(tmp_path):
+    """sim.fuzz --merge adds up shards run one after another and checks the joined goal; a seed in two
+    shards is refused."""
+    from golden.cli import UsageError
+    from sim.fuzz import Campaign, merge_campaigns
+
+    def shard(name, seeds, conv_hits):
+        c = Campaign(config=campaign_config(["rate"], 0.3, seeds, 0.99), networks=len(seeds), samples=32 * len(seeds))
+        c.coverage = cov.merge(None, {"scatter": {"no-valid-offset": conv_hits}})
+        c.per_network = [{"seed": s} for s in seeds]
+        p = tmp_path / name
+        p.write_text(__import__("json").dumps({**c.summary(), "networks_detail": c.per_network}))
+        return p
+    a, b = shard("a.json", [1, 2], 3), shard("b.json", [5, 6, 7], 4)
+    m = merge_campaigns([a, b])
+    assert m.networks == 5 and m.samples == 160 and m.coverage["scatter"]["no-valid-offset"] == 7
+    assert m.config.faults is False and m.config.conv and [n["seed"] for n in m.per_network] == [1, 2, 5, 6, 7]
+    with pytest.raises(UsageError, match="seed 2 is in two shards"):
+        merge_campaigns([a, shard("c.json", [2, 9], 1)])
+
+
 @pytest.mark.parametrize("seed, coding", [(2, "rate"), (6, "rate"), (17, "stcb"), (35, "stcb"),
                                          (3, "tsc"), (5, "tsc")])
 def test_conv_fuzz_networks_match_golden_in_the_amaranth_simulator(seed, coding):
