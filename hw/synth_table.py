@@ -217,6 +217,7 @@ def comparison_rows(cores) -> list[dict]:
                "lanes": s["lanes"], "banks": banks, "samples": s["samples"], "matching": s["matching_samples"],
                "golden_accuracy": s.get("golden_accuracy"), "rtl_accuracy": s.get("rtl_accuracy"),
                "cycles": s["mean_counters"]["cycles"], "stall_prob": s.get("stall_prob"),
+               "sim_seconds": s.get("sim_seconds"),
                "float_accuracy": (met or {}).get("float_accuracy"), "train_seconds": (met or {}).get("train_seconds"),
                "synth_status": None if syn is None else syn.get("status")}
         if syn is not None:
@@ -264,9 +265,10 @@ def comparison_markdown(rows: list[dict], published=PUBLISHED, *, target_us: flo
         lat = _num(p["latency_us"], "{:,.0f}")
         if p["latency_us"] is None and p["images_per_s"]:
             lat = f"({1e6 / p['images_per_s']:.1f} = 1 / throughput)"
-        lines.append(f"| [{p['design']}]({p['url']}) | {p['network']} | {p['platform']} | | {p['resources'] or ''} | | "
-                     f"| | {_num(p['clock_mhz'])} | | {lat} | {_num(p['images_per_s'])} | "
-                     f"{_pct(p['accuracy']) + ' (MNIST)' if p['accuracy'] is not None else ''} | |")
+        cells = [f"[{p['design']}]({p['url']})", p["network"], p["platform"], "", p["resources"] or "", "", "", "",
+                 _num(p["clock_mhz"]), "", lat, _num(p["images_per_s"]),
+                 _pct(p["accuracy"]) + " (MNIST)" if p["accuracy"] is not None else "", ""]
+        lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
     done = [r for r in rows if r.get("latency_us") is not None]
     text = []
     if done:

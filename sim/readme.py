@@ -289,13 +289,19 @@ def _mnist5k_compare(src, foot):
     if not cores:
         return None
     rows = comparison_rows(cores)
-    train = "; ".join(f"`{r['label']}` float {_pct(r['float_accuracy'])}, {r['train_seconds']:.0f} s"
+    train = "; ".join(f"`{r['label']}` {r['train_seconds']:,.0f} s, "
+                      + (f"float reference {_pct(r['float_accuracy'])}" if r["float_accuracy"] is not None
+                         else "no float reference")
                       for r in rows if r.get("train_seconds") is not None)
+    sim = "; ".join(f"`{r['label']}` {r['sim_seconds']:,.0f} s" for r in rows if r.get("sim_seconds"))
     synth = "; ".join(f"`{r['label']}` {r['synth_seconds']:,.0f} s" for r in rows if r.get("synth_seconds"))
     notes = [f"Every core streams all {rows[0]['samples']:,} test digits through Verilator with random stalls "
              f"(p = {rows[0]['stall_prob']}) and must equal golden on every output and counter."]
     if train:
-        notes.append(f"Training (`quant.train`, CPU, 1 thread, the float reference included when trained): {train}.")
+        notes.append(f"Training (`quant.train`, CPU, 1 thread; the time includes the float reference where one "
+                     f"was trained): {train}.")
+    if sim:
+        notes.append(f"RTL simulation of the 1,000 digits (with the simulator's start-up): {sim}.")
     if synth:
         notes.append(f"Synthesis and place-and-route (yowasp Yosys + nextpnr, seed 1, out of context): {synth}.")
     return "\n".join([comparison_markdown(rows), "", " ".join(notes), "", foot])
