@@ -231,7 +231,8 @@ def comparison_rows(cores) -> list[dict]:
                 row.update(part=f"{syn.get('part', syn.get('device'))}-{syn.get('speed')}", luts=syn["luts"],
                            ffs=syn["ffs"], bram=syn["bram"], dsp=syn["dsp"], fmax_mhz=f,
                            latency_us=row["cycles"] / f, images_per_s=f * 1e6 / row["cycles"],
-                           synth_seconds=(syn.get("seconds") or {}).get("total"))
+                           synth_seconds=(syn.get("seconds") or {}).get("total"),
+                           yosys_flow=syn.get("yosys_flow", "abc9"))
         rows.append(row)
     return rows
 
@@ -255,7 +256,7 @@ def comparison_markdown(rows: list[dict], published=PUBLISHED, *, target_us: flo
         if r.get("fmax_mhz"):
             lines.append(f"| spikeforge `{r['label']}` | {net} | {r['part']} (nextpnr) | {r['lanes']}, {r['banks']} | "
                          f"{r['luts']:,} | {r['ffs']:,} | {r['bram']} DP16KD | {r['dsp']} | {r['fmax_mhz']:.1f} "
-                         f"(measured) | {r['cycles']:,.1f} | **{r['latency_us']:.1f}** | {r['images_per_s']:,.0f} | "
+                         f"(measured{'' if r['yosys_flow'] == 'abc9' else ', classic ABC'}) | {r['cycles']:,.1f} | **{r['latency_us']:.1f}** | {r['images_per_s']:,.0f} | "
                          f"{acc} | {r['matching']}/{r['samples']} |")
         else:
             what = "not synthesised yet" if r["synth_status"] is None else f"synthesis: {r['synth_status']}"

@@ -132,6 +132,9 @@ def test_comparison_latency_is_the_cycles_over_the_measured_fmax():
     assert d["arch"] == "16c3-mp2-10" and (d["lanes"], d["banks"]) == (16, 9)
     assert d["latency_us"] == pytest.approx(6467.9 / 80.0) and d["images_per_s"] == pytest.approx(80e6 / 6467.9)
     assert r["latency_us"] == pytest.approx(625.0)
+    # a core mapped by the classic ABC pass (Yosys's ABC9 assertion) says so beside its Fmax
+    abc = st.comparison_markdown(st.comparison_rows([("d", _regress(), {**_synth(), "yosys_flow": "abc"}, None)]))
+    assert "| 80.0 (measured, classic ABC) |" in abc
     md = st.comparison_markdown(rows).splitlines()
     assert md[2] == ("| spikeforge `d` | `16c3-mp2-10`, rate, direct input, T=1 | LFE5U-85F-6 (nextpnr) | 16, 9 | "
                      "12,345 | 6,789 | 90 DP16KD | 12 | 80.0 (measured) | 6,467.9 | **80.8** | 12,369 | "
