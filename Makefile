@@ -23,7 +23,8 @@ EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme synth-table claims regress-mnist5k-banks nir-sj
+        setup-fpga readme synth-table claims regress-mnist5k-banks nir-sj \
+        mnist5k-train mnist5k-regress mnist5k-synth mnist5k-table
 
 help:
 	@echo "make demo    train on digits (dense codings and a conv net), quantize, generate Verilog, simulate, compare, report"
@@ -32,6 +33,9 @@ help:
 	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, BANKS=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
 	@echo "make claims  the seed papers' claims measured on the core (build/reports/claims/claims.json, README block)"
 	@echo "make regress-mnist5k-banks   the mnist5k direct T=1 model at P=8, banks 9, on all 1,000 test digits (Verilator, stalls 0.2)"
+	@echo "make mnist5k-train | mnist5k-regress | mnist5k-synth | mnist5k-table   issue 18: the mnist5k conv net in direct T=1,"
+	@echo "             rate T=8 and tsc T=8 (MNIST5K=direct_t1 for one): train on the CPU, golden + Verilator on all 1,000"
+	@echo "             test digits at P=16 banks 9, synthesis on the LFE5U-85F (20-40 min each), README's comparison table"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
 	@echo "make nir-sj  SpikingJelly conv nets (IF, LIF): train, export, import, round trip, sim.regress on all 360 digits"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
@@ -71,6 +75,37 @@ regress: $(STAMP)
 regress-mnist5k-banks: $(STAMP)
 	$(PY) -m sim.regress --model build/models/mnist5k_direct_t1.npz --dataset mnist5k --split test --lanes 8 --banks 9 \
 	    --stall-prob 0.2 --json build/regress/mnist5k_direct_t1_p8_b9.json
+
+# issue 18, MNIST on real data: the mnist5k conv net (16c3-mp2-32c3-mp2-10) in three codings, each trained on the
+# CPU with the conv recipe plus --bn --label-smoothing 0.1 (docs/quant.md), verified on all 1,000 test digits
+# (Verilator, stalls 0.2) and synthesised for the LFE5U-85F at P = 16, banks 9; README's mnist5k-compare block
+# (sim/readme.py, which names the same lanes and banks) is rendered from their JSON. Long runs: not in `make test`.
+MNIST5K        ?= direct_t1 rate_t8 tsc_t8
+MNIST5K_CORE   := p16_b9
+MNIST5K_TRAIN  := $(PY) -m quant.train --dataset mnist5k --arch 16c3-mp2-32c3-mp2-10 --bn --label-smoothing 0.1 \
+                  --device cpu --seed 0
+build/models/mnist5k_direct_t1.npz: | $(STAMP)
+	$(MNIST5K_TRAIN) --encoding direct --T 1 --epochs 15 --out $@
+# rate T=8: about a minute per epoch on one thread, so no float reference (it would double the 15 minutes)
+build/models/mnist5k_rate_t8.npz: | $(STAMP)
+	$(MNIST5K_TRAIN) --coding rate --encoding rate --T 8 --epochs 15 --no-float-ref --out $@
+build/models/mnist5k_tsc_t8.npz: | $(STAMP)
+	$(MNIST5K_TRAIN) --coding tsc --T 8 --epochs 15 --out $@
+mnist5k-train: $(foreach m,$(MNIST5K),build/models/mnist5k_$(m).npz)
+mnist5k-regress: mnist5k-train
+	for m in $(MNIST5K); do \
+	    $(PY) -m golden.run --model build/models/mnist5k_$$m.npz --dataset mnist5k --split test --lanes 16 --banks 9 \
+	        --json build/golden/mnist5k_$${m}_$(MNIST5K_CORE).json && \
+	    $(PY) -m sim.regress --model build/models/mnist5k_$$m.npz --dataset mnist5k --split test --lanes 16 --banks 9 \
+	        --stall-prob 0.2 --json build/regress/mnist5k_$${m}_$(MNIST5K_CORE).json || exit 1; \
+	done
+mnist5k-synth: mnist5k-train
+	for m in $(MNIST5K); do \
+	    $(PY) -m hw.synth --model build/models/mnist5k_$$m.npz --lanes 16 --banks 9 --device 85k --timeout 5400 \
+	        --out build/synth/mnist5k_$${m}_$(MNIST5K_CORE)_85k.json || exit 1; \
+	done
+mnist5k-table: $(STAMP)
+	$(PY) -m sim.readme --only mnist5k-compare
 
 demo: $(STAMP)
 	$(PY) -m sim.demo --name $(NAME) --lanes $(LANES) $(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED)

@@ -646,6 +646,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, metavar="FILE.json",
                    help="the result JSON; FILE.md and the work directory FILE/ go next to it "
                         "(default build/synth/<model>_p<P>_<target>.json)")
+    p.add_argument("--timeout", type=positive_float, default=1800.0, metavar="SECONDS",
+                   help="wall-clock limit of each tool run, yosys and nextpnr (default 1800; the LFE5U-85F "
+                        "cores at P = 16 need longer on a shared machine)")
     a = p.parse_args(argv)
     if a.target not in TARGETS:
         raise UsageError(f"--target: unknown target {a.target!r} (choose from {', '.join(TARGETS)})")
@@ -680,7 +683,8 @@ def main(argv=None) -> int:
         top = "core_" + top
     try:
         r = synth(model, a.lanes, a.target, device=a.device, package=a.package, out=out, name=top,
-                  freq_mhz=a.freq, seed=a.seed, speed=a.speed, model_path=str(a.model), banks=a.banks)
+                  freq_mhz=a.freq, seed=a.seed, speed=a.speed, model_path=str(a.model), banks=a.banks,
+                  timeout=a.timeout)
     except SynthError as e:
         sys.stderr.write(error_line("hw.synth", f"{e.status}: {e}"))
         return 1

@@ -8,6 +8,12 @@ rendered from ``OUT.json`` by ``make readme``.
 
 A model is ``LABEL=PATH`` or ``LABEL=PATH@CODING``; the second form retargets the model's integer
 weights to another coding (``stcb=build/models/digits_rate_t8.npz@stcb``: the rate model run as stcb).
+
+:func:`comparison_rows` and :func:`comparison_markdown` build the other table, a core beside published
+accelerators (README's mnist5k comparison, ``make readme``): each of our rows pairs one ``sim.regress`` JSON
+(accuracy, exactness, cycles per image) with the ``hw.synth`` JSON of the same core (resources, Fmax), so
+latency is cycles over the measured Fmax. The published designs' figures (:data:`PUBLISHED`) are the only
+ones not read from this repository's JSON: they are what the cited papers state.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from pathlib import Path
 from golden.cli import (ArgumentParser, Output, OutputSet, UsageError, check_outputs, guard, int_range, lanes_list,
                         main_output, positive_int)
 
-__all__ = ["parse_model", "run_table", "table_markdown", "table_plot"]
+__all__ = ["parse_model", "run_table", "table_markdown", "table_plot", "PUBLISHED", "comparison_rows",
+           "comparison_markdown"]
 
 
 def parse_model(text: str):
@@ -158,6 +165,136 @@ def table_plot(results: list):
     a2.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# a core beside published MNIST accelerators
+
+# As the cited papers state them (None: not stated there). Skydiver states a throughput, not a latency.
+PUBLISHED = (
+    {"design": "Spiker+", "url": "https://arxiv.org/abs/2401.01141",
+     "cite": "Carpegna, Savino, Di Carlo, \"Spiker+: a framework for the generation of efficient Spiking Neural "
+             "Networks FPGA accelerators for inference at the edge\", 2024",
+     "network": "fully connected", "platform": "Xilinx FPGA", "resources": "7,612 logic cells, 18 BRAM",
+     "clock_mhz": None, "latency_us": 780.0, "images_per_s": None, "accuracy": 0.9385},
+    {"design": "snn-fpga", "url": "https://github.com/im-afan/snn-fpga",
+     "cite": "Fan, Levy, \"A Robust, Open-Source Framework for Spiking Neural Networks on Low-End FPGAs\", 2025 "
+             "(arXiv:2507.07284)",
+     "network": "fully connected / any-to-any", "platform": "Xilinx Artix-7", "resources": "6,358 LUTs, 40.5 BRAM",
+     "clock_mhz": 100.0, "latency_us": 520.0, "images_per_s": None, "accuracy": None},
+    {"design": "Skydiver", "url": "https://arxiv.org/abs/2203.07516",
+     "cite": "Chen, Gao, Fang, Luan, \"Skydiver: A Spiking Neural Network Accelerator Exploiting Spatio-Temporal "
+             "Workload Balance\", IEEE TCAD 2022",
+     "network": "convolutional", "platform": "Xilinx XC7Z045", "resources": None,
+     "clock_mhz": None, "latency_us": None, "images_per_s": 22600.0, "accuracy": 0.985},
+)
+
+
+def _arch(layers: list) -> str:
+    """``16c3-mp2-32c3-mp2-10`` from a model's layer metadata."""
+    parts = []
+    for l in layers:
+        if l["type"] == "conv2d":
+            parts.append(f"{l['out_shape'][0]}c{l['kernel']}" + (f"s{l['stride']}" if l.get("stride", 1) != 1 else ""))
+        elif l["type"] == "maxpool2d":
+            parts.append(f"mp{l['kernel']}")
+        else:
+            parts.append(str(l["n_out"]))
+    return "-".join(parts)
+
+
+def comparison_rows(cores) -> list[dict]:
+    """One row per core from ``(label, regress, synth, metrics)``: ``regress`` the JSON ``sim.regress`` wrote,
+    ``synth`` the ``hw.synth`` JSON of the same core or None (not synthesised), ``metrics`` quant.train's
+    NAME.json or None. A synthesis of another core (other lanes, banks or layers) is refused (ValueError):
+    its Fmax would clock the wrong cycle count."""
+    rows = []
+    for label, reg, syn, met in cores:
+        s = reg["summary"] if "summary" in reg else reg
+        m = s["model"]
+        banks = s.get("banks", 1)
+        row = {"label": label, "coding": m["coding"], "encoding": m["encoding"], "T": m["T"], "arch": _arch(m["layers"]),
+               "lanes": s["lanes"], "banks": banks, "samples": s["samples"], "matching": s["matching_samples"],
+               "golden_accuracy": s.get("golden_accuracy"), "rtl_accuracy": s.get("rtl_accuracy"),
+               "cycles": s["mean_counters"]["cycles"], "stall_prob": s.get("stall_prob"),
+               "sim_seconds": s.get("sim_seconds"),
+               "float_accuracy": (met or {}).get("float_accuracy"), "train_seconds": (met or {}).get("train_seconds"),
+               "synth_status": None if syn is None else syn.get("status")}
+        if syn is not None:
+            theirs = (syn.get("lanes"), syn.get("banks", 1), (syn.get("model_meta") or {}).get("layers"),
+                      (syn.get("model_meta") or {}).get("coding"), (syn.get("model_meta") or {}).get("T"))
+            if theirs != (s["lanes"], banks, m["layers"], m["coding"], m["T"]):
+                raise ValueError(f"{label}: the synthesis result is of another core (lanes, banks, layers, coding or "
+                                 f"T differ from the regression's P={s['lanes']}, banks {banks})")
+            if syn.get("status") == "ok" and syn.get("fmax_mhz"):
+                f = syn["fmax_mhz"]
+                row.update(part=f"{syn.get('part', syn.get('device'))}-{syn.get('speed')}", luts=syn["luts"],
+                           ffs=syn["ffs"], bram=syn["bram"], dsp=syn["dsp"], fmax_mhz=f,
+                           latency_us=row["cycles"] / f, images_per_s=f * 1e6 / row["cycles"],
+                           synth_seconds=(syn.get("seconds") or {}).get("total"),
+                           yosys_flow=syn.get("yosys_flow", "abc9"))
+        rows.append(row)
+    return rows
+
+
+def _num(v, fmt="{:,.0f}"):
+    return "" if v is None else fmt.format(v)
+
+
+def comparison_markdown(rows: list[dict], published=PUBLISHED, *, target_us: float = 100.0) -> str:
+    """The comparison table (our rows, then the published designs) and a line on the latency targets: the
+    best core at or under ``target_us`` per image, every core under the slowest published latency."""
+    lines = ["| design | network, coding | platform | P, banks | LUTs | FFs | block RAM | DSP | clock (MHz) | "
+             "cycles per image | latency per image (µs) | images/s | accuracy | RTL = golden |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        coding = {"rate": "rate", "tsc": "tsc", "stcb": "stcb"}[r["coding"]]
+        if r["coding"] == "rate" and r["encoding"] == "direct":
+            coding = "rate, direct input"
+        acc = _pct(r["golden_accuracy"]) + (f" ({r['samples']:,} mnist5k test digits)" if r["samples"] else "")
+        net = f"`{r['arch']}`, {coding}, T={r['T']}"
+        if r.get("fmax_mhz"):
+            lines.append(f"| spikeforge `{r['label']}` | {net} | {r['part']} (nextpnr) | {r['lanes']}, {r['banks']} | "
+                         f"{r['luts']:,} | {r['ffs']:,} | {r['bram']} DP16KD | {r['dsp']} | {r['fmax_mhz']:.1f} "
+                         f"(measured{'' if r['yosys_flow'] == 'abc9' else ', classic ABC'}) | {r['cycles']:,.1f} | **{r['latency_us']:.1f}** | {r['images_per_s']:,.0f} | "
+                         f"{acc} | {r['matching']}/{r['samples']} |")
+        else:
+            what = "not synthesised yet" if r["synth_status"] is None else f"synthesis: {r['synth_status']}"
+            lines.append(f"| spikeforge `{r['label']}` | {net} | {what} | {r['lanes']}, {r['banks']} | | | | | | "
+                         f"{r['cycles']:,.1f} | | | {acc} | {r['matching']}/{r['samples']} |")
+    for p in published:
+        lat = _num(p["latency_us"], "{:,.0f}")
+        if p["latency_us"] is None and p["images_per_s"]:
+            lat = f"({1e6 / p['images_per_s']:.1f} = 1 / throughput)"
+        cells = [f"[{p['design']}]({p['url']})", p["network"], p["platform"], "", p["resources"] or "", "", "", "",
+                 _num(p["clock_mhz"]), "", lat, _num(p["images_per_s"]),
+                 _pct(p["accuracy"]) + " (MNIST)" if p["accuracy"] is not None else "", ""]
+        lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+    done = [r for r in rows if r.get("latency_us") is not None]
+    text = []
+    if done:
+        best = min(done, key=lambda r: r["latency_us"])
+        worst = max(done, key=lambda r: r["latency_us"])
+        slowest = max((p["latency_us"] for p in published if p["latency_us"]), default=None)
+        text.append(f"Best latency: `{best['label']}`, {best['latency_us']:.1f} µs per image at its measured "
+                    f"{best['fmax_mhz']:.1f} MHz ({'within' if best['latency_us'] <= target_us else 'above'} "
+                    f"{target_us:g} µs).")
+        if slowest is not None:
+            text.append(f"Slowest synthesised core: `{worst['label']}`, {worst['latency_us']:.1f} µs "
+                        f"({'below' if worst['latency_us'] < slowest else 'not below'} the {slowest:g} µs of "
+                        f"the slowest published design).")
+    missing = [r["label"] for r in rows if r.get("latency_us") is None]
+    if missing:
+        text.append(f"No measured Fmax yet for {', '.join(f'`{m}`' for m in missing)}, so no latency.")
+    cites = "; ".join(f"{p['design']}: {p['cite']}" for p in published)
+    text.append(f"Published figures as their papers state them ({cites}); a blank is a figure this table does not "
+                f"take from the source. Their accuracies are on MNIST as each paper reports it, ours on the 1,000 "
+                f"test digits of mnist5k (a stratified split of 5,000 real MNIST digits).")
+    return "\n".join(lines + [""] + [" ".join(text)])
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}%"
 
 
 def main(argv=None) -> int:

@@ -39,8 +39,9 @@ class Block:
     sources: tuple            # JSON paths relative to the build directory; "{name}" is the demo's name
     command: str              # what writes the sources
     render: Callable[[list, str], str | None]   # (loaded sources, source paths for the footer) -> Markdown
-    shown: str | None = None  # how the footer names the sources when listing them all would be long
+    shown: str | tuple | None = None  # how the footer names the sources when listing them all would be long
     note: str = ""            # said after the sources in the footer
+    optional: bool = False    # render with the sources that exist (a missing one is None); the renderer decides
 
 
 def _pct(v) -> str:
@@ -303,6 +304,46 @@ def _robust(src, foot):
     return "\n".join(lines + ["", foot])
 
 
+# the mnist5k models of `make mnist5k-train`, verified and synthesised at these lanes and banks
+MNIST5K_MODELS = ("mnist5k_direct_t1", "mnist5k_rate_t8", "mnist5k_tsc_t8")
+MNIST5K_LANES, MNIST5K_BANKS = 16, 9
+
+
+def _mnist5k_sources(name: str) -> tuple:
+    core = f"{name}_p{MNIST5K_LANES}_b{MNIST5K_BANKS}"
+    return (f"regress/{core}.json", f"synth/{core}_85k.json", f"models/{name}.json")
+
+
+def _mnist5k_compare(src, foot):
+    """The mnist5k cores (sim.regress, hw.synth on the LFE5U-85F, quant.train's metrics) beside published MNIST
+    accelerators (README). A core without its regression JSON is left out; without synthesis it has no latency."""
+    from hw.synth_table import comparison_markdown, comparison_rows
+    cores = []
+    for i, name in enumerate(MNIST5K_MODELS):
+        reg, syn, met = src[3 * i:3 * i + 3]
+        if reg is not None:
+            cores.append((name, reg, syn, met))
+    if not cores:
+        return None
+    rows = comparison_rows(cores)
+    train = "; ".join(f"`{r['label']}` {r['train_seconds']:,.0f} s, "
+                      + (f"float reference {_pct(r['float_accuracy'])}" if r["float_accuracy"] is not None
+                         else "no float reference")
+                      for r in rows if r.get("train_seconds") is not None)
+    sim = "; ".join(f"`{r['label']}` {r['sim_seconds']:,.0f} s" for r in rows if r.get("sim_seconds"))
+    synth = "; ".join(f"`{r['label']}` {r['synth_seconds']:,.0f} s" for r in rows if r.get("synth_seconds"))
+    notes = [f"Every core streams all {rows[0]['samples']:,} test digits through Verilator with random stalls "
+             f"(p = {rows[0]['stall_prob']}) and must equal golden on every output and counter."]
+    if train:
+        notes.append(f"Training (`quant.train`, CPU, 1 thread; the time includes the float reference where one "
+                     f"was trained): {train}.")
+    if sim:
+        notes.append(f"RTL simulation of the 1,000 digits (with the simulator's start-up): {sim}.")
+    if synth:
+        notes.append(f"Synthesis and place-and-route (yowasp Yosys + nextpnr, seed 1, out of context): {synth}.")
+    return "\n".join([comparison_markdown(rows), "", " ".join(notes), "", foot])
+
+
 def _claims(src, foot):
     """sim.claims: one table per paper, every row's claim, figure, command and verdict (README)."""
     (d,) = src
@@ -348,6 +389,10 @@ BLOCKS = {b.name: b for b in (
           "make synth LANES=P", _synth_lanes, shown="build/synth/{name}_p<P>_ecp5.json",
           note=" (P = 1, 2, 4, ..., 64)"),
     Block("synth-codings", ("synth/codings.json",), "make synth-table", _synth_codings),
+    Block("mnist5k-compare", tuple(s for n in MNIST5K_MODELS for s in _mnist5k_sources(n)),
+          "make mnist5k-train mnist5k-regress mnist5k-synth", _mnist5k_compare, optional=True,
+          shown=(f"build/regress/mnist5k_*_p{MNIST5K_LANES}_b{MNIST5K_BANKS}.json",
+                 f"build/synth/mnist5k_*_p{MNIST5K_LANES}_b{MNIST5K_BANKS}_85k.json", "build/models/mnist5k_*.json")),
     Block("energy-lanes", ("sweep/{name}.json",),
           "python -m sim.sweep --model build/models/digits_rate_t8.npz --lanes 1,2,4,8,16,32,64 "
           "--fmax-json build/synth/digits_rate_t8_p*_ecp5.json --verify 3 --out build/sweep/digits_rate_t8.json",
@@ -376,11 +421,11 @@ def render_block(name: str, build_dir: Path, demo: str = "digits_rate_t8") -> st
     """The block's Markdown from its sources, or None when a source is missing or lacks the data."""
     b = BLOCKS[name]
     paths = [Path(build_dir) / s.format(name=demo) for s in b.sources]
-    if not all(p.is_file() for p in paths):
+    if not all(p.is_file() for p in paths) and not (b.optional and any(p.is_file() for p in paths)):
         return None
-    loaded = [json.loads(p.read_text()) for p in paths]
+    loaded = [json.loads(p.read_text()) if p.is_file() else None for p in paths]
     # named as in a default run (build/...), so a run into another --build-dir renders the same text
-    shown = [b.shown.format(name=demo)] if b.shown else [str(Path("build") / s.format(name=demo)) for s in b.sources]
+    shown = [x.format(name=demo) for x in ((b.shown,) if isinstance(b.shown, str) else b.shown)] if b.shown else [str(Path("build") / s.format(name=demo)) for s in b.sources]
     return b.render(loaded, _footer(b.command, shown, b.note))
 
 

@@ -291,6 +291,7 @@ def tiny_path(tmp_path_factory):
     (["--device", "99k"], "unknown ecp5 device '99k'"),
     (["--freq", "-5"], "--freq: expected a positive number"),
     (["--freq", "nan"], "--freq: expected a positive number"),
+    (["--timeout", "0"], "--timeout: expected a positive number"),
 ])
 def test_cli_bad_input(tiny_path, tmp_path, args, needle):
     out = tmp_path / "o.json"
@@ -315,6 +316,13 @@ def test_cli_without_yowasp(tiny_path, tmp_path):
 
 
 # --- the real tools --------------------------------------------------------------------------------------
+
+def test_timeout_reaches_the_tools(tiny_path, tmp_path):
+    # --timeout bounds each tool run: a limit far below yosys's start-up stops the run with one line, exit 1
+    r = cli("--model", tiny_path, "--target", "ice40", "--out", tmp_path / "o.json", "--timeout", "0.05")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "yosys timed out after 0 s" in r.stderr and "Traceback" not in r.stderr
+
 
 def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
     # the yowasp tools are part of the toolchain (pyproject.toml); about 30 s, more on a first run

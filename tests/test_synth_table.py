@@ -100,3 +100,110 @@ def test_bad_options_exit_2_with_one_line(tmp_path, args, msg):
     r = _cli("--model", f"r={tmp_path / 'm.npz'}", *args, "--out", tmp_path / "t.json")
     assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "t").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# the mnist5k comparison (README's mnist5k-compare block): our cores from their JSON beside published designs
+
+_LAYERS = [{"type": "conv2d", "in_shape": [1, 28, 28], "out_shape": [16, 28, 28], "kernel": 3, "stride": 1,
+            "padding": 1, "reset": "subtract", "leak": None},
+           {"type": "maxpool2d", "in_shape": [16, 28, 28], "out_shape": [16, 14, 14], "kernel": 2},
+           {"type": "dense", "n_in": 3136, "n_out": 10, "reset": "subtract", "leak": None}]
+
+
+def _regress(lanes=16, banks=9, cycles=6467.9, coding="rate", encoding="direct", T=1, matching=1000):
+    meta = {"coding": coding, "T": T, "encoding": encoding, "layers": _LAYERS}
+    return {"summary": {"lanes": lanes, **({"banks": banks} if banks > 1 else {}), "model": meta, "samples": 1000,
+                        "matching_samples": matching, "golden_accuracy": 0.976, "rtl_accuracy": 0.976,
+                        "stall_prob": 0.2, "mean_counters": {"cycles": cycles}}, "samples": []}
+
+
+def _synth(lanes=16, banks=9, fmax=80.0, coding="rate", T=1, status="ok"):
+    return {"status": status, "lanes": lanes, **({"banks": banks} if banks > 1 else {}), "part": "LFE5U-85F",
+            "speed": 6, "device": "85k", "luts": 12345, "ffs": 6789, "bram": 90, "dsp": 12, "fmax_mhz": fmax,
+            "model_meta": {"coding": coding, "T": T, "layers": _LAYERS}, "seconds": {"total": 1500.0}}
+
+
+def test_comparison_latency_is_the_cycles_over_the_measured_fmax():
+    rows = st.comparison_rows([("d", _regress(), _synth(), {"float_accuracy": 0.975, "train_seconds": 266.8}),
+                               ("r", _regress(cycles=40000.0, coding="rate", encoding="rate", T=8),
+                                _synth(fmax=64.0, T=8), None)])
+    d, r = rows
+    assert d["arch"] == "16c3-mp2-10" and (d["lanes"], d["banks"]) == (16, 9)
+    assert d["latency_us"] == pytest.approx(6467.9 / 80.0) and d["images_per_s"] == pytest.approx(80e6 / 6467.9)
+    assert r["latency_us"] == pytest.approx(625.0)
+    # a core mapped by the classic ABC pass (Yosys's ABC9 assertion) says so beside its Fmax
+    abc = st.comparison_markdown(st.comparison_rows([("d", _regress(), {**_synth(), "yosys_flow": "abc"}, None)]))
+    assert "| 80.0 (measured, classic ABC) |" in abc
+    md = st.comparison_markdown(rows).splitlines()
+    assert md[2] == ("| spikeforge `d` | `16c3-mp2-10`, rate, direct input, T=1 | LFE5U-85F-6 (nextpnr) | 16, 9 | "
+                     "12,345 | 6,789 | 90 DP16KD | 12 | 80.0 (measured) | 6,467.9 | **80.8** | 12,369 | "
+                     "97.60% (1,000 mnist5k test digits) | 1000/1000 |")
+    assert md[3].startswith("| spikeforge `r` | `16c3-mp2-10`, rate, T=8 |") and "| **625.0** |" in md[3]
+    # the published designs follow, with the figures their papers state
+    pub = "\n".join(md[4:7])
+    assert "[Spiker+](https://arxiv.org/abs/2401.01141)" in pub and "| 780 |" in pub and "93.85% (MNIST)" in pub
+    assert "[snn-fpga](https://github.com/im-afan/snn-fpga)" in pub and "| 520 |" in pub and "| 100 |" in pub
+    assert "|  |" not in pub and "[Skydiver]" in pub and "| 22,600 |" in pub and "98.50% (MNIST)" in pub and "(44.2 = 1 / throughput)" in pub
+    tail = md[-1]
+    assert "Best latency: `d`, 80.8 µs per image at its measured 80.0 MHz (within 100 µs)." in tail
+    assert "Slowest synthesised core: `r`, 625.0 µs (below the 780 µs of the slowest published design)." in tail
+    # the target is checked against the figures, not assumed
+    slow = st.comparison_rows([("d", _regress(), _synth(fmax=60.0), None)])
+    assert "(above 100 µs)" in st.comparison_markdown(slow)
+
+
+def test_comparison_refuses_a_synthesis_of_another_core():
+    for other in (_synth(lanes=8), _synth(banks=1), _synth(T=8), _synth(coding="tsc")):
+        with pytest.raises(ValueError, match="the synthesis result is of another core"):
+            st.comparison_rows([("d", _regress(), other, None)])
+
+
+def test_a_core_without_a_measured_fmax_gets_no_latency():
+    rows = st.comparison_rows([("t", _regress(coding="tsc", encoding="tsc", T=8), None, None),
+                               ("f", _regress(), _synth(status="does_not_fit", fmax=None), None)])
+    assert all("latency_us" not in r for r in rows)
+    md = st.comparison_markdown(rows)
+    assert "| spikeforge `t` | `16c3-mp2-10`, tsc, T=8 | not synthesised yet | 16, 9 |" in md
+    assert "| spikeforge `f` | `16c3-mp2-10`, rate, direct input, T=1 | synthesis: does_not_fit |" in md
+    assert "No measured Fmax yet for `t`, `f`, so no latency." in md and "Best latency" not in md
+
+
+def test_readme_block_renders_from_the_json_and_a_drifted_fmax_fails_the_check(tmp_path):
+    from sim import readme as rd
+    assert rd.render_block("mnist5k-compare", tmp_path) is None           # no sources: the block is kept
+    for sub in ("regress", "synth", "models"):
+        (tmp_path / sub).mkdir()
+    core = f"p{rd.MNIST5K_LANES}_b{rd.MNIST5K_BANKS}"
+    (tmp_path / "regress" / f"mnist5k_direct_t1_{core}.json").write_text(json.dumps(_regress()))
+    body = rd.render_block("mnist5k-compare", tmp_path)
+    assert "| spikeforge `mnist5k_direct_t1` |" in body and "not synthesised yet" in body
+    assert "`mnist5k_rate_t8`" not in body                                # no regression JSON: no row
+    assert "written by `make mnist5k-train mnist5k-regress mnist5k-synth`.</sub>" in body
+    (tmp_path / "synth" / f"mnist5k_direct_t1_{core}_85k.json").write_text(json.dumps(_synth()))
+    (tmp_path / "models" / "mnist5k_direct_t1.json").write_text(json.dumps({"float_accuracy": 0.975,
+                                                                             "train_seconds": 266.8}))
+    body = rd.render_block("mnist5k-compare", tmp_path)
+    assert "| **80.8** |" in body and "`mnist5k_direct_t1` 267 s, float reference 97.50%" in body
+    assert "`mnist5k_direct_t1` 1,500 s" in body
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"x\n<!-- BEGIN generated:mnist5k-compare -->\n{body}\n<!-- END generated:mnist5k-compare -->\n")
+    check = [sys.executable, "-m", "sim.readme", "--check", "--build-dir", tmp_path, "--files", doc]
+    run = lambda: subprocess.run(list(map(str, check)), capture_output=True, text=True, cwd=ROOT,
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert run().returncode == 0
+    (tmp_path / "synth" / f"mnist5k_direct_t1_{core}_85k.json").write_text(json.dumps(_synth(fmax=70.0)))
+    r = run()
+    assert r.returncode == 1 and "out of date" in r.stderr and "**92.4**" in r.stdout
+
+
+README_MNIST = [ROOT / "build" / "regress" / f"mnist5k_{m}_p16_b9.json" for m in ("direct_t1", "rate_t8", "tsc_t8")]
+
+
+@pytest.mark.skipif(not any(p.is_file() for p in README_MNIST),
+                    reason="no build/regress/mnist5k_*_p16_b9.json: run `make mnist5k-regress` first")
+def test_readme_mnist5k_block_equals_its_json():
+    r = subprocess.run([sys.executable, "-m", "sim.readme", "--check", "--only", "mnist5k-compare"],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
