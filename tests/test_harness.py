@@ -101,8 +101,8 @@ def test_sim_regress_exits_1_with_one_line_on_a_hung_core(tmp_path):
 
 def test_wall_clock_limit_follows_the_cycle_budget():
     assert wall_limit(None, "verilator") is None
-    assert wall_limit(2_000_000, "verilator") == 120 + 100
-    assert wall_limit(3_000, "icarus") == 130
+    assert wall_limit(2_000_000, "verilator") == 300 + 100
+    assert wall_limit(3_000, "icarus") == 310
 
 
 def test_hazard_checks_run_in_every_regression_without_coverage(core, tmp_path):
