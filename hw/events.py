@@ -92,14 +92,18 @@ class EventReader(wiring.Component):
     Members
     -------
     start, count, groups, min_group_cycles : In
-    rd_addr : Out, rd_data : In(entry layout)
-        The source buffer's read port (data one cycle after the address).
+    rd_addr : Out, rd_data : In(array of ``sources`` entry layouts), rd_sel : In(sources)
+        The buffers' read ports (data one cycle after the address; each buffer gets ``rd_addr``) and a
+        one-hot register naming the phase's buffer, valid from the cycle after ``start`` + 1. Each
+        buffer's word lands in registers of its own; the select acts behind them, so a block RAM's
+        late output meets no logic before a flip-flop.
     events : Out(stream of :func:`event_layout`)
     busy : Out(1)
     """
 
     def __init__(self, *, lanes: int, entry: data.StructLayout, depth: int, max_groups: int, payload_bits: int,
-                 max_min_cycles: int = 1):
+                 max_min_cycles: int = 1, sources: int = 1):
+        self._sources = int(sources)
         self._spacing = max_min_cycles > 1          # only stcb spaces its groups
         self._P = lanes
         self._lp = exact_log2(lanes)
@@ -112,7 +116,7 @@ class EventReader(wiring.Component):
         super().__init__({
             "start": In(1), "count": In(range(depth + 1)), "groups": In(range(max_groups + 1)),
             "min_group_cycles": In(range(max_min_cycles + 1)),
-            "rd_addr": Out(max(1, ceil_log2(max(2, depth)))), "rd_data": In(entry),
+            "rd_addr": Out(max(1, ceil_log2(max(2, depth)))), "rd_data": In(data.ArrayLayout(entry, self._sources)), "rd_sel": In(self._sources),
             "events": Out(stream.Signature(self.event_layout)),
             "busy": Out(1), "rd_issue": Out(1),
         })
@@ -140,8 +144,8 @@ class EventReader(wiring.Component):
             m.d.sync += setup.eq(setup - 1)
         running = self.busy & ~self.start & (setup == 0)
 
-        # ---- prefetch: entries 0..N-1, `groups` times over, into a FIFO whose slots register the
-        # memory's output; the first read goes out in the start cycle itself
+        # ---- prefetch: entries 0..N-1, `groups` times over, through a landing register into a FIFO; the
+        # first read goes out in the start cycle itself
         rk = Signal.like(self.count)                 # next entry to read
         rg = Signal.like(self.groups)                # replays begun
         reading = Signal()
@@ -160,7 +164,9 @@ class EventReader(wiring.Component):
         r_now = Mux(self.start, 0, rg)
         last_k = Mux(self.start, self.count == 1, rk == nm1)
         last_r = Mux(self.start, self.groups == 1, rg == gm1)
-        m.d.comb += [issue.eq(Mux(self.start, self.count != 0, reading & (level + inflight < D))),
+        # `land` (below) holds a word that the FIFO would already hold, so it counts towards the FIFO's level
+        land_ok = Signal()
+        m.d.comb += [issue.eq(Mux(self.start, self.count != 0, reading & (level + land_ok + inflight < D))),
                      self.rd_addr.eq(k_now), self.rd_issue.eq(issue)]
         m.d.sync += inflight.eq(issue)
         with m.If(issue):
@@ -169,11 +175,26 @@ class EventReader(wiring.Component):
         with m.Elif(self.start):
             m.d.sync += [rk.eq(0), rg.eq(0), reading.eq(0)]
         # ---- the current entry: a register, or the bypass register that caught the memory's word when the
-        # FIFO was empty. The bypass gets its own flip-flops, so the memory's word (late: a block RAM's
-        # clock-to-out is most of a 100 MHz cycle) passes only the source multiplexer before a register;
-        # the bit scan below reads their 2:1 multiplexer, which starts at registers
+        # FIFO was empty. Each buffer's word goes into landing and bypass registers of its own, through
+        # their clock enable alone (a block RAM's clock-to-out is 5.8 ns of a 10 ns cycle on the
+        # LFE5U-25F-6: the buffer select in front held the direct conv core to 94.9 MHz, 98.8 as an
+        # AND-OR); the phase's buffer is picked behind them. (A stage register per buffer loaded every
+        # cycle, with cur_reg taking the entry over after a cycle, measured 91.3 MHz: its longer enable
+        # logic became the critical path.)
+        S = self._sources
         cur_reg = Signal(width)
-        byp = Signal(width)
+        land_k = [Signal(width, name=f"land{k}") for k in range(S)]
+        byp_k = [Signal(width, name=f"byp{k}") for k in range(S)]
+
+        def pick(regs):
+            if S == 1:
+                return regs[0]
+            out = 0
+            for k in range(S):
+                out = out | (regs[k] & self.rd_sel[k].replicate(width))
+            return out
+        land, byp = Signal(width), Signal(width)
+        m.d.comb += [land.eq(pick(land_k)), byp.eq(pick(byp_k))]
         use_byp = Signal()
         cur = Signal(width)
         m.d.comb += cur.eq(Mux(use_byp, byp, cur_reg))
@@ -205,18 +226,27 @@ class EventReader(wiring.Component):
         emit_ev = can_emit & ~null_phase & cur_ok
         done_entry = rest == 0
         refill = ~cur_ok | (emit_ev & done_entry)    # cur needs the next entry this cycle
-        bypass = refill & (level == 0) & inflight    # the memory's word goes straight to cur
-        m.d.comb += pop.eq(refill & (level != 0))
-        # the FIFO is circular: a slot is written only through its flip-flops' clock enable, so the memory's
-        # word (late: a block RAM's clock-to-out is most of a 100 MHz cycle) meets no multiplexer on its way
-        # into a slot, and the head is read from registers
+        # Where cur's next word comes from, oldest first: the FIFO's head, the landing register (a word
+        # that arrived last cycle and was not taken), the memory (into the bypass register: `bypass`). A
+        # landed word goes to a FIFO slot a cycle after it arrived; timing is that of a FIFO written
+        # straight from the memory, since `land_ok` counts in the FIFO's level.
+        from_fifo = refill & (level != 0)
+        from_land = refill & (level == 0) & land_ok
+        bypass = refill & (level == 0) & ~land_ok & inflight
+        m.d.comb += pop.eq(from_fifo)
+        land_last = Signal()
+        m.d.sync += land_ok.eq(inflight & ~bypass)
+        with m.If(inflight):
+            m.d.sync += [land_k[k].eq(self.rd_data[k].as_value()) for k in range(S)] + [land_last.eq(tag)]
+        # the FIFO is circular: a slot is written only through its flip-flops' clock enable, and the head is
+        # read from registers
         assert D & (D - 1) == 0, "the pointers wrap by overflow"
         wp = Signal(range(D))
         rp = Signal(range(D))
-        write = inflight & ~bypass
+        write = land_ok & ~from_land
         for i in range(D):
             with m.If(write & (wp == i)):
-                m.d.sync += [fifo[i].eq(self.rd_data.as_value()), fifo_last[i].eq(tag)]
+                m.d.sync += [fifo[i].eq(land), fifo_last[i].eq(land_last)]
         with m.If(write):
             m.d.sync += wp.eq(wp + 1)
         with m.If(pop):
@@ -226,12 +256,14 @@ class EventReader(wiring.Component):
         m.d.sync += level.eq(level + write - pop)
         # cur's next word
         with m.If(bypass):
-            m.d.sync += [byp.eq(self.rd_data.as_value()), use_byp.eq(1), cur_last.eq(tag), cur_ok.eq(1)]
+            m.d.sync += [byp_k[k].eq(self.rd_data[k].as_value()) for k in range(S)] + [
+                use_byp.eq(1), cur_last.eq(tag), cur_ok.eq(1)]
+        with m.Elif(from_fifo):
+            m.d.sync += [cur_reg.eq(head), use_byp.eq(0), cur_last.eq(head_last), cur_ok.eq(1)]
+        with m.Elif(from_land):
+            m.d.sync += [cur_reg.eq(land), use_byp.eq(0), cur_last.eq(land_last), cur_ok.eq(1)]
         with m.Elif(refill):
-            with m.If(level != 0):
-                m.d.sync += [cur_reg.eq(head), use_byp.eq(0), cur_last.eq(head_last), cur_ok.eq(1)]
-            with m.Else():
-                m.d.sync += cur_ok.eq(0)
+            m.d.sync += cur_ok.eq(0)
         with m.Elif(emit_ev):
             m.d.sync += [cur_reg.eq(Cat(src.group, rest, cur[len(src.group) + P:])), use_byp.eq(0)]
 
