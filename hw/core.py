@@ -134,7 +134,8 @@ class SpikeCore(wiring.Component):
         max_groups = max(l.groups for l in cfg.layers)
         sub.reader = reader = EventReader(lanes=P, entry=self.entry, depth=max(cfg.ev_depth_in, cfg.ev_depth_ab),
                                           max_groups=max_groups, payload_bits=max(cfg.payload_in, cfg.payload_ab),
-                                          max_min_cycles=perf.stcb_group_cycles(cfg.T, cfg.taps))
+                                          max_min_cycles=perf.stcb_group_cycles(cfg.T, cfg.taps),
+                                          sources=len(bufs))
         src = Signal(range(max(2, cfg.n_buffers)))                 # the buffer the phase's layer reads
         m.d.comb += src.eq(0 if cfg.tsc else Mux(layer == 0, 0, Mux(layer[0], 1, 2 if cfg.n_buffers > 2 else 1)))
         for b in bufs:
@@ -142,11 +143,12 @@ class SpikeCore(wiring.Component):
         dense = desc.kind == Kind.DENSE
         rev = reader.events
         dense_last = rev.valid & rev.payload.last & (rev.payload.group == desc.groups - 1)
-        # the data multiplexer selects from a register: the reader's first word arrives the cycle after
-        # its start, when the register has followed the new layer (a block RAM's output is slow enough)
-        src_r = Signal.like(src)
-        m.d.sync += src_r.eq(src)
-        m.d.comb += [reader.rd_data.eq(Array(b.rd_data.as_value() for b in bufs)[src_r]),
+        # the reader lands every buffer's word in registers of its own and selects behind them (a
+        # multiplexer in front of its registers held the direct conv core to 94.9 MHz, 98.8 as an AND-OR)
+        sel_r = Signal(len(bufs))
+        m.d.sync += sel_r.eq(Cat(*[src == i for i in range(len(bufs))]))
+        m.d.comb += [reader.rd_data[i].eq(b.rd_data) for i, b in enumerate(bufs)]
+        m.d.comb += [reader.rd_sel.eq(sel_r),
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
                      reader.groups.eq(Mux(dense, desc.groups, 1)),      # a scatter reads its source once
                      reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1)]
@@ -465,16 +467,20 @@ class SpikeCore(wiring.Component):
         # is r1 a cycle later, against r1, which is r2 then, and against r2, which is r3 then), so the
         # multiplexer in front of the max takes its selects from flops: the compares in series limited
         # the tsc conv core to 71 MHz
-        hit1, hit2, hit3 = Signal(), Signal(), Signal()
-        m.d.sync += [hit1.eq(v2 & (a2 == a1)), hit2.eq(r1v & (r1a == a1)), hit3.eq(r2v & (r2a == a1))]
-        m.d.comb += old.eq(Mux(hit1, r1w, Mux(hit2, r2w, Mux(hit3, r3w, store.state))))
+        hit1, hit2, miss = Signal(), Signal(), Signal()
+        h1, h2, h3 = v2 & (a2 == a1), r1v & (r1a == a1), r2v & (r2a == a1)
+        m.d.sync += [hit1.eq(h1), hit2.eq(h2), miss.eq(~(h1 | h2 | h3))]
+        # the memory's word (late: a block RAM's clock-to-out) meets one multiplexer, selected by `miss`;
+        # the forwarded words, all from flops, are picked behind it (the memory's word last in a chain of
+        # three measured 97.8 MHz)
+        m.d.comb += old.eq(Mux(miss, store.state, Mux(hit1, r1w, Mux(hit2, r2w, r3w))))
         # the max against each of the four words side by side, then the hits pick one: the compare's
         # carry chain starts at a flop, not behind the hits' multiplexer and its fan-out (88 MHz; 97.8
         # MHz so; picking one compare bit by the hits first and then t or the old word measured 91.8 MHz)
         for p in range(P):
             cand = [Mux(t2[p] > w[p].v, t2[p], w[p].v) for w in (r1w, r2w, r3w, store.state)]
-            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(hit1, cand[0], Mux(hit2, cand[1], Mux(hit3, cand[2],
-                                                                                                   cand[3]))))]
+            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(miss, cand[3], Mux(hit1, cand[0], Mux(hit2, cand[1],
+                                                                                                   cand[2]))))]
         m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w), r3w.eq(r2w)]
         # the read's word will not be used: an op in flight (the next three stages) writes the same word
         fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)) | (r1v & (r1a == pl.addr)))

@@ -28,7 +28,8 @@ class WeightFetch(wiring.Component):
         ``op.waddr`` is read; the other fields travel alongside.
     scale : In(1)
         Direct input only: multiply by the event's value (layer 0); otherwise the weight passes as is
-        (still through the multiplier stage, so the latency is the same for every layer).
+        (still through the multiplier stage, so the latency is the same for every layer). A phase
+        register: read the cycle after an op enters.
     negate : In(1)
         tsc: negate the weights (OFF events).
     next_valid, next_first : Out(1)
@@ -71,7 +72,11 @@ class WeightFetch(wiring.Component):
         else:                                        # the term stage
             m.d.sync += [self.out_valid.eq(v2), self.out_op.eq(op2)]
             if self._mul:
-                value = Mux(self.scale, op2.payload[:self._mul], 1)
+                # the multiplier's operand is a register formed a stage early (the layer compare and the
+                # select in front of the DSP block held the direct conv core to 96.3 MHz); the layer does
+                # not change while an op is in flight, since a phase ends only after its ops drain
+                value = Signal(self._mul)
+                m.d.sync += value.eq(Mux(self.scale, op1.payload[:self._mul], 1))
                 m.d.sync += [self.terms[p].eq(lanes[p] * value) for p in range(P)]
             else:
                 m.d.sync += [self.terms[p].eq(Mux(self.negate, -lanes[p], lanes[p])) for p in range(P)]
