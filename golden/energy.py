@@ -41,6 +41,9 @@ category            energy
 ``event_writes``    event-bank entry writes (encoder or direct inputs to ``events_in``, hidden layers'
                     spikes to ``events_a``/``events_b``)
 ``input_writes``    the encoder's x word written per input beat (one lane per beat)
+``acc_reads``       conv2d and pool layers' accumulator-memory word reads (P * acc lane bits; with
+                    ``banks`` > 1 a bank as deep as the largest layer needs: each access reads one bank)
+``acc_writes``      the same words written (the scatter's read-modify-write, the sweep's clears)
 ==================  ==================================================================================
 
 Not counted: control logic, clocking and leakage, the readout's n_out result reads, and the
@@ -94,7 +97,7 @@ DEFAULT_TABLE: dict = {
 }
 
 CATEGORIES = ("syn_adds", "neuron_updates", "weight_reads", "state_reads", "state_writes", "param_reads",
-              "event_reads", "event_writes", "input_writes")
+              "event_reads", "event_writes", "input_writes", "acc_reads", "acc_writes")
 
 
 class EnergyTableError(ValueError):
@@ -227,12 +230,15 @@ def unit_costs(model, lanes: int, table: dict = DEFAULT_TABLE) -> dict:
             s_rd += _mem_pj(mems["counts"], table)
             s_wr += _mem_pj(mems["counts"], table, write=True)
         ev_in = mems["events_in"] if li == 0 else hidden_ev
+        acc = mems.get("acc")         # spatial networks only; a dense layer counts no accumulator access
         layers.append({
             "syn_op": syn, "neuron_update": nu_adds * v_add,
             "weight_read": _mem_pj(mems["weights"], table),
             "state_read": s_rd, "state_write": s_wr, "param_read": _mem_pj(mems["params"], table),
             "event_read": _mem_pj(ev_in, table),
             "event_write": 0.0 if last else _mem_pj(hidden_ev, table, write=True),
+            "acc_read": _mem_pj(acc, table) if acc else 0.0,
+            "acc_write": _mem_pj(acc, table, write=True) if acc else 0.0,
         })
     enc = {"event_write": _mem_pj(mems["events_in"], table, write=True)}
     # encoder memories: rate has x (input) and u (state); stcb keeps x only; tsc a single enc_r word
@@ -309,6 +315,8 @@ def energy(model, result, lanes: int | None = None, table: dict = DEFAULT_TABLE)
         per["param_reads"] += f(c, "param_reads") * lu["param_read"]
         per["event_reads"] += f(c, "event_reads") * lu["event_read"]
         per["event_writes"] += f(c, "event_writes") * lu["event_write"]
+        per["acc_reads"] += f(c, "acc_reads") * lu["acc_read"]
+        per["acc_writes"] += f(c, "acc_writes") * lu["acc_write"]
     e, ue = result.encoder_counters, u["encoder"]
     per["event_writes"] += f(e, "event_writes") * ue["event_write"]
     if "neuron_update" in ue:

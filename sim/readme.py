@@ -270,7 +270,9 @@ def _energy_lanes(src, foot):
         return None
     a, b = rows[1], rows[8]
     lines = ["| category | SNN core P=1 | SNN core P=8 |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {a[f'energy_{k}_pj']:.0f} | {b[f'energy_{k}_pj']:.0f} |" for k in CATEGORIES]
+    # a sweep written before a category existed (the accumulator's, say) has no column for it
+    lines += [f"| {k} | {a[f'energy_{k}_pj']:.0f} | {b[f'energy_{k}_pj']:.0f} |" for k in CATEGORIES
+              if f"energy_{k}_pj" in a and f"energy_{k}_pj" in b]
     lines += [f"| **total** | **{a['energy_pj']:.0f}** | **{b['energy_pj']:.0f}** |", "",
               f"ANN baselines of the same network: float32 **{a['ann_float32_pj']:.0f}** pJ, int8 "
               f"**{a['ann_int8_pj']:.0f}** pJ. SNN / ANN: P=1 {a['energy_pj'] / a['ann_float32_pj']:.2f} of float32, "

@@ -333,7 +333,8 @@ def _csv(rows) -> str:
 ENERGY_GROUPS = (("synaptic adds", ("syn_adds",)), ("neuron updates", ("neuron_updates",)),
                  ("weight reads", ("weight_reads",)), ("state reads + writes", ("state_reads", "state_writes")),
                  ("parameter reads", ("param_reads",)),
-                 ("event/input buffers", ("event_reads", "event_writes", "input_writes")))
+                 ("event/input buffers", ("event_reads", "event_writes", "input_writes")),
+                 ("accumulator reads + writes", ("acc_reads", "acc_writes")))
 
 
 def clock_note(rows: list) -> str:

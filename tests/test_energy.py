@@ -72,6 +72,7 @@ def test_energy_of_a_hand_computed_counter_set():
         "event_reads": 1 * 3 * E,
         "event_writes": 1 * 3 * E,                      # the encoder's one entry
         "input_writes": 2 * 2 * E,                      # one 2-bit x lane per input beat
+        "acc_reads": 0.0, "acc_writes": 0.0,            # a dense layer has no accumulator memory
     }
     for k, v in expected.items():
         assert e["mean_pj"][k] == pytest.approx(v, abs=1e-12), k
@@ -95,6 +96,25 @@ def test_energy_per_sample_follows_the_counters():
     assert e["mean_total_pj"] == pytest.approx(float(e["total_pj"].mean()))
     with pytest.raises(ValueError):
         en.energy(m, g, lanes=4)
+
+
+def test_conv_layers_charge_their_accumulator_accesses():
+    # a 2x2 kernel over a 3x3 map into a 2x2 map, then a dense readout: the conv layer's accumulator words
+    # (P lanes of acc_bits) are read and written per scatter op and cleared by the sweep; every access costs
+    # the word's bits at the 8 KB figure (the memory is tiny), a dense layer none
+    from golden import Conv2d
+    from golden.geometry import CoreGeometry
+    conv = Conv2d([[[[1, 2], [-1, 1]]], [[[2, 0], [1, 1]]]], 0, 2, 0, in_shape=(1, 3, 3))
+    m = Model([conv, Dense(np.ones((2, 8), dtype=int), 0, 3, 0)], T=4, input_max=3, weight_bits=8)
+    x = np.array([[3, 0, 1, 2, 3, 0, 1, 1, 2], [0] * 9])
+    g = golden.run(m, x, lanes=2)
+    e = en.energy(m, g)
+    width = 2 * CoreGeometry(m, 2).acc_bits
+    lc = g.layer_counters
+    assert lc[0]["acc_reads"][0] > 0 and lc[0]["acc_writes"][0] > 0 and lc[1]["acc_reads"][0] == 0
+    for k in ("acc_reads", "acc_writes"):
+        assert e["per_sample"][k] == pytest.approx(np.asarray(lc[0][k], dtype=float) * width * E, abs=1e-12), k
+    assert e["mean_total_pj"] == pytest.approx(sum(e["mean_pj"].values()), abs=1e-9)
 
 
 def test_direct_encoding_charges_a_multiply_per_synapse():
