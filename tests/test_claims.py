@@ -107,6 +107,8 @@ def test_reads_per_synapse_checks_the_counter(monkeypatch):
     (["--tolerance", "-1"], "--tolerance"),
     (["--models-dir", "README.md"], "--models-dir README.md: not a directory"),
     (["--fmax-json", "nope.json"], "--fmax-json nope.json"),
+    (["--stcb-target", "120"], "--stcb-target: 120.0 is above 100"),
+    (["--jobs", "0"], "--jobs"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, msg, tmp_path):
     out = tmp_path / "c.json"
@@ -135,3 +137,42 @@ def test_claims_block_renders_every_row_and_the_rtl(tmp_path):
     assert "| digits `a` | at most 2 reads | max 2 | holds | `python -m sim.claims --networks digits` |" in body
     assert "1/1 quoted models equal to golden" in body and "`digits_tsc` 50/50 (seeded sample 0 of 360)" in body
     assert "written by `make claims`" in body and "612 s" in body
+
+
+def test_smallest_T_of_a_grid():
+    rows = {2: {"accuracy": 0.97}, 4: {"accuracy": 0.981}, 8: {"accuracy": 0.99}}
+    assert cl._smallest(rows, 0.98) == 4 and cl._smallest(rows, 0.97) == 2 and cl._smallest(rows, 0.995) is None
+
+
+@pytest.mark.parametrize("acc, verdicts, smallest", [
+    # stcb reaches 98% at T=2, rate at T=4; stcb cheaper at T=8: both hold
+    ({"rate": (0.97, 0.982, 0.99), "stcb_k3": (0.981, 0.985, 0.99)}, ["holds", "holds"], {"rate": 4, "stcb_k3": 2}),
+    # stcb never reaches it: the second row does not hold, and says so
+    ({"rate": (0.97, 0.982, 0.99), "stcb_k3": (0.90, 0.95, 0.97)}, ["holds partly", "does not hold on this network"],
+     {"rate": 4, "stcb_k3": None}),
+])
+def test_kernel_rows_compare_equal_T_and_the_smallest_T(monkeypatch, acc, verdicts, smallest):
+    # golden's rows stubbed: stcb is cheaper than rate at every T (cycles, energy); the accuracies decide
+    grid = cl.KERNEL_GRID
+    monkeypatch.setattr(cl, "_train_missing", lambda *a, **k: None)
+    monkeypatch.setattr(cl, "_model", lambda net, kind, d, log: (kind, {"file": f"m/{kind}.npz"}))
+
+    def measure(kind, x, y, P, table):
+        fam, T = kind.rsplit("_t", 1)
+        T = int(T)
+        scale = 1.0 if fam == "rate" else 0.25
+        return {"accuracy": acc[fam][grid.index(T)], "cycles": 1000.0 * T * scale,
+                "weight_reads": 500.0 * T * scale, "energy_pj": 1e4 * T * scale}
+    monkeypatch.setattr(cl, "_measure", measure)
+    out, verify = {"tables": {"stcb": []}, "models": {}}, []
+    res = cl._kernel_rows(out, "digits `n`", "digits", cl.NETWORKS["digits"], Path("m"), None, None, 8, {}, 0.98,
+                          2, print, verify)
+    rows = out["tables"]["stcb"]
+    assert [r["verdict"] for r in rows] == verdicts
+    assert res["smallest_T"] == smallest
+    assert "T=8" in rows[0]["claim"] and f"STCB, 3-tap kernel: {100 * acc['stcb_k3'][-1]:.2f}%, 2,000 cycles" in \
+        rows[0]["figure"] and "rate: 99.00%, 8,000 cycles" in rows[0]["figure"]
+    # every model a row quotes goes to the RTL, once
+    quoted = {("rate", 8), ("stcb_k3", 8)} | {(f, t) for f, t in smallest.items() if t}
+    assert sorted(k for k, *_ in verify) == sorted(f"digits_{f}_t{t}" for f, t in quoted)
+    assert set(out["models"]) == {f"digits_{f}_t{t}" for f in ("rate", "stcb_k3") for t in grid}
