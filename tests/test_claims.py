@@ -145,8 +145,8 @@ def test_smallest_T_of_a_grid():
 
 
 @pytest.mark.parametrize("acc, verdicts, smallest", [
-    # stcb reaches 98% at T=2, rate at T=4; stcb cheaper at T=8: both hold
-    ({"rate": (0.97, 0.982, 0.99), "stcb_k3": (0.981, 0.985, 0.99)}, ["holds", "holds"], {"rate": 4, "stcb_k3": 2}),
+    # stcb reaches 98% at T=3, rate at T=4; stcb cheaper at T=8: both hold
+    ({"rate": (0.97, 0.982, 0.99), "stcb_k3": (0.981, 0.985, 0.99)}, ["holds", "holds"], {"rate": 4, "stcb_k3": 3}),
     # stcb never reaches it: the second row does not hold, and says so
     ({"rate": (0.97, 0.982, 0.99), "stcb_k3": (0.90, 0.95, 0.97)}, ["holds partly", "does not hold on this network"],
      {"rate": 4, "stcb_k3": None}),

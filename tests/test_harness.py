@@ -43,9 +43,12 @@ def _mutant(tmp_path: Path, v: Path, pattern: str, repl: str, name: str) -> Path
     return d / v.name
 
 
-def _budget(model, x, stall=0.0):
+def _budget(model, x):
+    """A tight budget for the hung netlists: golden's cycles, the beats, and 300. They are fast (-O0) builds,
+    which simulate an idle core at about 100 cycles a second: sim.regress's budget (cycle_budget: 4x golden
+    plus 10,000) cost each of these tests 80 to 300 s. The formula has a test of its own below."""
     g = golden.run(model, x, lanes=4)
-    return cycle_budget(int(g.counters["cycles"].sum()), len(x) * (model.n_in + model.n_out), stall)
+    return int(g.counters["cycles"].sum()) + len(x) * (model.n_in + model.n_out) + 300
 
 
 def test_harness_refuses_a_core_with_other_inputs(core):
@@ -97,6 +100,11 @@ def test_sim_regress_exits_1_with_one_line_on_a_hung_core(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("sim.regress: error: HANG: the core hangs: sample 0, computing"), \
         p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_cycle_budget_is_four_times_golden_plus_the_stalls_and_a_margin():
+    assert cycle_budget(1000, 10, 0.0) == 4 * 1000 + 10 * 2 + 10_000
+    assert cycle_budget(1000, 10, 0.2) == 4 * 1000 + 10 * (2 + 5) + 10_000      # 20 x p / (1 - p) = 5 per beat
 
 
 def test_wall_clock_limit_follows_the_cycle_budget():
