@@ -317,7 +317,8 @@ def _stcb_row(out: dict, label: str, name: str, m_r, m_s, info_r: dict, x, y, P:
     if same and fewer and has_e and s_row["energy_pj"] < r_row["energy_pj"]:
         verdict = HOLDS
     elif same and fewer:
-        verdict = PARTLY + " (cycles and weight reads; energy not measured)"
+        verdict = PARTLY + (" (cycles and weight reads; more energy: the T-slot accumulator words)" if has_e
+                            else " (cycles and weight reads; energy not measured)")
     else:
         verdict = NOT
     out["tables"]["stcb"].append({

@@ -176,3 +176,21 @@ def test_kernel_rows_compare_equal_T_and_the_smallest_T(monkeypatch, acc, verdic
     quoted = {("rate", 8), ("stcb_k3", 8)} | {(f, t) for f, t in smallest.items() if t}
     assert sorted(k for k, *_ in verify) == sorted(f"digits_{f}_t{t}" for f, t in quoted)
     assert set(out["models"]) == {f"digits_{f}_t{t}" for f in ("rate", "stcb_k3") for t in grid}
+
+
+@pytest.mark.parametrize("e_stcb, e_rate, verdict", [
+    (1.0, 4.0, "holds"),
+    (4.0, 1.0, "holds partly (cycles and weight reads; more energy: the T-slot accumulator words)"),
+    (None, 1.0, "holds partly (cycles and weight reads; energy not measured)"),
+])
+def test_stcb_row_verdict_says_why(monkeypatch, e_stcb, e_rate, verdict):
+    # stcb: fewer cycles and weight reads, identical predictions; the energy decides the verdict's words
+    rows = {"rate": {"cycles": 100.0, "weight_reads": 50.0, "energy_pj": e_rate, "accuracy": 0.9},
+            "stcb": {"cycles": 30.0, "weight_reads": 10.0, "energy_pj": e_stcb, "accuracy": 0.9,
+                     "energy_note": "no memories"}}
+    monkeypatch.setattr(cl, "_measure", lambda m, x, y, P, table: rows[m.name])
+    monkeypatch.setattr(cl.golden, "run", lambda m, x, lanes: type("R", (), {"predictions": np.zeros(3)})())
+    out = {"tables": {"stcb": []}}
+    m_r, m_s = (type("M", (), {"T": 8, "name": k})() for k in ("rate", "stcb"))
+    cl._stcb_row(out, "n", "digits", m_r, m_s, {"file": "f"}, None, None, 8, {}, rtl=False)
+    assert out["tables"]["stcb"][0]["verdict"] == verdict
