@@ -116,7 +116,8 @@ class EventReader(wiring.Component):
         super().__init__({
             "start": In(1), "count": In(range(depth + 1)), "groups": In(range(max_groups + 1)),
             "min_group_cycles": In(range(max_min_cycles + 1)),
-            "rd_addr": Out(max(1, ceil_log2(max(2, depth)))), "rd_data": In(data.ArrayLayout(entry, self._sources)), "rd_sel": In(self._sources),
+            "rd_addr": Out(max(1, ceil_log2(max(2, depth)))),
+            "rd_data": In(data.ArrayLayout(entry, self._sources)), "rd_sel": In(self._sources),
             "events": Out(stream.Signature(self.event_layout)),
             "busy": Out(1), "rd_issue": Out(1),
         })
