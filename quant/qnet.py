@@ -97,13 +97,16 @@ def synapse(x: torch.Tensor, spec: LayerSpec, weight: torch.Tensor) -> torch.Ten
     """The layer's linear map without bias: (N, *in_shape) -> (N, *out_shape).
 
     Exact for integer-valued operands while every partial sum is representable: dense is a matmul,
-    conv2d is ``F.conv2d`` with zero padding (direct convolution; sums of integer products are exact
-    in any order)."""
+    conv2d is ``F.conv2d`` with zero padding, always a direct convolution (sums of integer products
+    are exact in any order). NNPACK is switched off around it: without oneDNN (quant.numerics turns
+    it off; some builds lack it) torch picks NNPACK's Winograd convolution for 3x3 kernels, whose
+    transforms round."""
     if spec.kind == "dense":
         return x.reshape(x.shape[0], -1) @ weight.T
     if spec.kind == "conv2d":
-        return F.conv2d(x.reshape((x.shape[0],) + tuple(spec.in_shape)), weight, stride=spec.stride,
-                        padding=spec.padding)
+        with torch.backends.nnpack.flags(enabled=False):
+            return F.conv2d(x.reshape((x.shape[0],) + tuple(spec.in_shape)), weight, stride=spec.stride,
+                            padding=spec.padding)
     raise ValueError(f"layer kind {spec.kind!r} has no synapses")
 
 
@@ -253,7 +256,9 @@ class QuantNet(nn.Module):
         if not self.has_bn(j):
             return w, self.bias[j], th, v0
         mean, var = self._bn_stats(j, spec, w, x_in)
-        k = self.bn_gamma[j] / torch.sqrt(var + BN_EPS)
+        # rsqrt, not sqrt: ATen's sqrt of a float tensor is MKL VML's, whose last bit depends on the CPU
+        # (quant.numerics); rsqrt is a vector square root and division, exact IEEE operations
+        k = self.bn_gamma[j] * torch.rsqrt(var + BN_EPS)
         sgn = torch.where(k >= 0, 1.0, -1.0).to(k.dtype).detach()
         ak = k.abs().clamp(min=MIN_BN_GAIN)
         w = w * sgn.view((-1,) + (1,) * (w.dim() - 1))

@@ -150,6 +150,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int_ge0, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1; results are reproducible for a fixed value)")
+    p.add_argument("--native-cpu", action="store_true",
+                   help="train with the CPU's own vectorised kernels (AVX2, AVX-512, oneDNN): faster, but the "
+                        "weights then depend on the kind of CPU; by default training uses kernels that give the "
+                        "same bits on every x86-64 CPU (quant.numerics)")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="use only the first N samples of each split (quick runs, tests)")
     p.add_argument("--out", required=True, help="integer model file to write (.npz); NAME.json and "
@@ -241,6 +245,12 @@ def main(argv=None) -> int:
     if len(x_tr) == 0:
         raise UsageError(f"dataset {a.dataset} has no training samples")
 
+    if a.device == "cpu" and not a.native_cpu:
+        from .numerics import pin_portable_cpu
+        if not pin_portable_cpu():  # before torch's first kernel, which fixes ATen's and MKL's choice
+            sys.stderr.write(f"{PROG}: warning: torch ran kernels in this process before the CPU-independent "
+                             f"ones could be chosen; these weights depend on the kind of CPU (see cpu_numerics "
+                             f"in the metrics)\n")
     from .trainer import Config, metrics_path, train  # imports torch
 
     cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, arch=arch_string(specs),
@@ -249,7 +259,7 @@ def main(argv=None) -> int:
                  threads=a.threads, grad=a.grad, kernel=a.kernel, reset=a.reset,
                  leak=None if a.leak is None else list(a.leak), learn_leak=a.learn_leak, scale=a.scale, bn=run.bn,
                  augment=run.augment, weight_decay=a.weight_decay, label_smoothing=run.label_smoothing,
-                 device=a.device)
+                 device=a.device, portable_cpu=not a.native_cpu)
     log = (lambda *args, **kw: None) if a.quiet else (lambda msg: print(msg, flush=True))
     if describe(taken):  # say what the recipe chose, so a run can be repeated with explicit flags
         log(f"recipe {recipe}: {describe(taken)}")

@@ -6,7 +6,9 @@ network computes, see :mod:`quant.tsc`), per-epoch checkpoints, export and the b
 against golden.
 
 Deterministic by construction: fixed seeds (torch, numpy, random), ``torch.use_deterministic_algorithms``,
-a fixed thread count and a seeded ``torch.Generator`` for shuffling. The checkpoint holds the
+a fixed thread count and a seeded ``torch.Generator`` for shuffling; on the CPU, kernels whose
+arithmetic does not depend on the kind of CPU (:mod:`quant.numerics`), so another machine trains the
+same bits. The checkpoint holds the
 network, optimiser, LR schedule and generator states, so a resumed run replays exactly the
 epochs an uninterrupted run would have done and ends with a byte-identical model.
 """
@@ -34,6 +36,7 @@ from .arch import arch_string, build_arch, dense_arch, is_dense
 from .exactness import check_model
 from .export import to_golden
 from .net import SpikingNet, encode_inputs, exact_dtype
+from .numerics import cpu_numerics, portable_cpu_flags
 from .tsc import TSCNet
 
 __all__ = ["Config", "TrainResult", "train", "checkpoint_path", "metrics_path", "CKPT_VERSION"]
@@ -70,6 +73,7 @@ class Config:
     weight_decay: float = 0.0         # AdamW decay of the weights (0: plain Adam)
     label_smoothing: float = 0.0
     device: str = "cpu"
+    portable_cpu: bool = True         # CPU-independent kernels (quant.numerics); False: the CPU's own, faster
 
 
 @dataclass
@@ -161,9 +165,11 @@ def _phase_objects(cfg: Config, net, steps_per_epoch: int):
         ids = {id(p) for p in wd}
         rest = [p for p in net.parameters() if id(p) not in ids]
         opt = torch.optim.AdamW([{"params": wd, "weight_decay": cfg.weight_decay},
-                                 {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+                                 {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
     else:
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        # fused: the unfused step takes the square root of the second moment with MKL VML, whose last bit
+        # depends on the CPU; the fused kernel's vector square root is exact (quant.numerics)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
@@ -208,6 +214,7 @@ def _saved_config(saved: dict, keys) -> dict:
     cfg = dict(saved)
     if "arch" not in cfg and "hidden" in cfg:
         cfg["arch"] = dense_arch(cfg["hidden"], 10)
+    cfg.setdefault("portable_cpu", False)  # checkpoints from before quant.numerics trained with native kernels
     return {k: cfg.get(k, defaults.get(k)) for k in keys}
 
 
@@ -216,7 +223,8 @@ def train(cfg: Config, data, out, *, resume: bool = False, stop_after: int | Non
     """Train (see :func:`_train`); torch's global determinism and thread settings are restored after."""
     det, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
-        return _train(cfg, data, out, resume=resume, stop_after=stop_after, log=log)
+        with portable_cpu_flags(cfg.portable_cpu and torch.device(cfg.device).type == "cpu"):
+            return _train(cfg, data, out, resume=resume, stop_after=stop_after, log=log)
     finally:
         torch.use_deterministic_algorithms(det)
         torch.set_num_threads(threads)
@@ -399,6 +407,7 @@ def _train(cfg: Config, data, out, *, resume: bool, stop_after: int | None, log)
         "leaks": [l["leak"] and list(l["leak"]) for l in ints if l["kind"] != "maxpool2d"],
         "scale": cfg.scale, "bn": cfg.bn, "bn_frozen_epochs": freeze, "augment": cfg.augment,
         "weight_decay": cfg.weight_decay, "label_smoothing": cfg.label_smoothing, "device": cfg.device,
+        "portable_cpu": cfg.portable_cpu, "cpu_numerics": cpu_numerics(),
         "scales": [l["scale"] for l in ints if l["kind"] != "maxpool2d"],
         "h_scales": [l["h_scale"] for l in ints if l["kind"] != "maxpool2d"] if cfg.kernel > 1 else None,
         "h": [l["h"].tolist() for l in ints if l["kind"] != "maxpool2d"] if cfg.kernel > 1 else None,

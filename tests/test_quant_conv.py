@@ -422,3 +422,27 @@ def test_validation_of_network_options():
     with pytest.raises(ValueError, match="direct"):
         SpikingNet(build_arch("mp2-5", (1, 4, 4), 5), **{**kw, "encoding": "direct"})
     assert math.isclose(SpikingNet(specs, **{**kw, "encoding": "direct"}).in_gain, 1 / 4)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_conv_synapse_is_exact_without_onednn(onednn):
+    """quant.numerics turns oneDNN off for portable training; torch then picks NNPACK's Winograd
+    convolution for 3x3 kernels, which rounds. ``synapse`` must stay an exact direct convolution
+    (found when a portable run's exactness check failed: layer 0, neuron (2, 0, 6))."""
+    from quant.qnet import synapse
+    spec = build_arch("8c3-10", (1, 8, 8), 10)[0]
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 17, size=(32, 1, 8, 8))
+    w = rng.integers(-128, 128, size=(8, 1, 3, 3))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((32, 8, 8, 8), dtype=np.int64)
+    for dy in range(3):
+        for dx in range(3):
+            ref += np.einsum("bchw,oc->bohw", xp[:, :, dy:dy + 8, dx:dx + 8], w[:, :, dy, dx])
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = onednn
+    try:
+        got = synapse(torch.tensor(x, dtype=torch.float32), spec, torch.tensor(w, dtype=torch.float32))
+    finally:
+        torch.backends.mkldnn.enabled = was
+    assert np.array_equal(got.numpy().astype(np.int64), ref) and np.array_equal(got.numpy(), ref.astype(np.float32))

@@ -27,7 +27,7 @@ from quant.net import SpikingMLP, exact_dtype, run_layers, stcb_exact_bits
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TINY = ["--coding", "stcb", "--kernel", "3", "--hidden", "16", "--T", "4", "--epochs", "3", "--limit", "300",
-        "--batch-size", "16", "--no-float-ref", "--quiet"]
+        "--batch-size", "16", "--no-float-ref", "--quiet", "--native-cpu"]  # as test_quant.TINY: like for like
 
 
 def assert_same(model, out, x):

@@ -26,7 +26,7 @@ from quant.tsc import TSCMLP, TSCNet, floor_div, floor_div_ste, tsc_encode
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TINY = ["--coding", "tsc", "--hidden", "32", "--T", "5", "--epochs", "3", "--limit", "300", "--batch-size", "16",
-        "--quiet"]
+        "--quiet", "--native-cpu"]  # in-process and CLI runs compared like for like (see test_quant.TINY)
 
 
 def assert_same(model, out, x):
