@@ -58,17 +58,24 @@ def _mkl():
         return None
 
 
-def pin_portable_cpu() -> bool:
-    """Select the CPU-independent kernels for the rest of this process; True when ATen and MKL took them.
+def pin_portable_cpu() -> str | None:
+    """Select the CPU-independent kernels for the rest of this process: None when ATen and MKL took
+    them, else why not (one line).
 
     Call it before torch's first kernel: ATen fixes its capability, and MKL its branch, at their first
-    use, and a later call leaves them as they are (False). The process's environment is restored
-    afterwards, so the programs it starts run natively. The convolution flags are
-    :func:`portable_cpu_flags`'.
+    use, and a later call leaves them as they are. The process's environment is restored afterwards,
+    so the programs it starts run natively. The convolution flags are :func:`portable_cpu_flags`'.
     """
+    import platform
+
     import torch
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the CPU-independent kernels are x86-64's (AVX2); on {platform.machine()} the weights depend " \
+               f"on the kind of CPU"
+    if not _has_avx2():  # asked for AVX2 anyway, ATen would run it and die of an illegal instruction
+        return "this CPU has no AVX2, so the weights depend on the kind of CPU"
     saved = os.environ.get(ATEN_ENV)
-    os.environ[ATEN_ENV] = ATEN_PORTABLE.lower()   # a CPU without AVX2 falls back to DEFAULT: not portable
+    os.environ[ATEN_ENV] = ATEN_PORTABLE.lower()
     try:
         torch.backends.cpu.get_cpu_capability()        # ATen reads the variable here, once
     finally:
@@ -80,7 +87,23 @@ def pin_portable_cpu() -> bool:
     if mkl is not None:
         mkl.mkl_serv_cbwr_set(MKL_CBWR_COMPATIBLE)    # refused (-8) once MKL has run
     num = cpu_numerics()
-    return num["cpu_capability"] == ATEN_PORTABLE and num["mkl_branch"] in (None, "compatible")
+    if num["cpu_capability"] != ATEN_PORTABLE or num["mkl_branch"] not in (None, "compatible"):
+        return "torch ran kernels in this process before the CPU-independent ones could be chosen; these " \
+               "weights depend on the kind of CPU"
+    return None
+
+
+def _has_avx2() -> bool:
+    """Whether the CPU runs ATen's AVX2 kernels (cpuinfo's answer, which fixes nothing in ATen)."""
+    import torch
+    probe = getattr(torch.cpu, "_is_avx2_supported", None)
+    if probe is not None:
+        return bool(probe())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
 
 
 def cpu_numerics() -> dict:

@@ -247,10 +247,9 @@ def main(argv=None) -> int:
 
     if a.device == "cpu" and not a.native_cpu:
         from .numerics import pin_portable_cpu
-        if not pin_portable_cpu():  # before torch's first kernel, which fixes ATen's and MKL's choice
-            sys.stderr.write(f"{PROG}: warning: torch ran kernels in this process before the CPU-independent "
-                             f"ones could be chosen; these weights depend on the kind of CPU (see cpu_numerics "
-                             f"in the metrics)\n")
+        why = pin_portable_cpu()  # before torch's first kernel, which fixes ATen's and MKL's choice
+        if why:
+            sys.stderr.write(f"{PROG}: warning: {why} (cpu_numerics in the metrics)\n")
     from .trainer import Config, metrics_path, train  # imports torch
 
     cfg = Config(dataset=a.dataset, coding=a.coding, encoding=encoding, T=a.T, arch=arch_string(specs),
