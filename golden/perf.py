@@ -113,7 +113,7 @@ def groups(n: int, lanes: int) -> int:
 
 def ceil_log2(n: int) -> int:
     """Smallest k with 2**k >= n (0 for n <= 1)."""
-    return max(0, int(n - 1).bit_length())
+    return 0 if n <= 1 else int(n - 1).bit_length()   # (-1).bit_length() is 1: n = 0 needs the guard
 
 
 @dataclass

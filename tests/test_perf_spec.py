@@ -51,10 +51,9 @@ def test_ceil_log2_and_groups_against_math():
             assert perf.groups(n, P) == math.ceil(n / P)
 
 
-@pytest.mark.xfail(strict=True, reason="golden.perf.ceil_log2(0) is 1, its docstring says 0 for n <= 1 "
-                   "(found by this pass; perf.py is not this change's to edit; every caller wraps it in max(1, ...))")
 def test_ceil_log2_of_zero_is_zero_as_documented():
-    assert perf.ceil_log2(0) == 0
+    # it was 1 for n = 0 ((-1).bit_length()); every caller wraps it in max(1, ...), so no width changed
+    assert [perf.ceil_log2(n) for n in (-3, 0, 1, 2, 3, 4, 5, 8, 9, 1024, 1025)] == [0, 0, 0, 1, 2, 2, 3, 3, 4, 10, 11]
 
 
 def test_tsc_generator_neuron_updates():
