@@ -156,8 +156,9 @@ readme: $(STAMP)
 	$(PY) -m sim.readme
 
 # the seed papers' claims measured on the core (trains its models under build/claims/models, reused when
-# present; from a fresh clone 8.5 minutes on the shared 2-core machine with the RTL on 50-sample draws,
-# more with the whole split where it fits --rtl-cycle-budget); then README's claims block
+# present; from a fresh build/ 15 minutes on the shared 2-core machine (2026-12-06, CPU-independent
+# training at 1.8x the native conv training time), RTL on 50-sample draws, the whole split where it
+# fits --rtl-cycle-budget); then README's claims block
 claims: $(STAMP)
 	$(PY) -m sim.claims --networks digits
 	$(PY) -m sim.readme --only claims
