@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -46,6 +47,7 @@ MKL_BRANCHES = {1: "off", 2: "auto", 3: "compatible", 4: "sse2", 6: "ssse3", 7: 
 MKL_CBWR_COMPATIBLE = 3
 
 
+@functools.cache
 def _mkl():
     """MKL's service library inside torch's CPU library (statically linked in the x86-64 wheels), or None
     (a build without MKL: aarch64, or a source build on OpenBLAS)."""
@@ -86,8 +88,7 @@ def pin_portable_cpu() -> str | None:
     mkl = _mkl()
     if mkl is not None:
         mkl.mkl_serv_cbwr_set(MKL_CBWR_COMPATIBLE)    # refused (-8) once MKL has run
-    num = cpu_numerics()
-    if num["cpu_capability"] != ATEN_PORTABLE or num["mkl_branch"] not in (None, "compatible"):
+    if not _aten_and_mkl_pinned(cpu_numerics()):
         return "torch ran kernels in this process before the CPU-independent ones could be chosen; these " \
                "weights depend on the kind of CPU"
     return None
@@ -96,28 +97,25 @@ def pin_portable_cpu() -> str | None:
 def _has_avx2() -> bool:
     """Whether the CPU runs ATen's AVX2 kernels (cpuinfo's answer, which fixes nothing in ATen)."""
     import torch
-    probe = getattr(torch.cpu, "_is_avx2_supported", None)
-    if probe is not None:
-        return bool(probe())
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx2" in flags and " fma" in flags
+    return bool(torch.cpu._is_avx2_supported())
+
+
+def _aten_and_mkl_pinned(num: dict) -> bool:
+    return num["cpu_capability"] == ATEN_PORTABLE and num["mkl_branch"] in (None, "compatible")
 
 
 def cpu_numerics() -> dict:
     """Which CPU kernels this process trains with: ATen's capability, MKL's reproducibility branch (None
-    without MKL) and whether oneDNN convolutions are on; ``portable`` when all three are the
-    CPU-independent ones (:func:`pin_portable_cpu` and :func:`portable_cpu_flags`)."""
+    without MKL) and whether oneDNN and NNPACK convolutions are on; ``portable`` when all four are the
+    CPU-independent choices (:func:`pin_portable_cpu` and :func:`portable_cpu_flags`)."""
     import torch
     cap = torch.backends.cpu.get_cpu_capability()
     mkl = _mkl()
     branch = None if mkl is None else MKL_BRANCHES.get(mkl.mkl_serv_cbwr_get(MKL_CBWR_BRANCH), "unknown")
     onednn = bool(torch.backends.mkldnn.enabled)
     nnpack = bool(torch._C._get_nnpack_enabled())
-    return {"cpu_capability": cap, "mkl_branch": branch, "onednn": onednn, "nnpack": nnpack,
-            "portable": cap == ATEN_PORTABLE and branch in (None, "compatible") and not onednn and not nnpack}
+    num = {"cpu_capability": cap, "mkl_branch": branch, "onednn": onednn, "nnpack": nnpack}
+    return {**num, "portable": _aten_and_mkl_pinned(num) and not onednn and not nnpack}
 
 
 @contextlib.contextmanager
