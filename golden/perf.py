@@ -603,7 +603,8 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
         c["event_writes"] = _trains(out, P, out_shape)[1]
         return c
     E = events_per_step(src)                               # (B, T) input events per step
-    c["event_reads"] = _entries(src, P, src_shape).sum(axis=1)
+    K = _entries(src, P, src_shape)                        # (B, T) their event-buffer entries
+    c["event_reads"] = K.sum(axis=1)
     c["event_writes"] = _entries(out, P, out_shape).sum(axis=1)
     if conv:                                   # rate, direct and tsc: a scatter and a sweep per step
         Xs, Zs = _shared_taps(layer, src)
@@ -617,14 +618,16 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
         c["state_writes"][:] = N * T
         c["param_reads"][:] = N * T
         c["neuron_updates"][:] = n * T
-    elif model.coding == "tsc":                # pool: OFF events store t; a clear sweep at t = 0
-        off = E[:, 1:].sum(axis=1)
-        c["cycles"] = T * (LAYER_SETUP + drain) + E.sum(axis=1) + N
+    elif model.coding == "tsc":                # pool: OFF entries store t; a clear sweep at t = 0
+        # one op per entry (the P channels of a position), not per event: a pool's output word holds
+        # the same channels as its input word, so the lanes go through side by side
+        off = K[:, 1:].sum(axis=1)
+        c["cycles"] = T * (LAYER_SETUP + drain) + K.sum(axis=1) + N
         c["state_reads"] = off
         c["state_writes"] = N + off
-    else:                                      # rate pool: OR into the accumulator, sweep per step
-        c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + E.sum(axis=1)
-        c["acc_reads"] = E.sum(axis=1) + N * T
+    else:                                      # rate pool: OR each entry into the accumulator, sweep per step
+        c["cycles"] = T * (LAYER_SETUP + drain + N + drain) + K.sum(axis=1)
+        c["acc_reads"] = K.sum(axis=1) + N * T
     c["acc_writes"] = c["acc_reads"].copy()
     if model.coding == "tsc":
         # the generator that sends this layer's values runs in the next layer's window; a pool
@@ -646,7 +649,8 @@ def _spatial_layer(model, li: int, P: int, src, src_shape, out, out_shape, direc
 def phase_activity(model, lanes: int, act: Activity, banks: int = 1) -> list:
     """Per layer, the activity its phases' cycles depend on (docs/spec.md sections 3 and 4), as a dict
     of int64 arrays over the batch: ``E`` (B, T) input events per step; stcb: ``A`` (B,) active input
-    trains; conv2d: ``X``, ``Z`` (B, T) valid event-offset pairs and events with no valid offset
+    trains; maxpool2d (rate, tsc): ``K`` (B, T) input entries, one scatter op each; conv2d: ``X``,
+    ``Z`` (B, T) valid event-offset pairs and events with no valid offset
     (stcb: ``XA``, ``ZA`` (B,) over the active trains); with ``banks`` > 1 also ``XB`` (stcb: ``XBA``),
     the bundles (:func:`conv_bundles`) that take the place of ``X`` in the scatter's cycles. Counts no
     cycle: :func:`breakdown_totals` turns these into the parts of ``cycles``."""
@@ -658,6 +662,8 @@ def phase_activity(model, lanes: int, act: Activity, banks: int = 1) -> list:
             if model.coding == "stcb":
                 trains = src.any(axis=1)
                 a["A"] = trains.sum(axis=1, dtype=np.int64)
+            if getattr(layer, "kind", "dense") == "maxpool2d" and model.coding != "stcb":
+                a["K"] = _entries(src, lanes, tuple(layer.in_shape))     # a pool's ops: one per entry
             if getattr(layer, "kind", "dense") == "conv2d":
                 if model.coding == "stcb":
                     a["XA"], a["ZA"] = conv_taps(layer, trains)
@@ -706,7 +712,7 @@ def _layer_parts(model, li: int, P: int, a: dict) -> dict:
     if kind == "conv2d":
         scatter = Gc * a.get("XB", a["X"]).sum(axis=1) + a["Z"].sum(axis=1)
     else:
-        scatter = a["E"].sum(axis=1)
+        scatter = a["K"].sum(axis=1)
     if kind == "maxpool2d" and coding == "tsc":           # per step the events only; one clear sweep
         return {"setup": zero + T * LAYER_SETUP, "scatter": scatter, "clear sweep": zero + N,
                 "drain": zero + T * drain, **gen}

@@ -151,7 +151,9 @@ class SpikeCore(wiring.Component):
         m.d.comb += [reader.rd_sel.eq(sel_r),
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
                      reader.groups.eq(Mux(dense, desc.groups, 1)),      # a scatter reads its source once
-                     reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1)]
+                     reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1),
+                     # a maxpool2d scatter takes an entry per op (rate, tsc; stcb: a train per op)
+                     reader.whole.eq((desc.kind == Kind.POOL) & C(int(not cfg.stcb), 1))]
         pw = max(cfg.payload_in, cfg.payload_ab)
         sub.agen = agen = DenseAddressGen(event_layout=reader.event_layout,
                                           n_in_bits=Shape.cast(seq.desc_layout["n_in"].shape).width,
@@ -333,7 +335,8 @@ class SpikeCore(wiring.Component):
                                             addr_bits=acc.addr_bits)
             pe_ = pscat.events.payload
             m.d.comb += [pscat.layer.eq(desc.pidx), pscat.t.eq(seq.t), pscat.ops.ready.eq(1),
-                         pscat.events.valid.eq(real_ev & pool_ph), pe_.c.eq(ev_c), pe_.y.eq(ev_y), pe_.x.eq(ev_x)]
+                         pscat.events.valid.eq(real_ev & pool_ph), pe_.c.eq(ev_c), pe_.y.eq(ev_y), pe_.x.eq(ev_x),
+                         pe_.mask.eq(rev.payload.mask)]
             if cfg.stcb:                                         # the event's train, ORed into its lane
                 m.d.comb += pe_.payload.eq(rev.payload.payload[:T])
             last_in = Signal()                                   # its op leaves a cycle after the event

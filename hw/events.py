@@ -34,11 +34,13 @@ def entry_layout(lanes: int, group_bits: int, payload_bits: int) -> data.StructL
     return data.StructLayout(fields)
 
 
-def event_layout(index_bits: int, group_bits: int, payload_bits: int) -> data.StructLayout:
+def event_layout(index_bits: int, group_bits: int, payload_bits: int, lanes: int = 1) -> data.StructLayout:
     """One event as the reader emits it, tagged with the consuming group and its position in it."""
     return data.StructLayout({
         "index": unsigned(index_bits),        # the source neuron: entry.group * P + lane
         "payload": unsigned(max(1, payload_bits)),
+        "mask": unsigned(lanes),              # the entry's lanes it stands for: its lane, or (whole) all
+
         "group": unsigned(group_bits),        # the consuming layer's group this event is replayed for
         "first": unsigned(1), "last": unsigned(1),
         "null": unsigned(1),                  # a group with no events: one null op
@@ -82,16 +84,20 @@ class EventBuffer(wiring.Component):
 class EventReader(wiring.Component):
     """Replays ``count`` entries ``groups`` times as a stream of single events.
 
-    A ``start`` pulse (with ``count``, ``groups`` and ``min_group_cycles`` valid) begins a phase.
+    A ``start`` pulse (with ``count``, ``groups``, ``min_group_cycles`` and ``whole`` valid) begins a phase.
     The first event leaves ``perf.LAYER_SETUP`` cycles after ``start``; then one event per cycle
     while ``events.ready`` is high, except that a group's first event waits until
     ``min_group_cycles`` cycles have passed since the previous group's first event (stcb's slot unit
     needs that spacing). With ``count == 0`` each group gets one null event. ``busy`` is high from
     ``start`` until the last event has been taken.
 
+    With ``whole`` (a maxpool2d phase, rate and tsc: docs/spec.md section 3) each entry leaves as one
+    event: ``index`` names its lowest set lane (so the channel group and the position decode as for
+    any event) and ``mask`` all its lanes. Otherwise an event is one lane and ``mask`` that lane's bit.
+
     Members
     -------
-    start, count, groups, min_group_cycles : In
+    start, count, groups, min_group_cycles, whole : In
     rd_addr : Out, rd_data : In(array of ``sources`` entry layouts), rd_sel : In(sources)
         The buffers' read ports (data one cycle after the address; each buffer gets ``rd_addr``) and a
         one-hot register naming the phase's buffer, valid from the cycle after ``start`` + 1. Each
@@ -112,10 +118,10 @@ class EventReader(wiring.Component):
         self._pw = payload_bits
         self._depth = depth
         gbits_out = max(1, ceil_log2(max_groups + 1))
-        self.event_layout = event_layout(self._gbits + self._lp, gbits_out, payload_bits)
+        self.event_layout = event_layout(self._gbits + self._lp, gbits_out, payload_bits, lanes)
         super().__init__({
             "start": In(1), "count": In(range(depth + 1)), "groups": In(range(max_groups + 1)),
-            "min_group_cycles": In(range(max_min_cycles + 1)),
+            "min_group_cycles": In(range(max_min_cycles + 1)), "whole": In(1),
             "rd_addr": Out(max(1, ceil_log2(max(2, depth)))),
             "rd_data": In(data.ArrayLayout(entry, self._sources)), "rd_sel": In(self._sources),
             "events": Out(stream.Signature(self.event_layout)),
@@ -137,10 +143,12 @@ class EventReader(wiring.Component):
         n_groups = Signal.like(self.groups)
         min_cyc = Signal.like(self.min_group_cycles)
         null_phase = Signal()
+        whole = Signal()
         setup = Signal(range(perf.LAYER_SETUP + 1))
         with m.If(self.start):
             m.d.sync += [n_entries.eq(self.count), n_groups.eq(self.groups), min_cyc.eq(self.min_group_cycles),
-                         null_phase.eq(self.count == 0), self.busy.eq(1), setup.eq(perf.LAYER_SETUP - 2)]
+                         null_phase.eq(self.count == 0), whole.eq(self.whole), self.busy.eq(1),
+                         setup.eq(perf.LAYER_SETUP - 2)]
         with m.Elif(setup != 0):
             m.d.sync += setup.eq(setup - 1)
         running = self.busy & ~self.start & (setup == 0)
@@ -225,7 +233,7 @@ class EventReader(wiring.Component):
         can_emit = running & free & spaced & more
         emit_null = can_emit & null_phase
         emit_ev = can_emit & ~null_phase & cur_ok
-        done_entry = rest == 0
+        done_entry = (rest == 0) | whole
         refill = ~cur_ok | (emit_ev & done_entry)    # cur needs the next entry this cycle
         # Where cur's next word comes from, oldest first: the FIFO's head, the landing register (a word
         # that arrived last cycle and was not taken), the memory (into the bypass register: `bypass`). A
@@ -275,13 +283,14 @@ class EventReader(wiring.Component):
         group_done = (emit_ev & done_entry & cur_last) | emit_null
         with m.If(emit_ev):
             m.d.sync += [ev.payload.index.eq(Cat(lane[:lp], src.group) if lp else src.group),
+                         ev.payload.mask.eq(Mux(whole, mask, low)),
                          ev.payload.group.eq(g), ev.payload.first.eq(first), ev.payload.null.eq(0),
                          ev.payload.last.eq(done_entry & cur_last), first.eq(done_entry & cur_last)]
             if self._pw:
                 lanes_payload = [src.payload[p] for p in range(P)]
                 m.d.sync += ev.payload.payload.eq(Array(lanes_payload)[lane] if P > 1 else lanes_payload[0])
         with m.If(emit_null):
-            m.d.sync += [ev.payload.index.eq(0), ev.payload.group.eq(g), ev.payload.first.eq(1),
+            m.d.sync += [ev.payload.index.eq(0), ev.payload.mask.eq(0), ev.payload.group.eq(g), ev.payload.first.eq(1),
                          ev.payload.last.eq(1), ev.payload.null.eq(1)]
         with m.If(group_done):
             m.d.sync += [g.eq(g + 1), more.eq(g != gm1)]

@@ -1,11 +1,13 @@
 """maxpool2d on the core: a scatter of input events into the accumulator memory, then a sweep.
 
 docs/spec.md section 3: a maxpool2d layer (kernel K, stride K, no padding) has no weights, state or
-parameters. rate and stcb: each input event (c, y, x) ORs its spike (rate: bit 0 of lane c mod P) or
-its T-bit train (stcb) into accumulator word (c // P, y // K, x // K); the sweep then reads every word,
+parameters. rate and stcb: each input event (c, y, x) ORs its spike (rate: bit 0 of its lanes) or
+its T-bit train (stcb) into accumulator word (c // P, y // K, x // K). An event's lanes are its
+``mask``: rate and tsc take a whole event-buffer entry, the P channels of one position, as one
+event (every set lane), stcb one channel c (lane c mod P, with its train); the sweep then reads every word,
 writes zero back, and sends the word's non-zero lanes as an event entry (the word's address is the
 entry's group, so a conv consumer finds channel c = og*P + p at (oy, ox)). tsc: an OFF event at step
-t >= 1 puts t into its lane with a lane-wise max (t only grows over the window, so this is the
+t >= 1 puts t into its lanes with a lane-wise max (t only grows over the window, so this is the
 spec's "write t" and the last write is the largest input value); ON events (t = 0) do nothing but
 take their cycle; a clear sweep at t = 0 zeroes the words. The ops go to a
 :class:`hw.accmem.AccumulatorMemory`, whose forwarding makes back-to-back events into one window
@@ -88,7 +90,8 @@ def _check(lanes, coding, T, width, layers):
 
 
 class PoolScatter(wiring.Component):
-    """Input events of a maxpool2d layer into accumulator ops, one per event.
+    """Input events of a maxpool2d layer into accumulator ops, one per event (an event stands for the
+    lanes of its ``mask``: one channel, or every channel of an event-buffer entry).
 
     Parameters
     ----------
@@ -107,8 +110,9 @@ class PoolScatter(wiring.Component):
 
     Members
     -------
-    events : In(stream.Signature(conv_event_layout))
-        (c, y, x) and, for stcb, the train.
+    events : In(stream.Signature(pool_event_layout))
+        (c, y, x), ``mask`` (the lanes: bit c mod P, or an entry's set lanes with c its lowest) and,
+        for stcb, the train.
     layer : In(layer_bits), t : In(t_bits)
         The phase's layer (set a cycle or more before its first event: its constants are registered) and
         (tsc) step, held through the phase.
@@ -125,11 +129,11 @@ class PoolScatter(wiring.Component):
         self._layers = _check(lanes, coding, T, width, layers)
         self._P, self._coding, self._T, self._width = lanes, coding, T, width
         self.word_layout = data.ArrayLayout(signed(width), lanes)
-        self.event_layout = conv_event_layout(
+        self.event_layout = data.StructLayout({**conv_event_layout(
             c_bits=bits_for(max(l.in_shape[0] - 1 for l in self._layers)),
             y_bits=bits_for(max(l.in_shape[1] - 1 for l in self._layers)),
             x_bits=bits_for(max(l.in_shape[2] - 1 for l in self._layers)),
-            payload_bits=T if coding == "stcb" else 0)
+            payload_bits=T if coding == "stcb" else 0).members, "mask": unsigned(lanes)})
         self.op_layout = pool_op_layout(addr_bits=addr_bits, word=self.word_layout)
         # y -> (y // K) * Wp and x -> x // K, the layers' ROMs one after the other
         self.y_rom, self.x_rom, self._ybase, self._xbase = [], [], [], []
@@ -162,13 +166,13 @@ class PoolScatter(wiring.Component):
                                  hw.eq(l.out_shape[1] * l.out_shape[2])]
         m.d.comb += [yr.addr.eq(ybase + ev.y), xr.addr.eq(xbase + ev.x)]
         lb = exact_log2(P)
-        og, lane = ev.c >> lb, ev.c[:lb] if lb else C(0, 1)
+        og = ev.c >> lb
         plane = Signal(abits)                     # og * Hp * Wp
         m.d.comb += plane.eq(og * hw)
         terms = Signal(self.word_layout)
         value = {"rate": C(1, 1), "stcb": ev.payload[:self._T], "tsc": self.t}[self._coding]
         for p in range(P):
-            m.d.comb += terms[p].eq(Mux(lane == p, value, 0))
+            m.d.comb += terms[p].eq(Mux(ev.mask[p], value, 0))
         kind = AccKind.MAX if self._coding == "tsc" else AccKind.OR
         null = (self.t == 0) if self._coding == "tsc" else C(0, 1)
 

@@ -14,7 +14,8 @@ stream (nothing lost, nothing duplicated) and its latency checked against golden
   with and without bubbles, against a dict; every old word as if each op ran alone after the previous
   one (forwarding), a sweep's word ``MEM_READ_LATENCY`` cycles after its op, ``forwarded`` exactly
   when one of the three ops before it hit the same word, and the read and write increments.
-- ``PoolScatter``: each event (c, y, x) becomes one op on word (c // P, y // K, x // K), lane c mod P:
+- ``PoolScatter``: each event (c, y, x) becomes one op on word (c // P, y // K, x // K), the lanes of its
+  mask (one channel, or a whole entry's):
   OR of the spike bit (rate) or the train (stcb), max with t (tsc OFF), a null op for a tsc ON;
   random stalls, ``ACCUMULATE_STAGE - MEM_READ_LATENCY`` cycles without them.
 - ``PoolScatter`` + ``AccumulatorMemory`` + ``PoolSweep``, a whole maxpool2d layer over every step:
@@ -354,13 +355,15 @@ def random_pool(rng):
     return PoolLayerGeom((C, H, W), K)
 
 
-def reference_pool_op(geom, P, coding, t, c, y, x, train=0):
-    """The op of one pool event, from the spec: word (c // P, y // K, x // K), lane c mod P."""
+def reference_pool_op(geom, P, coding, t, c, y, x, train=0, mask=None):
+    """The op of one pool event, from the spec: word (c // P, y // K, x // K), the lanes of ``mask``
+    (default: lane c mod P alone; rate and tsc take a whole entry, the set lanes of its word)."""
     _, Hp, Wp = geom.out_shape
     K = geom.kernel
     addr = ((c // P) * Hp + y // K) * Wp + x // K
     value = {"rate": 1, "stcb": train, "tsc": t}[coding]
-    terms = [value if p == c % P else 0 for p in range(P)]
+    mask = 1 << (c % P) if mask is None else mask
+    terms = [value if mask >> p & 1 else 0 for p in range(P)]
     kind = AccKind.MAX if coding == "tsc" else AccKind.OR
     return {"addr": addr, "kind": kind, "terms": terms, "null": int(coding == "tsc" and t == 0)}
 
@@ -381,11 +384,20 @@ def test_pool_scatter_ops_under_random_stalls(coding, P):
     for li, geom in enumerate(geoms):
         C, H, W = geom.in_shape
         t = rng.randrange(T) if coding == "tsc" else 0
-        evs = [(rng.randrange(C), rng.randrange(H), rng.randrange(W), rng.randrange(1, 1 << T)) for _ in range(60)]
-        inputs = [{"c": c, "y": y, "x": x, "payload": tr if coding == "stcb" else 0} for c, y, x, tr in evs]
+        evs = []
+        for _ in range(60):
+            c, y, x, tr = rng.randrange(C), rng.randrange(H), rng.randrange(W), rng.randrange(1, 1 << T)
+            mask = 1 << (c % P)
+            if coding != "stcb" and rng.random() < 0.5:
+                # a whole entry: c is its lowest lane, the mask any set of the word's real lanes above it
+                lanes = min(P, C - (c - c % P))
+                mask |= sum(rng.getrandbits(1) << p for p in range(c % P, lanes))
+            evs.append((c, y, x, tr, mask))
+        inputs = [{"c": c, "y": y, "x": x, "payload": tr if coding == "stcb" else 0, "mask": mask}
+                  for c, y, x, tr, mask in evs]
         expect = []
-        for c, y, x, tr in evs:
-            op = reference_pool_op(geom, P, coding, t, c, y, x, tr)
+        for c, y, x, tr, mask in evs:
+            op = reference_pool_op(geom, P, coding, t, c, y, x, tr, mask)
             op["terms"] = signed_lanes(op["terms"], width)
             expect.append(op)
         got, taken, _ = run_streams(sc, inputs, sink=sc.ops, in_prob=0.7, out_prob=0.5, seed=li,
@@ -461,6 +473,19 @@ def run_pool_layer(dut, phases):
     return trace
 
 
+def pool_entries(events, P, rng):
+    """Events (c, y, x) as the core's reader gives them to a rate or tsc pool: one per event-buffer
+    entry (the channels c // P of one position), c its lowest lane and ``mask`` its set lanes; in a
+    random order of entries."""
+    words = {}
+    for c, y, x in events:
+        words[(c // P, y, x)] = words.get((c // P, y, x), 0) | 1 << (c % P)
+    out = [{"c": og * P + (mask & -mask).bit_length() - 1, "y": y, "x": x, "payload": 0, "mask": mask}
+           for (og, y, x), mask in words.items()]
+    rng.shuffle(out)
+    return out
+
+
 def golden_pool_counters(geom, P, coding, T, ev_in, ev_out):
     """golden.perf's counters of a maxpool2d layer 0 (then a dense layer) with this activity."""
     pool = MaxPool2d(geom.kernel, in_shape=geom.in_shape)
@@ -494,10 +519,9 @@ def test_pool_layer_against_reference_and_golden_counters(coding, P, seed):
             ev_in = np.zeros((T, C * H * W), bool)
             for t in range(T):
                 evs = [i for i in idx if (t == 0 and q[i] >= 1) or (t >= 1 and q[i] == t)]
-                rng.shuffle(evs)
                 for c, y, x in evs:
                     ev_in[t, (c * H + y) * W + x] = True
-                phases.append(("scatter", [{"c": c, "y": y, "x": x, "payload": 0} for c, y, x in evs], t))
+                phases.append(("scatter", pool_entries(evs, P, rng), t))
             # golden: the pool's state reads (OFF events) and writes (clear sweep + OFF events), less
             # the generator's share (N*T each), which is not this part's
             g = golden_pool_counters(geom, P, coding, T, ev_in, np.zeros((T, C * Hp * Wp), bool))
@@ -521,12 +545,12 @@ def test_pool_layer_against_reference_and_golden_counters(coding, P, seed):
     ev_in = np.array([[bool(trains[i] >> t & 1) for i in idx] for t in range(T)])
     phases, expect_entries = [], []
     for s in range(steps):
-        if coding == "stcb":
+        if coding == "stcb":            # one event per active train, its lane alone
             active = [i for i in idx if trains[i]]
-            evs = [{"c": c, "y": y, "x": x, "payload": trains[(c, y, x)]} for c, y, x in active]
+            evs = [{"c": c, "y": y, "x": x, "payload": trains[(c, y, x)], "mask": 1 << (c % P)} for c, y, x in active]
+            rng.shuffle(evs)
         else:
-            evs = [{"c": c, "y": y, "x": x, "payload": 0} for c, y, x in idx if trains[(c, y, x)] >> s & 1]
-        rng.shuffle(evs)
+            evs = pool_entries([i for i in idx if trains[i] >> s & 1], P, rng)
         phases += [("scatter", evs, 0), ("sweep", False)]
         for a in range(N):
             og, oy, ox = a // (Hp * Wp), a // Wp % Hp, a % Wp

@@ -34,19 +34,26 @@ class Rig(wiring.Component):
         return m
 
 
-def reference(entries, P, G, pw):
+def reference(entries, P, G, pw, whole=False):
+    """(index, payload, group, first, last, null, mask) of every event: one per set lane, or with
+    ``whole`` one per entry (its lowest lane's index and payload, its mask)."""
     out = []
     for g in range(G):
-        evs = [(grp * P + p, (pl[p] if pw else 0)) for grp, mask, pl in entries for p in range(P) if mask >> p & 1]
+        if whole:
+            evs = [(grp * P + (mask & -mask).bit_length() - 1, (pl[(mask & -mask).bit_length() - 1] if pw else 0), mask)
+                   for grp, mask, pl in entries]
+        else:
+            evs = [(grp * P + p, (pl[p] if pw else 0), 1 << p) for grp, mask, pl in entries
+                   for p in range(P) if mask >> p & 1]
         if not evs:
-            out.append((0, 0, g, 1, 1, 1))
+            out.append((0, 0, g, 1, 1, 1, 0))
             continue
-        for k, (i, v) in enumerate(evs):
-            out.append((i, v, g, int(k == 0), int(k == len(evs) - 1), 0))
+        for k, (i, v, mk) in enumerate(evs):
+            out.append((i, v, g, int(k == 0), int(k == len(evs) - 1), 0, mk))
     return out
 
 
-def run(P, entries, G, *, pw=0, min_cycles=1, ready_prob=1.0, seed=0, depth=8):
+def run(P, entries, G, *, pw=0, min_cycles=1, ready_prob=1.0, seed=0, depth=8, whole=False):
     rig = Rig(P, depth, 8, pw)
     got, cycles = [], {}
     rng = random.Random(seed)
@@ -59,16 +66,18 @@ def run(P, entries, G, *, pw=0, min_cycles=1, ready_prob=1.0, seed=0, depth=8):
         ctx.set(rig.buf.append, 0)
         ctx.set(rig.rdr.groups, G)
         ctx.set(rig.rdr.min_group_cycles, min_cycles)
+        ctx.set(rig.rdr.whole, whole)
         ctx.set(rig.rdr.start, 1)
         await ctx.tick()
         ctx.set(rig.rdr.start, 0)
+        ctx.set(rig.rdr.whole, not whole)          # latched at start: a change after it is ignored
         n = 1
         while True:
             ready = rng.random() < ready_prob
             ctx.set(rig.rdr.events.ready, ready)
             if ctx.get(rig.rdr.events.valid) and ready:
                 e = ctx.get(rig.rdr.events.payload)
-                got.append((e.index, e.payload, e.group, e.first, e.last, e.null))
+                got.append((e.index, e.payload, e.group, e.first, e.last, e.null, e.mask))
                 cycles.setdefault("first", n)
                 cycles["last"] = n
             await ctx.tick()
@@ -101,9 +110,25 @@ def test_single_bit_entries_back_to_back_and_payloads():
     assert cyc["last"] - cyc["first"] + 1 == len(got)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_whole_entries_one_event_per_entry_and_cycle(seed):
+    # a rate or tsc maxpool2d phase: each entry leaves as one event carrying its mask, one per cycle at
+    # full readiness, none dropped or repeated under backpressure
+    rng = random.Random(100 + seed)
+    P = rng.choice([1, 2, 4, 8])
+    entries = [(g, rng.randrange(1, 1 << P), [rng.randrange(8) for _ in range(P)]) for g in range(rng.randint(1, 8))]
+    G = rng.randint(1, 3)
+    for ready_prob in (1.0, 0.5):
+        got, cyc = run(P, entries, G=G, pw=3, ready_prob=ready_prob, seed=seed, whole=True)
+        assert got == reference(entries, P, G, 3, whole=True)
+        assert len(got) == G * len(entries)
+        if ready_prob == 1.0:
+            assert cyc["first"] == perf.LAYER_SETUP and cyc["last"] - cyc["first"] + 1 == len(got)
+
+
 def test_empty_buffer_gives_one_null_event_per_group():
     got, cyc = run(4, [], G=3)
-    assert got == [(0, 0, g, 1, 1, 1) for g in range(3)]
+    assert got == [(0, 0, g, 1, 1, 1, 0) for g in range(3)]
     assert cyc["first"] == perf.LAYER_SETUP and cyc["last"] == perf.LAYER_SETUP + 2
 
 
@@ -193,7 +218,7 @@ def test_two_buffers_the_select_picks_one_behind_the_landing_registers(ready_pro
                 ctx.set(rig.rdr.events.ready, ready)
                 if ctx.get(rig.rdr.events.valid) and ready:
                     e = ctx.get(rig.rdr.events.payload)
-                    out.append((e.index, e.payload, e.group, e.first, e.last, e.null))
+                    out.append((e.index, e.payload, e.group, e.first, e.last, e.null, e.mask))
                 await ctx.tick()
                 if not ctx.get(rig.rdr.busy):
                     break
