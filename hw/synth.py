@@ -326,8 +326,14 @@ def _run(cmd, cwd: Path, log_path: Path, timeout: float, label: str) -> tuple[in
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SynthError(f"{label} timed out after {timeout:.0f} s (work files in {cwd})") from None
+    except subprocess.TimeoutExpired as e:
+        # keep what the tool printed before it was stopped: on a long place-and-route, the log says which
+        # step ran out of time (TimeoutExpired may carry bytes even with text=True)
+        text = "".join(v.decode(errors="replace") if isinstance(v, bytes) else (v or "") for v in (e.stdout, e.stderr))
+        log_path.write_text(text)
+        last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no output")
+        raise SynthError(f"{label} timed out after {timeout:.0f} s; its last line: {last[:160]} "
+                         f"(log: {log_path})") from None
     text = r.stdout + r.stderr
     log_path.write_text(text)
     return r.returncode, text, time.perf_counter() - t0

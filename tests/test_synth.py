@@ -324,6 +324,17 @@ def test_timeout_reaches_the_tools(tiny_path, tmp_path):
     assert "yosys timed out after 0 s" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_timed_out_tool_leaves_its_log_and_names_its_last_line(tmp_path):
+    # a place-and-route stopped by --timeout: what it printed is kept, and the error says where it was
+    cmd = [sys.executable, "-u", "-c", "import time; print('Info: placing'); print('Info: routing', flush=True); "
+                                       "time.sleep(30)"]
+    log = tmp_path / "tool.log"
+    with pytest.raises(hs.SynthError) as e:
+        hs._run(cmd, tmp_path, log, 3.0, "nextpnr-ecp5")
+    assert str(e.value) == f"nextpnr-ecp5 timed out after 3 s; its last line: Info: routing (log: {log})"
+    assert log.read_text().splitlines() == ["Info: placing", "Info: routing"]
+
+
 def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
     # the yowasp tools are part of the toolchain (pyproject.toml); about 30 s, more on a first run
     assert hs.tools_available("ice40"), "yowasp tools missing: run `make setup`"
