@@ -26,7 +26,8 @@ import numpy as np
 
 __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
-    "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "train_encoder_drain", "stcb_layer_drain", "finish_cycles",
+    "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "pool_scatters_entries", "train_encoder_drain",
+    "stcb_layer_drain", "finish_cycles",
     "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "note_events_per_step",
     "breakdown", "breakdown_totals", "breakdown_parts", "phase_activity",
     "events_per_step", "shared_counts", "MAX_BANKS", "check_banks", "bank_shape", "layer_bank_shape", "bank_address", "bank_depth",
@@ -58,6 +59,12 @@ def layer_drain(coding: str, encoding: str) -> int:
     """Cycles after a phase's last op leaves the reader until its last update is written: the op's
     weight fetch (ACCUMULATE_STAGE, plus the term stage) and the update (UPDATE_STAGES)."""
     return ACCUMULATE_STAGE + term_stage(coding, encoding) + UPDATE_STAGES
+
+
+def pool_scatters_entries(coding: str) -> bool:
+    """A maxpool2d scatter takes one event-buffer entry per op (the P channels of a position side by
+    side: rate and tsc) rather than one event (stcb, whose every lane carries a train of its own)."""
+    return coding != "stcb"
 
 
 def train_encoder_drain(T: int) -> int:
@@ -662,7 +669,7 @@ def phase_activity(model, lanes: int, act: Activity, banks: int = 1) -> list:
             if model.coding == "stcb":
                 trains = src.any(axis=1)
                 a["A"] = trains.sum(axis=1, dtype=np.int64)
-            if getattr(layer, "kind", "dense") == "maxpool2d" and model.coding != "stcb":
+            if getattr(layer, "kind", "dense") == "maxpool2d" and pool_scatters_entries(model.coding):
                 a["K"] = _entries(src, lanes, tuple(layer.in_shape))     # a pool's ops: one per entry
             if getattr(layer, "kind", "dense") == "conv2d":
                 if model.coding == "stcb":

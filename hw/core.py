@@ -152,8 +152,8 @@ class SpikeCore(wiring.Component):
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
                      reader.groups.eq(Mux(dense, desc.groups, 1)),      # a scatter reads its source once
                      reader.min_group_cycles.eq(perf.stcb_group_cycles(cfg.T, cfg.taps) if cfg.stcb else 1),
-                     # a maxpool2d scatter takes an entry per op (rate, tsc; stcb: a train per op)
-                     reader.whole.eq((desc.kind == Kind.POOL) & C(int(not cfg.stcb), 1))]
+                     reader.whole.eq((desc.kind == Kind.POOL)
+                                     & C(int(perf.pool_scatters_entries(cfg.coding)), 1))]
         pw = max(cfg.payload_in, cfg.payload_ab)
         sub.agen = agen = DenseAddressGen(event_layout=reader.event_layout,
                                           n_in_bits=Shape.cast(seq.desc_layout["n_in"].shape).width,

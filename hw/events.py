@@ -40,7 +40,6 @@ def event_layout(index_bits: int, group_bits: int, payload_bits: int, lanes: int
         "index": unsigned(index_bits),        # the source neuron: entry.group * P + lane
         "payload": unsigned(max(1, payload_bits)),
         "mask": unsigned(lanes),              # the entry's lanes it stands for: its lane, or (whole) all
-
         "group": unsigned(group_bits),        # the consuming layer's group this event is replayed for
         "first": unsigned(1), "last": unsigned(1),
         "null": unsigned(1),                  # a group with no events: one null op
@@ -290,8 +289,8 @@ class EventReader(wiring.Component):
                 lanes_payload = [src.payload[p] for p in range(P)]
                 m.d.sync += ev.payload.payload.eq(Array(lanes_payload)[lane] if P > 1 else lanes_payload[0])
         with m.If(emit_null):
-            m.d.sync += [ev.payload.index.eq(0), ev.payload.mask.eq(0), ev.payload.group.eq(g), ev.payload.first.eq(1),
-                         ev.payload.last.eq(1), ev.payload.null.eq(1)]
+            m.d.sync += [ev.payload.index.eq(0), ev.payload.mask.eq(0), ev.payload.group.eq(g),
+                         ev.payload.first.eq(1), ev.payload.last.eq(1), ev.payload.null.eq(1)]
         with m.If(group_done):
             m.d.sync += [g.eq(g + 1), more.eq(g != gm1)]
         if self._spacing:

@@ -34,7 +34,7 @@ from .bits import bits_for
 from .conv_addrgen import conv_event_layout
 from .events import entry_layout
 
-__all__ = ["PoolLayerGeom", "pool_op_layout", "PoolScatter", "PoolSweep"]
+__all__ = ["PoolLayerGeom", "pool_event_layout", "pool_op_layout", "PoolScatter", "PoolSweep"]
 
 CODINGS = ("rate", "stcb", "tsc")
 
@@ -65,6 +65,12 @@ class PoolLayerGeom:
         """N: accumulator words of the output map, P channels per word."""
         C, Hp, Wp = self.out_shape
         return perf.groups(C, lanes) * Hp * Wp
+
+
+def pool_event_layout(*, lanes: int, c_bits: int, y_bits: int, x_bits: int, payload_bits: int = 0) -> data.StructLayout:
+    """A conv event (:func:`hw.conv_addrgen.conv_event_layout`) plus ``mask``: the lanes it stands for."""
+    return data.StructLayout({**conv_event_layout(c_bits=c_bits, y_bits=y_bits, x_bits=x_bits,
+                                                  payload_bits=payload_bits).members, "mask": unsigned(lanes)})
 
 
 def pool_op_layout(*, addr_bits: int, word: data.Layout) -> data.StructLayout:
@@ -129,11 +135,12 @@ class PoolScatter(wiring.Component):
         self._layers = _check(lanes, coding, T, width, layers)
         self._P, self._coding, self._T, self._width = lanes, coding, T, width
         self.word_layout = data.ArrayLayout(signed(width), lanes)
-        self.event_layout = data.StructLayout({**conv_event_layout(
+        self.event_layout = pool_event_layout(
+            lanes=lanes,
             c_bits=bits_for(max(l.in_shape[0] - 1 for l in self._layers)),
             y_bits=bits_for(max(l.in_shape[1] - 1 for l in self._layers)),
             x_bits=bits_for(max(l.in_shape[2] - 1 for l in self._layers)),
-            payload_bits=T if coding == "stcb" else 0).members, "mask": unsigned(lanes)})
+            payload_bits=T if coding == "stcb" else 0)
         self.op_layout = pool_op_layout(addr_bits=addr_bits, word=self.word_layout)
         # y -> (y // K) * Wp and x -> x // K, the layers' ROMs one after the other
         self.y_rom, self.x_rom, self._ybase, self._xbase = [], [], [], []
