@@ -323,20 +323,24 @@ def _versions(target: str) -> dict:
 
 
 def _run(cmd, cwd: Path, log_path: Path, timeout: float, label: str) -> tuple[int, str, float]:
+    """Run one tool with its output going to ``log_path`` as it prints it (an 85F place-and-route runs for
+    an hour: ``tail -f`` the log to see which step it is in); return (exit status, the log, seconds)."""
     t0 = time.perf_counter()
-    try:
-        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        # keep what the tool printed before it was stopped: on a long place-and-route, the log says which
-        # step ran out of time (TimeoutExpired may carry bytes even with text=True)
-        text = "".join(v.decode(errors="replace") if isinstance(v, bytes) else (v or "") for v in (e.stdout, e.stderr))
-        log_path.write_text(text)
+    with open(log_path, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
+    text = log_path.read_text(errors="replace")
+    if rc is None:
+        # the log says which step ran out of time
         last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no output")
         raise SynthError(f"{label} timed out after {timeout:.0f} s; its last line: {last[:160]} "
-                         f"(log: {log_path})") from None
-    text = r.stdout + r.stderr
-    log_path.write_text(text)
-    return r.returncode, text, time.perf_counter() - t0
+                         f"(log: {log_path})")
+    return rc, text, time.perf_counter() - t0
 
 
 def wrapper_verilog(manifest: dict, top: str) -> tuple[str, int]:

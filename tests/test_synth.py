@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +335,27 @@ def test_a_timed_out_tool_leaves_its_log_and_names_its_last_line(tmp_path):
         hs._run(cmd, tmp_path, log, 3.0, "nextpnr-ecp5")
     assert str(e.value) == f"nextpnr-ecp5 timed out after 3 s; its last line: Info: routing (log: {log})"
     assert log.read_text().splitlines() == ["Info: placing", "Info: routing"]
+
+
+def test_a_tool_log_grows_while_the_tool_runs(tmp_path):
+    # an hour-long place-and-route: its log can be followed (tail -f) while it runs, stderr included
+    import threading
+    cmd = [sys.executable, "-u", "-c", "import sys, time; print('Info: placing', flush=True); "
+                                       "print('Warning: late', file=sys.stderr, flush=True); time.sleep(4); "
+                                       "print('Info: done')"]
+    log = tmp_path / "tool.log"
+    res = {}
+    th = threading.Thread(target=lambda: res.update(r=hs._run(cmd, tmp_path, log, 60.0, "nextpnr-ecp5")))
+    th.start()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and "Warning: late" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    during = log.read_text()
+    assert th.is_alive(), "the tool had already finished: the check saw nothing of a running tool"
+    th.join()
+    assert during.splitlines() == ["Info: placing", "Warning: late"]
+    rc, text, secs = res["r"]
+    assert rc == 0 and text.splitlines() == ["Info: placing", "Warning: late", "Info: done"] and secs >= 4
 
 
 def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
