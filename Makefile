@@ -103,8 +103,7 @@ mnist5k-regress: mnist5k-train
 	done
 mnist5k-synth: mnist5k-train
 	for m in $(MNIST5K); do \
-	    $(PY) -m hw.synth --model build/models/mnist5k_$$m.npz --lanes 16 --banks 9 --device 85k --router router2 \
-	        --timeout 7200 \
+	    $(PY) -m hw.synth --model build/models/mnist5k_$$m.npz --lanes 16 --banks 9 --device 85k --timeout 7200 \
 	        --out build/synth/mnist5k_$${m}_$(MNIST5K_CORE)_85k.json || exit 1; \
 	done
 mnist5k-table: $(STAMP)

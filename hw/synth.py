@@ -380,10 +380,16 @@ def wrapper_verilog(manifest: dict, top: str) -> tuple[str, int]:
 
 
 SPEEDS = {"ecp5": (6, 7, 8)}     # ECP5 speed grades (nextpnr --speed); 6 is the default part's
-# nextpnr's routers. router1 is nextpnr's default and gave every clock quoted before this option existed;
-# router2 finishes congested 85F cores far sooner (router1 spent 3,676 s routing the mnist5k rate core at
-# P = 16, banks 9, and did not finish the direct and tsc cores in 90 minutes).
+# nextpnr's routers. router1 is nextpnr's default and gave every clock quoted in the docs. router2 logs
+# each iteration's overused wires, which shows whether a long run converges: on the 85F mnist5k direct and
+# tsc cores (P = 16, banks 9) it stopped converging, where router1 had only run past 90 minutes silently.
 ROUTERS = ("router1", "router2")
+
+
+def _check_router(router: str) -> None:
+    """Refuse a router nextpnr does not have (:class:`UsageError`, one line)."""
+    if router not in ROUTERS:
+        raise UsageError(f"--router: unknown router {router!r} (choose from {', '.join(ROUTERS)})")
 
 
 def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None, package: str | None = None,
@@ -404,8 +410,7 @@ def synth(model, lanes: int, target: str = "ecp5", *, device: str | None = None,
     if device not in t.devices:
         raise UsageError(f"unknown {target} device {device!r} (choose from {', '.join(t.devices)})")
     package = package or t.package_for(device)
-    if router not in ROUTERS:
-        raise UsageError(f"--router: unknown router {router!r} (choose from {', '.join(ROUTERS)})")
+    _check_router(router)
     if speed is not None and speed not in SPEEDS.get(target, ()):
         raise UsageError(f"--speed: {target} has no speed grade {speed!r}"
                          + (f" (choose from {', '.join(map(str, SPEEDS[target]))})" if target in SPEEDS else ""))
@@ -660,8 +665,8 @@ def main(argv=None) -> int:
     p.add_argument("--freq", type=positive_float, default=100.0, help="target clock for nextpnr (MHz, default 100)")
     p.add_argument("--seed", type=positive_int, default=1, help="nextpnr placement seed")
     p.add_argument("--router", default="router1", metavar="ROUTER",
-                   help="nextpnr router: router1 (nextpnr's default) or router2 (far faster on the congested "
-                        "LFE5U-85F cores)")
+                   help="nextpnr router: router1 (nextpnr's default) or router2 (logs each iteration's "
+                        "overused wires: whether a long run converges)")
     p.add_argument("--speed", type=int_range(6, 8, what="an ECP5 speed grade: 6, 7 or 8"), default=None,
                    help="ECP5 speed grade (default 6, the LFE5U-25F's)")
     p.add_argument("--out", default=None, metavar="FILE.json",
@@ -674,8 +679,7 @@ def main(argv=None) -> int:
     if a.target not in TARGETS:
         raise UsageError(f"--target: unknown target {a.target!r} (choose from {', '.join(TARGETS)})")
     t = TARGETS[a.target]
-    if a.router not in ROUTERS:
-        raise UsageError(f"--router: unknown router {a.router!r} (choose from {', '.join(ROUTERS)})")
+    _check_router(a.router)          # before the model is loaded and the core generated
     if a.device is not None and a.device not in t.devices:
         raise UsageError(f"--device: unknown {a.target} device {a.device!r} (choose from {', '.join(t.devices)})")
     if a.out is not None:
