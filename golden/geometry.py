@@ -250,8 +250,9 @@ class CoreGeometry:
         self.n_buffers = 1 if self.tsc else 1 + min(2, self.L - 1)
         self.payload_in = (self.xbits if self.direct else T if self.stcb else 0)    # per lane
         self.payload_ab = T if self.stcb else 0
-        self.ev_in_bits = self.ev_gbits_in + P + P * self.payload_in
-        self.ev_ab_bits = self.ev_gbits_ab + P + P * self.payload_ab
+        # an entry (group, mask, payload) and its one-lane flag (hw.events.EventBuffer stores it beside the word)
+        self.ev_in_bits = self.ev_gbits_in + P + P * self.payload_in + 1
+        self.ev_ab_bits = self.ev_gbits_ab + P + P * self.payload_ab + 1
         self.dbg_mask_bits = P * T if self.stcb else P
         if self.weight_depth > (1 << 24):
             raise ConfigError("weight memory deeper than 2**24 words is not supported")

@@ -148,6 +148,7 @@ class SpikeCore(wiring.Component):
         sel_r = Signal(len(bufs))
         m.d.sync += sel_r.eq(Cat(*[src == i for i in range(len(bufs))]))
         m.d.comb += [reader.rd_data[i].eq(b.rd_data) for i, b in enumerate(bufs)]
+        m.d.comb += [reader.rd_one[i].eq(b.rd_one) for i, b in enumerate(bufs)]
         m.d.comb += [reader.rd_sel.eq(sel_r),
                      reader.count.eq(Array(b.count for b in bufs)[src]), reader.start.eq(seq.reader_start),
                      reader.groups.eq(Mux(dense, desc.groups, 1)),      # a scatter reads its source once

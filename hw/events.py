@@ -21,7 +21,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from golden import perf
 
-__all__ = ["entry_layout", "event_layout", "EventBuffer", "EventReader", "READER_FIFO_DEPTH"]
+__all__ = ["at_most", "entry_layout", "event_layout", "EventBuffer", "EventReader", "READER_FIFO_DEPTH"]
 
 READER_FIFO_DEPTH = 4
 
@@ -46,6 +46,20 @@ def event_layout(index_bits: int, group_bits: int, payload_bits: int, lanes: int
     })
 
 
+def at_most(bits: Value, k: int) -> Value:
+    """Whether at most ``k`` of ``bits`` are set, as AND/OR logic (no adder: an adder's carry chain
+    would sit in front of every use)."""
+    bits = Value.cast(bits)
+    exactly = [C(1, 1)] + [C(0, 1)] * k          # exactly[j]: j of the bits so far are set
+    for i in range(len(bits)):
+        b = bits[i]
+        exactly = [exactly[0] & ~b] + [(exactly[j] & ~b) | (exactly[j - 1] & b) for j in range(1, k + 1)]
+    out = exactly[0]
+    for e in exactly[1:]:
+        out = out | e
+    return out
+
+
 class EventBuffer(wiring.Component):
     """A list of entries in a memory: appended by a producer, replayed by an :class:`EventReader`.
 
@@ -57,22 +71,29 @@ class EventBuffer(wiring.Component):
         Write ``entry`` at the end of the list.
     count : Out(range(depth + 1))
         Entries in the buffer.
-    rd_addr : In(...), rd_data : Out(layout)
-        Synchronous read port: ``rd_data`` holds entry ``rd_addr`` of the previous cycle.
+    rd_addr : In(...), rd_data : Out(layout), rd_one : Out(1)
+        Synchronous read port: ``rd_data`` holds entry ``rd_addr`` of the previous cycle, and ``rd_one``
+        whether its mask has one lane set at most (:func:`at_most`, computed when the entry was written).
     """
 
     def __init__(self, layout: data.StructLayout, depth: int):
         self._layout, self._depth = layout, int(depth)
         self._abits = max(1, ceil_log2(max(2, depth)))
         super().__init__({"clear": In(1), "append": In(1), "entry": In(layout),
-                          "count": Out(range(depth + 1)), "rd_addr": In(self._abits), "rd_data": Out(layout)})
+                          "count": Out(range(depth + 1)), "rd_addr": In(self._abits), "rd_data": Out(layout),
+                          "rd_one": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=self._layout, depth=max(2, self._depth), init=[])
+        # the one-lane flag is stored beside the entry: the reader needs it the cycle a word arrives, and
+        # a block RAM's clock-to-out (5.8 ns on the LFE5U-25F-6) leaves no time to compute it from the
+        # word there (that path measured 93.9 MHz); the writer's mask comes from registers
+        word = data.StructLayout({"entry": self._layout, "one": unsigned(1)})
+        m.submodules.mem = mem = Memory(shape=word, depth=max(2, self._depth), init=[])
         wr, rd = mem.write_port(), mem.read_port()
-        m.d.comb += [wr.addr.eq(self.count), wr.data.eq(self.entry), wr.en.eq(self.append & ~self.clear),
-                     rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data)]
+        m.d.comb += [wr.addr.eq(self.count), wr.data.entry.eq(self.entry), wr.data.one.eq(at_most(self.entry.mask, 1)),
+                     wr.en.eq(self.append & ~self.clear),
+                     rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data.entry), self.rd_one.eq(rd.data.one)]
         with m.If(self.clear):
             m.d.sync += self.count.eq(0)
         with m.Elif(self.append):
@@ -97,8 +118,9 @@ class EventReader(wiring.Component):
     Members
     -------
     start, count, groups, min_group_cycles, whole : In
-    rd_addr : Out, rd_data : In(array of ``sources`` entry layouts), rd_sel : In(sources)
-        The buffers' read ports (data one cycle after the address; each buffer gets ``rd_addr``) and a
+    rd_addr : Out, rd_data : In(array of ``sources`` entry layouts), rd_one : In(sources), rd_sel : In(sources)
+        The buffers' read ports (data one cycle after the address; each buffer gets ``rd_addr``; ``rd_one``
+        bit k is buffer k's :attr:`EventBuffer.rd_one`, whether the word has one lane at most) and a
         one-hot register naming the phase's buffer, valid from the cycle after ``start`` + 1. Each
         buffer's word lands in registers of its own; the select acts behind them, so a block RAM's
         late output meets no logic before a flip-flop.
@@ -122,7 +144,8 @@ class EventReader(wiring.Component):
             "start": In(1), "count": In(range(depth + 1)), "groups": In(range(max_groups + 1)),
             "min_group_cycles": In(range(max_min_cycles + 1)), "whole": In(1),
             "rd_addr": Out(max(1, ceil_log2(max(2, depth)))),
-            "rd_data": In(data.ArrayLayout(entry, self._sources)), "rd_sel": In(self._sources),
+            "rd_data": In(data.ArrayLayout(entry, self._sources)), "rd_one": In(self._sources),
+            "rd_sel": In(self._sources),
             "events": Out(stream.Signature(self.event_layout)),
             "busy": Out(1), "rd_issue": Out(1),
         })
@@ -160,6 +183,7 @@ class EventReader(wiring.Component):
         inflight, tag = Signal(), Signal()
         fifo = [Signal(width, name=f"fifo{i}") for i in range(D)]
         fifo_last = [Signal(name=f"fifo_last{i}") for i in range(D)]
+        fifo_one = [Signal(name=f"fifo_one{i}") for i in range(D)]
         level = Signal(range(D + 1))
         pop = Signal()
         issue = Signal()
@@ -199,7 +223,7 @@ class EventReader(wiring.Component):
                 return regs[0]
             out = 0
             for k in range(S):
-                out = out | (regs[k] & self.rd_sel[k].replicate(width))
+                out = out | (regs[k] & self.rd_sel[k].replicate(len(regs[k])))
             return out
         land, byp = Signal(width), Signal(width)
         m.d.comb += [land.eq(pick(land_k)), byp.eq(pick(byp_k))]
@@ -209,6 +233,17 @@ class EventReader(wiring.Component):
         cur_last, cur_ok = Signal(), Signal()
         src = data.View(self._entry, cur)
         mask = src.mask
+        # whether cur's entry holds one lane at most (its event is the entry's last), kept in a flop beside
+        # every copy of the word: computed where the word is loaded, so `done_entry` below is a flop (a
+        # multiplexer for the bypass) and not the mask's lowest-bit isolation and "rest is empty" test in
+        # front of the refill logic, which held the 25F-6 at 87.9-93.7 MHz in every coding (ffe3fa8).
+        # The memory stores the flag beside the word (EventBuffer.rd_one): the landing and bypass
+        # registers take it as they take the word, through their clock enable alone
+        byp_one_k = [Signal(name=f"byp_one{k}") for k in range(S)]
+        land_one_k = [Signal(name=f"land_one{k}") for k in range(S)]
+        cur_one_reg = Signal()
+        cur_one = Signal()
+        m.d.comb += cur_one.eq(Mux(use_byp, pick(byp_one_k), cur_one_reg))
         low = Signal(P)
         m.d.comb += low.eq(mask & -mask)             # the lowest set bit, isolated
         lane = Signal(max(1, lp))
@@ -232,7 +267,7 @@ class EventReader(wiring.Component):
         can_emit = running & free & spaced & more
         emit_null = can_emit & null_phase
         emit_ev = can_emit & ~null_phase & cur_ok
-        done_entry = (rest == 0) | whole
+        done_entry = cur_one | whole                 # == (rest == 0) | whole, from flops
         refill = ~cur_ok | (emit_ev & done_entry)    # cur needs the next entry this cycle
         # Where cur's next word comes from, oldest first: the FIFO's head, the landing register (a word
         # that arrived last cycle and was not taken), the memory (into the bypass register: `bypass`). A
@@ -243,9 +278,12 @@ class EventReader(wiring.Component):
         bypass = refill & (level == 0) & ~land_ok & inflight
         m.d.comb += pop.eq(from_fifo)
         land_last = Signal()
+        land_one = Signal()
+        m.d.comb += land_one.eq(pick(land_one_k))
         m.d.sync += land_ok.eq(inflight & ~bypass)
         with m.If(inflight):
-            m.d.sync += [land_k[k].eq(self.rd_data[k].as_value()) for k in range(S)] + [land_last.eq(tag)]
+            m.d.sync += [land_k[k].eq(self.rd_data[k].as_value()) for k in range(S)] + [
+                land_one_k[k].eq(self.rd_one[k]) for k in range(S)] + [land_last.eq(tag)]
         # the FIFO is circular: a slot is written only through its flip-flops' clock enable, and the head is
         # read from registers
         assert D & (D - 1) == 0, "the pointers wrap by overflow"
@@ -254,26 +292,32 @@ class EventReader(wiring.Component):
         write = land_ok & ~from_land
         for i in range(D):
             with m.If(write & (wp == i)):
-                m.d.sync += [fifo[i].eq(land), fifo_last[i].eq(land_last)]
+                m.d.sync += [fifo[i].eq(land), fifo_last[i].eq(land_last), fifo_one[i].eq(land_one)]
         with m.If(write):
             m.d.sync += wp.eq(wp + 1)
         with m.If(pop):
             m.d.sync += rp.eq(rp + 1)
         head = Array(fifo)[rp]
         head_last = Array(fifo_last)[rp]
+        head_one = Array(fifo_one)[rp]
         m.d.sync += level.eq(level + write - pop)
         # cur's next word
         with m.If(bypass):
             m.d.sync += [byp_k[k].eq(self.rd_data[k].as_value()) for k in range(S)] + [
+                byp_one_k[k].eq(self.rd_one[k]) for k in range(S)] + [
                 use_byp.eq(1), cur_last.eq(tag), cur_ok.eq(1)]
         with m.Elif(from_fifo):
-            m.d.sync += [cur_reg.eq(head), use_byp.eq(0), cur_last.eq(head_last), cur_ok.eq(1)]
+            m.d.sync += [cur_reg.eq(head), use_byp.eq(0), cur_last.eq(head_last), cur_ok.eq(1),
+                         cur_one_reg.eq(head_one)]
         with m.Elif(from_land):
-            m.d.sync += [cur_reg.eq(land), use_byp.eq(0), cur_last.eq(land_last), cur_ok.eq(1)]
+            m.d.sync += [cur_reg.eq(land), use_byp.eq(0), cur_last.eq(land_last), cur_ok.eq(1),
+                         cur_one_reg.eq(land_one)]
         with m.Elif(refill):
             m.d.sync += cur_ok.eq(0)
         with m.Elif(emit_ev):
-            m.d.sync += [cur_reg.eq(Cat(src.group, rest, cur[len(src.group) + P:])), use_byp.eq(0)]
+            # cur becomes the rest: one lane at most when the mask held two at most
+            m.d.sync += [cur_reg.eq(Cat(src.group, rest, cur[len(src.group) + P:])), use_byp.eq(0),
+                         cur_one_reg.eq(at_most(mask, 2))]
 
         with m.If(self.start):
             m.d.sync += [g.eq(0), first.eq(1), more.eq(self.groups != 0)]

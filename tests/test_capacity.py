@@ -72,9 +72,9 @@ def test_huge_model_blocks_by_hand():
     mems = {k: (v["width"], v["depth"]) for k, v in g.memories().items()}
     # weights: 2 bits x (2048*2048 + 10*2048 + the zero word); state: V of 15 bits x 2058 groups; params:
     # 4 x 16 bits x 2058; counts 3 bits (T = 4) x 10; encoder x | x - 15 (4 + 5 bits) and u (4 bits) x 2048;
-    # events: 11-bit group + 1-bit mask x 2048
+    # events: 11-bit group + 1-bit mask + the one-lane flag x 2048
     assert mems == {"weights": (2, 4214785), "state": (15, 2058), "params": (64, 2058), "counts": (3, 10),
-                    "enc_x": (9, 2048), "enc_u": (4, 2048), "events_in": (12, 2048), "events_a": (12, 2048)}
+                    "enc_x": (9, 2048), "enc_u": (4, 2048), "events_in": (13, 2048), "events_a": (13, 2048)}
     c = capacity(g)
     # weights ROM 8Kx2: 515; state 1Kx18: 1 x 3; params ROM 512x36: 2 x 5; counts in LUT RAM (4 x 1 x 4 = 4
     # against a block's 128); enc_x 2Kx9: 1, enc_u 4Kx4: 1; events 2Kx9: 2 x 1 each

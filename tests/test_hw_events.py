@@ -29,7 +29,8 @@ class Rig(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.buf, m.submodules.rdr = self.buf, self.rdr
-        m.d.comb += [self.buf.rd_addr.eq(self.rdr.rd_addr), self.rdr.rd_data[0].eq(self.buf.rd_data), self.rdr.rd_sel.eq(1),
+        m.d.comb += [self.buf.rd_addr.eq(self.rdr.rd_addr), self.rdr.rd_data[0].eq(self.buf.rd_data),
+                     self.rdr.rd_one[0].eq(self.buf.rd_one), self.rdr.rd_sel.eq(1),
                      self.rdr.count.eq(self.buf.count)]
         return m
 
@@ -183,7 +184,8 @@ class Rig2(wiring.Component):
         m.submodules.rdr = self.rdr
         for k, b in enumerate(self.bufs):
             m.submodules[f"buf{k}"] = b
-            m.d.comb += [b.rd_addr.eq(self.rdr.rd_addr), self.rdr.rd_data[k].eq(b.rd_data)]
+            m.d.comb += [b.rd_addr.eq(self.rdr.rd_addr), self.rdr.rd_data[k].eq(b.rd_data),
+                         self.rdr.rd_one[k].eq(b.rd_one)]
         return m
 
 
@@ -229,3 +231,23 @@ def test_two_buffers_the_select_picks_one_behind_the_landing_registers(ready_pro
     sim.run()
     assert got[0] == reference(content[0], P, 2, 0)
     assert got[1] == reference(content[1], P, 2, 0) * 2
+
+
+@pytest.mark.parametrize("width,k", [(1, 1), (4, 1), (8, 1), (8, 2), (5, 2)])
+def test_at_most_counts_the_set_bits(width, k):
+    """at_most(bits, k) over every value of a width's bits: the reader's one-lane flags rest on it."""
+    from amaranth import Signal
+    from hw.events import at_most
+    bits, out = Signal(width), Signal()
+    m = Module()
+    m.d.comb += out.eq(at_most(bits, k))
+    sim = Simulator(m)
+    got = {}
+
+    async def bench(ctx):
+        for v in range(1 << width):
+            ctx.set(bits, v)
+            got[v] = ctx.get(out)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == {v: int(bin(v).count("1") <= k) for v in range(1 << width)}
