@@ -102,11 +102,13 @@ def check_inputs(model: Model, x) -> np.ndarray:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != model.n_in:
         raise InputError(f"inputs must have shape (batch, {model.n_in}), got {np.asarray(x).shape}")
-    if arr.size and (arr.min() < 0 or arr.max() > model.input_max):
+    # one pass: read as unsigned, a negative value is above every input_max
+    if arr.size and arr.view(arr.dtype.str.replace("i", "u")).max() > model.input_max:
         bad = np.argwhere((arr < 0) | (arr > model.input_max))[0]
         raise InputError(f"input value {int(arr[tuple(bad)])} at sample {bad[0]}, feature {bad[1]} is outside "
                          f"[0, {model.input_max}]")
-    return arr.astype(np.int64)
+    # no copy of int64 inputs: golden reads x and never writes it
+    return arr.astype(np.int64, copy=False)
 
 
 def tsc_quantize(x: np.ndarray, input_max: int, Q: int) -> np.ndarray:
@@ -170,7 +172,8 @@ def exact_dtype(bound: int) -> np.dtype:
 def _cache(layer) -> dict:
     """Values derived from a layer's weights (row sums, weights cast and transposed, conv matrices),
     kept on the layer: its arrays are read-only and its attributes have no setters, so they cannot
-    go stale. Only arrays and numbers are cached; every choice (dtype tier, path) is made afresh."""
+    go stale. The per-layer choices of :func:`_plan` (dtype tiers, path) depend on the model too and
+    are kept on the model the same way (a Model has no setters either)."""
     c = layer.__dict__.get("_engine_cache")
     if c is None:
         c = layer.__dict__["_engine_cache"] = {}
@@ -420,9 +423,9 @@ def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int, key=None):
     dt = current.dtype
     # one threshold for the whole layer (the usual case) as a scalar: a contiguous loop over each
     # step's map instead of a broadcast one per row, twice as fast for the compare and the reset
-    threshold = _cached(layer, ("threshold", dt.str), lambda: _uniform(layer.per_neuron(layer.threshold), dt))
+    threshold, v_init = _cached(layer, ("neuron", dt.str), lambda: (
+        _uniform(layer.per_neuron(layer.threshold), dt), _uniform(layer.per_neuron(layer.v_init), dt)))
     v = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("v",), (B, n), dt)
-    v[...] = _cached(layer, ("v_init", dt.str), lambda: _uniform(layer.per_neuron(layer.v_init), dt))
     if key is None:
         spikes = np.zeros((T, B, n), dtype=bool)
     else:                                     # a run's scratch map: every step is written below
@@ -433,8 +436,15 @@ def _neuron_narrow(current: np.ndarray, layer, fire: bool, T: int, key=None):
     # the reset as a product with the spike mask: numpy's masked (where=) loops are several times slower
     # (the mask is copied into the dtype first: a mixed bool * int product goes through a buffered loop)
     tmp = np.empty((B, n), dtype=dt) if key is None else _scratch(key + ("tmp",), (B, n), dt)
+    one = current.shape[0] == 1
     for t in range(T):
-        np.add(v, current[t if current.shape[0] > 1 else 0], out=v)
+        c = current[0 if one else t]
+        if t:
+            np.add(v, c, out=v)
+        elif isinstance(v_init, np.ndarray) or v_init:
+            np.add(c, v_init, out=v)          # step 0 from v_init: one pass instead of a fill and an add
+        else:
+            np.copyto(v, c)
         if fire:
             s = spikes[t]
             np.greater_equal(v, threshold, out=s)
@@ -489,36 +499,31 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray):
     Returns (currents, events): ``events`` (T, B) int64 are the spikes of ``layer_in`` at each step
     when the product counted them (see :data:`EVENT_COLUMNS`), else None."""
     B, T = x.shape[0], model.T
-    dt = neuron_dtype(layer, model.widths[li])
-    amax = model.input_max if layer_in is None else 1
-    bound = synaptic_bound(layer, amax)
-    pdt = exact_dtype(bound)
+    p = _plan(model, li, layer, layer_in is None)
+    dt, pdt = p["dt"], p["pdt"]
     a = x if layer_in is None else layer_in.reshape(-1, layer_in.shape[-1])     # rows (t, b)
     steps = 1 if layer_in is None else T
-    if not layer.has_kernel and _uses_matrix(layer):
+    if p["matrix"]:
         # the product into scratch arrays (inputs cast to pdt, then the product), cast to dt. The bias
         # rides in the product as a last input of constant 1 whose weights are the biases, when the
         # biased sums are exact in the same dtype (then no pass of its own adds it); else it is added
         # in dt after the cast (nothing at all for a zero bias)
-        bias = _cached(layer, ("bias", dt.str, 2), lambda: layer.per_neuron(layer.bias).astype(dt))
-        fold = bool(layer.bias.any()) and exact_dtype(_biased_bound(layer, amax)) == pdt
-        # a sum of at most n_in ones, exact in pdt's range
-        events = (layer_in is not None and layer.n_out < EVENT_COLUMNS
-                  and exact_dtype(layer_in.shape[-1]).itemsize <= pdt.itemsize)
+        fold, events = p["fold"], p["events"]
         k = a.shape[1]
-        af = _scratch(("a", li, fold), (a.shape[0], k + fold), pdt)
         if fold:
+            # the column of ones is written when the scratch array is made: nothing else writes it
+            af = _scratch(("a", li, True), (a.shape[0], k + 1), pdt, init=lambda m: m[:, k].fill(1))
             np.copyto(af[:, :k], a, casting="unsafe")
-            af[:, k] = 1
         else:
+            af = _scratch(("a", li, False), a.shape, pdt)
             np.copyto(af, a, casting="unsafe")              # 0/1 spikes or inputs <= input_max: exact
         acc = _scratch(("acc", li, events), (a.shape[0], EVENT_COLUMNS if events else layer.n_out), pdt)
-        np.matmul(af, _matrix(layer, pdt, fold, events), out=acc)
+        np.matmul(af, p["w"], out=acc)
         cur = _scratch(("cur", li), (steps, B, layer.n_out), dt)
         flat = cur.reshape(a.shape[0], layer.n_out)
         np.copyto(flat, acc[:, :layer.n_out], casting="unsafe")     # exact integers within the acc bounds
-        if not fold and layer.bias.any():
-            flat += bias
+        if p["bias"] is not None:
+            flat += p["bias"]
         return cur, (acc[:, layer.n_out].astype(np.int64).reshape(T, B) if events else None)
     if not layer.has_kernel:
         # the patch product in blocks of rows whose float results stay in cache until they are cast
@@ -550,6 +555,32 @@ def _layer_currents(model: Model, li: int, layer, layer_in, x: np.ndarray):
     return cur, None
 
 
+def _plan(model: Model, li: int, layer, direct: bool) -> dict:
+    """The choices :func:`_layer_currents` makes for layer ``li`` (its current and product dtypes; for a
+    product with a matrix: the bias fold, the event column, the matrix, the bias added after the
+    cast or None), made once per model and layer: they depend on the model alone, which cannot
+    change, and making them afresh (a dozen lookups and checks per layer) was a few percent of a
+    dense run.
+    ``direct``: the layer reads the integer inputs (amax = input_max), else spikes."""
+    def make():
+        dt = neuron_dtype(layer, model.widths[li])
+        amax = model.input_max if direct else 1
+        pdt = exact_dtype(synaptic_bound(layer, amax))
+        p = {"dt": dt, "pdt": pdt, "matrix": not layer.has_kernel and _uses_matrix(layer)}
+        if p["matrix"]:
+            fold = bool(layer.bias.any()) and exact_dtype(_biased_bound(layer, amax)) == pdt
+            # a sum of at most n_in ones, exact in pdt's range
+            events = (not direct and layer.n_out < EVENT_COLUMNS
+                      and exact_dtype(layer.n_in).itemsize <= pdt.itemsize)
+            bias = None
+            if not fold and layer.bias.any():
+                bias = layer.per_neuron(layer.bias).astype(dt)
+                bias.setflags(write=False)
+            p.update(fold=fold, events=events, w=_matrix(layer, pdt, fold, events), bias=bias)
+        return p
+    return _cached(model, ("plan", li, bool(direct), EVENT_COLUMNS), make)    # (tests change EVENT_COLUMNS)
+
+
 def _cached(layer, key, make):
     """``make()`` once per layer and key (see :func:`_cache`)."""
     c = _cache(layer)
@@ -561,7 +592,7 @@ def _cached(layer, key, make):
 _SCRATCH = threading.local()
 
 
-def _scratch(key, shape, dtype) -> np.ndarray:
+def _scratch(key, shape, dtype, init=None) -> np.ndarray:
     """An uninitialised array for one of a run's large temporaries (currents, float products, spike
     maps), kept per thread and handed out again by the next run with the same key, shape and dtype:
     a fresh array of megabytes costs a page fault per 4 KiB the first time it is written, which for
@@ -573,6 +604,8 @@ def _scratch(key, shape, dtype) -> np.ndarray:
     a = d.get(key)
     if a is None or a.shape != tuple(shape) or a.dtype != dtype:
         a = d[key] = np.empty(shape, dtype=dtype)
+        if init is not None:          # what every run would write alike, written once
+            init(a)
     return a
 
 
@@ -730,6 +763,11 @@ def _run_batch(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1
         return _run_arrays(model, x, P, record, banks)
 
 
+def _count_dtype(T: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds a count of at most T."""
+    return next(np.dtype(d) for d in (np.uint8, np.uint16, np.uint32, np.uint64) if T <= np.iinfo(d).max)
+
+
 def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1) -> Result:
     if model.coding == "tsc":
         return _run_tsc(model, x, P, record, banks)
@@ -779,7 +817,9 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 
             spikes_rec.append(sv.copy(order="C").view(np.uint8))       # never the scratch map itself
         layer_in, events = s, None
 
-    counts = s.sum(axis=0, dtype=np.int64)
+    # summed in the narrowest unsigned dtype that holds T (the map's bytes as 0/1), then widened: an
+    # int64 sum of a bool map goes through a cast of every element, several times slower
+    counts = np.add.reduce(s.view(np.uint8), axis=0, dtype=_count_dtype(T)).astype(np.int64)
     membranes = v_final[-1]
     if model.readout == "count":
         # lexicographic (count, V); argmax picks the lowest index on ties
