@@ -18,7 +18,7 @@ from golden import perf
 from golden.geometry import ConfigError
 
 from .accmem import AccKind, AccumulatorMemory, acc_op_layout
-from .bits import bits_for
+from .bits import bits_for, times_layer_const
 from .conv_addrgen import ConvLayerGeom, conv_event_layout
 
 __all__ = ["check_core_banks", "banked_swept_layout", "BankedAccumulator", "bundle_layout", "ConvBundleGen",
@@ -275,7 +275,7 @@ class ConvBundleGen(wiring.Component):
 
         # the layer's constants, registered from the held ``layer``
         ybase, xbase = Signal(len(yr.addr)), Signal(len(xr.addr))
-        wbase, ksq, wg, ag = Signal(W), Signal(W), Signal(W), Signal(A)
+        wbase, wg, ag = Signal(W), Signal(W), Signal(A)
         wrow, arow, wcol = Signal(W), Signal(A), Signal(W)       # steps to the next row chunk, column chunk
         r_, c_ = Signal(self._kbits), Signal(self._kbits)
         gmax = Signal(self._gbits)
@@ -285,20 +285,21 @@ class ConvBundleGen(wiring.Component):
                 Hr, Wc = -(-Ho // r), -(-Wo // c)
                 with m.Case(i):
                     m.d.sync += [ybase.eq(self._ybase[i]), xbase.eq(self._xbase[i]), wbase.eq(l.wbase),
-                                 ksq.eq(K * K), wg.eq(C * K * K), ag.eq(Hr * Wc), wrow.eq(r * S * K),
+                                 wg.eq(C * K * K), ag.eq(Hr * Wc), wrow.eq(r * S * K),
                                  arow.eq(Wc), wcol.eq(c * S), r_.eq(r), c_.eq(c),
                                  gmax.eq(l.channel_groups(self._P) - 1)]
         m.d.comb += [yr.addr.eq(ybase + ev.y), xr.addr.eq(xbase + ev.x)]
+        ck = times_layer_const(m, ev.c, [l.kernel ** 2 for l in self._layers], self.layer)   # c * K * K
 
         # ---- stage 1: the event taken, with its ROM rows
         hold, take = Signal(), Signal()
         h_y, h_x = Signal(self.rom_layout), Signal(self.rom_layout)
         h_payload = Signal.like(ev.payload)
-        h_ck = Signal(W)                  # c * K * K, registered: the multiplier ends a stage (as ConvAddressGen)
+        h_ck = Signal(W)                  # c * K * K, registered: its adder ends a stage (as ConvAddressGen)
         h_wp = Signal(W)
         m.d.comb += self.events.ready.eq(~hold | take)
         with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [hold.eq(1), h_y.eq(yr.data), h_x.eq(xr.data), h_ck.eq(ev.c * ksq), h_payload.eq(ev.payload),
+            m.d.sync += [hold.eq(1), h_y.eq(yr.data), h_x.eq(xr.data), h_ck.eq(ck), h_payload.eq(ev.payload),
                          h_wp.eq(wbase + yr.data.k0s + xr.data.k0s)]
         with m.Elif(take):
             m.d.sync += hold.eq(0)
@@ -409,5 +410,10 @@ class BankSweepMap(wiring.Component):
                     xbank = Array([C(x % c) for x in range(nx)])[ox]
                     yaddr = Array([C((y // r) * Wc, self._abits + 1) for y in range(ny)])[oy]
                     xaddr = Array([C(x // c, self._abits + 1) for x in range(nx)])[ox]
-                    m.d.sync += [self.bank.eq(ybank + xbank), self.addr.eq(og * (Hr * Wc) + yaddr + xaddr)]
+                    # og * Hr*Wc from a table too: a constant multiplier became a DSP block behind the
+                    # walker's start logic, the 85F direct core's critical path (59.9 MHz at P = 16, banks 3)
+                    gb = perf.ceil_log2(max(2, l.groups))
+                    gaddr = Array([C(g * Hr * Wc if g < l.groups else 0, self._abits + 1)
+                                   for g in range(1 << gb)])[og[:gb]]
+                    m.d.sync += [self.bank.eq(ybank + xbank), self.addr.eq(gaddr + yaddr + xaddr)]
         return m

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden import perf
 
-from .bits import bits_for
+from .bits import bits_for, times_layer_const
 
 __all__ = ["ConvLayerGeom", "axis_rom", "conv_event_layout", "conv_op_layout", "ConvAddressGen"]
 
@@ -209,28 +209,30 @@ class ConvAddressGen(wiring.Component):
         # the ROM bases, the weight base, K * K, and the steps to the next og, kx (same og = 0 row), ky
         ybase, xbase = Signal(len(yr.addr)), Signal(len(xr.addr))
         wg, ag, wx, wy, ay = Signal(W), Signal(A), Signal(W), Signal(W), Signal(A)
-        wbase, ksq = Signal(W), Signal(range(max(l.kernel for l in self._layers) ** 2 + 1))
+        wbase = Signal(W)
         gmax = Signal(self._gbits)
         with m.Switch(self.layer):
             for i, l in enumerate(self._layers):
                 (C, _, _), (_, Ho, Wo), K, S = l.in_shape, l.out_shape, l.kernel, l.stride
                 with m.Case(i):
                     m.d.sync += [ybase.eq(self._ybase[i]), xbase.eq(self._xbase[i]), wbase.eq(l.wbase),
-                                 ksq.eq(K * K), wg.eq(C * K * K), ag.eq(Ho * Wo), wx.eq(S), wy.eq(S * K),
+                                 wg.eq(C * K * K), ag.eq(Ho * Wo), wx.eq(S), wy.eq(S * K),
                                  ay.eq(Wo), gmax.eq(l.channel_groups(self._P) - 1)]
         m.d.comb += [yr.addr.eq(ybase + ev.y), xr.addr.eq(xbase + ev.x)]
+        # c * K * K as shifted adds of c, one per kernel size, the select registered from the layer
+        ck = times_layer_const(m, ev.c, [l.kernel ** 2 for l in self._layers], self.layer)
 
         # ---- stage 1: the event taken, with its ROM rows and c * K * K (a register stage, so that the
         # ROM lookups and the product (a DSP's delay) do not sit in series with the expander's adders)
         hold = Signal()
         h_wp, h_a0 = Signal(W), Signal(A)           # h_wp: the first weight word but for c * K * K
-        h_ck = Signal(W)                             # c * K * K, registered: the multiplier ends a stage
+        h_ck = Signal(W)                             # c * K * K, registered: its adder ends a stage
         h_nx, h_ny = Signal(self._kbits), Signal(self._kbits)
         h_null, h_payload = Signal(), Signal.like(ev.payload)
         take = Signal()                  # the expander takes the held event this cycle
         m.d.comb += self.events.ready.eq(~hold | take)
         with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [hold.eq(1), h_wp.eq(wbase + yr.data.k0s + xr.data.k0s), h_ck.eq(ev.c * ksq),
+            m.d.sync += [hold.eq(1), h_wp.eq(wbase + yr.data.k0s + xr.data.k0s), h_ck.eq(ck),
                          h_a0.eq(yr.data.o0s + xr.data.o0s), h_nx.eq(xr.data.n), h_ny.eq(yr.data.n),
                          h_null.eq((yr.data.n == 0) | (xr.data.n == 0)), h_payload.eq(ev.payload)]
         with m.Elif(take):

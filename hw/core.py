@@ -448,8 +448,8 @@ class SpikeCore(wiring.Component):
     def _tsc_pool_rmw(self, m, seq, ops) -> dict:
         """tsc maxpool2d (docs/spec.md section 3): an OFF's op (the pool scatter's MAX of t into lane
         c mod P; an ON's op is null) reads the pool's state word in its cycle c, forms the lane-wise max
-        of the word and the op's terms in c + 2 into a register, and writes it back from there in c + 3
-        (the max's carry chain then ends at that register, not behind the store's write multiplexer).
+        of the word and the op's terms in c + 2 into a register (t in the op's lanes, which is the max:
+        see below), and writes it back from there in c + 3.
         The store does not write through, so the three previous ops' words are forwarded (the nearest
         wins), as the accumulator memory does. Returns the read (``rd``, ``raddr``) and the write
         (``wr``, ``waddr``, ``wdata``), addresses within the layer."""
@@ -478,13 +478,13 @@ class SpikeCore(wiring.Component):
         # the forwarded words, all from flops, are picked behind it (the memory's word last in a chain of
         # three measured 97.8 MHz)
         m.d.comb += old.eq(Mux(miss, store.state, Mux(hit1, r1w, Mux(hit2, r2w, r3w))))
-        # the max against each of the four words side by side, then the hits pick one: the compare's
-        # carry chain starts at a flop, not behind the hits' multiplexer and its fan-out (88 MHz; 97.8
-        # MHz so; picking one compare bit by the hits first and then t or the old word measured 91.8 MHz)
+        # the lane-wise max of t and the old value is t itself in the OFF's lanes (docs/spec.md section 3:
+        # the clear sweep leaves zero and t only grows over the window, so no stored value exceeds this
+        # step's t), so no compare is formed: the op's non-zero terms pick t. A max's carry chain on
+        # the store's state register held the tsc conv core to 87.8-89.1 MHz on the 25F-6 (97.8 at best,
+        # with the four maxes side by side and the hits picking one)
         for p in range(P):
-            cand = [Mux(t2[p] > w[p].v, t2[p], w[p].v) for w in (r1w, r2w, r3w, store.state)]
-            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(miss, cand[3], Mux(hit1, cand[0], Mux(hit2, cand[1],
-                                                                                                   cand[2]))))]
+            m.d.comb += [new[p].eq(old[p]), new[p].v.eq(Mux(t2[p] != 0, t2[p], old[p].v))]
         m.d.sync += [r1v.eq(v2), r1a.eq(a2), r1w.eq(new), r2v.eq(r1v), r2a.eq(r1a), r2w.eq(r1w), r3w.eq(r2w)]
         # the read's word will not be used: an op in flight (the next three stages) writes the same word
         fwd = rd & ((v1 & (a1 == pl.addr)) | (v2 & (a2 == pl.addr)) | (r1v & (r1a == pl.addr)))

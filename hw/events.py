@@ -21,7 +21,9 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from golden import perf
 
-__all__ = ["at_most", "entry_layout", "event_layout", "EventBuffer", "EventReader", "READER_FIFO_DEPTH"]
+from .bits import at_most
+
+__all__ = ["entry_layout", "event_layout", "EventBuffer", "EventReader", "READER_FIFO_DEPTH"]
 
 READER_FIFO_DEPTH = 4
 
@@ -44,20 +46,6 @@ def event_layout(index_bits: int, group_bits: int, payload_bits: int, lanes: int
         "first": unsigned(1), "last": unsigned(1),
         "null": unsigned(1),                  # a group with no events: one null op
     })
-
-
-def at_most(bits: Value, k: int) -> Value:
-    """Whether at most ``k`` of ``bits`` are set, as AND/OR logic (no adder: an adder's carry chain
-    would sit in front of every use)."""
-    bits = Value.cast(bits)
-    exactly = [C(1, 1)] + [C(0, 1)] * k          # exactly[j]: j of the bits so far are set
-    for i in range(len(bits)):
-        b = bits[i]
-        exactly = [exactly[0] & ~b] + [(exactly[j] & ~b) | (exactly[j - 1] & b) for j in range(1, k + 1)]
-    out = exactly[0]
-    for e in exactly[1:]:
-        out = out | e
-    return out
 
 
 class EventBuffer(wiring.Component):

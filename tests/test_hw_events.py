@@ -232,22 +232,3 @@ def test_two_buffers_the_select_picks_one_behind_the_landing_registers(ready_pro
     assert got[0] == reference(content[0], P, 2, 0)
     assert got[1] == reference(content[1], P, 2, 0) * 2
 
-
-@pytest.mark.parametrize("width,k", [(1, 1), (4, 1), (8, 1), (8, 2), (5, 2)])
-def test_at_most_counts_the_set_bits(width, k):
-    """at_most(bits, k) over every value of a width's bits: the reader's one-lane flags rest on it."""
-    from amaranth import Signal
-    from hw.events import at_most
-    bits, out = Signal(width), Signal()
-    m = Module()
-    m.d.comb += out.eq(at_most(bits, k))
-    sim = Simulator(m)
-    got = {}
-
-    async def bench(ctx):
-        for v in range(1 << width):
-            ctx.set(bits, v)
-            got[v] = ctx.get(out)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == {v: int(bin(v).count("1") <= k) for v in range(1 << width)}
