@@ -696,9 +696,14 @@ def main(argv=None) -> int:
     if not tools_available(a.target):
         raise NoToolsError(INSTALL_HINT)
     from .config import CoreConfig, ConfigError
+    from .capacity import CapacityError, check_capacity
     try:
         CoreConfig(model, a.lanes, a.banks)
-    except ConfigError as e:
+        # the block RAM check hw.generate runs, before yosys: a core too big for the device was found
+        # only by nextpnr's placer, 11 minutes into an LFE5U-85F run (tsc mnist5k at P = 32, banks 3)
+        from golden.geometry import CoreGeometry
+        check_capacity(CoreGeometry(model, a.lanes, a.banks), a.target, a.device or t.default_device)
+    except (ConfigError, CapacityError) as e:
         raise UsageError(str(e)) from None
     stem = re.sub(r"\W", "_", Path(a.model).stem)
     if stem[0].isdigit():
