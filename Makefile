@@ -35,7 +35,7 @@ help:
 	@echo "make regress-mnist5k-banks   the mnist5k direct T=1 model at P=8, banks 9, on all 1,000 test digits (Verilator, stalls 0.2)"
 	@echo "make mnist5k-train | mnist5k-regress | mnist5k-synth | mnist5k-table   issue 18: the mnist5k conv net in direct T=1,"
 	@echo "             rate T=8 and tsc T=8 (MNIST5K=direct_t1 for one): train on the CPU, golden + Verilator on all 1,000"
-	@echo "             test digits at P=16 banks 9, synthesis on the LFE5U-85F (20-40 min each), README's comparison table"
+	@echo "             test digits at each model's lanes and banks (MNIST5K_LANES_<m>, MNIST5K_BANKS_<m>), synthesis on the LFE5U-85F (15-60 min each), README's comparison table"
 	@echo "make readme  render README's and docs/performance.md's figures from the JSON of make demo (and others)"
 	@echo "make nir-sj  SpikingJelly conv nets (IF, LIF): train, export, import, round trip, sim.regress on all 360 digits"
 	@echo "make clean-sim   empty the simulator build cache build/sim (capped at SIM_CACHE_MB=$(SIM_CACHE_MB) MB)"
@@ -83,7 +83,15 @@ regress-mnist5k-banks: $(STAMP)
 # (Verilator, stalls 0.2) and synthesised for the LFE5U-85F at P = 16, banks 9; README's mnist5k-compare block
 # (sim/readme.py, which names the same lanes and banks) is rendered from their JSON. Long runs: not in `make test`.
 MNIST5K        ?= direct_t1 rate_t8 tsc_t8
-MNIST5K_CORE   := p16_b9
+# each model's core on the LFE5U-85F (sim/readme.py's MNIST5K_CORES): lanes P and accumulator banks
+MNIST5K_LANES_direct_t1 := 32
+MNIST5K_BANKS_direct_t1 := 3
+MNIST5K_LANES_rate_t8   := 16
+MNIST5K_BANKS_rate_t8   := 9
+MNIST5K_LANES_tsc_t8    := 16
+MNIST5K_BANKS_tsc_t8    := 3
+mnist5k_core = mnist5k_$(1)_p$(MNIST5K_LANES_$(1))_b$(MNIST5K_BANKS_$(1))
+mnist5k_knobs = --lanes $(MNIST5K_LANES_$(1)) --banks $(MNIST5K_BANKS_$(1))
 MNIST5K_TRAIN  := $(PY) -m quant.train --dataset mnist5k --arch 16c3-mp2-32c3-mp2-10 --bn --label-smoothing 0.1 \
                   --device cpu --seed 0
 build/models/mnist5k_direct_t1.npz: | $(STAMP)
@@ -95,17 +103,15 @@ build/models/mnist5k_tsc_t8.npz: | $(STAMP)
 	$(MNIST5K_TRAIN) --coding tsc --T 8 --epochs 15 --out $@
 mnist5k-train: $(foreach m,$(MNIST5K),build/models/mnist5k_$(m).npz)
 mnist5k-regress: mnist5k-train
-	for m in $(MNIST5K); do \
-	    $(PY) -m golden.run --model build/models/mnist5k_$$m.npz --dataset mnist5k --split test --lanes 16 --banks 9 \
-	        --json build/golden/mnist5k_$${m}_$(MNIST5K_CORE).json && \
-	    $(PY) -m sim.regress --model build/models/mnist5k_$$m.npz --dataset mnist5k --split test --lanes 16 --banks 9 \
-	        --stall-prob 0.2 --json build/regress/mnist5k_$${m}_$(MNIST5K_CORE).json || exit 1; \
-	done
+	$(foreach m,$(MNIST5K),\
+	    $(PY) -m golden.run --model build/models/mnist5k_$(m).npz --dataset mnist5k --split test $(call mnist5k_knobs,$(m)) \
+	        --json build/golden/$(call mnist5k_core,$(m)).json && \
+	    $(PY) -m sim.regress --model build/models/mnist5k_$(m).npz --dataset mnist5k --split test \
+	        $(call mnist5k_knobs,$(m)) --stall-prob 0.2 --json build/regress/$(call mnist5k_core,$(m)).json &&) true
 mnist5k-synth: mnist5k-train
-	for m in $(MNIST5K); do \
-	    $(PY) -m hw.synth --model build/models/mnist5k_$$m.npz --lanes 16 --banks 9 --device 85k --timeout 7200 \
-	        --out build/synth/mnist5k_$${m}_$(MNIST5K_CORE)_85k.json || exit 1; \
-	done
+	$(foreach m,$(MNIST5K),\
+	    $(PY) -m hw.synth --model build/models/mnist5k_$(m).npz $(call mnist5k_knobs,$(m)) --device 85k --timeout 7200 \
+	        --out build/synth/$(call mnist5k_core,$(m))_85k.json &&) true
 mnist5k-table: $(STAMP)
 	$(PY) -m sim.readme --only mnist5k-compare
 

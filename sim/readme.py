@@ -306,13 +306,22 @@ def _robust(src, foot):
     return "\n".join(lines + ["", foot])
 
 
-# the mnist5k models of `make mnist5k-train`, verified and synthesised at these lanes and banks
-MNIST5K_MODELS = ("mnist5k_direct_t1", "mnist5k_rate_t8", "mnist5k_tsc_t8")
-MNIST5K_LANES, MNIST5K_BANKS = 16, 9
+# the mnist5k models of `make mnist5k-train`, each verified and synthesised at its own lanes and banks (the
+# Makefile's MNIST5K_LANES_<m> and MNIST5K_BANKS_<m>): direct at P = 32, banks 3 (P = 16, banks 9 placed but
+# did not route on the LFE5U-85F), rate at P = 16, banks 9, tsc at P = 16, banks 3 (at P = 32, banks 3 it
+# needs 221 of the 85F's 208 block RAMs; at banks 9 it did not route)
+MNIST5K_CORES = {"mnist5k_direct_t1": (32, 3), "mnist5k_rate_t8": (16, 9), "mnist5k_tsc_t8": (16, 3)}
+MNIST5K_MODELS = tuple(MNIST5K_CORES)
+
+
+def mnist5k_core(name: str) -> str:
+    """The file stem of a mnist5k model's core: ``<name>_p<P>_b<banks>``."""
+    P, B = MNIST5K_CORES[name]
+    return f"{name}_p{P}_b{B}"
 
 
 def _mnist5k_sources(name: str) -> tuple:
-    core = f"{name}_p{MNIST5K_LANES}_b{MNIST5K_BANKS}"
+    core = mnist5k_core(name)
     return (f"regress/{core}.json", f"synth/{core}_85k.json", f"models/{name}.json")
 
 
@@ -393,8 +402,8 @@ BLOCKS = {b.name: b for b in (
     Block("synth-codings", ("synth/codings.json",), "make synth-table", _synth_codings),
     Block("mnist5k-compare", tuple(s for n in MNIST5K_MODELS for s in _mnist5k_sources(n)),
           "make mnist5k-train mnist5k-regress mnist5k-synth", _mnist5k_compare, optional=True,
-          shown=(f"build/regress/mnist5k_*_p{MNIST5K_LANES}_b{MNIST5K_BANKS}.json",
-                 f"build/synth/mnist5k_*_p{MNIST5K_LANES}_b{MNIST5K_BANKS}_85k.json", "build/models/mnist5k_*.json")),
+          shown=("build/regress/mnist5k_<model>_p<P>_b<banks>.json",
+                 "build/synth/mnist5k_<model>_p<P>_b<banks>_85k.json", "build/models/mnist5k_*.json")),
     Block("energy-lanes", ("sweep/{name}.json",),
           "python -m sim.sweep --model build/models/digits_rate_t8.npz --lanes 1,2,4,8,16,32,64 "
           "--fmax-json build/synth/digits_rate_t8_p*_ecp5.json --verify 3 --out build/sweep/digits_rate_t8.json",

@@ -174,13 +174,13 @@ def test_readme_block_renders_from_the_json_and_a_drifted_fmax_fails_the_check(t
     assert rd.render_block("mnist5k-compare", tmp_path) is None           # no sources: the block is kept
     for sub in ("regress", "synth", "models"):
         (tmp_path / sub).mkdir()
-    core = f"p{rd.MNIST5K_LANES}_b{rd.MNIST5K_BANKS}"
-    (tmp_path / "regress" / f"mnist5k_direct_t1_{core}.json").write_text(json.dumps(_regress()))
+    core = rd.mnist5k_core("mnist5k_direct_t1")
+    (tmp_path / "regress" / f"{core}.json").write_text(json.dumps(_regress()))
     body = rd.render_block("mnist5k-compare", tmp_path)
     assert "| spikeforge `mnist5k_direct_t1` |" in body and "not synthesised yet" in body
     assert "`mnist5k_rate_t8`" not in body                                # no regression JSON: no row
     assert "written by `make mnist5k-train mnist5k-regress mnist5k-synth`.</sub>" in body
-    (tmp_path / "synth" / f"mnist5k_direct_t1_{core}_85k.json").write_text(json.dumps(_synth()))
+    (tmp_path / "synth" / f"{core}_85k.json").write_text(json.dumps(_synth()))
     (tmp_path / "models" / "mnist5k_direct_t1.json").write_text(json.dumps({"float_accuracy": 0.975,
                                                                              "train_seconds": 266.8}))
     body = rd.render_block("mnist5k-compare", tmp_path)
@@ -192,18 +192,33 @@ def test_readme_block_renders_from_the_json_and_a_drifted_fmax_fails_the_check(t
     run = lambda: subprocess.run(list(map(str, check)), capture_output=True, text=True, cwd=ROOT,
                                  env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert run().returncode == 0
-    (tmp_path / "synth" / f"mnist5k_direct_t1_{core}_85k.json").write_text(json.dumps(_synth(fmax=70.0)))
+    (tmp_path / "synth" / f"{core}_85k.json").write_text(json.dumps(_synth(fmax=70.0)))
     r = run()
     assert r.returncode == 1 and "out of date" in r.stderr and "**92.4**" in r.stdout
 
 
-README_MNIST = [ROOT / "build" / "regress" / f"mnist5k_{m}_p16_b9.json" for m in ("direct_t1", "rate_t8", "tsc_t8")]
+def _readme_mnist():
+    from sim.readme import MNIST5K_CORES, mnist5k_core
+    return [ROOT / "build" / "regress" / f"{mnist5k_core(m)}.json" for m in MNIST5K_CORES]
 
 
-@pytest.mark.skipif(not any(p.is_file() for p in README_MNIST),
-                    reason="no build/regress/mnist5k_*_p16_b9.json: run `make mnist5k-regress` first")
+@pytest.mark.skipif(not any(p.is_file() for p in _readme_mnist()),
+                    reason="no build/regress/mnist5k_<model>_p<P>_b<banks>.json: run `make mnist5k-regress` first")
 def test_readme_mnist5k_block_equals_its_json():
     r = subprocess.run([sys.executable, "-m", "sim.readme", "--check", "--only", "mnist5k-compare"],
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_makefile_builds_each_mnist5k_core_the_table_reads():
+    # the Makefile's per-model lanes and banks and sim.readme's MNIST5K_CORES name the same cores
+    from sim.readme import MNIST5K_CORES, mnist5k_core
+    r = subprocess.run(["make", "-n", "mnist5k-regress", "mnist5k-synth", "PY=python"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for name, (P, B) in MNIST5K_CORES.items():
+        core = mnist5k_core(name)
+        assert (f"--model build/models/{name}.npz --lanes {P} --banks {B} --device 85k" in r.stdout
+                and f"--out build/synth/{core}_85k.json" in r.stdout), name
+        assert f"--lanes {P} --banks {B} --stall-prob 0.2 --json build/regress/{core}.json" in r.stdout, name
