@@ -763,11 +763,6 @@ def _run_batch(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1
         return _run_arrays(model, x, P, record, banks)
 
 
-def _count_dtype(T: int) -> np.dtype:
-    """The narrowest unsigned dtype that holds a count of at most T."""
-    return next(np.dtype(d) for d in (np.uint8, np.uint16, np.uint32, np.uint64) if T <= np.iinfo(d).max)
-
-
 def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 1) -> Result:
     if model.coding == "tsc":
         return _run_tsc(model, x, P, record, banks)
@@ -817,9 +812,7 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 
             spikes_rec.append(sv.copy(order="C").view(np.uint8))       # never the scratch map itself
         layer_in, events = s, None
 
-    # summed in the narrowest unsigned dtype that holds T (the map's bytes as 0/1), then widened: an
-    # int64 sum of a bool map goes through a cast of every element, several times slower
-    counts = np.add.reduce(s.view(np.uint8), axis=0, dtype=_count_dtype(T)).astype(np.int64)
+    counts = perf.step_sums(s)
     membranes = v_final[-1]
     if model.readout == "count":
         # lexicographic (count, V); argmax picks the lowest index on ties

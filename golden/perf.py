@@ -244,11 +244,17 @@ def _total_events(ev: np.ndarray) -> np.ndarray:
         return hit[1].sum(axis=1)
     tv = _step_major(ev)
     if tv is not None and tv.dtype == np.bool_:
-        # the steps' 0/1 bytes added in the narrowest unsigned dtype that holds T, then over the units
-        T = tv.shape[0]
-        dt = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if T <= np.iinfo(d).max)
-        return np.add.reduce(tv.view(np.uint8), axis=0, dtype=dt).sum(axis=1, dtype=np.int64)
+        return step_sums(tv).sum(axis=1)
     return events_per_step(ev).sum(axis=1)
+
+
+def step_sums(tv: np.ndarray) -> np.ndarray:
+    """A step-major (T, ...) bool map summed over its steps, as int64 (...): the 0/1 bytes added in the
+    narrowest unsigned dtype that holds T, then widened (an int64 sum of a bool map casts every
+    element first, several times slower)."""
+    T = tv.shape[0]
+    dt = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if T <= np.iinfo(d).max)
+    return np.add.reduce(tv.view(np.uint8), axis=0, dtype=dt).astype(np.int64)
 
 
 def _or_planes(g: np.ndarray) -> np.ndarray:

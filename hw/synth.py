@@ -44,6 +44,7 @@ from pathlib import Path
 from golden.cli import (ArgumentParser, Output, UsageError, banks_arg, check_outputs, error_line, guard, int_range, lanes_arg,
                         main_output, positive_float, positive_int)
 from golden.blockram import BLOCK_RAMS
+from golden.geometry import CoreGeometry
 from golden.io import atomic_write
 
 __all__ = ["TARGETS", "SynthError", "NoToolsError", "parse_yosys_stat", "parse_nextpnr_report",
@@ -701,7 +702,6 @@ def main(argv=None) -> int:
         CoreConfig(model, a.lanes, a.banks)
         # the block RAM check hw.generate runs, before yosys: a core too big for the device was found
         # only by nextpnr's placer, 11 minutes into an LFE5U-85F run (tsc mnist5k at P = 32, banks 3)
-        from golden.geometry import CoreGeometry
         check_capacity(CoreGeometry(model, a.lanes, a.banks), a.target, a.device or t.default_device)
     except (ConfigError, CapacityError) as e:
         raise UsageError(str(e)) from None
