@@ -5,7 +5,9 @@ name, the simulator, the build arguments, waves, and the cocotb and simulator ve
 netlist is never rebuilt. Only what a simulation needs is kept (the executable or ``sim.vvp``, the
 source, the log): Verilator's precompiled headers and objects, 140 MB for a demo-sized core, are
 deleted after the build. The cache is bounded (``sim.simcache``: least recently used builds are
-pruned after each new build). A job is a JSON file handed to ``sim.tb`` through SPIKEFORGE_JOB.
+pruned after each new build). Verilator's run-time library is compiled by the first build with a
+given set of flags and linked by the others (``sim.vruntime``). A job is a JSON file handed to ``sim.tb``
+through SPIKEFORGE_JOB.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import simcache
+from . import simcache, vruntime
 from .harness import HANG_FILE, Harness, harness
 from .toolchain import LINT_WAIVERS, ToolchainError, ensure_verilator, verilator_version
 
@@ -178,7 +180,7 @@ def build(verilog: Path, top: str, *, waves: bool = False, build_root: Path | No
     build_root.mkdir(parents=True, exist_ok=True)
     work = simcache.work_dir(build_root, bdir.name)    # removes killed builds' leftovers first
     try:
-        seconds = _run_build(work, text, top, hv, waves, quiet, fast, simulator)
+        seconds = _run_build(work, text, top, hv, waves, quiet, fast, simulator, build_root)
         _trim(work, {product, f"{top}.v", f"{hv.top}.v", "build.log"})
         (work / _STAMP).write_text(json.dumps({"seconds": seconds, "simulator": simulator, "fast": fast}))
         simcache.touch(work)
@@ -212,8 +214,19 @@ def _manifest_of(verilog: Path, top: str) -> dict:
     return man
 
 
+# make variables the runner sets for every Verilator build (see _run_build)
+_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines")
+
+
+def _runtime_dir(build_root: Path, waves: bool, fast: bool) -> Path:
+    """Where builds with these flags keep Verilator's compiled run-time library (sim.vruntime)."""
+    import cocotb
+    return vruntime.runtime_dir(build_root, [verilator_version(), cocotb.__version__, repr(_build_args("verilator")),
+                                             _cxx_opt(fast), str(waves), *_MAKE_VARS])
+
+
 def _run_build(bdir: Path, text: str, top: str, hv: Harness, waves: bool, quiet: bool, fast: bool,
-               simulator: str) -> float:
+               simulator: str, build_root: Path | None = None) -> float:
     from cocotb_tools.runner import get_runner
     # sources are copied in so the build does not depend on where the netlist came from
     src = bdir / f"{top}.v"
@@ -224,14 +237,13 @@ def _run_build(bdir: Path, text: str, top: str, hv: Harness, waves: bool, quiet:
     blog = bdir / "build.log"
     # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ takes the precompiled
     # header for a linker input as soon as a design spans several .cpp files. cocotb runs make
-    # itself; variable definitions in MAKEFLAGS reach it as if given on its command line.
+    # itself; variable definitions in MAKEFLAGS reach it as if given on its command line. It also
+    # leaves CFG_CXXFLAGS_COROUTINES empty, which --timing (the harness's clock) needs (_MAKE_VARS)
     flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    for var in _MAKE_VARS:
+        if var.split("=")[0] not in flags:
+            flags = (flags + " " + var).strip()
     saved = os.environ.get("MAKEFLAGS")
-    # ... and CFG_CXXFLAGS_COROUTINES empty, which --timing (the harness's clock) needs
-    if "CFG_CXXFLAGS_COROUTINES" not in flags:
-        flags += " CFG_CXXFLAGS_COROUTINES=-fcoroutines"
     os.environ["MAKEFLAGS"] = flags + " " + _cxx_opt(fast)
     t0 = time.perf_counter()
     try:
@@ -241,8 +253,23 @@ def _run_build(bdir: Path, text: str, top: str, hv: Harness, waves: bool, quiet:
             vlt = bdir / "public.vlt"
             vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{hv.top}" -var "*"\n')
             sources.append(vlt)
+            if build_root is not None:
+                # Verilator's run-time library from an earlier build with the same flags (sim.vruntime),
+                # copied in between Verilator's code generation and make
+                rt = _runtime_dir(build_root, waves, fast)
+                seed = vruntime.seed_command(rt)
+                if seed is not None:
+                    made = runner._build_command
+
+                    def seeded():
+                        cmds = made()
+                        at = next((i for i, c in enumerate(cmds) if c and Path(c[0]).name == "make"), None)
+                        return cmds if at is None else [*cmds[:at], [*seed, str(bdir)], *cmds[at:]]
+                    runner._build_command = seeded
         runner.build(sources=sources, hdl_toplevel=hv.top, build_dir=bdir, build_args=list(_build_args(simulator)),
                      waves=waves, log_file=blog if quiet else None, **kw)
+        if simulator == "verilator" and build_root is not None:
+            vruntime.save(_runtime_dir(build_root, waves, fast), bdir)
     except (SystemExit, Exception) as e:  # cocotb's runner raises SystemExit on tool failure
         tail = blog.read_text()[-2000:] if blog.exists() else ""
         raise SimError(f"{simulator} build of {top} failed ({e})\n{tail}") from None

@@ -2,6 +2,7 @@
 builds in use never removed, builds trimmed to what a simulation needs, and one line while building."""
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from golden import Dense, Model
 from golden.cli import UsageError
 from hw.generate import generate
-from sim import simcache
+from sim import simcache, vruntime
 from sim.runner import build, run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,20 @@ def test_real_builds_stay_under_the_cap_and_say_what_they_do(tmp_path, monkeypat
         assert sorted(p.name for p in b.dir.iterdir() if not p.name.startswith(".")) == \
             sorted(["build.log", f"{name}_tb", f"{name}.v", f"{name}_tb.v"])   # the harness executable, sources
         sizes.append(simcache.dir_bytes(b.dir))
+        # Verilator's run-time library is compiled by the first build only; the others link its objects
+        # (sim.vruntime), and a core built that way simulates exactly
+        log = (b.dir / "build.log").read_text()
+        compiled = re.findall(r"-c -o (verilated\w*\.o) ", log)
+        if seed == 0:
+            assert sorted(compiled) == sorted(f"{n}.o" for n in kept_objects(root))
+        else:
+            assert compiled == []
+        # every build links them
+        assert any(" verilated.o " in l and l.rstrip().endswith(f"-o {name}_tb") for l in log.splitlines())
+        if seed == 2:
+            x = np.array([[3, 0, 1, 2], [1, 1, 1, 1], [0, 0, 0, 0], [3, 3, 3, 3]])
+            rtl = run_job(b, {"manifest": json.loads(j.read_text()), "inputs_array": x})
+            assert rtl["predictions"].tolist() == golden.run(m, x).predictions.tolist()
         if seed == 0:
             again = build(v, name, build_root=root, fast=True, log=lines.append)
             assert again.cached and lines[-1] == f"using the cached Verilator build {again.dir}"
@@ -116,6 +131,15 @@ def test_real_builds_stay_under_the_cap_and_say_what_they_do(tmp_path, monkeypat
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".build-")]
     assert sum(e.bytes for e in left) <= simcache.cap_bytes()
     assert any(l.startswith("simulator cache: removed 1 least recently used builds") for l in lines)
+
+
+def kept_objects(root):
+    """The run-time objects kept under ``root`` (one set of flags: fast builds)."""
+    (rt,) = (root / vruntime.SUBDIR).iterdir()
+    names = (rt / "objects.txt").read_text().split()
+    assert {"verilated", "verilated_vpi", "verilated_threads"} <= set(names)
+    assert sorted(p.name for p in rt.iterdir()) == sorted(["objects.txt", *(f"{n}{e}" for n in names for e in (".o", ".d"))])
+    return names
 
 
 def test_make_clean_sim_exists():
