@@ -192,8 +192,18 @@ class CoreGeometry:
                 lo, hi = lw.v_lo + b_lo + lw.acc_lo, lw.v_hi + b_hi + lw.acc_hi
                 ranges += [(lo - th_hi, hi), (b_lo - th_hi, b_hi)]
         self.acc_bits = signed_bits(*_span(*ranges))
+        # the accumulator memory holds a step's synaptic sums of a conv2d layer's neurons: sums of a
+        # subset of each neuron's weights (times the input values for direct input), which the layer's
+        # acc range bounds (a bank holds a part of such a sum, a subset too), and a pool's spike bits or
+        # trains; the neuron units widen a swept lane to acc_bits. Sized apart from acc_bits, which also
+        # spans V and the thresholds: stcb's P*T slots at acc_bits were 1,472 bits a word at P = 8
+        conv_acc = [(lw.acc_lo, lw.acc_hi) for l, lw in zip(model.layers, w) if l.kind == "conv2d"]
+        self.acc_mem_bits = signed_bits(*_span(*conv_acc)) if conv_acc else 1
+        if self.tsc and any(l.kind == "maxpool2d" for l in model.layers):
+            # a tsc pool lane holds its window's earliest spike time t <= T - 1 (hw.pool), signed
+            self.acc_mem_bits = max(self.acc_mem_bits, signed_bits(0, T - 1))
         # an accumulator-memory lane: stcb keeps T slots per lane (slot t of lane p at element p*T + t)
-        self.acc_lane_bits = self.acc_bits * (T if self.stcb else 1)
+        self.acc_lane_bits = self.acc_mem_bits * (T if self.stcb else 1)
         # the leak per layer as the neuron units' multiplier and shifter run it: (num, shift), a layer
         # without a leak the identity. When every leaky layer shifts by the same s, the identity is
         # (2**s, s), so the shift is a constant (wiring, no shifter), unless the product would pass 64

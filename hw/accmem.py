@@ -49,7 +49,8 @@ class AccumulatorMemory(wiring.Component):
     lanes : int
         Lanes per word: P (stcb conv: P x T slots, slot t of lane p at element p*T + t).
     width : int
-        Bits per lane (``acc_bits``; a pool uses 1, or T for stcb trains, in lane 0's bits upward).
+        Bits per lane (``acc_mem_bits``: a conv2d layer's synaptic sums; a pool uses 1, or T for stcb trains,
+        in lane 0's bits upward).
         Sums wrap at ``width`` bits: the core sizes it so that they cannot.
     depth : int
         Words (``max_l N_l``).

@@ -242,12 +242,12 @@ class SpikeCore(wiring.Component):
         T = cfg.T
         pw = max(cfg.payload_in, cfg.payload_ab)       # the events' payload: direct input's value, stcb's train
         if B > 1:           # pools and their sweeps use bank 0, at linear addresses (docs/spec.md, Banks)
-            sub.acc = acc = BankedAccumulator(lanes=P, width=cfg.acc_bits, banks=B,
+            sub.acc = acc = BankedAccumulator(lanes=P, width=cfg.acc_mem_bits, banks=B,
                                               depth=perf.bank_depth(cfg.model, P, B))
             aport = acc.ops[0]
         else:
             # stcb: T slots per lane (slot t of lane p at element p*T + t); a pool's lane is the T slots' bits
-            sub.acc = acc = AccumulatorMemory(lanes=P * T if cfg.stcb else P, width=cfg.acc_bits,
+            sub.acc = acc = AccumulatorMemory(lanes=P * T if cfg.stcb else P, width=cfg.acc_mem_bits,
                                               depth=cfg.acc_depth)
             aport = acc.ops
         aop = aport.payload
@@ -693,8 +693,9 @@ class SpikeCore(wiring.Component):
         cs, cp = Signal(acc.slots_layout, name="conv_hand_slots"), Signal.like(store.params, name="conv_hand_params")
         m.d.sync += cv.eq(u["valid"])
         with m.If(u["valid"]):
-            m.d.sync += [cg.eq(Cat(u["name"], u["off"][:ob])), cl.eq(u["og_last"]), cs.eq(u["word"].as_value()),
-                         cp.eq(store.params)]
+            # each slot widened from the accumulator memory's lane (acc_mem_bits) to the unit's acc_bits
+            m.d.sync += [cg.eq(Cat(u["name"], u["off"][:ob])), cl.eq(u["og_last"]), cp.eq(store.params)]
+            m.d.sync += [cs[p][t].eq(u["word"][p * T + t]) for p in range(P) for t in range(T)]
         name_d = Signal(cfg.group_bits)
         m.d.comb += name_d.eq(acc.hand_group)
         m.d.comb += [unit.hand_valid.eq(acc.hand_valid | cv),

@@ -100,8 +100,8 @@ def test_energy_per_sample_follows_the_counters():
 
 def test_conv_layers_charge_their_accumulator_accesses():
     # a 2x2 kernel over a 3x3 map into a 2x2 map, then a dense readout: the conv layer's accumulator words
-    # (P lanes of acc_bits) are read and written per scatter op and cleared by the sweep; every access costs
-    # the word's bits at the 8 KB figure (the memory is tiny), a dense layer none
+    # (P lanes of acc_mem_bits) are read and written per scatter op and cleared by the sweep; every access
+    # costs the word's bits at the 8 KB figure (the memory is tiny), a dense layer none
     from golden import Conv2d
     from golden.geometry import CoreGeometry
     conv = Conv2d([[[[1, 2], [-1, 1]]], [[[2, 0], [1, 1]]]], 0, 2, 0, in_shape=(1, 3, 3))
@@ -109,7 +109,10 @@ def test_conv_layers_charge_their_accumulator_accesses():
     x = np.array([[3, 0, 1, 2, 3, 0, 1, 1, 2], [0] * 9])
     g = golden.run(m, x, lanes=2)
     e = en.energy(m, g)
-    width = 2 * CoreGeometry(m, 2).acc_bits
+    # by hand: a channel's sums of any of its weights lie in [-1, 4] (channel 0: -1 .. 1 + 2 + 1), 4 signed
+    # bits a lane, whatever the datapath's acc_bits
+    assert CoreGeometry(m, 2).acc_mem_bits == 4 < CoreGeometry(m, 2).acc_bits
+    width = 2 * 4
     lc = g.layer_counters
     assert lc[0]["acc_reads"][0] > 0 and lc[0]["acc_writes"][0] > 0 and lc[1]["acc_reads"][0] == 0
     for k in ("acc_reads", "acc_writes"):

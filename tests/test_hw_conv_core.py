@@ -308,3 +308,31 @@ def test_conv_model_refusals():
     d = Model([c, Dense(rng.integers(-3, 4, (3, 32)), 0, 5, 0)], T=2, encoding="direct", input_max=5)
     with pytest.raises(ConfigError, match=r"direct input into a conv2d layer needs one input channel"):
         CoreConfig(d, 2)
+
+
+@pytest.mark.parametrize("coding, encoding, lanes, banks", [("rate", "rate", 2, 1), ("rate", "direct", 1, 1),
+                                                            ("stcb", "rate", 2, 1), ("tsc", "tsc", 2, 1),
+                                                            ("rate", "rate", 2, 3), ("tsc", "tsc", 1, 2)])
+def test_the_accumulator_lanes_hold_the_conv_sums_at_their_extremes(coding, encoding, lanes, banks):
+    """The accumulator memory's lanes are as wide as the conv2d layers' synaptic sums need (acc_mem_bits),
+    not the datapath's acc_bits, which also spans V and the thresholds: a channel whose weights are all
+    the largest weight and one whose weights are all the most negative, under an input at input_max
+    everywhere, reach both ends of that range in every step's sums, and the core still equals golden (with
+    banks too, whose lanes hold parts of those sums)."""
+    from golden.geometry import CoreGeometry
+    from golden.model import signed_bits
+    tsc = coding == "tsc"
+    M, T = 3, 4
+    w = np.stack([np.full((1, 3, 3), 15), np.full((1, 3, 3), -16)])       # weight_bits 5: -16..15
+    conv = Conv2d(w, 0, 60, 0, in_shape=(1, 5, 5))                           # no padding: all 9 offsets
+    rng = np.random.default_rng(1)
+    dense = Dense(rng.integers(-8, 8, (3, conv.n_out)), 0, 4, 0)
+    model = Model([conv, dense], T=T, coding=coding, encoding=encoding, input_max=M, weight_bits=5,
+                  readout="membrane" if tsc else "count")
+    g = CoreGeometry(model, lanes, banks)
+    smax = M if encoding == "direct" else 1
+    assert g.acc_mem_bits == signed_bits(-16 * 9 * smax, 15 * 9 * smax) < g.acc_bits
+    assert g.memories()["acc"]["width"] == lanes * g.acc_mem_bits * (T if coding == "stcb" else 1)
+    x = np.stack([np.full(25, M), rng.integers(0, M + 1, 25)])
+    _, r = run_both(model, x, lanes, banks)
+    assert int(r.counters["acc_reads"].sum()) > 0 and int(r.layer_counters[0]["spikes"][0]) > 0
