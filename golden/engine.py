@@ -679,12 +679,28 @@ def run(model: Model, x, *, lanes: int = 1, banks: int = 1, record: bool = False
         n = len(x) * _work(model) // WORK_PER_THREAD
         n = min(os.cpu_count() or 1, n) if n > 1 else n
     n = max(1, min(int(n), len(x)))
-    if n == 1:
+    # parts of at most _part_samples samples each, so the step-major arrays of a long T stay in memory
+    # (mnist5k's first conv layer at T = 256: 12,544 neurons x 256 steps, 13 GB for 1,000 samples at once)
+    parts = np.array_split(x, max(n, -(-len(x) // _part_samples(model, record))))
+    if len(parts) == 1:
         return _run_batch(model, x, int(lanes), record, banks)
-    parts = np.array_split(x, n)
+    if n == 1:
+        return _concat([_run_batch(model, part, int(lanes), record, banks) for part in parts])
     with _one_blas_thread():
         results = list(_pool(n).map(lambda part: _run_batch(model, part, int(lanes), record, banks), parts))
     return _concat(results)
+
+
+# the bytes one part's step-major arrays may take (each of the n threads runs one part at a time)
+PART_BYTES = 1 << 30
+
+
+def _part_samples(model: Model, record: bool) -> int:
+    """The most samples one part may hold within PART_BYTES: the widest layer's step-major arrays at
+    16 bytes a neuron-step (its product, currents, spikes and scratch), and 4 more a neuron-step of
+    every layer for what is kept between layers (spike counts; with ``record``, 8: the spikes too)."""
+    widths = [model.n_in] + [l.n_out for l in model.layers]
+    return max(1, PART_BYTES // (model.T * (16 * max(widths) + (4 + 4 * record) * sum(widths))))
 
 
 # a part smaller than this many synapse-steps (see _work) costs more in fixed overheads (thread

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -503,6 +505,36 @@ def test_default_threads_follow_the_work(monkeypatch):
     golden.run(m, x)                                       # 10 samples: 2 parts' worth of work
     golden.run(m, np.concatenate([x, x]))                  # 20: 5 parts' worth, but 3 CPUs
     assert used == [2, 3]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_long_T_runs_in_parts_that_fit_memory_with_the_same_result(monkeypatch, threads):
+    # PART_BYTES bounds a part's step-major arrays: shrunk here so 10 samples need 4 parts; the
+    # result is the one-part run's, field by field (outputs, counters, recorded spikes)
+    m = _nets()[0]
+    x = np.random.default_rng(1).integers(0, m.input_max + 1, (10, m.n_in))
+    want = golden.run(m, x, lanes=2, record=True, threads=1)
+    widths = [m.n_in] + [l.n_out for l in m.layers]
+    per_sample = m.T * (16 * max(widths) + 8 * sum(widths))
+    monkeypatch.setattr(engine, "PART_BYTES", 3 * per_sample)   # 3 samples a part: 10 -> 4 parts
+    sizes = []
+    real = engine._run_batch
+    monkeypatch.setattr(engine, "_run_batch", lambda model, part, *a: sizes.append(len(part)) or real(model, part, *a))
+    got = golden.run(m, x, lanes=2, record=True, threads=threads)
+    assert sorted(sizes) == [2, 2, 3, 3]
+    for f in dataclasses.fields(want):
+        assert _same(getattr(want, f.name), getattr(got, f.name)), f.name
+
+
+def _same(a, b) -> bool:
+    """Equal values, recursively through lists and dicts of arrays."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return a == b
 
 
 def _spy_matrix(monkeypatch):
