@@ -396,6 +396,7 @@ BLOCKS = {b.name: b for b in (
     Block("train-bench", ("bench/train.json",), "python -m quant.bench", _train_bench),
     Block("robust", ("reports/robustness.json",), "make robust", _robust),
     Block("claims", ("reports/claims/claims.json",), "make claims", _claims),
+    Block("claims-mnist5k", ("reports/claims/claims_mnist5k.json",), "make claims-mnist5k", _claims),
     Block("synth-lanes", tuple(f"synth/{{name}}_p{P}_ecp5.json" for P in (1, 2, 4, 8, 16, 32, 64)),
           "make synth LANES=P", _synth_lanes, shown="build/synth/{name}_p<P>_ecp5.json",
           note=" (P = 1, 2, 4, ..., 64)"),

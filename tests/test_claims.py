@@ -35,9 +35,24 @@ def test_smallest_T_refines_below_the_first_grid_point():
         return 0.9 if T >= 45 else 0.5
     r = cl.smallest_T(acc, 0.9, cl.search_grid(1024))
     assert r["reached"] and r["T"] == 45 and r["accuracy"] == 0.9
-    # the grid up to 48, then 41..45 in order; nothing twice
+    # the grid up to 48, then 41..45 in order (a gap of 7); nothing twice
     assert calls == list(range(1, 33)) + [40, 48] + list(range(41, 46))
     assert len(calls) == len(set(calls))
+
+
+@pytest.mark.parametrize("first", [225, 226, 240, 255, 256])
+def test_smallest_T_bisects_a_wide_gap(first):
+    # reached first at grid point 256 (after 224): a gap of 31 is halved, 5 evaluations, not 31
+    calls = []
+
+    def acc(T):
+        calls.append(T)
+        return 0.9 if T >= first else 0.5
+    r = cl.smallest_T(acc, 0.9, cl.search_grid(1024))
+    assert (r["reached"], r["T"], r["accuracy"]) == (True, first, 0.9)
+    grid = cl.search_grid(256)
+    assert calls[:len(grid)] == grid and len(calls) == len(grid) + 5 and len(calls) == len(set(calls))
+    assert all(224 < t < 256 for t in calls[len(grid):])
 
 
 def test_smallest_T_not_monotone_and_never_reached():
@@ -194,3 +209,34 @@ def test_stcb_row_verdict_says_why(monkeypatch, e_stcb, e_rate, verdict):
     m_r, m_s = (type("M", (), {"T": 8, "name": k})() for k in ("rate", "stcb"))
     cl._stcb_row(out, "n", "digits", m_r, m_s, {"file": "f"}, None, None, 8, {}, rtl=False)
     assert out["tables"]["stcb"][0]["verdict"] == verdict
+
+
+def test_train_commands_follow_the_network():
+    # digits: the conv recipe's own epochs; mnist5k: its override, and the deep variant's architecture
+    d, m = cl.NETWORKS["digits"], cl.NETWORKS["mnist5k"]
+    cmd = cl._train_cmd(d, "tsc_pool_free", Path("o.npz"))
+    assert cmd[:2] == ["--arch", d.arch_pool_free] and "--epochs" not in cmd and cmd[cmd.index("--T") + 1] == "17"
+    with pytest.raises(ValueError):
+        cl._train_cmd(d, "tsc_deep", Path("o.npz"))              # digits has no deep variant
+    deep = cl._train_cmd(m, "tsc_deep", Path("o.npz"))
+    assert deep[:4] == ["--arch", m.arch_deep, "--coding", "tsc"] and deep[deep.index("--epochs") + 1] == str(m.epochs)
+    assert m.arch_deep.count("-") + 1 >= 6                        # the six layers or more
+    assert cl._train_cmd(m, "direct_t1", Path("o.npz"))[cl._train_cmd(m, "direct_t1", Path("o.npz")).index(
+        "--epochs") + 1] == str(m.epochs)
+
+
+@pytest.mark.parametrize("deep_cycles, deep_mem, verdict", [
+    (3.0, 3.0, "holds"), (1.2, 1.2, "does not hold on this network"),
+    (3.0, 1.2, "holds partly (grows in cycles, syn_ops, weight_reads)")])
+def test_depth_row_compares_the_shallow_and_the_deep_pool_free_networks(deep_cycles, deep_mem, verdict):
+    def variant(arch, layers, T, c, mem):
+        return {"arch": arch, "layers": layers, "search": {"T": T, "reached": True},
+                "ratios": {"cycles": c, "syn_ops": 2 * c, "weight_reads": 2 * c, "memory_accesses": mem}}
+    variants = {"tsc_pool_free": variant("a-b-10", 3, 20, 1.5, 1.5),
+                "tsc_deep": variant("a-b-c-d-e-10", 6, 90, deep_cycles, deep_mem)}
+    models = {"mnist5k_tsc_pool_free": {"file": "m/pf.npz"}, "mnist5k_tsc_deep": {"file": "m/deep.npz"}}
+    row = cl._depth_row("mnist5k", variants, models)
+    assert row["verdict"] == verdict
+    assert "3 layers (`a-b-10`): rate T=20, 1.50x cycles, 3.00x syn_ops" in row["figure"]
+    assert f"6 layers (`a-b-c-d-e-10`): rate T=90, {deep_cycles:.2f}x cycles" in row["figure"]
+    assert "m/pf.npz" in row["command"] and "m/deep.npz" in row["command"]
