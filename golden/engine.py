@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -720,7 +721,7 @@ _POOLS: dict = {}
 _LOCK = threading.Lock()
 # the BLAS limit is process-wide: concurrent run() calls share one, set by the first to enter and
 # lifted by the last to leave (nested save/restore pairs could otherwise restore each other's limit)
-_BLAS = {"controller": None, "loaded": False, "users": 0, "limit": None}
+_BLAS = {"controller": None, "loaded": False, "modules": 0, "users": 0, "limit": None}
 
 
 def _work(model: Model) -> int:
@@ -743,8 +744,10 @@ def _one_blas_thread():
     """BLAS limited to one thread while golden's own workers run: each worker's products then run
     in the worker, instead of every worker's BLAS spawning (and spinning) threads for all cores."""
     with _LOCK:
-        if not _BLAS["loaded"]:
-            _BLAS["loaded"] = True
+        # the controller knows the BLAS libraries loaded when it was made (0.4 ms to make): made again
+        # when modules were imported since (scipy brings a BLAS of its own), never while a limit is held
+        if _BLAS["users"] == 0 and (not _BLAS["loaded"] or _BLAS["modules"] != len(sys.modules)):
+            _BLAS["loaded"], _BLAS["modules"] = True, len(sys.modules)
             try:
                 from threadpoolctl import ThreadpoolController
                 _BLAS["controller"] = ThreadpoolController()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -696,3 +697,18 @@ def test_blas_limit_is_held_while_a_run_is_threaded_and_lifted_after(monkeypatch
         assert blas_threads() == before and engine._BLAS["users"] == 0
     for r in results:
         _same_result(one, r)
+
+
+def test_the_blas_controller_is_made_again_after_new_imports(monkeypatch):
+    # a controller made before scipy (or torch) loaded its own BLAS would not hold that one: it is
+    # made again when modules were imported since, and kept while nothing was
+    pytest.importorskip("threadpoolctl")
+    m = _nets()[0]
+    x = np.random.default_rng(3).integers(0, m.input_max + 1, (4, m.n_in))
+    golden.run(m, x, threads=2)
+    made = engine._BLAS["controller"]
+    golden.run(m, x, threads=2)
+    assert engine._BLAS["controller"] is made                     # nothing imported: the same one
+    monkeypatch.setitem(sys.modules, "spikeforge_test_new_module", type(sys)("spikeforge_test_new_module"))
+    golden.run(m, x, threads=2)
+    assert engine._BLAS["controller"] is not made and engine._BLAS["modules"] == len(sys.modules)
