@@ -662,9 +662,8 @@ def run(model: Model, x, *, lanes: int = 1, banks: int = 1, record: bool = False
     ``lanes`` is the hardware's P and ``banks`` its accumulator banks (kernel offsets of a conv2d
     layer's scatter in parallel); they change only the counters, never the outputs. ``threads``
     splits the batch into that many parts run side by side (default: one per CPU, but no more than
-    one per ``WORK_PER_THREAD`` synapse-steps, see :func:`_work`, and a batch below that runs in this
-    thread with numpy's BLAS held to one thread too); samples are independent, so the result is the
-    same for every split.
+    one per ``WORK_PER_THREAD`` synapse-steps, see :func:`_work`); samples are independent, so the
+    result is the same for every split.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a golden.Model, not {type(model).__name__}")
@@ -675,23 +674,16 @@ def run(model: Model, x, *, lanes: int = 1, banks: int = 1, record: bool = False
                                 or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
     x = check_inputs(model, x)
-    small = False
     if threads is not None:
         n = threads
     else:
         n = len(x) * _work(model) // WORK_PER_THREAD
-        small = n == 0
         n = min(os.cpu_count() or 1, n) if n > 1 else n
     n = max(1, min(int(n), len(x)))
     # parts of at most _part_samples samples each, so the step-major arrays of a long T stay in memory
     # (mnist5k's first conv layer at T = 256: 12,544 neurons x 256 steps, 13 GB for 1,000 samples at once)
     parts = np.array_split(x, max(n, -(-len(x) // _part_samples(model, record))))
     if len(parts) == 1:
-        if small:
-            # below WORK_PER_THREAD a second BLAS thread costs more than it saves, as a second worker
-            # does: the 64-128-10 net at T = 8 on 360 samples took 1.69 ms with two, 1.27 with one
-            with _one_blas_thread():
-                return _run_batch(model, x, int(lanes), record, banks)
         return _run_batch(model, x, int(lanes), record, banks)
     if n == 1:
         return _concat([_run_batch(model, part, int(lanes), record, banks) for part in parts])
