@@ -713,7 +713,7 @@ _POOLS: dict = {}
 _LOCK = threading.Lock()
 # the BLAS limit is process-wide: concurrent run() calls share one, set by the first to enter and
 # lifted by the last to leave (nested save/restore pairs could otherwise restore each other's limit)
-_BLAS = {"controller": None, "loaded": False, "modules": 0, "users": 0, "limit": None}
+_BLAS = {"controller": None, "modules": 0, "users": 0, "limit": None}     # modules: len(sys.modules) then
 
 
 def _work(model: Model) -> int:
@@ -738,8 +738,8 @@ def _one_blas_thread():
     with _LOCK:
         # the controller knows the BLAS libraries loaded when it was made (0.4 ms to make): made again
         # when modules were imported since (scipy brings a BLAS of its own), never while a limit is held
-        if _BLAS["users"] == 0 and (not _BLAS["loaded"] or _BLAS["modules"] != len(sys.modules)):
-            _BLAS["loaded"], _BLAS["modules"] = True, len(sys.modules)
+        if _BLAS["users"] == 0 and _BLAS["modules"] != len(sys.modules):
+            _BLAS["modules"] = len(sys.modules)
             try:
                 from threadpoolctl import ThreadpoolController
                 _BLAS["controller"] = ThreadpoolController()

@@ -413,7 +413,7 @@ def _kernel_rows(out: dict, label: str, name: str, net: Network, models_dir: Pat
     return res
 
 
-def _depth_row(name: str, variants: dict, models: dict) -> dict:
+def _depth_row(name: str, variants: dict, models: dict, P: int) -> dict:
     """Table 1's depth trend: the rate / TSC ratios of the shallow and the deep pool-free network."""
     parts = []
     for kind in ("tsc_pool_free", "tsc_deep"):
@@ -424,8 +424,7 @@ def _depth_row(name: str, variants: dict, models: dict) -> dict:
                      f"reads, {r['memory_accesses']:.2f}x memory accesses")
     keys = ("cycles", "syn_ops", "weight_reads", "memory_accesses")
     grows = [k for k in keys if variants["tsc_deep"]["ratios"][k] > variants["tsc_pool_free"]["ratios"][k]]
-    files = "; ".join(f"python -m golden.run --model {models[f'{name}_{k}']['file']} --dataset "
-                      f"{NETWORKS[name].dataset}" for k in ("tsc_pool_free", "tsc_deep"))
+    files = "; ".join(_golden_cmd(models[f"{name}_{k}"], NETWORKS[name], P) for k in ("tsc_pool_free", "tsc_deep"))
     return {"network": f"{name}, pool-free, shallow against deep",
             "claim": "TSC's advantage over rate coding grows with depth (the paper's deep-network regime)",
             "figure": "rate / TSC: " + "; ".join(parts),
@@ -539,7 +538,7 @@ def claims(networks: list[str], *, models_dir: Path, lanes: int = 8, tolerance: 
                        "command": cmd, "verdict": ratio_verdict(min(rat["weight_reads"], rat["memory_accesses"]), 30)})
 
         if net.arch_deep:                   # the paper's regime is depth: the pool-free pair side by side
-            out["tables"]["tsc"].append(_depth_row(name, nd["variants"], out["models"]))
+            out["tables"]["tsc"].append(_depth_row(name, nd["variants"], out["models"], P))
         # ------------------------------------------------- table 2: T = 1 direct vs ANN and rate T = 8
         m_d, info_d = _model(net, "direct_t1", models_dir, log)
         m_r, info_r = _model(net, "rate_t8", models_dir, log)

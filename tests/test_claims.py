@@ -235,7 +235,7 @@ def test_depth_row_compares_the_shallow_and_the_deep_pool_free_networks(deep_cyc
     variants = {"tsc_pool_free": variant("a-b-10", 3, 20, 1.5, 1.5),
                 "tsc_deep": variant("a-b-c-d-e-10", 6, 90, deep_cycles, deep_mem)}
     models = {"mnist5k_tsc_pool_free": {"file": "m/pf.npz"}, "mnist5k_tsc_deep": {"file": "m/deep.npz"}}
-    row = cl._depth_row("mnist5k", variants, models)
+    row = cl._depth_row("mnist5k", variants, models, 8)
     assert row["verdict"] == verdict
     assert "3 layers (`a-b-10`): rate T=20, 1.50x cycles, 3.00x syn_ops" in row["figure"]
     assert f"6 layers (`a-b-c-d-e-10`): rate T=90, {deep_cycles:.2f}x cycles" in row["figure"]
