@@ -16,11 +16,15 @@ import numpy as np
 from . import perf
 from .model import Model, signed_bits, unsigned_bits
 
-__all__ = ["CoreGeometry", "ConfigError", "LayerHW", "COUNTER_BITS", "MAX_LANES", "ceil_log2", "map_pack", "packed_to_flat"]
+__all__ = ["CoreGeometry", "ConfigError", "LayerHW", "COUNTER_BITS", "MAX_LANES", "PARAM_FIELDS", "ceil_log2", "map_pack", "packed_to_flat"]
 
 COUNTER_BITS = 32
 MAX_LANES = 64
 ceil_log2 = perf.ceil_log2
+
+
+# a parameter lane's fields, the first lowest (hw.store's layout, hw.config's images)
+PARAM_FIELDS = ("bias", "thr", "v_init", "bmt")
 
 
 class ConfigError(ValueError):
@@ -204,6 +208,12 @@ class CoreGeometry:
             self.acc_mem_bits = max(self.acc_mem_bits, signed_bits(0, T - 1))
         # an accumulator-memory lane: stcb keeps T slots per lane (slot t of lane p at element p*T + t)
         self.acc_lane_bits = self.acc_mem_bits * (T if self.stcb else 1)
+        # stcb: a slot holds one step's synaptic sum of a neuron (a dense group's, summed in the slot
+        # accumulator, or a conv2d word's, swept at acc_mem_bits and widened), so the layers' acc ranges
+        # bound it; the slot unit widens it to acc_bits, which also spans the kernel's products, V and θ.
+        # At acc_bits the P*T slots and their copies were half the 25F's flip-flops at P = 8
+        self.slot_bits = signed_bits(*_span(*[(lw.acc_lo, lw.acc_hi) for l, lw in zip(model.layers, w)
+                                              if l.kind != "maxpool2d"])) if self.stcb else 0
         # the leak per layer as the neuron units' multiplier and shifter run it: (num, shift), a layer
         # without a leak the identity. When every leaky layer shifts by the same s, the identity is
         # (2**s, s), so the shift is a constant (wiring, no shifter), unless the product would pass 64
@@ -218,7 +228,18 @@ class CoreGeometry:
         self.cur_bits = max(signed_bits(lw.current_lo, lw.current_hi)
                             for l, lw in zip(model.layers, w) if l.kind != "maxpool2d") if self.tsc else 0
         self.state_lane_bits = self.vbits + self.cur_bits    # tsc keeps the current C above V
-        self.pbits = self.vbits + 1                          # bias, threshold, v_init, bias - threshold
+        # a parameter lane's four fields, each as wide as its values over every layer, padding lanes
+        # (bias 0, threshold 1, v_init 0) included: at v_bits + 1 each, the stcb digits net carried a bias
+        # of -11..10 at 24 bits through every register of its neuron units' pipelines
+        vals = dict(zip(PARAM_FIELDS, ([0], [1], [0], [-1])))
+        for l in model.layers:
+            if l.kind == "maxpool2d":
+                continue
+            b, th, v0 = (np.asarray(a, np.int64) for a in (l.bias, l.threshold, l.v_init))
+            for k, a in (("bias", b), ("thr", th), ("v_init", v0), ("bmt", b - th)):
+                vals[k] += [int(a.min()), int(a.max())]
+        self.param_bits = {k: signed_bits(min(vals[k]), max(vals[k])) for k in PARAM_FIELDS}
+        self.param_lane_bits = sum(self.param_bits.values())
         self.cnt_bits = unsigned_bits(T)
         self.cls_bits = max(1, ceil_log2(self.n_out))
         self.layer_bits = max(1, ceil_log2(self.L))
@@ -285,7 +306,7 @@ class CoreGeometry:
         mems = {
             "weights": (P * self.wbits, self.weight_depth + 1),     # the last word is zero (null ops)
             "state": (P * self.state_lane_bits, self.state_depth),
-            "params": (P * 4 * self.pbits, self.param_depth),
+            "params": (P * self.param_lane_bits, self.param_depth),
         }
         banked = {}
         if self.spatial:
@@ -325,6 +346,10 @@ class CoreGeometry:
         return {"lanes": self.P, "T": self.T, "coding": self.model.coding, "encoding": self.model.encoding,
                 "readout": self.model.readout, "input_max": self.model.input_max, "sizes": self.model.sizes,
                 "weight_bits": self.wbits, "v_bits": self.vbits, "acc_bits": self.acc_bits,
+                # a parameter word's lane: these fields in this order, the first lowest (a loader packs them)
+                "param_bits": dict(self.param_bits),
+                **({"acc_mem_bits": self.acc_mem_bits} if self.spatial else {}),
+                **({"slot_bits": self.slot_bits} if self.stcb else {}),
                 "input_bits": self.in_bits, "count_bits": self.cnt_bits, "class_bits": self.cls_bits,
                 "groups": [l.groups for l in self.layers], "input_groups": self.G_in,
                 "kinds": [l.kind for l in self.model.layers],

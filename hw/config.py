@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.geometry import COUNTER_BITS, MAX_LANES, ConfigError, CoreGeometry, LayerHW, map_pack
+from golden.geometry import COUNTER_BITS, MAX_LANES, PARAM_FIELDS, ConfigError, CoreGeometry, LayerHW, map_pack
 
 __all__ = ["CoreConfig", "ConfigError", "pack_lanes", "packed_columns", "COUNTER_BITS", "MAX_LANES", "LayerHW"]
 
@@ -14,6 +14,15 @@ def pack_lanes(values, width: int) -> int:
     word, mask = 0, (1 << width) - 1
     for p, v in enumerate(values):
         word |= (int(v) & mask) << (p * width)
+    return word
+
+
+def pack_fields(values, widths) -> int:
+    """Pack integers (two's complement) into fields of the given widths, the first lowest."""
+    word, at = 0, 0
+    for v, w in zip(values, widths, strict=True):
+        word |= (int(v) & ((1 << w) - 1)) << at
+        at += w
     return word
 
 
@@ -53,14 +62,12 @@ class CoreConfig(CoreGeometry):
             src_shape = tuple(l.out_shape) if l.kind != "dense" else None
         return words
 
-    def param_fields(self) -> list[tuple[str, int]]:
-        return [("bias", self.pbits), ("thr", self.pbits), ("v_init", self.pbits), ("bmt", self.pbits)]
-
     def param_init(self) -> list[int]:
         """Parameter words: per lane (bias, threshold, v_init, bias - threshold) of a dense group's
         neurons or a conv2d channel group's channels; padding lanes get threshold 1 (their spikes are
         masked anyway). maxpool2d layers have none."""
-        P, words, pb = self.P, [], self.pbits
+        P, words = self.P, []
+        widths = [self.param_bits[k] for k in PARAM_FIELDS]
         for l, lh in zip(self.model.layers, self.layers):
             if l.kind == "maxpool2d":
                 continue
@@ -70,8 +77,8 @@ class CoreConfig(CoreGeometry):
             bias[:real], thr[:real], v0[:real] = l.bias, l.threshold, l.v_init
             for g in range(lh.groups):
                 sl = slice(g * P, (g + 1) * P)
-                lanes = [pack_lanes([b, t, v, b - t], pb) for b, t, v in zip(bias[sl], thr[sl], v0[sl])]
-                words.append(pack_lanes(lanes, 4 * pb))
+                lanes = [pack_fields([b, t, v, b - t], widths) for b, t, v in zip(bias[sl], thr[sl], v0[sl])]
+                words.append(pack_lanes(lanes, self.param_lane_bits))
         return words
 
 

@@ -87,7 +87,7 @@ class SpikeCore(wiring.Component):
             "index": unsigned(cfg.cls_bits), "count": unsigned(cfg.cnt_bits), "membrane": signed(cfg.vbits),
             "prediction": unsigned(cfg.cls_bits), "last": unsigned(1)})
         self.state_lane = state_lane_layout(cfg.vbits, cfg.cur_bits, 0 if cfg.membrane_readout else cfg.cnt_bits)
-        self.param_lane = param_lane_layout(cfg.pbits)
+        self.param_lane = param_lane_layout(cfg.param_bits)
         gbits = max(cfg.ev_gbits_in, cfg.ev_gbits_ab)
         self.entry = entry_layout(cfg.P, gbits, max(cfg.payload_in, cfg.payload_ab))
         self.counter_names = tuple(counter_ports(perf.COUNTERS, cfg.L))
@@ -661,7 +661,8 @@ class SpikeCore(wiring.Component):
         cfg = self._cfg
         P, T = cfg.P, cfg.T
         op = fetch.out_op
-        m.submodules.slots = acc = SlotAccumulator(T=T, **common)
+        m.submodules.slots = acc = SlotAccumulator(T=T, slot_bits=cfg.slot_bits,
+                                                   **{k: v for k, v in common.items() if k != "acc_bits"})
         gbits = len(op.group) if sp is None else cfg.group_bits + sp["off_bits"]
         m.submodules.slot_unit = unit = SlotUnit(lanes=P, T=T, taps=cfg.taps,
                                                  kernels=[l.h.tolist() if hasattr(l, "h") else [1] for l in cfg.model.layers],
@@ -693,7 +694,7 @@ class SpikeCore(wiring.Component):
         cs, cp = Signal(acc.slots_layout, name="conv_hand_slots"), Signal.like(store.params, name="conv_hand_params")
         m.d.sync += cv.eq(u["valid"])
         with m.If(u["valid"]):
-            # each slot widened from the accumulator memory's lane (acc_mem_bits) to the unit's acc_bits
+            # each slot sign-extended from the accumulator memory's lane (acc_mem_bits) to slot_bits
             m.d.sync += [cg.eq(Cat(u["name"], u["off"][:ob])), cl.eq(u["og_last"]), cp.eq(store.params)]
             m.d.sync += [cs[p][t].eq(u["word"][p * T + t]) for p in range(P) for t in range(T)]
         name_d = Signal(cfg.group_bits)

@@ -220,12 +220,13 @@ class SlotAccumulator(wiring.Component):
     """stcb: P lanes x T slots; each op adds its term into the slots whose ``train`` bit is set.
 
     At the group's last op the slot vector, the group and the group's parameters (lined up like
-    :class:`IfUnit`'s base) leave on ``hand_*``, registered, for the :class:`SlotUnit`."""
+    :class:`IfUnit`'s base) leave on ``hand_*``, registered, for the :class:`SlotUnit`. A slot is
+    ``slot_bits`` wide (``CoreGeometry.slot_bits``): every sum of a subset of a neuron's terms fits."""
 
-    def __init__(self, *, lanes: int, T: int, group_bits: int, term_layout, param_layout, acc_bits: int,
+    def __init__(self, *, lanes: int, T: int, group_bits: int, term_layout, param_layout, slot_bits: int,
                  base_delay: int):
-        self._P, self._T, self._acc, self._delay = lanes, T, acc_bits, base_delay
-        self.slots_layout = data.ArrayLayout(data.ArrayLayout(signed(acc_bits), T), lanes)
+        self._P, self._T, self._acc, self._delay = lanes, T, slot_bits, base_delay
+        self.slots_layout = data.ArrayLayout(data.ArrayLayout(signed(slot_bits), T), lanes)
         super().__init__({"op_valid": In(1), "first": In(1), "last": In(1), "next_first": In(1),
                           "group": In(group_bits), "terms": In(term_layout), "train": In(T), "params": In(param_layout),
                           "hand_valid": Out(1), "hand_group": Out(group_bits), "hand_slots": Out(self.slots_layout),
@@ -302,9 +303,10 @@ class SlotUnit(wiring.Component):
         prm = Signal.like(self.hand_params)
         # what later stages need of their group travels with them: the next group's handoff may come
         # while this one's last slots are still in the pipeline
+        fields = self.hand_params.shape().elem_shape.members          # each at its own width
         ctx_layout = data.StructLayout({"group": unsigned(len(self.hand_group)), "real": unsigned(P),
-                                        "v_init": data.ArrayLayout(signed(W), P),
-                                        "thr": data.ArrayLayout(signed(W), P)})
+                                        "v_init": data.ArrayLayout(fields["v_init"], P),
+                                        "thr": data.ArrayLayout(fields["thr"], P)})
         ctx = Signal(ctx_layout)
         t_cur = Signal(range(max(2, T)))
         k_cur = Signal(range(max(2, K)))
@@ -333,7 +335,8 @@ class SlotUnit(wiring.Component):
         # ---- the slots as a shift register and a window of the last K slots: tap k of slot t reads
         # window[k] = slot[t - k] (invalid before the window starts), so no slot index is decoded
         sr = Signal.like(self.hand_slots, name="slot_sr")
-        win = [[Signal(signed(W), name=f"win{p}_{k}") for k in range(K)] for p in range(P)]
+        slot_shape = self.hand_slots.shape().elem_shape.elem_shape      # slot_bits: widened in S1
+        win = [[Signal(slot_shape, name=f"win{p}_{k}") for k in range(K)] for p in range(P)]
         winv = Signal(K, name="win_valid")
         with m.If(self.hand_valid):
             m.d.sync += winv.eq(1)

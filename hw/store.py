@@ -15,6 +15,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden import perf
+from golden.geometry import PARAM_FIELDS
 
 __all__ = ["GroupStore", "state_lane_layout", "param_lane_layout"]
 
@@ -28,9 +29,11 @@ def state_lane_layout(v_bits: int, cur_bits: int, cnt_bits: int) -> data.StructL
     return data.StructLayout(fields)
 
 
-def param_lane_layout(p_bits: int) -> data.StructLayout:
-    return data.StructLayout({"bias": signed(p_bits), "thr": signed(p_bits), "v_init": signed(p_bits),
-                              "bmt": signed(p_bits)})
+def param_lane_layout(p_bits: int | dict) -> data.StructLayout:
+    """A parameter lane: bias, threshold, v_init and bias - threshold, signed, the first lowest; ``p_bits``
+    is one width for all four or a width per field (``CoreGeometry.param_bits``)."""
+    widths = p_bits if isinstance(p_bits, dict) else dict.fromkeys(PARAM_FIELDS, p_bits)
+    return data.StructLayout({k: signed(widths[k]) for k in PARAM_FIELDS})
 
 
 class GroupStore(wiring.Component):

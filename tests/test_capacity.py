@@ -62,8 +62,8 @@ def _huge():
                  T=4, input_max=15, weight_bits=2)
 
 
-HUGE_MESSAGE = ("hw.generate: error: the core needs 534 DP16KD block RAMs (weights 515, params 10, state 3, "
-                "events_a 2, events_in 2, enc_u 1, enc_x 1) but the LFE5U-25F (ecp5 25k) has 56; "
+HUGE_MESSAGE = ("hw.generate: error: the core needs 526 DP16KD block RAMs (weights 515, state 3, events_a 2, "
+                "events_in 2, params 2, enc_u 1, enc_x 1) but the LFE5U-25F (ecp5 25k) has 56; "
                 "choose a larger --device or a smaller model\n")
 
 
@@ -71,16 +71,16 @@ def test_huge_model_blocks_by_hand():
     g = CoreGeometry(_huge(), 1)
     mems = {k: (v["width"], v["depth"]) for k, v in g.memories().items()}
     # weights: 2 bits x (2048*2048 + 10*2048 + the zero word); state: V of 15 bits x 2058 groups; params:
-    # 4 x 16 bits x 2058; counts 3 bits (T = 4) x 10; encoder x | x - 15 (4 + 5 bits) and u (4 bits) x 2048;
+    # bias 0 (1 bit), threshold 1 (2 bits), v_init 0 (1), bias - threshold -1 (1): 5 bits x 2058; counts 3 bits (T = 4) x 10; encoder x | x - 15 (4 + 5 bits) and u (4 bits) x 2048;
     # events: 11-bit group + 1-bit mask + the one-lane flag x 2048
-    assert mems == {"weights": (2, 4214785), "state": (15, 2058), "params": (64, 2058), "counts": (3, 10),
+    assert mems == {"weights": (2, 4214785), "state": (15, 2058), "params": (5, 2058), "counts": (3, 10),
                     "enc_x": (9, 2048), "enc_u": (4, 2048), "events_in": (13, 2048), "events_a": (13, 2048)}
     c = capacity(g)
-    # weights ROM 8Kx2: 515; state 1Kx18: 1 x 3; params ROM 512x36: 2 x 5; counts in LUT RAM (4 x 1 x 4 = 4
+    # weights ROM 8Kx2: 515; state 1Kx18: 1 x 3; params ROM 4Kx4: 2 x 1; counts in LUT RAM (4 x 1 x 4 = 4
     # against a block's 128); enc_x 2Kx9: 1, enc_u 4Kx4: 1; events 2Kx9: 2 x 1 each
-    assert {k: v["blocks"] for k, v in c.memories.items()} == {"weights": 515, "state": 3, "params": 10, "counts": 0,
+    assert {k: v["blocks"] for k, v in c.memories.items()} == {"weights": 515, "state": 3, "params": 2, "counts": 0,
                                                                "enc_x": 1, "enc_u": 1, "events_in": 2, "events_a": 2}
-    assert (c.need, c.have, c.fits) == (534, 56, False)
+    assert (c.need, c.have, c.fits) == (526, 56, False)
     assert capacity(g, "ecp5", "85k").fits is False
     with pytest.raises(CapacityError) as e:
         check_capacity(g)

@@ -58,8 +58,8 @@ def test_energy_of_a_hand_computed_counter_set():
     assert [int(ec[k][0]) for k in ("neuron_updates", "state_reads", "state_writes", "event_writes",
                                    "input_writes")] == [2, 1, 1, 1, 2]
     e = en.energy(m, g)
-    # memories (P=2): weights 16 bits; state 10 (V 4 + count 1 per lane); params 40 (4 fields of 5 bits
-    # per lane); enc_x 4 (x 1 + x-input_max 1 per lane); enc_u 2; event entries 4 (group 1 + mask 2 + the one-lane flag).
+    # memories (P=2): weights 16 bits; state 10 (V 4 + count 1 per lane); params 20 (per lane: bias 0 in
+    # 1 bit, threshold 5 (padding 1) in 4, v_init 0 in 1, bias - threshold -5 (padding -1) in 4); enc_x 4 (x 1 + x-input_max 1 per lane); enc_u 2; event entries 4 (group 1 + mask 2 + the one-lane flag).
     # All far below 8 KB, so every bit costs 10/64 pJ. The accumulator is 5 bits wide: V + bias + sum(w)
     # spans [-5 - 2, 5 + 5] and the same minus the threshold 5 reaches -12.
     expected = {
@@ -68,7 +68,7 @@ def test_energy_of_a_hand_computed_counter_set():
         "weight_reads": 2 * 16 * E,
         "state_reads": 1 * (4 + 2) * E,                 # layer: none at T=1; encoder: x and u words
         "state_writes": 1 * 10 * E + 1 * 2 * E,         # layer: the state word; encoder: the u word
-        "param_reads": 1 * 40 * E,
+        "param_reads": 1 * 20 * E,
         "event_reads": 1 * 4 * E,
         "event_writes": 1 * 4 * E,                      # the encoder's one entry
         "input_writes": 2 * 2 * E,                      # one 2-bit x lane per input beat
@@ -76,7 +76,7 @@ def test_energy_of_a_hand_computed_counter_set():
     }
     for k, v in expected.items():
         assert e["mean_pj"][k] == pytest.approx(v, abs=1e-12), k
-    total = 0.075 + 0.12 + 102 * E
+    total = 0.075 + 0.12 + 82 * E
     assert e["mean_total_pj"] == pytest.approx(total, abs=1e-12)
     assert e["total_pj"].shape == (1,)
     # ANN: 4 MACs; fp32 4.6 pJ + a 32-bit read; int8 0.2 + 0.1 pJ + an 8-bit read

@@ -132,6 +132,31 @@ def test_stcb_networks_match_golden(seed, sizes, T, lanes, encoding, readout, h)
         assert hw["membranes"].tolist() == r.membranes.tolist()
 
 
+@pytest.mark.parametrize("encoding, lanes, h", [("rate", 2, [2, -1]), ("direct", 1, [1]), ("direct", 2, [-1, 2, 1])])
+def test_stcb_slots_and_parameter_fields_at_their_extremes(encoding, lanes, h):
+    """The slots are as wide as a step's synaptic sums need (slot_bits) and each parameter field as wide as
+    its own values (param_bits), not acc_bits and v_bits + 1: a neuron whose weights are all the largest
+    weight and one whose weights are all the most negative, under an input at input_max everywhere, fill
+    their slots with both ends of that range at every step, and the biases, thresholds and initial
+    membranes sit at their fields' ends; the core still equals golden on every output and counter."""
+    from golden.geometry import CoreGeometry
+    from golden.model import signed_bits
+    M, T, n = 3, 4, 7
+    first = Dense(np.stack([np.full(n, 15), np.full(n, -16), np.arange(n) - 3]), [-5, 4, 4], [90, 1, 7],
+                  [-6, 0, 5], h=h)
+    rng = np.random.default_rng(2)
+    model = Model([first, Dense(rng.integers(-8, 8, (3, 3)), [0, -1, 1], [2, 3, 9], 0, h=h)], T=T, coding="stcb",
+                  encoding=encoding, input_max=M, weight_bits=5)
+    g = CoreGeometry(model, lanes)
+    smax = M if encoding == "direct" else 1
+    assert g.slot_bits == signed_bits(-16 * n * smax, 15 * n * smax) < g.acc_bits
+    assert g.param_bits == {"bias": signed_bits(-5, 4), "thr": signed_bits(1, 90), "v_init": signed_bits(-6, 5),
+                            "bmt": signed_bits(-95, 3)}
+    x = np.stack([np.full(n, M), rng.integers(0, M + 1, n), np.zeros(n, np.int64)])
+    hw, r = run_both(model, x, lanes)
+    assert int(r.layer_counters[0]["spikes"][0]) > 0
+
+
 @pytest.mark.parametrize("seed, coding, encoding, readout, T, lanes, leaks, resets", [
     (40, "rate", "rate", "count", 5, 2, [(3, 2), (7, 3)], ["subtract", "zero"]),
     (41, "rate", "direct", "membrane", 4, 4, [(15, 4), (6, 3)], ["zero", "subtract"]),

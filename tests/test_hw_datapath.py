@@ -442,11 +442,11 @@ def test_slot_accumulator_slots_and_handoff(P, T, direct):
     rng = random.Random(1000 + 10 * P + T)
     wb, pbits = 4, 7
     tlo, thi = -(1 << (wb - 1)), (1 << (wb - 1)) - 1
-    acc_bits = sbits(N_OPS * tlo, N_OPS * thi)                     # exactly the worst slot
+    slot_bits = sbits(N_OPS * tlo, N_OPS * thi)                    # exactly the worst slot
     base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + int(direct)
     param_layout = data.ArrayLayout(param_lane_layout(pbits), P)
     acc = SlotAccumulator(lanes=P, T=T, group_bits=3, term_layout=data.ArrayLayout(signed(wb + 1), P),
-                          param_layout=param_layout, acc_bits=acc_bits, base_delay=base_delay)
+                          param_layout=param_layout, slot_bits=slot_bits, base_delay=base_delay)
     hand = handoff_cycles(T, 1)
 
     def rand_params():
@@ -532,11 +532,14 @@ def test_slot_unit_kernel_if_trains_and_timing(P, T, kernels, counts, leak_bits)
     smax, B, thmax, vmax = 1 << (wb + 1), 1 << wb, 1 << (wb + 1), 1 << (wb + 2)
     big = (smax + B) * hsum                                         # |I'|
     W = sbits(-vmax - T * big - thmax, vmax + T * big)
-    pbits = sbits(-B - thmax, vmax)
     cnt_bits = T.bit_length() if counts else 0
     state_layout = data.ArrayLayout(state_lane_layout(W, 0, cnt_bits), P)
-    param_layout = data.ArrayLayout(param_lane_layout(pbits), P)
-    slots_layout = data.ArrayLayout(data.ArrayLayout(signed(W), T), P)
+    # the slots and each parameter field exactly as wide as their values (CoreGeometry.slot_bits and
+    # param_bits): the unit sign-extends every one of them to W
+    param_layout = data.ArrayLayout(param_lane_layout({"bias": sbits(-B, B), "thr": sbits(1, thmax),
+                                                       "v_init": sbits(-vmax, vmax),
+                                                       "bmt": sbits(-B - thmax, B - 1)}), P)
+    slots_layout = data.ArrayLayout(data.ArrayLayout(signed(sbits(-smax, smax)), T), P)
     unit = SlotUnit(lanes=P, T=T, taps=taps, kernels=kernels, group_bits=3, slots_layout=slots_layout,
                     param_layout=param_layout, state_layout=state_layout, acc_bits=W, layer_bits=1, tap_bits=wb + 1,
                     leak_bits=leak_bits)

@@ -316,7 +316,7 @@ def test_cli_refuses_a_core_too_big_for_the_device_before_yosys(tmp_path, device
     r = cli("--model", big, "--lanes", 1, "--out", out / "o.json", "--timeout", 20,  # a broken check: yosys stops
             *(["--device", device] if device else []))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "the core needs 534 DP16KD block RAMs" in r.stderr and has in r.stderr and "Traceback" not in r.stderr
+    assert "the core needs 526 DP16KD block RAMs" in r.stderr and has in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
 
 
