@@ -33,8 +33,12 @@ class AccKind(enum.Enum, shape=3):
     CLEAR = 4   # write zero without reading (tsc pool's clear sweep)
 
 
-def acc_op_layout(*, addr_bits: int, word: data.Layout) -> data.StructLayout:
-    return data.StructLayout({"addr": unsigned(addr_bits), "kind": AccKind, "terms": word})
+def acc_op_layout(*, addr_bits: int, word: data.Layout, trains: data.Layout | None = None) -> data.StructLayout:
+    """An op: its word's address, its kind and its terms (with ``slots``: a term and a train per lane)."""
+    fields = {"addr": unsigned(addr_bits), "kind": AccKind, "terms": word}
+    if trains is not None:
+        fields["trains"] = trains
+    return data.StructLayout(fields)
 
 
 def swept_layout(*, addr_bits: int, word: data.Layout) -> data.StructLayout:
@@ -54,6 +58,15 @@ class AccumulatorMemory(wiring.Component):
         Sums wrap at ``width`` bits: the core sizes it so that they cannot.
     depth : int
         Words (``max_l N_l``).
+    kinds : the :class:`AccKind` s built (default all). The core builds those its layers issue: a
+        multiplexer input and a lane-wise max of the whole word for ``MAX`` were dead logic in every
+        core (the tsc pool has a read-modify-write of its own). An op of a kind not built writes zero.
+    slots, term_bits : stcb's T and the width of a term (None: a term per element). A word is then ``lanes / slots``
+        groups of ``slots`` elements (lane p's slot t at element p*slots + t), and an op carries one term
+        and one ``slots``-bit train per lane instead of a term per element: ``ADD`` adds lane p's term into
+        the slots its train marks, ``OR`` ORs lane p's train into the low ``slots`` bits of its group (a
+        pool's T-bit train). The op's registers are then P*(term_bits + T) bits, not P*T*width (768 on the
+        digits stcb core at P = 8).
 
     Members
     -------
@@ -78,16 +91,31 @@ class AccumulatorMemory(wiring.Component):
 
     LATENCY = perf.MEM_READ_LATENCY
 
-    def __init__(self, *, lanes: int, width: int, depth: int):
-        for name, v in (("lanes", lanes), ("width", width), ("depth", depth)):
+    def __init__(self, *, lanes: int, width: int, depth: int, kinds=tuple(AccKind), slots: int | None = None,
+                 term_bits: int | None = None):
+        self._slotted = slots is not None
+        slots = 1 if slots is None else slots
+        term_bits = width if term_bits is None else term_bits
+        for name, v in (("lanes", lanes), ("width", width), ("depth", depth), ("slots", slots),
+                        ("term_bits", term_bits)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
+        if lanes % slots:
+            raise ValueError(f"lanes ({lanes}) must be a multiple of slots ({slots})")
+        if self._slotted and AccKind.MAX in kinds:
+            raise ValueError("MAX takes a term per element: not with slots")
         self._lanes, self._width, self._depth = lanes, width, max(2, depth)
+        self._kinds, self._slots = frozenset(AccKind(k) for k in kinds), slots
         self._abits = max(1, perf.ceil_log2(self._depth))
         self.word_layout = data.ArrayLayout(signed(width), lanes)
+        if self._slotted:
+            G = lanes // slots
+            op = acc_op_layout(addr_bits=self._abits, word=data.ArrayLayout(signed(term_bits), G),
+                               trains=data.ArrayLayout(unsigned(slots), G))
+        else:
+            op = acc_op_layout(addr_bits=self._abits, word=self.word_layout)
         super().__init__({
-            "ops": In(stream.Signature(acc_op_layout(addr_bits=self._abits, word=self.word_layout),
-                                       always_ready=True)),
+            "ops": In(stream.Signature(op, always_ready=True)),
             "swept": Out(stream.Signature(swept_layout(addr_bits=self._abits, word=self.word_layout),
                                           always_ready=True)),
             "forwarded": Out(1), "merged": Out(1), "acc_read": Out(1), "acc_write": Out(1)})
@@ -133,25 +161,43 @@ class AccumulatorMemory(wiring.Component):
         uses_old = op2.kind != AccKind.CLEAR
         m.d.comb += self.forwarded.eq(v2 & uses_old & (hit1 | fwd_old))
 
+        # the op's terms, element by element (with slots: lane p's term where its train is set, and its
+        # train in the low bits of its group for an OR)
+        S, n = self._slots, self._lanes
+        if self._slotted:
+            add_terms = [Mux(op2.trains[i // S][i % S], op2.terms[i // S], 0) for i in range(n)]
+            gw = S * self._width
+            or_terms = Cat(*[Cat(op2.trains[g], C(0, gw - S)) for g in range(n // S)])
+        else:
+            add_terms, or_terms = [op2.terms[i] for i in range(n)], op2.terms.as_value()
         # (coverage) the lanes where a pool op met a window that already held a spike, registered: the
         # strobe is a cycle late, so that its compare is not in series with the adder's path from ``old``
-        met = Signal(self._lanes)
+        met = Signal(n)
         is_or, is_max = op2.kind == AccKind.OR, op2.kind == AccKind.MAX
-        m.d.sync += met.eq(Cat(*[v2 & ((is_or & ((old[i] & op2.terms[i]) != 0))
-                                       | (is_max & (old[i] != 0) & (op2.terms[i] != 0)))
-                                 for i in range(self._lanes)]))
+        old_v, w = old.as_value(), self._width
+        hits = []
+        for i in range(n):
+            hit = C(0, 1)
+            if AccKind.OR in self._kinds:
+                hit = hit | (is_or & ((old_v[i * w:(i + 1) * w] & or_terms[i * w:(i + 1) * w]) != 0))
+            if AccKind.MAX in self._kinds:
+                hit = hit | (is_max & (old[i] != 0) & (op2.terms[i] != 0))
+            hits.append(v2 & hit)
+        m.d.sync += met.eq(Cat(*hits))
         m.d.comb += self.merged.eq(met != 0)
 
         new = Signal(self.word_layout)
         with m.Switch(op2.kind):
-            with m.Case(AccKind.ADD):
-                m.d.comb += [new[i].eq(old[i] + op2.terms[i]) for i in range(self._lanes)]
-            with m.Case(AccKind.OR):
-                m.d.comb += new.eq(old.as_value() | op2.terms.as_value())
-            with m.Case(AccKind.MAX):
-                m.d.comb += [new[i].eq(Mux(op2.terms[i] > old[i], op2.terms[i], old[i]))
-                             for i in range(self._lanes)]
-            with m.Default():                          # SWEEP and CLEAR write zero
+            if AccKind.ADD in self._kinds:
+                with m.Case(AccKind.ADD):
+                    m.d.comb += [new[i].eq(old[i] + add_terms[i]) for i in range(n)]
+            if AccKind.OR in self._kinds:
+                with m.Case(AccKind.OR):
+                    m.d.comb += new.eq(old_v | or_terms)
+            if AccKind.MAX in self._kinds:
+                with m.Case(AccKind.MAX):
+                    m.d.comb += [new[i].eq(Mux(op2.terms[i] > old[i], op2.terms[i], old[i])) for i in range(n)]
+            with m.Default():                          # SWEEP and CLEAR (and a kind not built) write zero
                 m.d.comb += new.eq(0)
         m.d.comb += [wr.en.eq(w1_en), wr.addr.eq(w1_addr), wr.data.eq(w1_data), self.acc_write.eq(v2),
                      self.swept.valid.eq(v2 & (op2.kind == AccKind.SWEEP)),

@@ -73,9 +73,9 @@ class BankedAccumulator(wiring.Component):
 
     LATENCY = AccumulatorMemory.LATENCY
 
-    def __init__(self, *, lanes: int, width: int, depth: int, banks: int):
+    def __init__(self, *, lanes: int, width: int, depth: int, banks: int, kinds=tuple(AccKind)):
         banks = perf.check_banks(banks)
-        self._banks = banks
+        self._banks, self._kinds = banks, tuple(kinds)
         for name, v in (("lanes", lanes), ("width", width), ("depth", depth)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
@@ -103,7 +103,7 @@ class BankedAccumulator(wiring.Component):
         m = Module()
         mems = []
         for b in range(self._banks):
-            mem = AccumulatorMemory(lanes=self._lanes, width=self._width, depth=self._depth)
+            mem = AccumulatorMemory(lanes=self._lanes, width=self._width, depth=self._depth, kinds=self._kinds)
             m.submodules[f"bank{b}"] = mem
             m.d.comb += [mem.ops.valid.eq(self.ops[b].valid), mem.ops.payload.eq(self.ops[b].payload)]
             mems.append(mem)

@@ -24,7 +24,7 @@ from golden import perf
 
 from .addrgen import DenseAddressGen
 from .argmax import Argmax
-from .bits import popcount
+from .bits import balanced_sum, popcount
 from .config import CoreConfig
 from .counters import Counters
 from .accmem import AccKind, AccumulatorMemory
@@ -241,14 +241,20 @@ class SpikeCore(wiring.Component):
         B = self._banks
         T = cfg.T
         pw = max(cfg.payload_in, cfg.payload_ab)       # the events' payload: direct input's value, stcb's train
+        # the op kinds the layers issue (the tsc pool has a read-modify-write of its own): no others are built
+        kinds = [AccKind.ADD, AccKind.SWEEP] + ([AccKind.OR] if pools and not cfg.tsc else [])
         if B > 1:           # pools and their sweeps use bank 0, at linear addresses (docs/spec.md, Banks)
             sub.acc = acc = BankedAccumulator(lanes=P, width=cfg.acc_mem_bits, banks=B,
-                                              depth=perf.bank_depth(cfg.model, P, B))
+                                              depth=perf.bank_depth(cfg.model, P, B), kinds=kinds)
             aport = acc.ops[0]
+        elif cfg.stcb:
+            # T slots per lane (slot t of lane p at element p*T + t); an op carries lane p's weight and the
+            # event's train (ADD), or lane p's pool train (OR, into the low T bits of its slots)
+            sub.acc = acc = AccumulatorMemory(lanes=P * T, width=cfg.acc_mem_bits, depth=cfg.acc_depth, kinds=kinds,
+                                              slots=T, term_bits=Shape.cast(fetch.term_layout.elem_shape).width)
+            aport = acc.ops
         else:
-            # stcb: T slots per lane (slot t of lane p at element p*T + t); a pool's lane is the T slots' bits
-            sub.acc = acc = AccumulatorMemory(lanes=P * T if cfg.stcb else P, width=cfg.acc_mem_bits,
-                                              depth=cfg.acc_depth)
+            sub.acc = acc = AccumulatorMemory(lanes=P, width=cfg.acc_mem_bits, depth=cfg.acc_depth, kinds=kinds)
             aport = acc.ops
         aop = aport.payload
 
@@ -326,13 +332,14 @@ class SpikeCore(wiring.Component):
                         train = fo.payload[:T]
                         if cfg.direct:
                             train = Mux(seq.layer == 0, (1 << T) - 1, train)
-                        m.d.comb += [aop.terms[p * T + t].eq(Mux(train[t], fetch.terms[p], 0))
-                                     for p in range(P) for t in range(T)]
+                        m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
+                        m.d.comb += [aop.trains[p].eq(train) for p in range(P)]
                     else:
                         m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
         if pools:
             sub.pscat = pscat = PoolScatter(layers=[PoolLayerGeom.of(cfg.model.layers[li]) for li, _ in pools],
-                                            lanes=P, coding=cfg.coding, T=cfg.T, width=cfg.acc_lane_bits,
+                                            lanes=P, coding=cfg.coding, T=cfg.T,
+                                            width=cfg.T if cfg.stcb else cfg.acc_lane_bits,
                                             addr_bits=acc.addr_bits)
             pe_ = pscat.events.payload
             m.d.comb += [pscat.layer.eq(desc.pidx), pscat.t.eq(seq.t), pscat.ops.ready.eq(1),
@@ -345,8 +352,11 @@ class SpikeCore(wiring.Component):
             scatter_last = scatter_last | (pool_ph & last_in)
             if not cfg.tsc:
                 with m.If(pscat.ops.valid & ~pscat.ops.payload.null):
-                    m.d.comb += [aport.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR),
-                                 aop.terms.as_value().eq(pscat.ops.payload.terms.as_value())]
+                    m.d.comb += [aport.valid.eq(1), aop.addr.eq(pscat.ops.payload.addr), aop.kind.eq(AccKind.OR)]
+                    if cfg.stcb:
+                        m.d.comb += [aop.trains[p].eq(pscat.ops.payload.terms[p]) for p in range(P)]
+                    else:
+                        m.d.comb += aop.terms.as_value().eq(pscat.ops.payload.terms.as_value())
             else:
                 pool_rmw = self._tsc_pool_rmw(m, seq, pscat.ops)
 
@@ -661,7 +671,7 @@ class SpikeCore(wiring.Component):
         cfg = self._cfg
         P, T = cfg.P, cfg.T
         op = fetch.out_op
-        m.submodules.slots = acc = SlotAccumulator(T=T, slot_bits=cfg.slot_bits,
+        m.submodules.slots = acc = SlotAccumulator(T=T, slot_bits=cfg.slot_bits, load=sp is not None,
                                                    **{k: v for k, v in common.items() if k != "acc_bits"})
         gbits = len(op.group) if sp is None else cfg.group_bits + sp["off_bits"]
         m.submodules.slot_unit = unit = SlotUnit(lanes=P, T=T, taps=cfg.taps,
@@ -687,22 +697,22 @@ class SpikeCore(wiring.Component):
             return {"valid": unit.upd_valid, "group": unit.upd_group, "off": unit.upd_group, "state": unit.upd_state,
                     "mask": unit.upd_mask, "unit": unit, "real": None, "op_valid": fetch.out_valid,
                     "op_last": op.last, "op_null": op.null}
-        # a conv2d word's handoff, registered: its slots, its parameter word (read to arrive now) and names
+        # a conv2d word's handoff through the slot accumulator's handoff register: its slots, each
+        # sign-extended from the accumulator memory's lane (acc_mem_bits) to slot_bits, and its parameter
+        # word (read to arrive now); its names and place registered here beside it
         u = sp["unit_op"]
         ob = sp["off_bits"]
+        m.d.comb += [acc.load_valid.eq(u["valid"]), acc.load_params.eq(store.params)]
+        m.d.comb += [acc.load_slots[p][t].eq(u["word"][p * T + t]) for p in range(P) for t in range(T)]
         cv, cg, cl = Signal(name="conv_hand_valid"), Signal(gbits, name="conv_hand_group"), Signal(name="conv_hand_last")
-        cs, cp = Signal(acc.slots_layout, name="conv_hand_slots"), Signal.like(store.params, name="conv_hand_params")
         m.d.sync += cv.eq(u["valid"])
         with m.If(u["valid"]):
-            # each slot sign-extended from the accumulator memory's lane (acc_mem_bits) to slot_bits
-            m.d.sync += [cg.eq(Cat(u["name"], u["off"][:ob])), cl.eq(u["og_last"]), cp.eq(store.params)]
-            m.d.sync += [cs[p][t].eq(u["word"][p * T + t]) for p in range(P) for t in range(T)]
+            m.d.sync += [cg.eq(Cat(u["name"], u["off"][:ob])), cl.eq(u["og_last"])]
         name_d = Signal(cfg.group_bits)
         m.d.comb += name_d.eq(acc.hand_group)
-        m.d.comb += [unit.hand_valid.eq(acc.hand_valid | cv),
+        m.d.comb += [unit.hand_valid.eq(acc.hand_valid),
                      unit.hand_group.eq(Mux(cv, cg, Cat(name_d, acc.hand_group))),
-                     unit.hand_slots.eq(Mux(cv, cs.as_value(), acc.hand_slots.as_value())),
-                     unit.hand_params.eq(Mux(cv, cp.as_value(), acc.hand_params.as_value())),
+                     unit.hand_slots.eq(acc.hand_slots), unit.hand_params.eq(acc.hand_params),
                      unit.real_lanes.eq(Mux(cv, Mux(cl, seq.desc.last_lanes, P), real_lanes(acc.hand_group)))]
         name, off = unit.upd_group[:cfg.group_bits], unit.upd_group[cfg.group_bits:]
         # the update's real lanes (neuron updates): a conv2d word's from its place in the layer's words
@@ -802,11 +812,25 @@ class SpikeCore(wiring.Component):
                 # the layer a cycle behind still names their layer then, whenever the sequencer moves on
                 fired, layer_of = upd["unit"].inc_spikes, Signal.like(seq.layer)
                 m.d.sync += layer_of.eq(seq.layer)
-            if sp is not None:                  # a pool's output spikes: its entries' lanes (stcb: their trains)
+            if sp is not None and not cfg.stcb:     # a pool's output spikes: its entries' lanes
                 pe = sp["pool_entry"]
-                fired = fired + Mux(pe["valid"], popcount(Cat(*pe["trains"]) if cfg.stcb else pe["mask"]), 0)
+                fired = fired + Mux(pe["valid"], popcount(pe["mask"]), 0)
             for li in range(L):
                 inc[f"spikes_l{li}"].append(Mux(layer_of == li, fired, 0))
+            if sp is not None and cfg.stcb:
+                # a pool's output spikes, its entries' P*T train bits, counted over two registered stages
+                # (each lane's, then their sum) with their layer beside them: a popcount of P*T bits in
+                # front of the counter's register limited the stcb conv core to 70 MHz on the 25F. The
+                # count lands two cycles later, within the pool's drain, long before the sample's end
+                pe = sp["pool_entry"]
+                P = cfg.P
+                lane_n = [Signal(range(T + 1), name=f"pool_spikes{p}") for p in range(P)]
+                total, l1, l2 = Signal(range(P * T + 1), name="pool_spikes"), Signal.like(seq.layer), \
+                    Signal.like(seq.layer)
+                m.d.sync += [lane_n[p].eq(Mux(pe["valid"], popcount(pe["trains"][p]), 0)) for p in range(P)]
+                m.d.sync += [total.eq(balanced_sum(lane_n)), l1.eq(seq.layer), l2.eq(l1)]
+                for li in range(L):
+                    inc[f"spikes_l{li}"].append(Mux(l2 == li, total, 0))
         if not cfg.direct:
             # the encoder, or the tsc generator: one word read (and, but for stcb, written) per issue
             inc["input_writes"].append(loader.wr_en)

@@ -221,14 +221,22 @@ class SlotAccumulator(wiring.Component):
 
     At the group's last op the slot vector, the group and the group's parameters (lined up like
     :class:`IfUnit`'s base) leave on ``hand_*``, registered, for the :class:`SlotUnit`. A slot is
-    ``slot_bits`` wide (``CoreGeometry.slot_bits``): every sum of a subset of a neuron's terms fits."""
+    ``slot_bits`` wide (``CoreGeometry.slot_bits``): every sum of a subset of a neuron's terms fits.
+
+    With ``load`` (a core with conv2d layers) ``load_valid`` hands off ``load_slots`` and ``load_params``
+    instead, registered the same way (a swept accumulator word and its parameter word): one handoff
+    register serves both, as a dense op's last op and a sweep's word never meet (different phases).
+    ``hand_group`` is then the dense group's only."""
 
     def __init__(self, *, lanes: int, T: int, group_bits: int, term_layout, param_layout, slot_bits: int,
-                 base_delay: int):
-        self._P, self._T, self._acc, self._delay = lanes, T, slot_bits, base_delay
+                 base_delay: int, load: bool = False):
+        self._P, self._T, self._acc, self._delay, self._load = lanes, T, slot_bits, base_delay, load
         self.slots_layout = data.ArrayLayout(data.ArrayLayout(signed(slot_bits), T), lanes)
+        loads = {"load_valid": In(1), "load_slots": In(self.slots_layout), "load_params": In(param_layout)} \
+            if load else {}
         super().__init__({"op_valid": In(1), "first": In(1), "last": In(1), "next_first": In(1),
                           "group": In(group_bits), "terms": In(term_layout), "train": In(T), "params": In(param_layout),
+                          **loads,
                           "hand_valid": Out(1), "hand_group": Out(group_bits), "hand_slots": Out(self.slots_layout),
                           "hand_params": Out(param_layout)})
 
@@ -254,6 +262,10 @@ class SlotAccumulator(wiring.Component):
         m.d.sync += self.hand_valid.eq(self.op_valid & self.last)
         with m.If(self.op_valid & self.last):
             m.d.sync += [self.hand_group.eq(self.group), self.hand_params.eq(Mux(self.first, params, ctx))]
+        if self._load:
+            with m.If(self.load_valid):
+                m.d.sync += [self.hand_valid.eq(1), self.hand_slots.eq(self.load_slots),
+                             self.hand_params.eq(self.load_params)]
         return m
 
 

@@ -290,21 +290,56 @@ def drive_acc(dut, frames):
     return trace
 
 
-@pytest.mark.parametrize("lanes, width", [(1, 4), (3, 5), (8, 12)])
+def expand_slot_op(op, slots, width, term_bits):
+    """A slotted op (a term and a ``slots``-bit train per lane) as a term per element, for acc_reference:
+    ADD: lane g's term in the elements of its set train bits; OR: lane g's train in the low ``slots``
+    bits of its group's elements (element t of the group holds bits t*width.. of it)."""
+    out = []
+    for g, (term, train) in enumerate(zip(op["terms"], op["trains"])):
+        for t in range(slots):
+            if op["kind"] == AccKind.OR:
+                out.append(train >> (t * width) & ((1 << width) - 1))
+            else:
+                out.append(term if train >> t & 1 else 0)
+    return dict(op, terms=out)
+
+
+ALL_KINDS = tuple(AccKind)
+
+
+@pytest.mark.parametrize("lanes, width, slots, kinds", [
+    (1, 4, None, ALL_KINDS), (3, 5, None, ALL_KINDS), (8, 12, None, ALL_KINDS),
+    (3, 5, None, (AccKind.ADD, AccKind.SWEEP)),                # a rate conv net without pools: no OR, no MAX
+    (3, 4, 1, (AccKind.ADD, AccKind.OR, AccKind.SWEEP)),       # stcb at T = 1: a one-bit train per lane
+    (8, 5, 4, (AccKind.ADD, AccKind.OR, AccKind.SWEEP, AccKind.CLEAR)),     # stcb: two lanes of 4 slots
+    (12, 3, 6, (AccKind.ADD, AccKind.OR, AccKind.SWEEP)),      # a train wider than a slot: over 2 elements
+])
 @pytest.mark.parametrize("bubbles", [0.0, 0.3])
-def test_accmem_read_modify_write_with_forwarding(lanes, width, bubbles):
-    rng = random.Random(lanes * 100 + width + int(bubbles * 10))
+def test_accmem_read_modify_write_with_forwarding(lanes, width, slots, kinds, bubbles):
+    rng = random.Random(lanes * 100 + width + 7 * (slots or 0) + len(kinds) + int(bubbles * 10))
     depth = 6
-    acc = AccumulatorMemory(lanes=lanes, width=width, depth=depth)
+    term_bits = max(2, width - 1)
+    acc = AccumulatorMemory(lanes=lanes, width=width, depth=depth, kinds=kinds, slots=slots,
+                            term_bits=term_bits if slots else None)
     assert acc.LATENCY == perf.MEM_READ_LATENCY
-    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
-    kinds = [AccKind.ADD] * 6 + [AccKind.OR, AccKind.MAX, AccKind.SWEEP, AccKind.SWEEP, AccKind.CLEAR]
+    tb = term_bits if slots else width
+    lo, hi = -(1 << (tb - 1)), (1 << (tb - 1)) - 1
+    G = lanes // (slots or 1)
+    pick_kinds = [k for k in [AccKind.ADD] * 6 + [AccKind.OR, AccKind.MAX, AccKind.SWEEP, AccKind.SWEEP,
+                                                   AccKind.CLEAR] if k in kinds]
+
+    def terms():
+        if not slots:
+            return {"terms": [rng.randint(lo, hi) for _ in range(lanes)]}
+        return {"terms": [rng.randint(lo, hi) for _ in range(G)], "trains": [rng.randrange(1 << slots) for _ in range(G)]}
+
     ops = []
     for _ in range(600):
         addr = rng.choice([0, 0, 0, 1, 1, rng.randrange(depth)])      # mostly two words: many hazards
-        ops.append({"addr": addr, "kind": rng.choice(kinds), "terms": [rng.randint(lo, hi) for _ in range(lanes)]})
+        ops.append({"addr": addr, "kind": rng.choice(pick_kinds), **terms()})
     # read every word back, twice: the second round sees the zeros the first wrote
-    ops += [{"addr": a, "kind": AccKind.SWEEP, "terms": [0] * lanes} for a in list(range(depth)) * 2]
+    zero = {"terms": [0] * G, "trains": [0] * G} if slots else {"terms": [0] * lanes}
+    ops += [{"addr": a, "kind": AccKind.SWEEP, **zero} for a in list(range(depth)) * 2]
     frames, issued = [], []
     for op in ops:
         while rng.random() < bubbles:
@@ -313,6 +348,8 @@ def test_accmem_read_modify_write_with_forwarding(lanes, width, bubbles):
         frames.append(op)
     frames += [None] * (acc.LATENCY + 2)
     trace = drive_acc(acc, frames)
+    if slots:
+        ops = [expand_slot_op(op, slots, width, term_bits) for op in ops]
     olds, _ = acc_reference(ops, lanes, width)
     L = acc.LATENCY
     # the sweeps: each in its cycle + LATENCY, with the word left by every earlier op
@@ -334,7 +371,8 @@ def test_accmem_read_modify_write_with_forwarding(lanes, width, bubbles):
     expect_merged = [c + L + 1 for c, op, old in zip(issued, ops, olds)
                      if (op["kind"] == AccKind.OR and any((a & b & mask) for a, b in zip(old, op["terms"])))
                      or (op["kind"] == AccKind.MAX and any(a and b for a, b in zip(old, op["terms"])))]
-    assert [n for n, row in enumerate(trace) if row["merged"]] == expect_merged and expect_merged
+    assert [n for n, row in enumerate(trace) if row["merged"]] == expect_merged
+    assert bool(expect_merged) == (AccKind.OR in kinds)
     # the counter increments: a read per op but a clear, in its cycle; a write per op, LATENCY later
     assert [n for n, row in enumerate(trace) if row["rd"]] == [c for c, op in zip(issued, ops)
                                                                if op["kind"] != AccKind.CLEAR]

@@ -437,17 +437,24 @@ def test_tsc_unit_current_and_membrane(P):
 # ---------------------------------------------------------------------------------------------------
 # SlotAccumulator
 
-@pytest.mark.parametrize("P, T, direct", [(1, 4, False), (2, 3, True), (8, 5, False), (2, 1, False)])
-def test_slot_accumulator_slots_and_handoff(P, T, direct):
-    rng = random.Random(1000 + 10 * P + T)
+@pytest.mark.parametrize("P, T, direct, load", [(1, 4, False, False), (2, 3, True, True), (8, 5, False, True),
+                                                (2, 1, False, False), (2, 1, False, True)])
+def test_slot_accumulator_slots_and_handoff(P, T, direct, load):
+    """Dense groups' slots and parameters leave on the handoff; with ``load``, swept words (their slots and
+    parameter words, loaded between groups, back to back too) leave on the same register a cycle later."""
+    rng = random.Random(1000 + 10 * P + T + 5 * load)
     wb, pbits = 4, 7
     tlo, thi = -(1 << (wb - 1)), (1 << (wb - 1)) - 1
     slot_bits = sbits(N_OPS * tlo, N_OPS * thi)                    # exactly the worst slot
     base_delay = perf.ACCUMULATE_STAGE - perf.MEM_READ_LATENCY + int(direct)
     param_layout = data.ArrayLayout(param_lane_layout(pbits), P)
     acc = SlotAccumulator(lanes=P, T=T, group_bits=3, term_layout=data.ArrayLayout(signed(wb + 1), P),
-                          param_layout=param_layout, slot_bits=slot_bits, base_delay=base_delay)
+                          param_layout=param_layout, slot_bits=slot_bits, base_delay=base_delay, load=load)
     hand = handoff_cycles(T, 1)
+    slo, shi = -(1 << (slot_bits - 1)), (1 << (slot_bits - 1)) - 1
+
+    def rand_slots():
+        return [[pick(rng, slo, shi) for _ in range(T)] for _ in range(P)]
 
     def rand_params():
         plo, phi = -(1 << (pbits - 2)), (1 << (pbits - 2)) - 1
@@ -455,9 +462,10 @@ def test_slot_accumulator_slots_and_handoff(P, T, direct):
                  "bmt": pick(rng, plo, phi)} for _ in range(P)]
 
     def garbage():
+        loads = {"load_valid": 0, "load_slots": rand_slots(), "load_params": rand_params()} if load else {}
         return {"op_valid": 0, "first": rng.randrange(2), "last": rng.randrange(2), "next_first": 0,
                 "group": rng.randrange(8), "terms": [rng.randint(tlo, thi) for _ in range(P)],
-                "train": rng.randrange(1 << T), "params": rand_params()}
+                "train": rng.randrange(1 << T), "params": rand_params(), **loads}
 
     plan, expect = [], {}
     c = base_delay + 1
@@ -480,6 +488,13 @@ def test_slot_accumulator_slots_and_handoff(P, T, direct):
             expect[last + hand] = (g, slots, prm)
             c = last + 1 + rng.choice([0, 0, 1, 3])                # stcb: the reader may space groups
         c += base_delay + hand + rng.randint(0, 2)
+        if load:                                                   # a sweep's words, between the phases
+            for _ in range(rng.randint(1, 3)):
+                slots, prm = rand_slots(), rand_params()
+                plan.append((c, {"load_valid": 1, "load_slots": slots, "load_params": prm}))
+                expect[c + 1] = (None, slots, prm)
+                c += rng.choice([1, 1, 2])
+            c += 2
     frames = [garbage() for _ in range(c + 3)]
     for k, settings in plan:
         frames[k].update(settings)
@@ -488,7 +503,8 @@ def test_slot_accumulator_slots_and_handoff(P, T, direct):
     assert valid_cycles(trace, "valid") == sorted(expect)
     for cyc, (g, slots, prm) in expect.items():
         row = trace[cyc]
-        assert (row["group"], row["slots"], row["params"]) == (g, slots, prm), cyc
+        assert (row["group"] if g is not None else None, row["slots"], row["params"]) == (g, slots, prm), cyc
+    assert not load or any(g is None for g, _, _ in expect.values())
 
 
 # ---------------------------------------------------------------------------------------------------
