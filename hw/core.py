@@ -241,12 +241,14 @@ class SpikeCore(wiring.Component):
         B = self._banks
         T = cfg.T
         pw = max(cfg.payload_in, cfg.payload_ab)       # the events' payload: direct input's value, stcb's train
-        # stcb builds only the op kinds its layers issue (ADD, SWEEP and the pools' OR; its word is P*T slots
-        # wide, so a lane-wise MAX is a large dead part). The other codings keep every kind: without the
-        # MAX case (never issued; the tsc pool has a read-modify-write of its own) Yosys 0.70's ABC9 fails
-        # an assertion on the digits direct core (ABC_OPS_REINTEGRATE) and its classic ABC mapping closed at
-        # 82.8-89.1 MHz on the 25F-6 at seeds 1-4, where the same core with it maps by ABC9
-        kinds = [AccKind.ADD, AccKind.SWEEP] + ([AccKind.OR] if pools else []) if cfg.stcb else tuple(AccKind)
+        # the op kinds the layers issue: ADD, SWEEP and (rate and stcb pools) OR; MAX is never issued (the
+        # tsc pool has a read-modify-write of its own), and a lane-wise max of the word is a large dead part.
+        # Direct-input rate cores keep it: without it Yosys 0.70's ABC9 fails an assertion on the digits
+        # direct core (ABC_OPS_REINTEGRATE), and its classic ABC mapping closed at 82.8-89.1 MHz on the
+        # 25F-6 at seeds 1-4, against 100.98 MHz (seed 1) by ABC9 with it
+        kinds = [AccKind.ADD, AccKind.SWEEP] + ([AccKind.OR] if pools and not cfg.tsc else [])
+        if cfg.direct and not cfg.stcb:
+            kinds.append(AccKind.MAX)
         if B > 1:           # pools and their sweeps use bank 0, at linear addresses (docs/spec.md, Banks)
             sub.acc = acc = BankedAccumulator(lanes=P, width=cfg.acc_mem_bits, banks=B,
                                               depth=perf.bank_depth(cfg.model, P, B), kinds=kinds)
