@@ -334,14 +334,12 @@ class SpikeCore(wiring.Component):
             else:
                 with m.If(fetch.out_valid & fo.conv & ~fo.null):
                     m.d.comb += [acc.ops.valid.eq(1), aop.addr.eq(fo.aaddr), aop.kind.eq(AccKind.ADD)]
+                    m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
                     if cfg.stcb:      # the weight into the slots whose train bit is set (direct input: all)
                         train = fo.payload[:T]
                         if cfg.direct:
                             train = Mux(seq.layer == 0, (1 << T) - 1, train)
-                        m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
                         m.d.comb += [aop.trains[p].eq(train) for p in range(P)]
-                    else:
-                        m.d.comb += [aop.terms[p].eq(fetch.terms[p]) for p in range(P)]
         if pools:
             sub.pscat = pscat = PoolScatter(layers=[PoolLayerGeom.of(cfg.model.layers[li]) for li, _ in pools],
                                             lanes=P, coding=cfg.coding, T=cfg.T,
@@ -827,7 +825,8 @@ class SpikeCore(wiring.Component):
                 # a pool's output spikes, its entries' P*T train bits, counted over two registered stages
                 # (each lane's, then their sum) with their layer beside them: a popcount of P*T bits in
                 # front of the counter's register limited the stcb conv core to 70 MHz on the 25F. The
-                # count lands two cycles later, within the pool's drain, long before the sample's end
+                # count lands two cycles later, within the pool's drain: a pool is never the last layer
+                # (golden.Model refuses it), so the sample's end is far behind
                 pe = sp["pool_entry"]
                 P = cfg.P
                 lane_n = [Signal(range(T + 1), name=f"pool_spikes{p}") for p in range(P)]
