@@ -10,6 +10,13 @@ fabric register next to it, not at the block RAM's data input: that path limited
 would read a stale word: the new word of each of the last three ops is kept beside its address and
 *forwarded* to an op on the same address (the nearest wins). Back-to-back ops on one word therefore see
 each other's sums, whatever the order of events.
+
+A read of the word being written in the same cycle is thus always forwarded: what the block RAM returns
+then is never used. The memory says so to Yosys (``no_rw_check``), which otherwise builds read-first
+logic around a wide block RAM that cannot read before it writes: a register of the write data, one of
+the read data and a multiplexer per bit. On the digits stcb core at P = 8 (a 768-bit word) that was
+1,537 flip-flops and 768 LUTs. ``collision_word`` lets a test put a word of its choice there instead, so
+a forwarding path that missed a collision shows up as that word.
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ class AccumulatorMemory(wiring.Component):
         the slots its train marks, ``OR`` ORs lane p's train into the low ``slots`` bits of its group (a
         pool's T-bit train). The op's registers are then P*(term_bits + T) bits, not P*T*width (768 on the
         digits stcb core at P = 8).
+    collision_word : int or None
+        Verification only (default None): the word the block RAM's read returns when it reads the
+        address written in the same cycle, instead of the old word the simulator models. The hardware's
+        word is undefined there (``no_rw_check``); no result may depend on it.
 
     Members
     -------
@@ -92,7 +103,7 @@ class AccumulatorMemory(wiring.Component):
     LATENCY = perf.MEM_READ_LATENCY
 
     def __init__(self, *, lanes: int, width: int, depth: int, kinds=tuple(AccKind), slots: int | None = None,
-                 term_bits: int | None = None):
+                 term_bits: int | None = None, collision_word: int | None = None):
         self._slotted = slots is not None
         slots = 1 if slots is None else slots
         term_bits = width if term_bits is None else term_bits
@@ -107,6 +118,7 @@ class AccumulatorMemory(wiring.Component):
         self._lanes, self._width, self._depth = lanes, width, max(2, depth)
         self._kinds, self._slots = frozenset(AccKind(k) for k in kinds), slots
         self._abits = max(1, perf.ceil_log2(self._depth))
+        self._collision_word = collision_word
         self.word_layout = data.ArrayLayout(signed(width), lanes)
         if self._slotted:
             G = lanes // slots
@@ -130,9 +142,18 @@ class AccumulatorMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=self.word_layout, depth=self._depth, init=[])
+        # no_rw_check: a read of the word written in the same cycle is always forwarded (see the module's
+        # docstring), so its collision behaviour is don't-care
+        m.submodules.mem = mem = Memory(shape=self.word_layout, depth=self._depth, init=[],
+                                        attrs={"no_rw_check": 1})
         rd, wr = mem.read_port(), mem.write_port()
         op = self.ops.payload
+        rd_data = rd.data
+        if self._collision_word is not None:
+            # verification only: the word a collision reads is the test's, not the simulator's old word
+            collided = Signal()
+            m.d.sync += collided.eq(wr.en & (wr.addr == rd.addr))
+            rd_data = Mux(collided, C(self._collision_word, len(rd.data)), rd.data)
         m.d.comb += [rd.addr.eq(op.addr), self.acc_read.eq(self.ops.valid & (op.kind != AccKind.CLEAR))]
 
         # the op travels beside its read: RAM (1), fabric register (2)
@@ -155,7 +176,7 @@ class AccumulatorMemory(wiring.Component):
         # it) are what op1 needs at stage 2, so ``old`` is one 2:1 multiplexer before the adder
         hit2, hit3 = w1_en & (w1_addr == op1.addr), w2_en & (w2_addr == op1.addr)
         fwd_old = Signal()
-        m.d.sync += [ram.eq(Mux(hit2, w1_data, Mux(hit3, w2_data, rd.data))), fwd_old.eq(hit2 | hit3)]
+        m.d.sync += [ram.eq(Mux(hit2, w1_data, Mux(hit3, w2_data, rd_data))), fwd_old.eq(hit2 | hit3)]
         old = Signal(self.word_layout)
         m.d.comb += old.eq(Mux(hit1, w1_data, ram))
         uses_old = op2.kind != AccKind.CLEAR

@@ -246,7 +246,10 @@ class ConvAddressGen(wiring.Component):
         wcol, acol = Signal(W), Signal(A)        # og = 0 of this offset
         wrow, arow = Signal(W), Signal(A)        # og = 0 of this ky's first kx
         null, first, payload = Signal(), Signal(), Signal.like(ev.payload)
-        last = null | ((og == gmax) & (kx_left == 0) & (ky_left == 0))
+        # this op is the event's last: a flop, set with the counters below (the three comparisons sat in
+        # front of `take`, and so of the event reader's ready and its whole refill logic: the stcb core's
+        # critical path)
+        last = Signal()
         m.d.comb += [self.ops.valid.eq(busy), self.busy.eq(busy | hold), self.held.eq(hold),
                      self.ops.payload.waddr.eq(Mux(null, self._zero, wcur)),
                      self.ops.payload.aaddr.eq(Mux(null, 0, acur)),
@@ -258,21 +261,27 @@ class ConvAddressGen(wiring.Component):
 
         h_w0 = Signal(W)
         m.d.comb += h_w0.eq(h_wp + h_ck)             # from flops: one adder
+        # `last` of the next op: null, or og == gmax with no kx and no ky left, from the values set below
+        one_og = gmax == 0
         with m.If(take):
             m.d.sync += [busy.eq(1), og.eq(0), kx_left.eq(h_nx - 1), ky_left.eq(h_ny - 1),
                          nvx.eq(h_nx), wcur.eq(h_w0), acur.eq(h_a0), wcol.eq(h_w0), acol.eq(h_a0),
-                         wrow.eq(h_w0), arow.eq(h_a0), null.eq(h_null), first.eq(1), payload.eq(h_payload)]
+                         wrow.eq(h_w0), arow.eq(h_a0), null.eq(h_null), first.eq(1), payload.eq(h_payload),
+                         last.eq(h_null | (one_og & (h_nx == 1) & (h_ny == 1)))]
         with m.Elif(done):
             m.d.sync += first.eq(0)
             with m.If(last):
                 m.d.sync += busy.eq(0)
             with m.Elif(og != gmax):
-                m.d.sync += [og.eq(og + 1), wcur.eq(wcur + wg), acur.eq(acur + ag)]
+                m.d.sync += [og.eq(og + 1), wcur.eq(wcur + wg), acur.eq(acur + ag),
+                             last.eq((og + 1 == gmax) & (kx_left == 0) & (ky_left == 0))]
             with m.Elif(kx_left != 0):            # next kx: the offset grows by S, ox drops by one
                 m.d.sync += [og.eq(0), kx_left.eq(kx_left - 1), wcol.eq(wcol + wx), acol.eq(acol - 1),
-                             wcur.eq(wcol + wx), acur.eq(acol - 1)]
+                             wcur.eq(wcol + wx), acur.eq(acol - 1),
+                             last.eq(one_og & (kx_left == 1) & (ky_left == 0))]
             with m.Else():                        # next ky: back to the first kx, oy drops by one
                 m.d.sync += [og.eq(0), kx_left.eq(nvx - 1), ky_left.eq(ky_left - 1),
                              wrow.eq(wrow + wy), arow.eq(arow - ay), wcol.eq(wrow + wy), acol.eq(arow - ay),
-                             wcur.eq(wrow + wy), acur.eq(arow - ay)]
+                             wcur.eq(wrow + wy), acur.eq(arow - ay),
+                             last.eq(one_og & (nvx == 1) & (ky_left == 1))]
         return m

@@ -69,7 +69,13 @@ class GroupStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.smem = smem = Memory(shape=self.state_layout, depth=self._depth, init=[])
+        # no_rw_check: no state read whose word is used meets a write to that word in the same cycle (the
+        # core tests and sim.regress check it: hw.pysim's and the testbench's hazards), so what the block
+        # RAM reads then is don't-care. Without the mark Yosys builds read-first logic around a wide
+        # block RAM (a register of the write data, one of the read data, an address compare and a
+        # multiplexer per bit), whose compare after the read address was the stcb core's critical path
+        m.submodules.smem = smem = Memory(shape=self.state_layout, depth=self._depth, init=[],
+                                          attrs={"no_rw_check": 1})
         m.submodules.pmem = pmem = Memory(shape=Shape.cast(self.param_layout).width, depth=self._pdepth,
                                           init=self._param_init)
         s_rd, s_wr, p_rd = smem.read_port(), smem.write_port(), pmem.read_port()

@@ -379,15 +379,22 @@ def test_rate_encoder_matches_section2_per_word_and_step(P, seed):
     check_rows(clk.rows, expected, {s + g for s in starts for g in range(G)}, spike_delay=1)
 
 
-@pytest.mark.parametrize("P, seed", [(1, 0), (2, 1), (8, 2), (4, 3), (8, 4)])
-def test_train_encoder_whole_trains(P, seed):
+@pytest.mark.parametrize("table", [True, False])
+@pytest.mark.parametrize("P, seed, MT", [(1, 0, None), (2, 1, None), (8, 2, None), (4, 3, None), (8, 4, None),
+                                         (8, 5, (12, 8)), (4, 6, (7, 5))])
+def test_train_encoder_whole_trains(P, seed, MT, table):
+    """``table``: the trains read from the table of x (and delayed), or formed by the T-stage pipeline.
+    ``MT``: (input_max, T), else both drawn (the fixed ones give trains that differ slot by slot)."""
     rng = random.Random(seed)
     n, M, T = rand_n(rng, P), rng.choice([1, 2, 3, 5, 7, 12]), rng.randint(1, 6)
+    if MT:
+        M, T = MT
     G = perf.groups(n, P)
     gbits = max(1, perf.ceil_log2(G))
     xbits, xmbits = enc_widths(M)
     enc = TrainEncoder(lanes=P, n_in=n, input_max=M, lane_layout=enc_lane_layout(xbits, xmbits), T=T,
-                       entry=entry_layout(P, gbits, T), group_bits=gbits)
+                       entry=entry_layout(P, gbits, T), group_bits=gbits, table_bits=6 if table else 0)
+    assert enc._table == table
     samples = [rand_inputs(rng, n, M) for _ in range(2)]
     clk, starts = Clock(encoder_probe(enc, P, payload_lanes=P)), []
     drain = perf.train_encoder_drain(T)
@@ -856,6 +863,18 @@ def test_layer_table_holds_every_layer_descriptor(coding, encoding, P):
 
 # ---------------------------------------------------------------------------------------------------
 # GroupStore
+
+def test_group_store_state_memory_is_marked_no_rw_check():
+    """The state memory is marked ``no_rw_check`` (no used read meets a write to its word: the core tests'
+    and the testbench's hazard checks); the parameter memory, which is never written, is not."""
+    from amaranth import Signal
+    from amaranth.back import verilog
+    store = GroupStore(lanes=2, depth=5, addr_bits=3, state_lane=state_lane_layout(6, 3, 2),
+                       param_lane=param_lane_layout(5), param_init=[1, 2, 3])
+    ports = [v for _, _, v in store.signature.flatten(store) if isinstance(v, Signal)]
+    text = verilog.convert(store, name="store", ports=ports)
+    assert text.count("(* no_rw_check") == 1
+
 
 @pytest.mark.parametrize("P, depth, seed", [(1, 1, 0), (2, 5, 1), (8, 3, 2), (4, 7, 3)])
 def test_group_store_read_latency_and_write_then_read(P, depth, seed):

@@ -201,8 +201,10 @@ def test_conv_addrgen_latency_and_op_count_match_golden_perf(P, seed):
 
 
 # fixed geometries for the edges: inputs no output uses (null ops), a kernel larger than the map with
-# padding, stride 2 with every parity, and P not dividing Co
-EDGE_GEOMS = [((2, 4, 5), 1, 2, 0, 3), ((1, 3, 2), 5, 1, 2, 5), ((3, 7, 6), 3, 2, 1, 9), ((2, 5, 5), 4, 2, 3, 2)]
+# padding, stride 2 with every parity, P not dividing Co, and one channel group with events of one kx
+# and two ky (the op's `last` flag, set when the event is taken)
+EDGE_GEOMS = [((2, 4, 5), 1, 2, 0, 3), ((1, 3, 2), 5, 1, 2, 5), ((3, 7, 6), 3, 2, 1, 9), ((2, 5, 5), 4, 2, 3, 2),
+              ((1, 6, 6), 3, 2, 1, 1)]
 
 
 @pytest.mark.parametrize("shape, K, S, p, Co", EDGE_GEOMS)
@@ -315,12 +317,17 @@ ALL_KINDS = tuple(AccKind)
     (12, 3, 6, (AccKind.ADD, AccKind.OR, AccKind.SWEEP)),      # a train wider than a slot: over 2 elements
 ])
 @pytest.mark.parametrize("bubbles", [0.0, 0.3])
-def test_accmem_read_modify_write_with_forwarding(lanes, width, slots, kinds, bubbles):
+@pytest.mark.parametrize("collisions", ["old", "garbage"])
+def test_accmem_read_modify_write_with_forwarding(lanes, width, slots, kinds, bubbles, collisions):
+    """``collisions``: what the block RAM returns for a read of the word written in the same cycle: the
+    old word (the simulator's model), or a garbage word (the hardware's is undefined: the memory is
+    ``no_rw_check``). The results must not depend on it."""
     rng = random.Random(lanes * 100 + width + 7 * (slots or 0) + len(kinds) + int(bubbles * 10))
     depth = 6
     term_bits = max(2, width - 1)
+    garbage = int("10" * lanes * width, 2) & ((1 << lanes * width) - 1) if collisions == "garbage" else None
     acc = AccumulatorMemory(lanes=lanes, width=width, depth=depth, kinds=kinds, slots=slots,
-                            term_bits=term_bits if slots else None)
+                            term_bits=term_bits if slots else None, collision_word=garbage)
     assert acc.LATENCY == perf.MEM_READ_LATENCY
     tb = term_bits if slots else width
     lo, hi = -(1 << (tb - 1)), (1 << (tb - 1)) - 1
@@ -365,6 +372,10 @@ def test_accmem_read_modify_write_with_forwarding(lanes, width, slots, kinds, bu
                   and any(by_cycle.get(n - L - d, {}).get("addr") == op["addr"] for d in (1, 2, 3))]
     assert [n for n, row in enumerate(trace) if row["fwd"]] == expect_fwd
     assert len(expect_fwd) > len(ops) // 4                               # the hazards were exercised
+    # reads of the word being written: the op three cycles earlier (its new word reaches the write port
+    # then) on the same address
+    collided = [c for c, op in by_cycle.items() if by_cycle.get(c - L - 1, {}).get("addr") == op["addr"]]
+    assert len(collided) > len(ops) // 20
     # merged (coverage): an OR sharing a set bit with its old word, or a MAX with a lane where both are
     # non-zero, a cycle after the op's write
     mask = (1 << width) - 1
@@ -377,6 +388,16 @@ def test_accmem_read_modify_write_with_forwarding(lanes, width, slots, kinds, bu
     assert [n for n, row in enumerate(trace) if row["rd"]] == [c for c, op in zip(issued, ops)
                                                                if op["kind"] != AccKind.CLEAR]
     assert [n for n, row in enumerate(trace) if row["wr"]] == [c + L for c in issued]
+
+
+def test_accmem_block_ram_is_marked_no_rw_check():
+    """The Verilog marks the accumulator's memory ``no_rw_check`` (forwarding makes a colliding read
+    don't-care, see the garbage variant above); without it Yosys builds read-first logic around it."""
+    acc = AccumulatorMemory(lanes=8, width=12, depth=6, slots=8, term_bits=10,
+                            kinds=(AccKind.ADD, AccKind.OR, AccKind.SWEEP))
+    ports = [v for _, _, v in acc.signature.flatten(acc) if isinstance(v, Signal)]
+    text = verilog.convert(acc, name="acc", ports=ports)
+    assert text.count("(* no_rw_check") == 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -679,7 +700,10 @@ def sweep_reference(layer, spacing: int) -> list:
 
 @pytest.mark.parametrize("spacing", [1, 2, 5])
 def test_sweep_gen_walks_every_word_at_its_spacing(spacing):
-    layers = [SweepLayer(2, 3, 5, 3, 2), SweepLayer(3, 2, 2, 1, 1)]
+    # maps of one column, one row, one word and one channel group too: the walker's end flags of word 0
+    # come from the layer alone
+    layers = [SweepLayer(2, 3, 5, 3, 2), SweepLayer(3, 2, 2, 1, 1), SweepLayer(2, 3, 1, 1, 2), SweepLayer(1, 1, 4, 2, 1),
+              SweepLayer(1, 1, 1, 1, 1), SweepLayer(3, 1, 1, 1, 1)]
     dut = SweepGen(layers, packed_bits=8, max_spacing=5)
     got = {}
 
@@ -705,6 +729,74 @@ def test_sweep_gen_walks_every_word_at_its_spacing(spacing):
     sim.run()
     for li, layer in enumerate(layers):
         assert got[li] == sweep_reference(layer, spacing), li
+
+
+@pytest.mark.parametrize("spacing", [1, 3])
+def test_sweep_gen_back_to_back_sweeps(spacing):
+    """A sweep started in the cycle after the last word of the one before (the walker is back at word 0
+    with that word, not a cycle later) walks the same words."""
+    layer = SweepLayer(2, 2, 3, 2, 1)
+    dut = SweepGen([layer], packed_bits=8, max_spacing=3)
+    rows = []
+
+    async def bench(ctx):
+        ctx.set(dut.spacing, spacing)
+        await ctx.tick()
+        for rep in range(3):
+            ctx.set(dut.start, 1)
+            for cyc in range(10 ** 4):
+                if ctx.get(dut.valid):
+                    rows.append((rep, cyc, ctx.get(dut.word), ctx.get(dut.packed), ctx.get(dut.og),
+                                 ctx.get(dut.og_last), ctx.get(dut.plane_end), ctx.get(dut.last)))
+                done = ctx.get(dut.valid) and ctx.get(dut.last)
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+                if done:
+                    break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    ref = sweep_reference(layer, spacing)
+    assert [r[1:] for r in rows if r[0] == 0] == ref
+    assert [r[1:] for r in rows if r[0] == 1] == ref
+    assert [r[1:] for r in rows if r[0] == 2] == ref
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_sweep_gen_layer_set_with_the_start(ahead):
+    """Without ``layer_ahead`` the layer may change in the start cycle itself (the tsc generator's source
+    map): every sweep walks its own layer's words, back to back. With ``layer_ahead`` that contract is
+    not kept, and the test shows it (the sizes come a cycle late)."""
+    layers = [SweepLayer(2, 3, 2, 1, 2), SweepLayer(1, 1, 1, 1, 1), SweepLayer(3, 2, 1, 1, 1)]
+    order = [0, 1, 2, 0, 2, 1]
+    dut = SweepGen(layers, packed_bits=8, layer_ahead=ahead)
+    got = []
+
+    async def bench(ctx):
+        await ctx.tick()
+        for rep, li in enumerate(order):
+            ctx.set(dut.layer, li)
+            ctx.set(dut.start, 1)
+            rows = []
+            for cyc in range(100):
+                if ctx.get(dut.valid):
+                    rows.append((cyc, ctx.get(dut.word), ctx.get(dut.packed), ctx.get(dut.og), ctx.get(dut.og_last),
+                                 ctx.get(dut.plane_end), ctx.get(dut.last)))
+                done = ctx.get(dut.valid) and ctx.get(dut.last)
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+                if done:
+                    break
+            got.append(rows)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    expect = [sweep_reference(layers[li], 1) for li in order]
+    assert (got == expect) == (not ahead)
 
 
 def test_sweep_gen_without_spacing_has_no_spacing_port():
