@@ -99,8 +99,8 @@ class SweepGen(wiring.Component):
             og, y, x, w = (Mux(self.start, 0, og_r), Mux(self.start, 0, y_r), Mux(self.start, 0, x_r),
                            Mux(self.start, 0, w_r))
         run = Signal()
-        # the layer's sizes, registered (set a cycle ahead of `start`); its word 0's end flags (one
-        # column, one row, one group), loaded into the flags while idle
+        # the layer's sizes (registered with `layer_ahead`: the layer is set a cycle ahead of `start`),
+        # and its word 0's end flags (one column, one row, one group), loaded into the flags while idle
         gmax, ymax, xmax = Signal(self._gbits), Signal(self._ybits), Signal(self._xbits)
         g1, y1, x1 = Signal(), Signal(), Signal()
         packed = Signal(self._pbits)

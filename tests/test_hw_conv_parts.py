@@ -731,56 +731,21 @@ def test_sweep_gen_walks_every_word_at_its_spacing(spacing):
         assert got[li] == sweep_reference(layer, spacing), li
 
 
-@pytest.mark.parametrize("spacing", [1, 3])
-def test_sweep_gen_back_to_back_sweeps(spacing):
-    """A sweep started in the cycle after the last word of the one before (the walker is back at word 0
-    with that word, not a cycle later) walks the same words."""
-    layer = SweepLayer(2, 2, 3, 2, 1)
-    dut = SweepGen([layer], packed_bits=8, max_spacing=3)
-    rows = []
-
-    async def bench(ctx):
-        ctx.set(dut.spacing, spacing)
-        await ctx.tick()
-        for rep in range(3):
-            ctx.set(dut.start, 1)
-            for cyc in range(10 ** 4):
-                if ctx.get(dut.valid):
-                    rows.append((rep, cyc, ctx.get(dut.word), ctx.get(dut.packed), ctx.get(dut.og),
-                                 ctx.get(dut.og_last), ctx.get(dut.plane_end), ctx.get(dut.last)))
-                done = ctx.get(dut.valid) and ctx.get(dut.last)
-                await ctx.tick()
-                ctx.set(dut.start, 0)
-                if done:
-                    break
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    ref = sweep_reference(layer, spacing)
-    assert [r[1:] for r in rows if r[0] == 0] == ref
-    assert [r[1:] for r in rows if r[0] == 1] == ref
-    assert [r[1:] for r in rows if r[0] == 2] == ref
-
-
-@pytest.mark.parametrize("ahead", [False, True])
-def test_sweep_gen_layer_set_with_the_start(ahead):
-    """Without ``layer_ahead`` the layer may change in the start cycle itself (the tsc generator's source
-    map): every sweep walks its own layer's words, back to back. With ``layer_ahead`` that contract is
-    not kept, and the test shows it (the sizes come a cycle late)."""
-    layers = [SweepLayer(2, 3, 2, 1, 2), SweepLayer(1, 1, 1, 1, 1), SweepLayer(3, 2, 1, 1, 1)]
-    order = [0, 1, 2, 0, 2, 1]
-    dut = SweepGen(layers, packed_bits=8, layer_ahead=ahead)
+def sweeps_back_to_back(dut, layer_order, spacing=None):
+    """Sweeps of ``dut`` over the layers of ``layer_order``, each set in its own start cycle and started in
+    the cycle after the previous sweep's last word; returns each sweep's rows (cycle from its start,
+    word, packed, og, og_last, plane_end, last), as :func:`sweep_reference` gives them."""
     got = []
 
     async def bench(ctx):
+        if spacing is not None:
+            ctx.set(dut.spacing, spacing)
         await ctx.tick()
-        for rep, li in enumerate(order):
+        for li in layer_order:
             ctx.set(dut.layer, li)
             ctx.set(dut.start, 1)
             rows = []
-            for cyc in range(100):
+            for cyc in range(10 ** 4):
                 if ctx.get(dut.valid):
                     rows.append((cyc, ctx.get(dut.word), ctx.get(dut.packed), ctx.get(dut.og), ctx.get(dut.og_last),
                                  ctx.get(dut.plane_end), ctx.get(dut.last)))
@@ -795,6 +760,31 @@ def test_sweep_gen_layer_set_with_the_start(ahead):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return got
+
+
+@pytest.mark.parametrize("spacing", [1, 3])
+def test_sweep_gen_back_to_back_sweeps(spacing):
+    """A sweep started in the cycle after the last word of the one before (the walker is back at word 0
+    with that word, not a cycle later) walks the same words."""
+    layer = SweepLayer(2, 2, 3, 2, 1)
+    dut = SweepGen([layer], packed_bits=8, max_spacing=3)
+    got = sweeps_back_to_back(dut, [0, 0, 0], spacing)
+    ref = sweep_reference(layer, spacing)
+    assert got[0] == ref
+    assert got[1] == ref
+    assert got[2] == ref
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_sweep_gen_layer_set_with_the_start(ahead):
+    """Without ``layer_ahead`` the layer may change in the start cycle itself (the tsc generator's source
+    map): every sweep walks its own layer's words, back to back. With ``layer_ahead`` that contract is
+    not kept, and the test shows it (the sizes come a cycle late)."""
+    layers = [SweepLayer(2, 3, 2, 1, 2), SweepLayer(1, 1, 1, 1, 1), SweepLayer(3, 2, 1, 1, 1)]
+    order = [0, 1, 2, 0, 2, 1]
+    dut = SweepGen(layers, packed_bits=8, layer_ahead=ahead)
+    got = sweeps_back_to_back(dut, order)
     expect = [sweep_reference(layers[li], 1) for li in order]
     assert (got == expect) == (not ahead)
 
