@@ -356,15 +356,17 @@ def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
     B, n = x.shape
     out = np.empty((T, B, n), dtype=bool)
     if (input_max + 1) * T <= _ENCODER_TABLE_MAX:
-        # the table packed 8 steps to a byte: one look-up per 8 steps, then each step's bit
+        # the table packed 8 steps to a byte: one look-up per 8 steps, then the bit of each of its
+        # steps, all 8 in one call (the shifts broadcast over the steps' maps)
         packed = _encoder_table(input_max, T)
         idx = x.astype(np.intp, copy=False)
+        o8 = out.view(np.uint8)
         for c in range(packed.shape[0]):
             bits = np.take(packed[c], idx)
-            for j in range(min(8, T - 8 * c)):
-                o = out[8 * c + j].view(np.uint8)
-                np.right_shift(bits, j, out=o)
-                np.bitwise_and(o, 1, out=o)               # 0 or 1: a valid bool
+            k = min(8, T - 8 * c)
+            o = o8[8 * c:8 * c + k]
+            np.right_shift(bits, _STEP_SHIFTS[:k], out=o)
+            np.bitwise_and(o, 1, out=o)                   # 0 or 1: a valid bool
         return out
     u = np.zeros(x.shape, dtype=np.int32)
     x = x.astype(np.int32)
@@ -379,6 +381,7 @@ def _rate_encode(x: np.ndarray, input_max: int, T: int) -> np.ndarray:
 
 
 _ENCODER_TABLE_MAX = 1 << 20
+_STEP_SHIFTS = np.arange(8, dtype=np.uint8)[:, None, None]      # bit j of a packed byte is step 8c + j
 _ENCODER_TABLES: dict = {}
 
 
@@ -394,6 +397,18 @@ def _encoder_table(input_max: int, T: int) -> np.ndarray:
         table.setflags(write=False)
         _ENCODER_TABLES[key] = table
     return _ENCODER_TABLES[key]
+
+
+_ONES: dict = {}
+
+
+def _ones(n: int) -> np.ndarray:
+    """A read-only int64 vector of n ones (made once per n)."""
+    v = _ONES.get(n)
+    if v is None:
+        v = _ONES[n] = np.ones(n, dtype=np.int64)
+        v.setflags(write=False)
+    return v
 
 
 _INT_DTYPES = tuple(np.dtype(t) for t in (np.int16, np.int32, np.int64))
@@ -682,9 +697,10 @@ def run(model: Model, x, *, lanes: int = 1, banks: int = 1, record: bool = False
     n = max(1, min(int(n), len(x)))
     # parts of at most _part_samples samples each, so the step-major arrays of a long T stay in memory
     # (mnist5k's first conv layer at T = 256: 12,544 neurons x 256 steps, 13 GB for 1,000 samples at once)
-    parts = np.array_split(x, max(n, -(-len(x) // _part_samples(model, record))))
-    if len(parts) == 1:
+    n_parts = max(n, -(-len(x) // _part_samples(model, record)))
+    if n_parts == 1:
         return _run_batch(model, x, int(lanes), record, banks)
+    parts = np.array_split(x, n_parts)
     if n == 1:
         return _concat([_run_batch(model, part, int(lanes), record, banks) for part in parts])
     with _one_blas_thread():
@@ -832,6 +848,8 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 
         layer_in, events = s, None
 
     counts = perf.step_sums(s)
+    # the counters' last-layer spikes (an int64 product with ones: a sum over a short last axis pays per row)
+    perf.note_total_events(act.layers[-1], counts @ _ones(counts.shape[1]))
     membranes = v_final[-1]
     if model.readout == "count":
         # lexicographic (count, V); argmax picks the lowest index on ties

@@ -28,7 +28,7 @@ __all__ = [
     "LOAD_CYCLES_PER_BEAT", "LOAD_DRAIN", "ENC_DRAIN", "GEN_DRAIN", "LAYER_SETUP", "READ_CYCLES_PER_GROUP",
     "MIN_STATE_RAW_DISTANCE", "term_stage", "layer_drain", "pool_scatters_entries", "train_encoder_drain",
     "stcb_layer_drain", "finish_cycles",
-    "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "note_events_per_step",
+    "stcb_group_cycles", "stcb_sweep_cycles", "groups", "ceil_log2", "COUNTERS", "Activity", "count", "note_events_per_step", "note_total_events",
     "breakdown", "breakdown_totals", "breakdown_parts", "phase_activity",
     "events_per_step", "shared_counts", "MAX_BANKS", "check_banks", "bank_shape", "layer_bank_shape", "bank_address", "bank_depth",
     "bundle_map", "conv_bundles", "event_bundles",
@@ -239,9 +239,13 @@ def _total_events(ev: np.ndarray) -> np.ndarray:
     this count has it already, else summed over the steps first (no per-step counts are made for
     a map that needs only its total, such as the last layer's spikes)."""
     memo = _MEMO.get()
-    hit = memo.get((events_per_step.__name__, id(ev))) if memo is not None else None
-    if hit is not None:
-        return hit[1].sum(axis=1)
+    if memo is not None:
+        hit = memo.get(("total_events", id(ev)))
+        if hit is not None:
+            return hit[1]
+        hit = memo.get((events_per_step.__name__, id(ev)))
+        if hit is not None:
+            return hit[1].sum(axis=1)
     tv = _step_major(ev)
     if tv is not None and tv.dtype == np.bool_:
         return step_sums(tv).sum(axis=1)
@@ -253,8 +257,13 @@ def step_sums(tv: np.ndarray) -> np.ndarray:
     narrowest unsigned dtype that holds T, then widened (an int64 sum of a bool map casts every
     element first, several times slower)."""
     T = tv.shape[0]
-    dt = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if T <= np.iinfo(d).max)
+    dt = _SUM_DTYPES.get(T)
+    if dt is None:
+        dt = _SUM_DTYPES[T] = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if T <= np.iinfo(d).max)
     return np.add.reduce(tv.view(np.uint8), axis=0, dtype=dt).astype(np.int64)
+
+
+_SUM_DTYPES: dict = {}          # T -> the narrowest unsigned dtype that holds T (np.iinfo is slow to make)
 
 
 def _or_planes(g: np.ndarray) -> np.ndarray:
@@ -317,6 +326,20 @@ def _entries(ev: np.ndarray, P: int, shape=None) -> np.ndarray:
     return g.sum(axis=2, dtype=np.int64)
 
 
+def _entry_totals(ev: np.ndarray, P: int) -> np.ndarray:
+    """(B, T, n) events of a flat map -> (B,) int64: its entries (:func:`_entries`) summed over the steps.
+    A step-major bool map whose words are P consecutive bytes (P of 1, 2, 4 or 8 dividing n) has its
+    non-zero words counted over the steps first, a sum along rows of samples, then over each sample's
+    words: the per-step counts (a sum over a short axis per step and sample) are never made."""
+    tv = _step_major(ev)
+    n = ev.shape[2]
+    if tv is not None and tv.dtype == np.bool_ and P in _UINT and n % P == 0:
+        active = tv.view(np.uint8).view(_UINT[P]) != 0                    # (T, B, n / P) words with an event
+        per_word = step_sums(active)                                      # (B, n / P): steps each word is active
+        return per_word @ np.ones(per_word.shape[1], dtype=np.int64)
+    return _entries(ev, P).sum(axis=1)
+
+
 def _trains(ev: np.ndarray, P: int, shape=None) -> tuple[np.ndarray, np.ndarray]:
     """stcb: (B, T, n) -> active trains (B,) and entries holding them (B,)."""
     active = ev.any(axis=1)                                   # (B, n)
@@ -352,6 +375,15 @@ def shared_counts():
         yield
     finally:
         _MEMO.reset(token)
+
+
+def note_total_events(ev: np.ndarray, totals: np.ndarray) -> None:
+    """Within :func:`shared_counts`: ``totals`` (B,) int64 are the events of ``ev`` (B, T, n) per sample,
+    found by the caller (golden.engine sums the last layer's spikes per neuron for its readout);
+    :func:`_total_events` of the same array returns them. Outside the block it does nothing."""
+    memo = _MEMO.get()
+    if memo is not None:
+        memo[("total_events", id(ev))] = (ev, totals)
 
 
 def note_events_per_step(ev: np.ndarray, counts: np.ndarray) -> None:
@@ -422,11 +454,13 @@ def _count_dense(model, P: int, act: Activity) -> tuple[dict, list, dict]:
     out = np.empty((L + 1, len(COUNTERS), B), dtype=np.int64)
     out[...] = const[:, :, None]
     srcs = [act.inputs] + act.layers[:-1]                   # what each layer reads
-    E = np.stack([events_per_step(m) for m in srcs])        # (L, B, T) input events per step
-    K = np.stack([_entries(m, P) for m in srcs])            # (L, B, T) their entries
-    Es, Ks = E.sum(axis=2), K.sum(axis=2)                   # (L, B)
+    # (L, T, B), step-major like the maps: the sums over the steps then run along rows of B samples
+    # (numpy's sums over a short last axis of T pay per row)
+    E = np.stack([events_per_step(m).T for m in srcs])      # input events per step
+    Es = E.sum(axis=1)                                      # (L, B)
+    Ks = np.stack([_entry_totals(m, P) for m in srcs])      # their entries, over all steps (L, B)
     lay = out[1:]
-    lay[:, R["cycles"]] += G * np.maximum(E, 1).sum(axis=2)
+    lay[:, R["cycles"]] += G * np.maximum(E, 1).sum(axis=1)
     np.multiply(G, Es, out=lay[:, R["weight_reads"]])
     np.multiply(n, Es, out=lay[:, R["syn_ops"]])
     np.multiply(G, Ks, out=lay[:, R["event_reads"]])
@@ -435,7 +469,7 @@ def _count_dense(model, P: int, act: Activity) -> tuple[dict, list, dict]:
     lay[-1, R["spikes"]] = _total_events(act.layers[-1])    # the last layer sends nothing
     enc = out[0]
     if model.encoding == "direct":
-        enc[R["event_writes"]] = K[0, :, 0]                 # written once, while loading
+        enc[R["event_writes"]] = _entries(act.inputs[:, :1], P)[:, 0]      # written once, while loading
     else:
         enc[R["event_writes"]] = Ks[0]
         enc[R["spikes"]] = Es[0]

@@ -150,7 +150,20 @@ def test_bench_times_each_side_as_a_batch_of_back_to_back_runs(monkeypatch):
         calls.append(1)
         now[0] += 0.007
     assert bench.batch_runs(run, 0.05) == 8                       # ceil(50 / 7)
-    assert len(calls) == 1
+    assert len(calls) == bench.BATCH_PROBES
     assert bench._timed(run, 8) == pytest.approx(0.007, abs=1e-12)
-    assert len(calls) == 9
+    assert len(calls) == bench.BATCH_PROBES + 8
     assert bench.batch_runs(lambda: None, 0.05) >= 1              # a run faster than the clock: no division by 0
+
+
+def test_bench_sizes_a_batch_from_the_fastest_probe(monkeypatch):
+    """One slow probe (a scheduler tick, a waking thread) must not shrink the batch: runs of 40 ms,
+    then 7 ms, still give the 8 runs that 50 ms of 7-ms runs need."""
+    from golden import bench
+    now = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    steps = iter([0.040] + [0.007] * 20)
+
+    def run():
+        now[0] += next(steps)
+    assert bench.batch_runs(run, 0.05, probes=3) == 8

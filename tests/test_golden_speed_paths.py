@@ -28,6 +28,22 @@ def test_entries_by_popcount_equal_any_per_word(P, n):
         assert np.array_equal(perf._entries.__wrapped__(np.ascontiguousarray(ev), P, None), want)
 
 
+@pytest.mark.parametrize("P", [1, 2, 3, 4, 8, 16])
+@pytest.mark.parametrize("n", [8, 16, 24, 40, 7])
+@pytest.mark.parametrize("T", [1, 8, 300])
+def test_entry_totals_equal_the_entries_summed_over_the_steps(P, n, T):
+    """The dense counters' entries per sample, counted word by word over the steps first (words of P
+    bytes, P of 1 to 8 dividing n), else from the per-step entries: both equal the plain count."""
+    rng = np.random.default_rng(n * 100 + P * 10 + T)
+    for p in (0.0, 0.02, 0.5, 1.0):
+        tv, ev = _maps(rng, T, 5, n, p)
+        pad = (-n) % P
+        want = np.pad(ev, ((0, 0), (0, 0), (0, pad))).reshape(5, T, -1, P).any(axis=3).sum(axis=(1, 2))
+        for m in (ev, np.ascontiguousarray(ev)):             # step-major view, and not
+            got = perf._entry_totals(m, P)
+            assert got.dtype == np.int64 and np.array_equal(got, want), (P, n, T, p)
+
+
 def test_true_per_row():
     rng = np.random.default_rng(3)
     for k in (8, 16, 24, 64, 72, 10, 3):
