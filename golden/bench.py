@@ -133,7 +133,7 @@ def _timed(f, runs: int = 1) -> float:
 def batch_runs(f, min_s: float = MIN_TIMED_S, probes: int = BATCH_PROBES) -> int:
     """How many back-to-back runs of ``f`` take at least ``min_s``, sized from the fastest of ``probes``
     timed runs (``f`` warm): sized from one run, a run slowed by a scheduler tick or a waking thread
-    gave batches of 3 dense runs (3 ms, decided by the next tick) where 20 were due."""
+    gave batches of 3 dense runs (3 ms, decided by the next tick) where 20 to 58 were due."""
     return max(1, math.ceil(min_s / max(min(_timed(f) for _ in range(probes)), 1e-9)))
 
 

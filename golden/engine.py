@@ -399,18 +399,6 @@ def _encoder_table(input_max: int, T: int) -> np.ndarray:
     return _ENCODER_TABLES[key]
 
 
-_ONES: dict = {}
-
-
-def _ones(n: int) -> np.ndarray:
-    """A read-only int64 vector of n ones (made once per n)."""
-    v = _ONES.get(n)
-    if v is None:
-        v = _ONES[n] = np.ones(n, dtype=np.int64)
-        v.setflags(write=False)
-    return v
-
-
 _INT_DTYPES = tuple(np.dtype(t) for t in (np.int16, np.int32, np.int64))
 
 
@@ -848,8 +836,7 @@ def _run_arrays(model: Model, x: np.ndarray, P: int, record: bool, banks: int = 
         layer_in, events = s, None
 
     counts = perf.step_sums(s)
-    # the counters' last-layer spikes (an int64 product with ones: a sum over a short last axis pays per row)
-    perf.note_total_events(act.layers[-1], counts @ _ones(counts.shape[1]))
+    perf.note_total_events(act.layers[-1], counts)          # the counters' last-layer spikes
     membranes = v_final[-1]
     if model.readout == "count":
         # lexicographic (count, V); argmax picks the lowest index on ties

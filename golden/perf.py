@@ -193,6 +193,16 @@ def _row_sums(a: np.ndarray, vmax: int) -> np.ndarray:
 
 
 _ONES: dict = {}
+_INT_ONES: dict = {}
+
+
+def _int_ones(n: int) -> np.ndarray:
+    """A read-only int64 vector of n ones, made once per n: sums over a short last axis as a product."""
+    v = _INT_ONES.get(n)
+    if v is None:
+        v = _INT_ONES[n] = np.ones(n, dtype=np.int64)
+        v.setflags(write=False)
+    return v
 _UINT = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
 
 
@@ -336,7 +346,7 @@ def _entry_totals(ev: np.ndarray, P: int) -> np.ndarray:
     if tv is not None and tv.dtype == np.bool_ and P in _UINT and n % P == 0:
         active = tv.view(np.uint8).view(_UINT[P]) != 0                    # (T, B, n / P) words with an event
         per_word = step_sums(active)                                      # (B, n / P): steps each word is active
-        return per_word @ np.ones(per_word.shape[1], dtype=np.int64)
+        return per_word @ _int_ones(per_word.shape[1])
     return _entries(ev, P).sum(axis=1)
 
 
@@ -377,13 +387,14 @@ def shared_counts():
         _MEMO.reset(token)
 
 
-def note_total_events(ev: np.ndarray, totals: np.ndarray) -> None:
-    """Within :func:`shared_counts`: ``totals`` (B,) int64 are the events of ``ev`` (B, T, n) per sample,
-    found by the caller (golden.engine sums the last layer's spikes per neuron for its readout);
-    :func:`_total_events` of the same array returns them. Outside the block it does nothing."""
+def note_total_events(ev: np.ndarray, counts: np.ndarray) -> None:
+    """Within :func:`shared_counts`: ``counts`` (B, n) int64 are the events of ``ev`` (B, T, n) per sample
+    and neuron, found by the caller (golden.engine's readout sums the last layer's spikes per neuron);
+    :func:`_total_events` of the same array returns their sums per sample. Outside the block it does
+    nothing."""
     memo = _MEMO.get()
-    if memo is not None:
-        memo[("total_events", id(ev))] = (ev, totals)
+    if memo is not None:        # an int64 product with ones: a sum over a short last axis pays per row
+        memo[("total_events", id(ev))] = (ev, counts @ _int_ones(counts.shape[1]))
 
 
 def note_events_per_step(ev: np.ndarray, counts: np.ndarray) -> None:
