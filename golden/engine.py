@@ -720,6 +720,19 @@ _LOCK = threading.Lock()
 _BLAS = {"controller": None, "modules": 0, "users": 0, "limit": None}     # modules: len(sys.modules) then
 
 
+def _forget_threads() -> None:
+    """In a forked child: only the forking thread exists there, so the parent's pools (whose workers
+    are gone: a task handed to one waits forever), the lock (another thread may have held it) and the
+    BLAS limit's bookkeeping are the parent's, not the child's. The child starts afresh."""
+    global _LOCK
+    _POOLS.clear()
+    _LOCK = threading.Lock()
+    _BLAS.update(controller=None, modules=0, users=0, limit=None)
+
+
+os.register_at_fork(after_in_child=_forget_threads)
+
+
 def _work(model: Model) -> int:
     """Synapse-steps of one sample: every neuron's fan-in (a conv2d neuron's C*K*K), times T."""
     per_step = sum(l.n_out * (l.weight[0].size if l.kind == "conv2d" else l.n_in)

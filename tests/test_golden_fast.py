@@ -691,3 +691,26 @@ def test_the_blas_controller_is_made_again_after_new_imports(monkeypatch):
     monkeypatch.setitem(sys.modules, "spikeforge_test_new_module", type(sys)("spikeforge_test_new_module"))
     golden.run(m, x, threads=2)
     assert engine._BLAS["controller"] is not made and engine._BLAS["modules"] == len(sys.modules)
+
+
+def _run_in_child(m, x, q):
+    q.put(golden.run(m, x, threads=2).predictions.tolist())
+
+
+def test_a_forked_child_runs_golden_on_threads_of_its_own():
+    # the parent's worker threads do not exist in a forked child: a child that was handed the parent's
+    # pool waited for them forever (sim.claims' RTL workers hung so, after the parent's golden runs)
+    import multiprocessing as mp
+    m = _nets()[0]
+    x = np.random.default_rng(4).integers(0, m.input_max + 1, (6, m.n_in))
+    want = golden.run(m, x, threads=2).predictions.tolist()        # the parent's pool is made
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_run_in_child, args=(m, x, q))
+    p.start()
+    p.join(60)
+    hung = p.is_alive()
+    if hung:
+        p.kill()
+    assert not hung, "golden.run in a forked child did not finish in 60 s"
+    assert p.exitcode == 0 and q.get(timeout=5) == want
