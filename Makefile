@@ -23,7 +23,7 @@ EPOCHS    ?=
 SEED      ?= 0
 
 .PHONY: help setup test test-fast train golden verilog regress demo bench clean clean-sim distclean synth robust \
-        setup-fpga readme synth-table claims claims-mnist5k regress-mnist5k-banks nir-sj \
+        setup-fpga readme synth-table claims claims-digits claims-mnist5k regress-mnist5k-banks nir-sj \
         mnist5k-train mnist5k-regress mnist5k-synth mnist5k-table
 
 help:
@@ -31,8 +31,9 @@ help:
 	@echo "make test    the whole pytest suite (creates .venv first)"
 	@echo "make setup   create .venv and install the pinned toolchain"
 	@echo "make train | golden | verilog | regress | bench    single stages (MODEL=, LANES=, BANKS=, NAME=; verilog: TARGET=, DEVICE= whose block RAM must hold it)"
-	@echo "make claims  the seed papers' claims measured on the core (build/reports/claims/claims.json, README block)"
-	@echo "make claims-mnist5k   the same tables on mnist5k, with a deeper (6-layer) TSC network (claims_mnist5k.json, README block)"
+	@echo "make claims  the seed papers' claims measured on the core: claims-digits, then claims-mnist5k (README blocks)"
+	@echo "make claims-digits    the tables on the digits conv net (build/reports/claims/claims.json)"
+	@echo "make claims-mnist5k   the same tables on mnist5k, with a deeper (6-layer) TSC network (claims_mnist5k.json)"
 	@echo "make regress-mnist5k-banks   the mnist5k direct T=1 model at P=8, banks 9, on all 1,000 test digits (Verilator, stalls 0.2)"
 	@echo "make mnist5k-train | mnist5k-regress | mnist5k-synth | mnist5k-table   issue 18: the mnist5k conv net in direct T=1,"
 	@echo "             rate T=8 and tsc T=8 (MNIST5K=direct_t1 for one): train on the CPU, golden + Verilator on all 1,000"
@@ -164,19 +165,22 @@ setup-fpga: $(STAMP)
 readme: $(STAMP)
 	$(PY) -m sim.readme
 
-# the seed papers' claims measured on the core (trains its models under build/claims/models, reused when
-# present; from a fresh build/ 15 minutes on the shared 2-core machine (2026-12-06, CPU-independent
-# training at 1.8x the native conv training time), RTL on 50-sample draws, the whole split where it
-# fits --rtl-cycle-budget); then README's claims block
-claims: $(STAMP)
+# the seed papers' claims measured on the core, on the digits conv net and then the mnist5k one (each
+# trains its models under build/claims/models, reused when present; RTL on 50-sample draws, the whole
+# split where it fits --rtl-cycle-budget); then README's two claims blocks
+claims: claims-digits claims-mnist5k
+
+# digits: 106 s with its models trained (2026-12-07: 17 s golden, 90 s RTL on two worker processes)
+claims-digits: $(STAMP)
 	$(PY) -m sim.claims --networks digits
 	$(PY) -m sim.readme --only claims
 
 # the same tables on the 28 x 28 mnist5k net, its pool-free variant and a deeper pool-free one (six
 # layers: how the ratios grow with depth); trained at the network's own epochs (sim.claims.NETWORKS),
-# no learned-kernel grid; separate from make claims, whose 20 minutes it does not fit. The rate search
-# stops at T = 256: each grid T is a golden run over 1,000 28 x 28 digits (about a minute at T = 56 on
-# the pool-free net, twice that on the deep one), and past T ~ 16 the converted nets only lose accuracy
+# no learned-kernel grid; 397 s with its models trained. The rate search stops at T = 256: each grid T is
+# a golden run over 1,000 28 x 28 digits (5.4 s at T = 56 on the pool-free net, 19 s at T = 256; the
+# grid's 8 points from 320 to 1024 would add about 6 minutes), and past T ~ 16 the converted nets only
+# lose accuracy
 claims-mnist5k: $(STAMP)
 	$(PY) -m sim.claims --networks mnist5k --max-T 256 --out build/reports/claims/claims_mnist5k.json
 	$(PY) -m sim.readme --only claims-mnist5k

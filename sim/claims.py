@@ -212,9 +212,15 @@ def bound_verdict(value: float, bound: float) -> str:
 # ------------------------------------------------------------------------------------------------
 # models
 
+# the one model whose float reference a table quotes (table 2: the ANN's float accuracy); every other
+# model skips quant.train's float reference network, half of its training time, which changes nothing
+# of the integer model (the float network trains after the quantized one, from its own seed)
+FLOAT_REF_KINDS = ("tsc",)
+
+
 def _train_cmd(net: Network, kind: str, out: Path) -> list[str]:
     base = ["--dataset", net.dataset, "--recipe", "conv", *(["--epochs", str(net.epochs)] if net.epochs else []),
-            "--seed", "0", "--out", str(out), "--quiet"]
+            "--seed", "0", "--out", str(out), "--quiet", *([] if kind in FLOAT_REF_KINDS else ["--no-float-ref"])]
     tsc_arch = {"tsc": net.arch, "tsc_pool_free": net.arch_pool_free, "tsc_deep": net.arch_deep}
     if tsc_arch.get(kind):
         return ["--arch", tsc_arch[kind], "--coding", "tsc", "--T", str(net.tsc_T), *base]
@@ -226,8 +232,37 @@ def _train_cmd(net: Network, kind: str, out: Path) -> list[str]:
         return ["--arch", net.arch, *coding, "--T", m[2], *base]
     if kind == "dense_rate_t8":         # make train's dense net: the demo's 64-128-10 recipe
         return ["--dataset", net.dataset, "--hidden", "128", "--coding", "rate", "--encoding", "rate", "--T", "8",
-                "--readout", "count", "--seed", "0", "--out", str(out), "--quiet"]
+                "--readout", "count", "--seed", "0", "--out", str(out), "--quiet", "--no-float-ref"]
     raise ValueError(kind)
+
+
+def _kinds(net: Network) -> list[str]:
+    """Every model a claims run of ``net`` trains."""
+    tsc = ["tsc", "tsc_pool_free"] + (["tsc_deep"] if net.arch_deep else [])
+    grid = [f"{fam}_t{T}" for T in KERNEL_GRID for fam in ("rate", "stcb_k3")] if net.kernel_grid else []
+    return tsc + ["direct_t1", "dense_rate_t8", "rate_t8"] + [k for k in grid if k != "rate_t8"]
+
+
+def _train_cost(net: Network, kind: str) -> float:
+    """A rough training cost, to start the longest trainings first (the order changes no result, only
+    how long the pool's last worker runs alone): the arch's multiply-accumulates per sample on the
+    dataset's images, times the steps trained (T for rate and stcb, 2 for tsc's ANN with its
+    quantizer, 1 for direct input), times the training split's size."""
+    from golden.datasets import input_shape
+    from quant.arch import build_arch
+    args = _train_cmd(net, kind, Path("m.npz"))
+    shape = input_shape(net.dataset)
+    arch = args[args.index("--arch") + 1] if "--arch" in args else "128-10"
+    macs = 0
+    for sp in build_arch(arch, shape, 10):
+        if sp.kind == "conv2d":
+            c, h, w = sp.out_shape
+            macs += c * h * w * sp.in_shape[0] * sp.kernel ** 2
+        elif sp.kind == "dense":
+            macs += sp.n_in * sp.n_out
+    T = int(args[args.index("--T") + 1])
+    steps = 2 if "tsc" in kind else T
+    return float(macs * steps * {"digits": 1437, "mnist5k": 4000}.get(net.dataset, 1000))
 
 
 def _rel(p: Path) -> str:
@@ -237,13 +272,18 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-def _train_missing(net: Network, kinds: list[str], models_dir: Path, jobs: int, log) -> None:
-    """Train the models of ``kinds`` that are not in ``models_dir`` yet, ``jobs`` at a time (each
-    quant.train runs on one thread, so two fill this 2-core machine)."""
-    todo = [k for k in kinds if not (models_dir / f"{net.name}_{k}.npz").is_file()]
+def _train_missing(todo: list[tuple[Network, str]], models_dir: Path, jobs: int, log) -> None:
+    """Train the models (network, kind) of ``todo`` that are not in ``models_dir`` yet, ``jobs`` at a
+    time (each quant.train runs on one thread, so two fill this 2-core machine), the costliest first
+    (:func:`_train_cost`)."""
+    todo = sorted((t for t in todo if not (models_dir / f"{t[0].name}_{t[1]}.npz").is_file()),
+                  key=lambda t: -_train_cost(*t))
     if len(todo) > 1 and jobs > 1:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(lambda k: _model(net, k, models_dir, log), todo))
+            list(pool.map(lambda t: _model(t[0], t[1], models_dir, log), todo))
+    else:
+        for net, k in todo:
+            _model(net, k, models_dir, log)
 
 
 def _model(net: Network, kind: str, models_dir: Path, log) -> tuple[golden.Model, dict]:
@@ -270,8 +310,21 @@ def _model(net: Network, kind: str, models_dir: Path, log) -> tuple[golden.Model
 # measuring
 
 def _measure(model, x, y, P: int, table: dict) -> dict:
-    g = golden.run(model, x, lanes=P)
+    """golden over ``x``: the row of figures a table quotes (see :func:`_row`)."""
+    return _row(model, golden.run(model, x, lanes=P), x, y, P, table)
+
+
+# what a claims run still needs of each golden run it made, by model: its predictions (table 3's
+# same-predictions check) and its total cycles (whether the RTL runs the whole split). The Result
+# itself holds every layer's final membranes (100 MB for a 28 x 28 conv net over 1,000 digits), and a
+# run of 28 x 28 digits costs seconds, so neither keeping nor repeating it is free
+_SEEN: dict[int, tuple] = {}
+
+
+def _row(model, g, x, y, P: int, table: dict) -> dict:
+    """The figures of golden's run ``g`` of ``model`` over ``x`` (noted in :data:`_SEEN`)."""
     c = g.counters
+    _SEEN[id(model)] = (model, x, P, g.predictions, float(c["cycles"].sum()))
     row = {"coding": model.coding, "encoding": model.encoding, "T": model.T, "samples": int(len(x)),
            "accuracy": float((g.predictions == y).mean()),
            **{k: float(np.mean(c[k])) for k in perf.COUNTERS},
@@ -285,6 +338,15 @@ def _measure(model, x, y, P: int, table: dict) -> dict:
     ann = en.ann_energy(model, table)
     row["ann_int8_pj"], row["ann_float32_pj"] = ann["int8"]["total_pj"], ann["float32"]["total_pj"]
     return row
+
+
+def _seen(model, x, P: int) -> tuple[np.ndarray, float]:
+    """(predictions, total cycles) of golden over ``x``: from the run :func:`_row` noted, else a new run."""
+    e = _SEEN.get(id(model))
+    if e is None or e[0] is not model or e[1] is not x or e[2] != P:
+        g = golden.run(model, x, lanes=P)
+        e = _SEEN[id(model)] = (model, x, P, g.predictions, float(g.counters["cycles"].sum()))
+    return e[3], e[4]
 
 
 def _fmax(entries: list, model, P: int):
@@ -303,31 +365,61 @@ def _latency(row: dict, model, P: int, fmax: list) -> None:
         row["latency_us"] = row["cycles"] / f["fmax_mhz"]
 
 
-def _rtl(model, x, y, P: int, name: str, n_sample: int, budget: float, seed: int, log) -> dict:
-    """sim.regress on the whole split when its golden cycles fit ``budget``, else on a seeded sample."""
+def _rtl_plan(model, x, P: int, n_sample: int, budget: float, seed: int) -> np.ndarray:
+    """The samples the RTL runs: the whole split when golden's cycles over it fit ``budget``, else a
+    seeded draw of ``n_sample``."""
+    if _seen(model, x, P)[1] <= budget or n_sample >= len(x):
+        return np.arange(len(x))
+    return np.sort(np.random.default_rng(seed).choice(len(x), size=n_sample, replace=False))
+
+
+def _rtl(model, x, y, idx: np.ndarray, P: int, name: str, seed: int) -> dict:
+    """sim.regress of ``model`` on the samples ``idx`` of the split (a worker process's job)."""
     from .regress import regress
-    g = golden.run(model, x, lanes=P)
-    if float(g.counters["cycles"].sum()) <= budget or n_sample >= len(x):
-        idx = np.arange(len(x))
-    else:
-        idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n_sample, replace=False))
     t0 = time.perf_counter()
-    # an unoptimised C++ build: several times quicker to compile, and these runs are short
-    res = regress(model, x[idx], y[idx], lanes=P, name=name, log=lambda s: None, fast_build=True)
+    # an optimised C++ build: since the Verilator run-time library is cached (sim.vruntime) it builds in
+    # about the time of an unoptimised one (9 s), and simulates 50 mnist5k tsc digits in 11 s, not 91 s
+    res = regress(model, x[idx], y[idx], lanes=P, name=name, log=lambda s: None)
     s = res.summary
-    out = {"samples": int(s["samples"]), "of": int(len(x)), "whole_split": bool(len(idx) == len(x)),
-           "sample_seed": None if len(idx) == len(x) else seed, "matching": int(s["matching_samples"]),
-           "exact": bool(s["matching_samples"] == s["samples"] and res.first_mismatch is None),
-           "first_mismatch": res.first_mismatch, "seconds": round(time.perf_counter() - t0, 1)}
-    log(f"  RTL {name}: {out['matching']}/{out['samples']} samples equal to golden ({out['seconds']} s)")
-    return out
+    return {"samples": int(s["samples"]), "of": int(len(x)), "whole_split": bool(len(idx) == len(x)),
+            "sample_seed": None if len(idx) == len(x) else seed, "matching": int(s["matching_samples"]),
+            "exact": bool(s["matching_samples"] == s["samples"] and res.first_mismatch is None),
+            "first_mismatch": res.first_mismatch, "seconds": round(time.perf_counter() - t0, 1),
+            "simulated_cycles_per_s": s["simulated_cycles_per_s"]}
+
+
+def _verify(to_verify: list, P: int, n_sample: int, budget: float, seed: int, jobs: int, log) -> dict:
+    """Every quoted model on the RTL (a model two tables quote, once), ``jobs`` worker processes at a
+    time: each run is a Verilator build and a simulator process, and the 2-core machine runs two."""
+    from concurrent.futures import ProcessPoolExecutor
+    from golden import datasets
+    todo, seen = [], set()
+    for key, m, name in to_verify:
+        if key not in seen:
+            seen.add(key)
+            x, y = datasets.load(NETWORKS[name].dataset, "test")
+            todo.append((key, m, x, y, _rtl_plan(m, x, P, n_sample, budget, seed)))
+    out = {}
+
+    def done(key, r):
+        out[key] = r
+        log(f"  RTL {key}: {r['matching']}/{r['samples']} samples equal to golden ({r['seconds']} s)")
+    if jobs <= 1 or len(todo) <= 1:
+        for key, m, x, y, idx in todo:
+            done(key, _rtl(m, x, y, idx, P, f"claims_{key}", seed))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futs = {key: pool.submit(_rtl, m, x, y, idx, P, f"claims_{key}", seed) for key, m, x, y, idx in todo}
+            for key, f in futs.items():
+                done(key, f.result())
+    return {key: out[key] for key, *_ in todo}        # in the tables' order
 
 
 def _stcb_row(out: dict, label: str, name: str, m_r, m_s, info_r: dict, x, y, P: int, table: dict, *,
               rtl: bool) -> dict:
     """Table 3's row: the rate model and the same weights processed train by train (stcb)."""
     r_row, s_row = _measure(m_r, x, y, P, table), _measure(m_s, x, y, P, table)
-    same = bool(np.array_equal(golden.run(m_s, x, lanes=P).predictions, golden.run(m_r, x, lanes=P).predictions))
+    same = bool(np.array_equal(_seen(m_s, x, P)[0], _seen(m_r, x, P)[0]))
     has_e = s_row["energy_pj"] is not None and r_row["energy_pj"] is not None
     e_txt = (f", {r_row['energy_pj'] / s_row['energy_pj']:.2f}x in energy ({s_row['energy_pj'] / 1e3:,.1f} vs "
              f"{r_row['energy_pj'] / 1e3:,.1f} nJ)" if has_e else
@@ -364,7 +456,7 @@ def _kernel_rows(out: dict, label: str, name: str, net: Network, models_dir: Pat
     """Table 3, learned kernel: the stcb model with a trained 3-tap kernel against the rate model of the
     same recipe, at equal T and at the smallest T of :data:`KERNEL_GRID` at which each reaches ``target``."""
     kinds = {fam: {T: f"{fam}_t{T}" for T in KERNEL_GRID} for fam in ("rate", "stcb_k3")}
-    _train_missing(net, [k for fam in kinds.values() for k in fam.values()], models_dir, jobs, log)
+    _train_missing([(net, k) for fam in kinds.values() for k in fam.values()], models_dir, jobs, log)
     models, rows, infos = {}, {}, {}
     for fam, by_T in kinds.items():
         for T, kind in by_T.items():
@@ -453,12 +545,17 @@ def claims(networks: list[str], *, models_dir: Path, lanes: int = 8, tolerance: 
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    _SEEN.clear()
     out = {"lanes": P, "tolerance_points": tolerance, "max_T": max_T, "grid": search_grid(max_T),
-           "rtl_samples": rtl_samples, "rtl_cycle_budget": rtl_cycle_budget, "seed": seed,
+           "rtl_samples": rtl_samples, "rtl_cycle_budget": rtl_cycle_budget, "seed": seed, "jobs": jobs,
            "energy_table": "golden.energy.DEFAULT_TABLE (Horowitz, ISSCC 2014, 45 nm)",
            "networks": {}, "tables": {"tsc": [], "min_latency": [], "stcb": []}, "models": {}}
     to_verify = []                          # (key, model) quoted by a row: each goes to the RTL
 
+    # every network's models in one pool: its last worker then idles for one short training at most
+    t0 = time.perf_counter()
+    _train_missing([(NETWORKS[name], k) for name in networks for k in _kinds(NETWORKS[name])], models_dir, jobs, log)
+    t_train = time.perf_counter() - t0
     for name in networks:
         net = NETWORKS[name]
         x, y = datasets.load(net.dataset, "test")
@@ -466,9 +563,6 @@ def claims(networks: list[str], *, models_dir: Path, lanes: int = 8, tolerance: 
         variants = [("tsc", net.arch), ("tsc_pool_free", net.arch_pool_free)]
         if net.arch_deep:
             variants.append(("tsc_deep", net.arch_deep))
-        grid_kinds = [f"{fam}_t{T}" for T in KERNEL_GRID for fam in ("rate", "stcb_k3")] if net.kernel_grid else []
-        _train_missing(net, [k for k, _ in variants] + ["direct_t1", "dense_rate_t8", "rate_t8"] +
-                       [k for k in grid_kinds if k != "rate_t8"], models_dir, jobs, log)
         # ---------------------------------------------------------------- table 1: TSC vs conversion
         for kind, arch in variants:
             m_tsc, info = _model(net, kind, models_dir, log)
@@ -482,19 +576,21 @@ def claims(networks: list[str], *, models_dir: Path, lanes: int = 8, tolerance: 
                 f"model's smallest T <= {max_T} within {tolerance} points")
             bar = Progress(len(grid), f"{key_tsc} T search", "T", enabled=progress)
 
+            at = {}                     # T -> (converted model, its row): the found T's run is not repeated
+
             def acc_at(T, m=m_tsc):
-                g = golden.run(rate_from_tsc(m, T), x, lanes=P)
-                return float((g.predictions == y).mean())
+                m_T = rate_from_tsc(m, T)
+                at[T] = (m_T, _row(m_T, golden.run(m_T, x, lanes=P), x, y, P, table))
+                return at[T][1]["accuracy"]
             found = smallest_T(acc_at, target - 1e-12, grid, bar)
             bar.close()
-            m_rate = rate_from_tsc(m_tsc, found["T"])
+            m_rate, rate_row = at[found["T"]]
             key_rate = f"{name}_{kind}_as_rate_t{found['T']}"
             rate_file = models_dir / f"{key_rate}.npz"
             golden.save_model(m_rate, rate_file)
             rinfo = {"file": _rel(rate_file), "from": info["file"],
                      "command": f"golden.convert.rate_from_tsc({info['file']}, T={found['T']})"}
             out["models"][key_rate] = rinfo
-            rate_row = _measure(m_rate, x, y, P, table)
             _latency(rate_row, m_rate, P, fmax)
             rat = ratios(rate_row, tsc_row)
             rps_tsc = reads_per_synapse(m_tsc, x, P)
@@ -589,15 +685,11 @@ def claims(networks: list[str], *, models_dir: Path, lanes: int = 8, tolerance: 
                                                 jobs, log, to_verify)
 
     # ---------------------------------------------------------------- every quoted model on the RTL
-    out["rtl"] = {}
-    if rtl:
-        seen = set()
-        for key, m, name in to_verify:
-            if key in seen:                 # a model two tables quote is run once
-                continue
-            seen.add(key)
-            x, y = datasets.load(NETWORKS[name].dataset, "test")
-            out["rtl"][key] = _rtl(m, x, y, P, f"claims_{key}", rtl_samples, rtl_cycle_budget, seed, log)
+    t_rtl = time.perf_counter()
+    out["rtl"] = _verify(to_verify, P, rtl_samples, rtl_cycle_budget, seed, jobs, log) if rtl else {}
+    _SEEN.clear()
+    out["phase_seconds"] = {"train": round(t_train, 1), "golden": round(t_rtl - t_start - t_train, 1),
+                            "rtl": round(time.perf_counter() - t_rtl, 1)}
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     return out
 

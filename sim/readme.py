@@ -372,13 +372,17 @@ def _claims(src, foot):
                   for r in rows]
         lines.append("")
     rtl = d.get("rtl") or {}
+    ph = d.get("phase_seconds")
+    phases = (f"training {ph['train']:,.0f} s, golden {ph['golden']:,.0f} s, RTL {ph['rtl']:,.0f} s"
+              + (f" on {d['jobs']} worker processes" if "jobs" in d else "") + "; " if ph else "")
     if rtl:
         ok = sum(v["exact"] for v in rtl.values())
         parts = [f"`{k}` {v['matching']}/{v['samples']}" + ("" if v["whole_split"] else
                                                              f" (seeded sample {v['sample_seed']} of {v['of']})")
                  for k, v in rtl.items()]
         lines.append(f"RTL (`sim.regress`, P = {d['lanes']}): {ok}/{len(rtl)} quoted models equal to golden on every "
-                     f"output and counter: {', '.join(parts)}. This run of `sim.claims`: {d['seconds']:,.0f} s (models and simulator builds it found were reused).")
+                     f"output and counter: {', '.join(parts)}. This run of `sim.claims`: {d['seconds']:,.0f} s "
+                     f"({phases}models and simulator builds it found were reused).")
     else:
         lines.append("RTL: not run (`--no-rtl`).")
     return "\n".join(lines + ["", foot])

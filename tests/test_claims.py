@@ -141,7 +141,7 @@ def _claims_json(tmp_path, verdict="holds"):
          "rtl": {"digits_tsc": {"matching": 50, "samples": 50, "exact": True, "whole_split": False,
                                 "sample_seed": 0, "of": 360}}}
     p = tmp_path / "reports" / "claims"
-    p.mkdir(parents=True)
+    p.mkdir(parents=True, exist_ok=True)
     (p / "claims.json").write_text(json.dumps(d))
     return d
 
@@ -151,7 +151,13 @@ def test_claims_block_renders_every_row_and_the_rtl(tmp_path):
     body = render_block("claims", tmp_path)
     assert "| digits `a` | at most 2 reads | max 2 | holds | `python -m sim.claims --networks digits` |" in body
     assert "1/1 quoted models equal to golden" in body and "`digits_tsc` 50/50 (seeded sample 0 of 360)" in body
-    assert "written by `make claims`" in body and "612 s" in body
+    assert "written by `make claims`" in body and "612 s (models and simulator builds it found were reused)" in body
+    # the phases, where the run recorded them
+    d = _claims_json(tmp_path)
+    d.update(phase_seconds={"train": 300.4, "golden": 200.0, "rtl": 111.6}, jobs=2)
+    (tmp_path / "reports" / "claims" / "claims.json").write_text(json.dumps(d))
+    assert ("612 s (training 300 s, golden 200 s, RTL 112 s on 2 worker processes; models and simulator builds it "
+            "found were reused)") in render_block("claims", tmp_path)
 
 
 def test_smallest_T_of_a_grid():
@@ -204,7 +210,8 @@ def test_stcb_row_verdict_says_why(monkeypatch, e_stcb, e_rate, verdict):
             "stcb": {"cycles": 30.0, "weight_reads": 10.0, "energy_pj": e_stcb, "accuracy": 0.9,
                      "energy_note": "no memories"}}
     monkeypatch.setattr(cl, "_measure", lambda m, x, y, P, table: rows[m.name])
-    monkeypatch.setattr(cl.golden, "run", lambda m, x, lanes: type("R", (), {"predictions": np.zeros(3)})())
+    monkeypatch.setattr(cl.golden, "run", lambda m, x, lanes: type(
+        "R", (), {"predictions": np.zeros(3), "counters": {"cycles": np.zeros(3)}})())
     out = {"tables": {"stcb": []}}
     m_r, m_s = (type("M", (), {"T": 8, "name": k})() for k in ("rate", "stcb"))
     cl._stcb_row(out, "n", "digits", m_r, m_s, {"file": "f"}, None, None, 8, {}, rtl=False)
@@ -240,3 +247,121 @@ def test_depth_row_compares_the_shallow_and_the_deep_pool_free_networks(deep_cyc
     assert "3 layers (`a-b-10`): rate T=20, 1.50x cycles, 3.00x syn_ops" in row["figure"]
     assert f"6 layers (`a-b-c-d-e-10`): rate T=90, {deep_cycles:.2f}x cycles" in row["figure"]
     assert "m/pf.npz" in row["command"] and "m/deep.npz" in row["command"]
+
+
+def _tiny_dense(coding="rate"):
+    rng = np.random.default_rng(3)
+    m = Model([Dense(rng.integers(-30, 40, (10, 64)), 0, 60, 0)], T=4, input_max=16)
+    if coding != "rate":
+        from sim.sweep import retarget
+        m = retarget(m, coding, m.T)
+    return m
+
+
+def test_a_measured_run_is_not_repeated(monkeypatch):
+    # the row's golden run is noted: the same-predictions check and the RTL's budget reuse it
+    m = _tiny_dense()
+    x, y = golden.datasets.load("digits", "test")
+    g = golden.run(m, x, lanes=8)
+    cl._SEEN.clear()
+    row = cl._measure(m, x, y, 8, golden.energy.DEFAULT_TABLE)
+    calls = []
+    real = cl.golden.run
+    monkeypatch.setattr(cl.golden, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    pred, cyc = cl._seen(m, x, 8)
+    assert calls == [] and np.array_equal(pred, g.predictions) and cyc == float(g.counters["cycles"].sum())
+    assert row["cycles"] * len(x) == pytest.approx(cyc)
+    # another split, another P or another model: a run of its own
+    cl._seen(m, x[:5], 8)
+    cl._seen(m, x, 4)
+    other = _tiny_dense()
+    assert np.array_equal(cl._seen(other, x, 8)[0], g.predictions)
+    assert len(calls) == 3
+    cl._SEEN.clear()
+
+
+def test_rtl_plan_whole_split_within_the_budget_else_a_seeded_draw():
+    m = _tiny_dense()
+    x, _ = golden.datasets.load("digits", "test")
+    cl._SEEN.clear()
+    total = cl._seen(m, x, 8)[1]
+    assert np.array_equal(cl._rtl_plan(m, x, 8, 5, total, 0), np.arange(len(x)))
+    a = cl._rtl_plan(m, x, 8, 5, total - 1, 0)
+    assert len(a) == 5 and np.array_equal(a, np.sort(a)) and len(set(a.tolist())) == 5
+    assert np.array_equal(a, cl._rtl_plan(m, x, 8, 5, total - 1, 0))             # seeded
+    assert not np.array_equal(a, cl._rtl_plan(m, x, 8, 5, total - 1, 1))
+    assert np.array_equal(cl._rtl_plan(m, x, 8, len(x), 0, 0), np.arange(len(x)))   # a sample of all of it
+    cl._SEEN.clear()
+
+
+def _fake_rtl(m, x, y, idx, P, name, seed):          # module level: a worker process unpickles it by name
+    return {"samples": len(idx), "matching": len(idx), "seconds": 0.0, "name": name, "pid": __import__("os").getpid()}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_verify_runs_each_quoted_model_once_in_the_tables_order(monkeypatch, jobs):
+    # the RTL runs stubbed (the real ones: test_verify_on_the_rtl); worker processes fork, and inherit it
+    monkeypatch.setattr(cl, "_rtl", _fake_rtl)
+    a, b = _tiny_dense(), _tiny_dense("stcb")
+    log = []
+    res = cl._verify([("k_b", b, "digits"), ("k_a", a, "digits"), ("k_b", b, "digits")], 8, 3, 0, 0, jobs,
+                     log.append)
+    assert list(res) == ["k_b", "k_a"]
+    assert [r["name"] for r in res.values()] == ["claims_k_b", "claims_k_a"]
+    assert all(r["samples"] == 3 for r in res.values()) and len(log) == 2
+    assert all((r["pid"] != __import__("os").getpid()) == (jobs > 1) for r in res.values())   # in workers
+    cl._SEEN.clear()
+
+
+def test_verify_on_the_rtl():
+    # two models in two worker processes, each a real Verilator build and run, equal on every counter
+    a, b = _tiny_dense(), _tiny_dense("stcb")
+    res = cl._verify([("va", a, "digits"), ("vb", b, "digits")], 8, 3, 0, 0, 2, lambda s: None)
+    assert list(res) == ["va", "vb"]
+    for r in res.values():
+        assert r["exact"] and r["matching"] == r["samples"] == 3 and r["of"] == 360 and r["sample_seed"] == 0
+        assert r["first_mismatch"] is None and r["simulated_cycles_per_s"] > 0
+    cl._SEEN.clear()
+
+
+def test_only_the_quoted_float_reference_is_trained():
+    # table 2 quotes the tsc model's float accuracy; every other training skips its float network
+    for net in cl.NETWORKS.values():
+        for kind in cl._kinds(net):
+            cmd = cl._train_cmd(net, kind, Path("o.npz"))
+            assert ("--no-float-ref" in cmd) == (kind != "tsc"), (net.name, kind)
+
+
+def test_the_no_float_ref_model_is_the_same_model(tmp_path):
+    # the float network trains after the quantized one: skipping it leaves the integer model as it was
+    base = [sys.executable, "-m", "quant.train", "--dataset", "digits", "--hidden", "16", "--T", "2", "--epochs", "1",
+            "--limit", "200", "--seed", "0", "--quiet"]
+    for name, extra in (("with", []), ("without", ["--no-float-ref"])):
+        r = subprocess.run(base + ["--out", str(tmp_path / f"{name}.npz"), *extra], cwd=ROOT, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+    a, b = golden.load_model(tmp_path / "with.npz"), golden.load_model(tmp_path / "without.npz")
+    assert a.meta() == b.meta()
+    for la, lb in zip(a.layers, b.layers):
+        assert np.array_equal(la.weight, lb.weight) and np.array_equal(la.bias, lb.bias)
+        assert np.array_equal(la.threshold, lb.threshold)
+    assert json.loads((tmp_path / "with.json").read_text())["float_accuracy"] is not None
+    assert json.loads((tmp_path / "without.json").read_text()).get("float_accuracy") is None
+
+
+def test_trainings_start_costliest_first(tmp_path, monkeypatch):
+    # every network's models in one pool, longest first; a model already trained is not trained again
+    started = []
+    monkeypatch.setattr(cl, "_model", lambda net, kind, d, log: started.append((net.name, kind)))
+    todo = [(cl.NETWORKS[n], k) for n in ("digits", "mnist5k") for k in cl._kinds(cl.NETWORKS[n])]
+    (tmp_path / "digits_tsc.npz").write_bytes(b"")
+    cl._train_missing(todo, tmp_path, 1, print)
+    assert len(started) == len(todo) - 1 and ("digits", "tsc") not in started
+    assert started[0] == ("mnist5k", "rate_t8") and started[1] == ("mnist5k", "tsc_deep")
+    costs = [cl._train_cost(cl.NETWORKS[n], k) for n, k in started]
+    assert costs == sorted(costs, reverse=True)
+    # the cost follows the work: T steps, the deeper arch, the larger dataset
+    d, m = cl.NETWORKS["digits"], cl.NETWORKS["mnist5k"]
+    assert cl._train_cost(d, "rate_t8") == 2 * cl._train_cost(d, "rate_t4") > cl._train_cost(d, "tsc")
+    assert cl._train_cost(m, "tsc_deep") > cl._train_cost(m, "tsc_pool_free") > cl._train_cost(m, "tsc")
+    assert cl._train_cost(m, "rate_t8") > cl._train_cost(d, "rate_t8")
