@@ -25,10 +25,12 @@ One table per paper, each row a claim, our figure, the command that produced it 
    (:attr:`Network.kernel_grid`).
 
 Every model is trained here with ``quant.train`` (into ``--models-dir``, reused when present; the conv
-recipe, at :class:`Network`'s epochs where it sets them), every
-figure is golden's over the whole test split, and every model a row quotes is run on the RTL with
-``sim.regress``, equal to golden on every output and counter: over the whole split when its golden
-cycles fit ``--rtl-cycle-budget``, else over a seeded sample of ``--rtl-samples``. A mismatch exits 1.
+recipe, at :class:`Network`'s epochs where it sets them; the float reference network only for the tsc
+model, whose float accuracy table 2 quotes), every figure is golden's over the whole test split, and
+every model a row quotes is run on the RTL with ``sim.regress``, equal to golden on every output and
+counter: over the whole split when its golden cycles fit ``--rtl-cycle-budget``, else over a seeded
+sample of ``--rtl-samples``. A mismatch exits 1. ``--jobs`` trainings, and then ``--jobs`` RTL runs
+(worker processes), go at once; the JSON records the seconds of each phase.
 
 Writes ``--out`` (default build/reports/claims/claims.json); ``python -m sim.readme`` renders the
 README block ``claims`` from it. Bad input exits 2 with one line and writes nothing.
@@ -716,7 +718,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--stcb-target", type=positive_float, default=98.0,
                    help="table 3: the accuracy (percent) whose smallest T is compared (default 98)")
-    p.add_argument("--jobs", type=positive_int, default=2, help="models trained at once (default 2)")
+    p.add_argument("--jobs", type=positive_int, default=2,
+                   help="models trained, and then RTL runs, at once (default 2)")
     a = p.parse_args(argv)
     nets = [n.strip() for n in a.networks.split(",") if n.strip()]
     for n in nets:
