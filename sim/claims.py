@@ -390,6 +390,40 @@ def _rtl(model, x, y, idx: np.ndarray, P: int, name: str, seed: int) -> dict:
             "simulated_cycles_per_s": s["simulated_cycles_per_s"]}
 
 
+# a Verilator build's seconds under load, on top of the simulator's own wall-clock limit (sim.runner)
+RTL_BUILD_SLACK_S = 600
+
+
+def _rtl_deadline(model, x, P: int, idx: np.ndarray) -> int:
+    """Seconds one RTL job may take: the build's slack plus the wall-clock limit sim.runner gives a
+    simulation of the cycle budget of golden's cycles over the samples ``idx`` (their share of the split's)."""
+    from .runner import cycle_budget, wall_limit
+    cycles = _seen(model, x, P)[1] * len(idx) / max(1, len(x))
+    return RTL_BUILD_SLACK_S + wall_limit(cycle_budget(int(cycles), 0, 0.0), "verilator")
+
+
+def _rtl_job(deadline: int, key: str, *args) -> dict:
+    """:func:`_rtl` under an alarm of ``deadline`` seconds (in a worker process, or in the main thread): a
+    run that hangs outside its simulator, which the simulator's own limits do not see (a worker once
+    waited forever on the parent's golden threads, gone after the fork), fails with one line naming the
+    model instead of hanging the whole run."""
+    import signal
+    import threading
+    from .runner import SimHang
+    if threading.current_thread() is not threading.main_thread():    # signals reach the main thread only
+        return _rtl(*args)
+
+    def hung(signum, frame):
+        raise SimHang(f"the RTL run of {key} did not finish in {deadline} s (hung outside the simulator?)")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(int(deadline))
+    try:
+        return _rtl(*args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _verify(to_verify: list, P: int, n_sample: int, budget: float, seed: int, jobs: int, log) -> dict:
     """Every quoted model on the RTL (a model two tables quote, once), ``jobs`` worker processes at a
     time: each run is a Verilator build and a simulator process, and the 2-core machine runs two."""
@@ -400,18 +434,20 @@ def _verify(to_verify: list, P: int, n_sample: int, budget: float, seed: int, jo
         if key not in seen:
             seen.add(key)
             x, y = datasets.load(NETWORKS[name].dataset, "test")
-            todo.append((key, m, x, y, _rtl_plan(m, x, P, n_sample, budget, seed)))
+            idx = _rtl_plan(m, x, P, n_sample, budget, seed)
+            todo.append((key, m, x, y, idx, _rtl_deadline(m, x, P, idx)))
     out = {}
 
     def done(key, r):
         out[key] = r
         log(f"  RTL {key}: {r['matching']}/{r['samples']} samples equal to golden ({r['seconds']} s)")
     if jobs <= 1 or len(todo) <= 1:
-        for key, m, x, y, idx in todo:
-            done(key, _rtl(m, x, y, idx, P, f"claims_{key}", seed))
+        for key, m, x, y, idx, limit in todo:
+            done(key, _rtl_job(limit, key, m, x, y, idx, P, f"claims_{key}", seed))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futs = {key: pool.submit(_rtl, m, x, y, idx, P, f"claims_{key}", seed) for key, m, x, y, idx in todo}
+            futs = {key: pool.submit(_rtl_job, limit, key, m, x, y, idx, P, f"claims_{key}", seed)
+                    for key, m, x, y, idx, limit in todo}
             for key, f in futs.items():
                 done(key, f.result())
     return {key: out[key] for key, *_ in todo}        # in the tables' order

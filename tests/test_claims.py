@@ -365,3 +365,34 @@ def test_trainings_start_costliest_first(tmp_path, monkeypatch):
     assert cl._train_cost(d, "rate_t8") == 2 * cl._train_cost(d, "rate_t4") > cl._train_cost(d, "tsc")
     assert cl._train_cost(m, "tsc_deep") > cl._train_cost(m, "tsc_pool_free") > cl._train_cost(m, "tsc")
     assert cl._train_cost(m, "rate_t8") > cl._train_cost(d, "rate_t8")
+
+
+def _hung_rtl(m, x, y, idx, P, name, seed):          # module level: a worker process unpickles it by name
+    __import__("time").sleep(60)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_hung_rtl_job_fails_with_its_model_named(monkeypatch, jobs):
+    # a run that hangs outside the simulator (a worker once waited forever on threads lost in the fork)
+    # is stopped by its deadline, in a worker process and in the main thread alike
+    monkeypatch.setattr(cl, "_rtl", _hung_rtl)
+    monkeypatch.setattr(cl, "_rtl_deadline", lambda m, x, P, idx: 1)
+    a, b = _tiny_dense(), _tiny_dense("stcb")
+    t0 = __import__("time").perf_counter()
+    from sim.runner import SimHang
+    with pytest.raises(SimHang, match=r"the RTL run of h_a did not finish in 1 s"):
+        cl._verify([("h_a", a, "digits"), ("h_b", b, "digits")], 8, 3, 0, 0, jobs, lambda s: None)
+    assert __import__("time").perf_counter() - t0 < 30
+    cl._SEEN.clear()
+
+
+def test_rtl_deadline_covers_the_simulators_own_limit():
+    from sim.runner import cycle_budget, wall_limit
+    m = _tiny_dense()
+    x, _ = golden.datasets.load("digits", "test")
+    cl._SEEN.clear()
+    total = cl._seen(m, x, 8)[1]
+    idx = np.arange(36)
+    want = cl.RTL_BUILD_SLACK_S + wall_limit(cycle_budget(int(total * 36 / 360), 0, 0.0), "verilator")
+    assert cl._rtl_deadline(m, x, 8, idx) == want > cl.RTL_BUILD_SLACK_S + 300
+    cl._SEEN.clear()
