@@ -323,10 +323,16 @@ def _measure(model, x, y, P: int, table: dict) -> dict:
 _SEEN: dict[int, tuple] = {}
 
 
+def _note(model, x, P: int, g) -> tuple:
+    """Note in :data:`_SEEN` what a claims run keeps of golden's run ``g`` of ``model`` over ``x``."""
+    _SEEN[id(model)] = e = (model, x, P, g.predictions, float(g.counters["cycles"].sum()))
+    return e
+
+
 def _row(model, g, x, y, P: int, table: dict) -> dict:
     """The figures of golden's run ``g`` of ``model`` over ``x`` (noted in :data:`_SEEN`)."""
     c = g.counters
-    _SEEN[id(model)] = (model, x, P, g.predictions, float(c["cycles"].sum()))
+    _note(model, x, P, g)
     row = {"coding": model.coding, "encoding": model.encoding, "T": model.T, "samples": int(len(x)),
            "accuracy": float((g.predictions == y).mean()),
            **{k: float(np.mean(c[k])) for k in perf.COUNTERS},
@@ -346,8 +352,7 @@ def _seen(model, x, P: int) -> tuple[np.ndarray, float]:
     """(predictions, total cycles) of golden over ``x``: from the run :func:`_row` noted, else a new run."""
     e = _SEEN.get(id(model))
     if e is None or e[0] is not model or e[1] is not x or e[2] != P:
-        g = golden.run(model, x, lanes=P)
-        e = _SEEN[id(model)] = (model, x, P, g.predictions, float(g.counters["cycles"].sum()))
+        e = _note(model, x, P, golden.run(model, x, lanes=P))
     return e[3], e[4]
 
 

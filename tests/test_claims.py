@@ -2,8 +2,10 @@
 bad input; the README block's renderer."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +251,21 @@ def test_depth_row_compares_the_shallow_and_the_deep_pool_free_networks(deep_cyc
     assert "m/pf.npz" in row["command"] and "m/deep.npz" in row["command"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_seen():
+    # sim.claims notes golden's runs by model (cl._SEEN): each test starts and ends without any
+    cl._SEEN.clear()
+    yield
+    cl._SEEN.clear()
+
+
+def _measured_tiny():
+    """A tiny dense model, the digits test split, and golden's total cycles over it (noted by cl._seen)."""
+    m = _tiny_dense()
+    x, _ = golden.datasets.load("digits", "test")
+    return m, x, cl._seen(m, x, 8)[1]
+
+
 def _tiny_dense(coding="rate"):
     rng = np.random.default_rng(3)
     m = Model([Dense(rng.integers(-30, 40, (10, 64)), 0, 60, 0)], T=4, input_max=16)
@@ -263,7 +280,6 @@ def test_a_measured_run_is_not_repeated(monkeypatch):
     m = _tiny_dense()
     x, y = golden.datasets.load("digits", "test")
     g = golden.run(m, x, lanes=8)
-    cl._SEEN.clear()
     row = cl._measure(m, x, y, 8, golden.energy.DEFAULT_TABLE)
     calls = []
     real = cl.golden.run
@@ -277,25 +293,20 @@ def test_a_measured_run_is_not_repeated(monkeypatch):
     other = _tiny_dense()
     assert np.array_equal(cl._seen(other, x, 8)[0], g.predictions)
     assert len(calls) == 3
-    cl._SEEN.clear()
 
 
 def test_rtl_plan_whole_split_within_the_budget_else_a_seeded_draw():
-    m = _tiny_dense()
-    x, _ = golden.datasets.load("digits", "test")
-    cl._SEEN.clear()
-    total = cl._seen(m, x, 8)[1]
+    m, x, total = _measured_tiny()
     assert np.array_equal(cl._rtl_plan(m, x, 8, 5, total, 0), np.arange(len(x)))
     a = cl._rtl_plan(m, x, 8, 5, total - 1, 0)
     assert len(a) == 5 and np.array_equal(a, np.sort(a)) and len(set(a.tolist())) == 5
     assert np.array_equal(a, cl._rtl_plan(m, x, 8, 5, total - 1, 0))             # seeded
     assert not np.array_equal(a, cl._rtl_plan(m, x, 8, 5, total - 1, 1))
     assert np.array_equal(cl._rtl_plan(m, x, 8, len(x), 0, 0), np.arange(len(x)))   # a sample of all of it
-    cl._SEEN.clear()
 
 
 def _fake_rtl(m, x, y, idx, P, name, seed):          # module level: a worker process unpickles it by name
-    return {"samples": len(idx), "matching": len(idx), "seconds": 0.0, "name": name, "pid": __import__("os").getpid()}
+    return {"samples": len(idx), "matching": len(idx), "seconds": 0.0, "name": name, "pid": os.getpid()}
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -309,8 +320,7 @@ def test_verify_runs_each_quoted_model_once_in_the_tables_order(monkeypatch, job
     assert list(res) == ["k_b", "k_a"]
     assert [r["name"] for r in res.values()] == ["claims_k_b", "claims_k_a"]
     assert all(r["samples"] == 3 for r in res.values()) and len(log) == 2
-    assert all((r["pid"] != __import__("os").getpid()) == (jobs > 1) for r in res.values())   # in workers
-    cl._SEEN.clear()
+    assert all((r["pid"] != os.getpid()) == (jobs > 1) for r in res.values())   # in workers
 
 
 def test_verify_on_the_rtl():
@@ -321,7 +331,6 @@ def test_verify_on_the_rtl():
     for r in res.values():
         assert r["exact"] and r["matching"] == r["samples"] == 3 and r["of"] == 360 and r["sample_seed"] == 0
         assert r["first_mismatch"] is None and r["simulated_cycles_per_s"] > 0
-    cl._SEEN.clear()
 
 
 def test_only_the_quoted_float_reference_is_trained():
@@ -368,7 +377,7 @@ def test_trainings_start_costliest_first(tmp_path, monkeypatch):
 
 
 def _hung_rtl(m, x, y, idx, P, name, seed):          # module level: a worker process unpickles it by name
-    __import__("time").sleep(60)
+    time.sleep(60)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -378,21 +387,16 @@ def test_a_hung_rtl_job_fails_with_its_model_named(monkeypatch, jobs):
     monkeypatch.setattr(cl, "_rtl", _hung_rtl)
     monkeypatch.setattr(cl, "_rtl_deadline", lambda m, x, P, idx: 1)
     a, b = _tiny_dense(), _tiny_dense("stcb")
-    t0 = __import__("time").perf_counter()
+    t0 = time.perf_counter()
     from sim.runner import SimHang
     with pytest.raises(SimHang, match=r"the RTL run of h_a did not finish in 1 s"):
         cl._verify([("h_a", a, "digits"), ("h_b", b, "digits")], 8, 3, 0, 0, jobs, lambda s: None)
-    assert __import__("time").perf_counter() - t0 < 30
-    cl._SEEN.clear()
+    assert time.perf_counter() - t0 < 30
 
 
 def test_rtl_deadline_covers_the_simulators_own_limit():
     from sim.runner import cycle_budget, wall_limit
-    m = _tiny_dense()
-    x, _ = golden.datasets.load("digits", "test")
-    cl._SEEN.clear()
-    total = cl._seen(m, x, 8)[1]
+    m, x, total = _measured_tiny()
     idx = np.arange(36)
     want = cl.RTL_BUILD_SLACK_S + wall_limit(cycle_budget(int(total * 36 / 360), 0, 0.0), "verilator")
     assert cl._rtl_deadline(m, x, 8, idx) == want > cl.RTL_BUILD_SLACK_S + 300
-    cl._SEEN.clear()
