@@ -376,6 +376,20 @@ def test_trainings_start_costliest_first(tmp_path, monkeypatch):
     assert cl._train_cost(m, "rate_t8") > cl._train_cost(d, "rate_t8")
 
 
+def test_train_cost_reads_the_training_split_size(monkeypatch):
+    # the split's size comes from the data, not from a table of the known datasets' sizes
+    import golden.datasets
+    d = cl.NETWORKS["digits"]
+    full = cl._train_cost(d, "tsc")
+    x, y = golden.datasets.load("digits", "train")
+    monkeypatch.setattr(golden.datasets, "load", lambda name, split, **kw: (x[:len(x) // 3], y[:len(x) // 3]))
+    cl._train_size.cache_clear()
+    try:
+        assert cl._train_cost(d, "tsc") * len(x) == full * (len(x) // 3)
+    finally:
+        cl._train_size.cache_clear()
+
+
 def _hung_rtl(m, x, y, idx, P, name, seed):          # module level: a worker process unpickles it by name
     time.sleep(60)
 
