@@ -86,8 +86,8 @@ regress-mnist5k-banks: $(STAMP)
 # (sim/readme.py, which names the same lanes and banks) is rendered from their JSON. Long runs: not in `make test`.
 MNIST5K        ?= direct_t1 rate_t8 tsc_t8
 # each model's core on the LFE5U-85F (sim/readme.py's MNIST5K_CORES): lanes P and accumulator banks
-MNIST5K_LANES_direct_t1 := 32
-MNIST5K_BANKS_direct_t1 := 3
+MNIST5K_LANES_direct_t1 := 16
+MNIST5K_BANKS_direct_t1 := 9
 MNIST5K_LANES_rate_t8   := 16
 MNIST5K_BANKS_rate_t8   := 9
 MNIST5K_LANES_tsc_t8    := 16
