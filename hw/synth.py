@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -309,7 +310,21 @@ def tools_available(target: str) -> bool:
 
 
 def _tool_cmd(module: str, func: str) -> list[str]:
-    return [sys.executable, "-c", f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
+    """The command that runs a yowasp tool in a Python of its own, which first asks Linux to kill it when
+    this process ends (``PR_SET_PDEATHSIG``), however that ends: hw.synth killed by a signal left its
+    nextpnr routing on alone for the rest of the hour, on one of the machine's two cores. The parent's pid
+    is checked after the call, in case this process ended before it (elsewhere the prelude does nothing).
+    In the tool's own process, not a ``preexec_fn``: that is unsafe while the parent has threads."""
+    prelude = ("import os, sys\n"
+               "if sys.platform.startswith('linux'):\n"
+               "    import ctypes, signal\n"
+               f"    ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, int(signal.SIGKILL), 0, 0, 0)\n"
+               f"    if os.getppid() != {os.getpid()}:\n"
+               "        sys.exit(1)\n")
+    return [sys.executable, "-c", f"{prelude}import {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
+
+
+_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
 
 
 def _versions(target: str) -> dict:
@@ -325,16 +340,21 @@ def _versions(target: str) -> dict:
 
 def _run(cmd, cwd: Path, log_path: Path, timeout: float, label: str) -> tuple[int, str, float]:
     """Run one tool with its output going to ``log_path`` as it prints it (an 85F place-and-route runs for
-    an hour: ``tail -f`` the log to see which step it is in); return (exit status, the log, seconds)."""
+    an hour: ``tail -f`` the log to see which step it is in); return (exit status, the log, seconds).
+    The tool does not outlive this process: the ``finally`` kills it when this wait ends by an exception
+    (Ctrl-C), and :func:`_tool_cmd`'s prelude when the process ends any other way."""
     t0 = time.perf_counter()
     with open(log_path, "w") as f:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        rc = None
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = None
+            pass
+        finally:
+            if rc is None:
+                proc.kill()
+                proc.wait()
     text = log_path.read_text(errors="replace")
     if rc is None:
         # the log says which step ran out of time

@@ -394,3 +394,42 @@ def test_real_synth_tiny_core_ice40(tiny_path, tmp_path):
     assert (tmp_path / "tiny_p1_ice40.md").read_text().startswith("# FPGA implementation")
     assert "nextpnr: seed 1, router2" in (tmp_path / "tiny_p1_ice40.md").read_text()
     assert r.stdout.splitlines()[-1].startswith("iCE40UP5K sg48 P=1: ")   # no speed grade to name (it said "-None")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_synth_takes_its_tool_with_it(tmp_path):
+    # hw.synth killed by a signal (no exception, no finally) left nextpnr routing on alone for an hour
+    pidfile = tmp_path / "tool.pid"
+    (tmp_path / "sleeper.py").write_text(
+        "import os, time\n"
+        f"def run(argv):\n    open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n    return 0\n")
+    script = ("import sys\nfrom pathlib import Path\nfrom hw import synth as hs\n"
+              f"hs._run(hs._tool_cmd('sleeper', 'run'), Path({str(tmp_path)!r}), Path({str(tmp_path / 'log')!r}), "
+              "120, 'sleeper')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    synth = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.is_file() and pidfile.read_text()):
+            assert time.monotonic() < deadline and synth.poll() is None, "the tool never started"
+            time.sleep(0.05)
+        tool = int(pidfile.read_text())
+        assert _alive(tool)
+    finally:
+        synth.kill()
+        synth.wait()
+    deadline = time.monotonic() + 10
+    while _alive(tool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(tool)
+    if alive:
+        os.kill(tool, 9)
+    assert not alive, "the tool outlived hw.synth"
