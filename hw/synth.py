@@ -309,6 +309,9 @@ def tools_available(target: str) -> bool:
         return False
 
 
+_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
+
+
 def _tool_cmd(module: str, func: str) -> list[str]:
     """The command that runs a yowasp tool in a Python of its own, which first asks Linux to kill it when
     this process ends (``PR_SET_PDEATHSIG``), however that ends: hw.synth killed by a signal left its
@@ -322,9 +325,6 @@ def _tool_cmd(module: str, func: str) -> list[str]:
                f"    if os.getppid() != {os.getpid()}:\n"
                "        sys.exit(1)\n")
     return [sys.executable, "-c", f"{prelude}import {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
-
-
-_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
 
 
 def _versions(target: str) -> dict:
@@ -352,7 +352,7 @@ def _run(cmd, cwd: Path, log_path: Path, timeout: float, label: str) -> tuple[in
         except subprocess.TimeoutExpired:
             pass
         finally:
-            if rc is None:
+            if rc is None:                    # timed out, or the wait was interrupted
                 proc.kill()
                 proc.wait()
     text = log_path.read_text(errors="replace")
